@@ -1,0 +1,97 @@
+/* The backend interface: the one header that kernels/ implement and models/
+ * call. A backend is a table of ops over float32 buffers that live in the
+ * backend's memory (host memory for the CPU, device memory for CUDA).
+ *
+ * Shapes follow llm.c: T tokens (rows), C or D channels (columns), row-major,
+ * so x[t*D + d]. Weights follow GGUF/ggml order: a linear layer's weight with
+ * ne = [IN, OUT] is an OUT x IN row-major matrix, y = x W^T + b.
+ *
+ * Every op returns 0 on success, or non-zero after writing a message into
+ * be->err (never aborts). Ops on one backend instance are called from one
+ * thread at a time; a backend may use threads internally. */
+#ifndef SP_BACKEND_H
+#define SP_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct sp_backend sp_backend;
+
+typedef enum { SP_ACT_NONE = 0, SP_ACT_GELU = 1 /* exact erf GELU */ } sp_act;
+
+typedef enum { SP_POOL_MEAN = 1, SP_POOL_FIRST = 2, SP_POOL_LAST = 3 } sp_pool_op;
+
+typedef struct sp_backend_ops {
+    const char *name; /* "cpu", "cuda" */
+
+    void (*destroy)(sp_backend *be);
+
+    /* Memory in the backend's address space. Allocations are aligned to at
+     * least 256 bytes. buffer_alloc returns NULL on failure (message in err). */
+    void *(*buffer_alloc)(sp_backend *be, size_t bytes);
+    void (*buffer_free)(sp_backend *be, void *p);
+    int (*upload)(sp_backend *be, void *dst, const void *src_host, size_t bytes);
+    int (*download)(sp_backend *be, void *dst_host, const void *src, size_t bytes);
+    /* Waits for all queued work (a no-op on the CPU). */
+    int (*synchronize)(sp_backend *be);
+
+    /* out[t, :] = table[ids[t], :]; ids live in backend memory. */
+    int (*get_rows)(sp_backend *be, const float *table, int64_t D, const int32_t *ids, int64_t T,
+                    float *out);
+
+    /* out = (x - mean) / sqrt(var + eps) * w + b per row, biased variance.
+     * out may equal x. */
+    int (*layer_norm)(sp_backend *be, const float *x, const float *w, const float *b, float eps,
+                      int64_t T, int64_t D, float *out);
+
+    /* out[T, OUT] = act(x[T, IN] W^T + b), W an OUT x IN row-major matrix, b
+     * may be NULL. With accumulate, out += x W^T + b (act must be NONE). */
+    int (*linear)(sp_backend *be, const float *x, const float *W, const float *b, int64_t T,
+                  int64_t IN, int64_t OUT, sp_act act, int accumulate, float *out);
+
+    /* Bytes of scratch the mixing op needs for this shape (0 allowed). */
+    size_t (*mix_workspace_size)(sp_backend *be, int64_t T, int64_t D);
+
+    /* The spectralmlp token mixing, added into h:
+     *   k = min(K, T/2); U = FFT_t(u[:, d]); Z_f = U_f * W[d, f] for f < k, else 0;
+     *   h[:, d] += Re(IFFT(Z))[:, d] + bias[d].
+     * filter holds W as (re, im) pairs, index (d * K + f) * 2. bias may be NULL.
+     * workspace has at least mix_workspace_size(T, D) bytes. */
+    int (*spectral_mix)(sp_backend *be, const float *u, const float *filter, const float *bias,
+                        int64_t K, int64_t T, int64_t D, void *workspace, float *h);
+
+    /* out_host[D] = mean / first / last row of x[T, D]. */
+    int (*pool)(sp_backend *be, const float *x, int64_t T, int64_t D, sp_pool_op op,
+                float *out_host);
+} sp_backend_ops;
+
+struct sp_backend {
+    const sp_backend_ops *ops;
+    int host_memory; /* 1 when backend buffers are ordinary host memory */
+    int n_threads;
+    char err[512];
+    void *impl;
+};
+
+/* Constructors (one per backend). Return NULL with a message in err. */
+sp_backend *sp_backend_cpu_create(int n_threads, char *err, size_t err_len);
+/* Defined only when built with CUDA (SPECTRAL_HAVE_CUDA). */
+sp_backend *sp_backend_cuda_create(int device, char *err, size_t err_len);
+/* Number of CUDA devices visible, 0 when none or built without CUDA. */
+int sp_backend_cuda_device_count(void);
+
+/* The activation arena (implemented in runtime/arena.c). The graph code in
+ * models/ takes every activation from it. In measure mode nothing is
+ * allocated and sp_arena_alloc returns distinct non-NULL placeholders, so one
+ * code path both plans and runs. */
+typedef struct sp_arena sp_arena;
+void *sp_arena_alloc(sp_arena *a, size_t bytes);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
