@@ -90,6 +90,9 @@ int sp_backend_cuda_device_count(void);
  * code path both plans and runs. */
 typedef struct sp_arena sp_arena;
 void *sp_arena_alloc(sp_arena *a, size_t bytes);
+/* Non-zero while the arena only measures: the caller allocates and returns
+ * without running any op. */
+int sp_arena_measuring(const sp_arena *a);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,178 @@
+/* tokenizer.ggml.model = "bert": BERT basic tokenization + WordPiece, matching
+ * the HF `tokenizers` BertWordPieceTokenizer (BertNormalizer,
+ * BertPreTokenizer, WordPiece with "##", BertProcessing).
+ *
+ * Keys: tokenizer.ggml.tokens (required), tokenizer.ggml.cls_token_id,
+ * tokenizer.ggml.seperator_token_id (llama.cpp's spelling),
+ * tokenizer.ggml.unknown_token_id, tokenizer.ggml.padding_token_id; when an id
+ * key is absent the token is looked up by its usual spelling ([CLS], [SEP],
+ * [UNK], [PAD]).
+ * Spectral's own keys (llama.cpp has none; it always lower-cases):
+ *   tokenizer.ggml.do_lower_case  bool, default true: lower-case the text
+ *   tokenizer.ggml.strip_accents  bool, default = do_lower_case: NFD and drop
+ *                                 nonspacing marks (HF's strip_accents=None)
+ *
+ * Text that is not valid UTF-8 behaves like its lossy decoding: each
+ * ill-formed subsequence becomes U+FFFD, which cleaning then drops. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "formats/tok_internal.h"
+
+#define WPM_MAX_WORD_CHARS 100 /* longer words become [UNK], as in BERT */
+
+typedef struct {
+    sp_vocab v;
+    int32_t cls, sep, unk, pad;
+    int lower, strip;
+} wpm;
+
+static int special(const sp_gguf *g, const wpm *m, const char *key, const char *spelling,
+                   int32_t *id, char *err, size_t err_len) {
+    *id = sp_vocab_find(&m->v, spelling, strlen(spelling));
+    if (sp_tok_get_id(g, key, m->v.n, id, err, err_len) != 0) return -1;
+    return 0;
+}
+
+int sp_wpm_load(const sp_gguf *g, void **state, int64_t *n_vocab, char *err, size_t err_len) {
+    wpm *m = calloc(1, sizeof *m);
+    if (!m) {
+        snprintf(err, err_len, "out of memory");
+        return -1;
+    }
+    if (sp_vocab_load(&m->v, g, err, err_len) != 0) {
+        free(m);
+        return -1;
+    }
+    m->lower = 1;
+    if (special(g, m, "tokenizer.ggml.cls_token_id", "[CLS]", &m->cls, err, err_len) ||
+        special(g, m, "tokenizer.ggml.seperator_token_id", "[SEP]", &m->sep, err, err_len) ||
+        special(g, m, "tokenizer.ggml.unknown_token_id", "[UNK]", &m->unk, err, err_len) ||
+        special(g, m, "tokenizer.ggml.padding_token_id", "[PAD]", &m->pad, err, err_len) ||
+        sp_tok_get_bool(g, "tokenizer.ggml.do_lower_case", &m->lower, err, err_len))
+        goto fail;
+    m->strip = m->lower;
+    if (sp_tok_get_bool(g, "tokenizer.ggml.strip_accents", &m->strip, err, err_len)) goto fail;
+    if (m->unk < 0) {
+        snprintf(err, err_len, "bert tokenizer: no unknown token (tokenizer.ggml.unknown_token_id or [UNK])");
+        goto fail;
+    }
+    if (m->cls < 0 || m->sep < 0) {
+        snprintf(err, err_len, "bert tokenizer: no [CLS]/[SEP] token (tokenizer.ggml.cls_token_id, "
+                               "tokenizer.ggml.seperator_token_id)");
+        goto fail;
+    }
+    *state = m;
+    *n_vocab = m->v.n;
+    return 0;
+fail:
+    sp_vocab_free(&m->v);
+    free(m);
+    return -1;
+}
+
+void sp_wpm_free(void *state) {
+    wpm *m = state;
+    if (!m) return;
+    sp_vocab_free(&m->v);
+    free(m);
+}
+
+/* WordPiece on one word (UTF-8, n_chars characters): greedy longest match,
+ * continuation pieces prefixed "##"; any unmatched rest makes the whole word
+ * [UNK]. buf has room for len + 2 bytes. */
+static void wordpiece(const wpm *m, const char *w, size_t len, size_t n_chars, char *buf, sp_ids *o) {
+    if (n_chars > WPM_MAX_WORD_CHARS) {
+        sp_ids_push(o, m->unk);
+        return;
+    }
+    int64_t first = o->n;
+    size_t start = 0;
+    while (start < len) {
+        size_t end = len;
+        int32_t id = -1;
+        while (start < end) {
+            size_t pl = 0;
+            if (start > 0) {
+                buf[0] = '#';
+                buf[1] = '#';
+                pl = 2;
+            }
+            memcpy(buf + pl, w + start, end - start);
+            id = sp_vocab_find(&m->v, buf, pl + end - start);
+            if (id >= 0) break;
+            do end--; /* back off one whole character */
+            while (end > start && ((unsigned char)w[end] & 0xC0) == 0x80);
+        }
+        if (id < 0) {
+            o->n = first; /* drop the pieces written so far */
+            sp_ids_push(o, m->unk);
+            return;
+        }
+        sp_ids_push(o, id);
+        start = end;
+    }
+}
+
+int sp_wpm_tokenize(const void *state, const char *text, size_t len, int add_special, sp_ids *o) {
+    const wpm *m = state;
+    const unsigned char *s = (const unsigned char *)text;
+    /* Normalized text; each input character yields at most 3 characters
+     * (strip) x 2 (lowercase) or ' ' c ' ', 4 bytes each, plus a separator. */
+    if (len > (SIZE_MAX - 16) / 32) return -1;
+    char *norm = malloc(len * 24 + 8);
+    char *buf = malloc(len * 24 + 8);
+    if (!norm || !buf) {
+        free(norm);
+        free(buf);
+        return -1;
+    }
+    if (add_special) sp_ids_push(o, m->cls);
+
+    /* Normalize: clean, isolate CJK ideographs, strip accents, lower-case.
+     * Words end at spaces; punctuation is a word of its own. The current
+     * word collects in norm[0..nb) and goes to WordPiece when it ends. */
+    size_t nb = 0, wchars = 0;
+#define END_WORD()                                       \
+    do {                                                 \
+        if (nb) wordpiece(m, norm, nb, wchars, buf, o);  \
+        nb = 0;                                          \
+        wchars = 0;                                      \
+    } while (0)
+    for (size_t i = 0; i < len;) {
+        size_t adv;
+        uint32_t cp = sp_utf8_next(s, len, i, &adv);
+        i += adv;
+        if (cp == UINT32_MAX || cp == 0 || cp == 0xFFFD || sp_uc_bert_removed(cp)) continue;
+        if (cp == ' ' || cp == '\t' || cp == '\n' || cp == '\r' || sp_uc_bert_space(cp)) {
+            END_WORD();
+            continue;
+        }
+        uint32_t a[3], b[3];
+        int na = 1;
+        a[0] = cp;
+        int cjk = sp_uc_bert_chinese(cp);
+        if (m->strip) na = sp_uc_strip(cp, a);
+        if (cjk) END_WORD();
+        for (int k = 0; k < na; k++) {
+            int nl = 1;
+            b[0] = a[k];
+            if (m->lower) nl = sp_uc_lower(a[k], b);
+            for (int j = 0; j < nl; j++) {
+                int p = sp_uc_bert_punct(b[j]);
+                if (p) END_WORD();
+                nb += (size_t)sp_utf8_put(b[j], norm + nb);
+                wchars++;
+                if (p) END_WORD();
+            }
+        }
+        if (cjk) END_WORD();
+    }
+    END_WORD();
+#undef END_WORD
+    if (add_special) sp_ids_push(o, m->sep);
+    free(norm);
+    free(buf);
+    return 0;
+}

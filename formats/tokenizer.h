@@ -1,0 +1,41 @@
+/* Tokenizers described by a GGUF file's tokenizer.ggml.* keys.
+ *
+ * tokenizer.ggml.model selects the algorithm:
+ *   "bytes"  each input byte is one token whose id is the byte value
+ *   "bert"   BERT basic tokenization + WordPiece greedy longest match ("##")
+ *   "llama"  SentencePiece (unigram/BPE by scores), as llama.cpp names it
+ * Internal to spectral (sp_ names). */
+#ifndef SP_TOKENIZER_H
+#define SP_TOKENIZER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "formats/gguf.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct sp_tokenizer sp_tokenizer;
+
+/* Reads the tokenizer from g. The tokenizer copies what it needs and does not
+ * keep g. Returns 0, or non-zero with a message in err. */
+int sp_tokenizer_load(const sp_gguf *g, sp_tokenizer **out, char *err, size_t err_len);
+void sp_tokenizer_free(sp_tokenizer *tok);
+
+const char *sp_tokenizer_model(const sp_tokenizer *tok);
+int64_t sp_tokenizer_n_vocab(const sp_tokenizer *tok);
+
+/* Tokenizes text (any bytes, not necessarily valid UTF-8). Writes at most
+ * n_max ids into out (out may be NULL when n_max is 0) and returns the total
+ * number of ids the text produces, or -1 on error. Special tokens ([CLS] ...
+ * [SEP] for bert, BOS for SentencePiece models that ask for it) are added
+ * when add_special is non-zero. */
+int64_t sp_tokenize(const sp_tokenizer *tok, const char *text, size_t len, int add_special,
+                    int32_t *out, int64_t n_max);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

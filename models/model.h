@@ -1,0 +1,56 @@
+/* What every architecture file in models/ provides to the runtime.
+ *
+ * An architecture parses its hyperparameters and tensors from a GGUF file,
+ * checks every shape, and exposes its weights as a flat list of float32
+ * tensors (so the runtime can upload them to any backend without knowing
+ * the architecture). Its forward pass is written once against the backend
+ * interface and takes every activation from the arena. */
+#ifndef SP_MODEL_H
+#define SP_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "formats/gguf.h"
+#include "kernels/backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    int64_t n_embd;      /* width of the output states */
+    int64_t n_layer;
+    int64_t n_vocab;
+    int64_t n_ctx_train; /* 0 when unknown */
+    int64_t max_tokens;  /* hard maximum sequence length, 0 = none */
+    int pooling;         /* default pooling, spectral_pooling numbering */
+    uint64_t n_params;
+} sp_model_info;
+
+/* Weights as float32 host arrays: pointers into the file mapping when the
+ * file stores F32, converted copies owned by the architecture otherwise. */
+typedef struct {
+    int64_t n;
+    const float **data;
+    int64_t *n_elems;
+} sp_weight_list;
+
+typedef struct {
+    const char *name; /* general.architecture */
+    int (*load)(const sp_gguf *g, void **model, sp_model_info *info, sp_weight_list *weights,
+                char *err, size_t err_len);
+    void (*free)(void *model);
+    /* w[i] is weights->data[i] in the backend's memory. tokens are in the
+     * backend's memory too. On success *states is a T x n_embd buffer from the
+     * arena. In measure mode (sp_arena_measuring) it only allocates. */
+    int (*forward)(const void *model, const float *const *w, sp_backend *be, sp_arena *arena,
+                   const int32_t *tokens, int64_t T, float **states);
+} sp_arch;
+
+extern const sp_arch sp_arch_spectralmlp;
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,311 @@
+/* spectralmlp: a byte-level (or any-vocabulary) document encoder whose token
+ * mixing is an FFT along the sequence, a per-channel complex filter on the
+ * lowest K frequency bins, and an inverse FFT.
+ *
+ *   h = token_embd[tokens]                                  (T x D)
+ *   for each block:
+ *     h += Re(IFFT(FFT_t(LN_mix(h)) * W)) + mix_bias        (first k = min(K, T/2) bins)
+ *     h += W_down GELU(W_up LN_ffn(h) + b_up) + b_down
+ *   h = LN_out(h)          (if output_norm is present)
+ *   h = h W_out^T + b_out  (if output is present; width becomes E)
+ *
+ * Tensor names and shapes are pinned in README.md ("Model format"). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "models/model.h"
+
+#define ARCH "spectralmlp"
+/* Rows of the MLP processed at once: the hidden activation is CHUNK x F
+ * instead of T x F, which keeps long documents' memory at O(T*D) while the
+ * GEMMs stay large enough to run at full speed. */
+#define FFN_CHUNK_ROWS 2048
+
+enum {
+    W_MIX_NORM_W,
+    W_MIX_NORM_B,
+    W_MIX_FILTER,
+    W_MIX_BIAS,
+    W_FFN_NORM_W,
+    W_FFN_NORM_B,
+    W_FFN_UP_W,
+    W_FFN_UP_B,
+    W_FFN_DOWN_W,
+    W_FFN_DOWN_B,
+    W_PER_BLOCK
+};
+
+typedef struct {
+    int64_t D, F, L, K, V, E;
+    float eps;
+    int has_output_norm, has_output_proj;
+    /* indices into the weight list */
+    int64_t i_embd, i_block0, i_out_norm_w, i_out_norm_b, i_out_w, i_out_b;
+    /* converted copies (F16/BF16 files) */
+    float **owned;
+    int64_t n_owned;
+} spectralmlp;
+
+static void model_free(void *p) {
+    spectralmlp *m = p;
+    if (!m) return;
+    for (int64_t i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    free(m->owned);
+    free(m);
+}
+
+/* Reads a required unsigned integer hyperparameter. */
+static int get_hparam(const sp_gguf *g, const char *key, int64_t min, int64_t max, int64_t *out,
+                      char *err, size_t err_len) {
+    uint64_t v;
+    int rc = sp_gguf_get_uint(g, key, &v);
+    if (rc == -1) {
+        snprintf(err, err_len, "missing key %s", key);
+        return -1;
+    }
+    if (rc != 0) {
+        snprintf(err, err_len, "key %s must be an unsigned integer", key);
+        return -1;
+    }
+    if (v < (uint64_t)min || v > (uint64_t)max) {
+        snprintf(err, err_len, "key %s = %llu is out of range [%lld, %lld]", key,
+                 (unsigned long long)v, (long long)min, (long long)max);
+        return -1;
+    }
+    *out = (int64_t)v;
+    return 0;
+}
+
+/* Finds a tensor, checks its shape, and returns f32 data (converted if needed). */
+static int take_tensor(const sp_gguf *g, spectralmlp *m, const char *name, int optional,
+                       uint32_t n_dims, int64_t ne0, int64_t ne1, int64_t ne2,
+                       sp_weight_list *wl, int64_t *index, char *err, size_t err_len) {
+    *index = -1;
+    int64_t ti = sp_gguf_find_tensor(g, name);
+    if (ti < 0) {
+        if (optional) return 0;
+        snprintf(err, err_len, "missing tensor %s", name);
+        return -1;
+    }
+    const sp_gguf_tensor *t = sp_gguf_tensor_at(g, ti);
+    const int64_t want[3] = {ne0, ne1, ne2};
+    int ok = t->n_dims == n_dims;
+    for (uint32_t d = 0; ok && d < SP_GGUF_MAX_DIMS; d++)
+        ok = t->ne[d] == (d < n_dims ? want[d] : 1);
+    if (!ok) {
+        char got[96] = "", exp[96] = "";
+        for (uint32_t d = 0; d < t->n_dims && d < SP_GGUF_MAX_DIMS; d++)
+            snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", d ? ", " : "",
+                     (long long)t->ne[d]);
+        for (uint32_t d = 0; d < n_dims; d++)
+            snprintf(exp + strlen(exp), sizeof exp - strlen(exp), "%s%lld", d ? ", " : "",
+                     (long long)want[d]);
+        snprintf(err, err_len, "tensor %s has shape [%s], expected [%s]", name, got, exp);
+        return -1;
+    }
+    int64_t n = t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
+    const float *data;
+    if (t->type == SP_TENSOR_F32) {
+        data = t->data;
+    } else if (t->type == SP_TENSOR_F16 || t->type == SP_TENSOR_BF16) {
+        float *buf = malloc((size_t)n * sizeof(float));
+        if (!buf) {
+            snprintf(err, err_len, "out of memory converting tensor %s", name);
+            return -1;
+        }
+        sp_convert_to_f32(t->type, t->data, buf, (size_t)n);
+        m->owned[m->n_owned++] = buf;
+        data = buf;
+    } else {
+        snprintf(err, err_len, "tensor %s has type %s; supported: F32, F16, BF16", name,
+                 sp_tensor_type_name(t->type));
+        return -1;
+    }
+    *index = wl->n;
+    wl->data[wl->n] = data;
+    wl->n_elems[wl->n] = n;
+    wl->n++;
+    return 0;
+}
+
+static int model_load(const sp_gguf *g, void **out, sp_model_info *info, sp_weight_list *wl,
+                      char *err, size_t err_len) {
+    *out = NULL;
+    memset(wl, 0, sizeof *wl);
+    spectralmlp *m = calloc(1, sizeof *m);
+    if (!m) {
+        snprintf(err, err_len, "out of memory");
+        return -1;
+    }
+    /* Bounds keep every product below (T * D * F) comfortably inside int64. */
+    const int64_t MAXDIM = 1 << 20;
+    int64_t ctx = 0, pooling = 1;
+    if (get_hparam(g, ARCH ".embedding_length", 1, MAXDIM, &m->D, err, err_len) ||
+        get_hparam(g, ARCH ".feed_forward_length", 1, MAXDIM, &m->F, err, err_len) ||
+        get_hparam(g, ARCH ".block_count", 1, 4096, &m->L, err, err_len) ||
+        get_hparam(g, ARCH ".mixing.n_filters", 1, INT64_C(1) << 30, &m->K, err, err_len))
+        goto fail;
+    if (sp_gguf_find_key(g, ARCH ".context_length") >= 0 &&
+        get_hparam(g, ARCH ".context_length", 0, INT64_C(1) << 40, &ctx, err, err_len))
+        goto fail;
+    if (sp_gguf_find_key(g, ARCH ".pooling_type") >= 0 &&
+        get_hparam(g, ARCH ".pooling_type", 0, 3, &pooling, err, err_len))
+        goto fail;
+    m->eps = 1e-5f;
+    int64_t ki = sp_gguf_find_key(g, ARCH ".attention.layer_norm_epsilon");
+    if (ki >= 0) {
+        if (sp_gguf_kv_type(g, ki) != SP_GGUF_TYPE_FLOAT32) {
+            snprintf(err, err_len, "key " ARCH ".attention.layer_norm_epsilon must be f32");
+            goto fail;
+        }
+        m->eps = sp_gguf_get_f32(g, ki);
+        if (!(m->eps > 0.0f) || !isfinite(m->eps)) {
+            snprintf(err, err_len, "key " ARCH ".attention.layer_norm_epsilon must be > 0");
+            goto fail;
+        }
+    }
+    int64_t te = sp_gguf_find_tensor(g, "token_embd.weight");
+    if (te < 0) {
+        snprintf(err, err_len, "missing tensor token_embd.weight");
+        goto fail;
+    }
+    m->V = sp_gguf_tensor_at(g, te)->ne[1];
+    int64_t to = sp_gguf_find_tensor(g, "output.weight");
+    m->E = to >= 0 ? sp_gguf_tensor_at(g, to)->ne[1] : m->D;
+
+    int64_t cap = 1 + m->L * W_PER_BLOCK + 4;
+    wl->data = calloc((size_t)cap, sizeof *wl->data);
+    wl->n_elems = calloc((size_t)cap, sizeof *wl->n_elems);
+    m->owned = calloc((size_t)cap, sizeof *m->owned);
+    if (!wl->data || !wl->n_elems || !m->owned) {
+        snprintf(err, err_len, "out of memory");
+        goto fail;
+    }
+    const int64_t D = m->D, F = m->F, K = m->K;
+    if (take_tensor(g, m, "token_embd.weight", 0, 2, D, m->V, 1, wl, &m->i_embd, err, err_len))
+        goto fail;
+    m->i_block0 = wl->n;
+    for (int64_t l = 0; l < m->L; l++) {
+        static const struct {
+            const char *suffix;
+            uint32_t n_dims;
+            int which[3]; /* 0 = 1, 1 = D, 2 = F, 3 = K, 4 = 2 */
+        } spec[W_PER_BLOCK] = {
+            {"mix_norm.weight", 1, {1, 0, 0}},   {"mix_norm.bias", 1, {1, 0, 0}},
+            {"mix_filter.weight", 3, {4, 3, 1}}, {"mix_filter.bias", 1, {1, 0, 0}},
+            {"ffn_norm.weight", 1, {1, 0, 0}},   {"ffn_norm.bias", 1, {1, 0, 0}},
+            {"ffn_up.weight", 2, {1, 2, 0}},     {"ffn_up.bias", 1, {2, 0, 0}},
+            {"ffn_down.weight", 2, {2, 1, 0}},   {"ffn_down.bias", 1, {1, 0, 0}},
+        };
+        const int64_t dim_of[5] = {1, D, F, K, 2};
+        for (int w = 0; w < W_PER_BLOCK; w++) {
+            char name[96];
+            int64_t idx;
+            snprintf(name, sizeof name, "blk.%lld.%s", (long long)l, spec[w].suffix);
+            if (take_tensor(g, m, name, 0, spec[w].n_dims, dim_of[spec[w].which[0]],
+                            dim_of[spec[w].which[1]], dim_of[spec[w].which[2]], wl, &idx, err,
+                            err_len))
+                goto fail;
+        }
+    }
+    if (take_tensor(g, m, "output_norm.weight", 1, 1, D, 1, 1, wl, &m->i_out_norm_w, err, err_len) ||
+        take_tensor(g, m, "output_norm.bias", 1, 1, D, 1, 1, wl, &m->i_out_norm_b, err, err_len))
+        goto fail;
+    if ((m->i_out_norm_w < 0) != (m->i_out_norm_b < 0)) {
+        snprintf(err, err_len, "output_norm.weight and output_norm.bias must come together");
+        goto fail;
+    }
+    m->has_output_norm = m->i_out_norm_w >= 0;
+    if (take_tensor(g, m, "output.weight", 1, 2, D, m->E, 1, wl, &m->i_out_w, err, err_len) ||
+        take_tensor(g, m, "output.bias", 1, 1, m->E, 1, 1, wl, &m->i_out_b, err, err_len))
+        goto fail;
+    if (m->i_out_b >= 0 && m->i_out_w < 0) {
+        snprintf(err, err_len, "output.bias without output.weight");
+        goto fail;
+    }
+    m->has_output_proj = m->i_out_w >= 0;
+
+    info->n_embd = m->E;
+    info->n_layer = m->L;
+    info->n_vocab = m->V;
+    info->n_ctx_train = ctx;
+    info->max_tokens = 0;
+    info->pooling = (int)pooling;
+    info->n_params = 0;
+    for (int64_t i = 0; i < wl->n; i++) info->n_params += (uint64_t)wl->n_elems[i];
+    *out = m;
+    return 0;
+fail:
+    free(wl->data);
+    free(wl->n_elems);
+    memset(wl, 0, sizeof *wl);
+    model_free(m);
+    return -1;
+}
+
+/* One block's token mixing: h += mix(LN(h)). */
+static int mixing_forward(const spectralmlp *m, const float *const *bw, sp_backend *be,
+                          int64_t T, float *h, float *u, void *ws) {
+    const sp_backend_ops *op = be->ops;
+    if (op->layer_norm(be, h, bw[W_MIX_NORM_W], bw[W_MIX_NORM_B], m->eps, T, m->D, u)) return -1;
+    return op->spectral_mix(be, u, bw[W_MIX_FILTER], bw[W_MIX_BIAS], m->K, T, m->D, ws, h);
+}
+
+/* One block's MLP, row chunk by row chunk: h += W_down GELU(W_up LN(h) + b_up) + b_down. */
+static int ffn_forward(const spectralmlp *m, const float *const *bw, sp_backend *be, int64_t T,
+                       float *h, float *u, float *hidden) {
+    const sp_backend_ops *op = be->ops;
+    const int64_t D = m->D, F = m->F;
+    for (int64_t r0 = 0; r0 < T; r0 += FFN_CHUNK_ROWS) {
+        int64_t rows = T - r0 < FFN_CHUNK_ROWS ? T - r0 : FFN_CHUNK_ROWS;
+        float *hc = h + r0 * D, *uc = u + r0 * D;
+        if (op->layer_norm(be, hc, bw[W_FFN_NORM_W], bw[W_FFN_NORM_B], m->eps, rows, D, uc) ||
+            op->linear(be, uc, bw[W_FFN_UP_W], bw[W_FFN_UP_B], rows, D, F, SP_ACT_GELU, 0, hidden) ||
+            op->linear(be, hidden, bw[W_FFN_DOWN_W], bw[W_FFN_DOWN_B], rows, F, D, SP_ACT_NONE, 1, hc))
+            return -1;
+    }
+    return 0;
+}
+
+static int model_forward(const void *p, const float *const *w, sp_backend *be, sp_arena *arena,
+                         const int32_t *tokens, int64_t T, float **states) {
+    const spectralmlp *m = p;
+    const int64_t D = m->D, F = m->F;
+    const int64_t chunk = T < FFN_CHUNK_ROWS ? T : FFN_CHUNK_ROWS;
+
+    float *h = sp_arena_alloc(arena, (size_t)(T * D) * sizeof(float));
+    float *u = sp_arena_alloc(arena, (size_t)(T * D) * sizeof(float));
+    float *hidden = sp_arena_alloc(arena, (size_t)(chunk * F) * sizeof(float));
+    void *ws = sp_arena_alloc(arena, be->ops->mix_workspace_size(be, T, D));
+    float *out = m->has_output_proj ? sp_arena_alloc(arena, (size_t)(T * m->E) * sizeof(float)) : h;
+    if (!h || !u || !hidden || !ws || !out) {
+        snprintf(be->err, sizeof be->err, "activation arena exhausted (planning error)");
+        return -1;
+    }
+    if (sp_arena_measuring(arena)) return 0;
+
+    if (be->ops->get_rows(be, w[m->i_embd], D, tokens, T, h)) return -1;
+    for (int64_t l = 0; l < m->L; l++) {
+        const float *const *bw = w + m->i_block0 + l * W_PER_BLOCK;
+        if (mixing_forward(m, bw, be, T, h, u, ws) || ffn_forward(m, bw, be, T, h, u, hidden))
+            return -1;
+    }
+    if (m->has_output_norm &&
+        be->ops->layer_norm(be, h, w[m->i_out_norm_w], w[m->i_out_norm_b], m->eps, T, D, h))
+        return -1;
+    if (m->has_output_proj &&
+        be->ops->linear(be, h, w[m->i_out_w], m->i_out_b >= 0 ? w[m->i_out_b] : NULL, T, D, m->E,
+                        SP_ACT_NONE, 0, out))
+        return -1;
+    *states = out;
+    return 0;
+}
+
+const sp_arch sp_arch_spectralmlp = {
+    .name = ARCH,
+    .load = model_load,
+    .free = model_free,
+    .forward = model_forward,
+};

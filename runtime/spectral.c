@@ -1,0 +1,538 @@
+/* The public API: model loading, contexts, planning and encoding. */
+#include "spectral.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "formats/gguf.h"
+#include "formats/tokenizer.h"
+#include "kernels/backend.h"
+#include "models/model.h"
+#include "runtime/arena.h"
+
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+/* ---- errors ------------------------------------------------------------ */
+
+static _Thread_local char g_last_error[1024];
+
+static spectral_status fail(spectral_status s, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g_last_error, sizeof g_last_error, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+const char *spectral_last_error(void) { return g_last_error; }
+
+const char *spectral_version(void) {
+    return STR(SPECTRAL_VERSION_MAJOR) "." STR(SPECTRAL_VERSION_MINOR) "." STR(SPECTRAL_VERSION_PATCH);
+}
+
+const char *spectral_status_string(spectral_status s) {
+    switch (s) {
+    case SPECTRAL_OK: return "ok";
+    case SPECTRAL_ERR_INVALID_ARGUMENT: return "invalid argument";
+    case SPECTRAL_ERR_IO: return "I/O error";
+    case SPECTRAL_ERR_FORMAT: return "malformed GGUF file";
+    case SPECTRAL_ERR_MODEL: return "unsupported model";
+    case SPECTRAL_ERR_MEMORY_LIMIT: return "over the memory limit";
+    case SPECTRAL_ERR_OUT_OF_MEMORY: return "out of memory";
+    case SPECTRAL_ERR_BACKEND: return "backend error";
+    case SPECTRAL_ERR_UNSUPPORTED: return "unsupported";
+    }
+    return "unknown status";
+}
+
+bool spectral_backend_available(spectral_backend b) {
+    if (b == SPECTRAL_BACKEND_CPU) return true;
+    if (b == SPECTRAL_BACKEND_CUDA) return sp_backend_cuda_device_count() > 0;
+    return false;
+}
+
+/* Human-readable byte count for messages. */
+static const char *fmt_bytes(size_t n, char *buf, size_t len) {
+    if (n >= (size_t)1 << 30) snprintf(buf, len, "%.2f GiB", (double)n / (1 << 30));
+    else if (n >= (size_t)1 << 20) snprintf(buf, len, "%.2f MiB", (double)n / (1 << 20));
+    else if (n >= 1024) snprintf(buf, len, "%.1f KiB", (double)n / 1024);
+    else snprintf(buf, len, "%zu bytes", n);
+    return buf;
+}
+
+/* ---- model ------------------------------------------------------------- */
+
+static const sp_arch *const k_archs[] = {&sp_arch_spectralmlp};
+
+/* Weights uploaded to one CUDA device, shared by every context on it. */
+typedef struct device_weights {
+    int device;
+    sp_backend *owner; /* allocates and frees the weight buffers */
+    float **w;
+    struct device_weights *next;
+} device_weights;
+
+struct spectral_model {
+    sp_gguf *gguf;
+    void *file_copy; /* when not memory-mapped */
+    const sp_arch *arch;
+    void *arch_model;
+    sp_model_info info;
+    sp_weight_list weights;
+    sp_tokenizer *tokenizer;
+    char name[256];
+    pthread_mutex_t lock; /* guards device_weights */
+    device_weights *uploaded;
+};
+
+spectral_model_params spectral_model_default_params(void) {
+    spectral_model_params p = {.use_mmap = true};
+    return p;
+}
+
+static spectral_status model_init(spectral_model *m) {
+    char err[512] = "";
+    int64_t ki = sp_gguf_find_key(m->gguf, "general.architecture");
+    if (ki < 0 || sp_gguf_kv_type(m->gguf, ki) != SP_GGUF_TYPE_STRING)
+        return fail(SPECTRAL_ERR_MODEL, "missing string key general.architecture");
+    sp_gguf_str arch = sp_gguf_get_str(m->gguf, ki);
+    for (size_t i = 0; i < sizeof k_archs / sizeof k_archs[0]; i++)
+        if (strlen(k_archs[i]->name) == arch.len && !memcmp(k_archs[i]->name, arch.ptr, arch.len))
+            m->arch = k_archs[i];
+    if (!m->arch)
+        return fail(SPECTRAL_ERR_MODEL, "unsupported architecture '%.*s' (supported: spectralmlp)",
+                    (int)(arch.len > 64 ? 64 : arch.len), arch.ptr);
+    if (m->arch->load(m->gguf, &m->arch_model, &m->info, &m->weights, err, sizeof err))
+        return fail(SPECTRAL_ERR_MODEL, "%s: %s", m->arch->name, err);
+    if (sp_tokenizer_load(m->gguf, &m->tokenizer, err, sizeof err))
+        return fail(SPECTRAL_ERR_MODEL, "tokenizer: %s", err);
+    if (sp_tokenizer_n_vocab(m->tokenizer) > m->info.n_vocab)
+        return fail(SPECTRAL_ERR_MODEL,
+                    "the tokenizer has %lld tokens but token_embd.weight has only %lld rows",
+                    (long long)sp_tokenizer_n_vocab(m->tokenizer), (long long)m->info.n_vocab);
+    ki = sp_gguf_find_key(m->gguf, "general.name");
+    if (ki >= 0 && sp_gguf_kv_type(m->gguf, ki) == SP_GGUF_TYPE_STRING) {
+        sp_gguf_str s = sp_gguf_get_str(m->gguf, ki);
+        size_t n = s.len < sizeof m->name - 1 ? (size_t)s.len : sizeof m->name - 1;
+        memcpy(m->name, s.ptr, n);
+        m->name[n] = 0;
+    }
+    return SPECTRAL_OK;
+}
+
+static spectral_status model_new(spectral_model **out) {
+    spectral_model *m = calloc(1, sizeof *m);
+    if (!m) return fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
+    pthread_mutex_init(&m->lock, NULL);
+    *out = m;
+    return SPECTRAL_OK;
+}
+
+static spectral_status model_finish(spectral_model *m, spectral_model **out) {
+    spectral_status s = model_init(m);
+    if (s != SPECTRAL_OK) {
+        spectral_model_free(m);
+        return s;
+    }
+    *out = m;
+    return SPECTRAL_OK;
+}
+
+/* Reads a whole file into memory (use_mmap = false). */
+static spectral_status read_file(const char *path, void **data, size_t *size) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return fail(SPECTRAL_ERR_IO, "cannot open %s", path);
+    size_t cap = 1 << 20, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        n += fread(buf + n, 1, cap - n, f);
+        if (n < cap) break;
+        char *nb = realloc(buf, cap *= 2);
+        if (!nb) free(buf);
+        buf = nb;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (!buf) return fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory reading %s", path);
+    if (bad) {
+        free(buf);
+        return fail(SPECTRAL_ERR_IO, "error reading %s", path);
+    }
+    *data = buf;
+    *size = n;
+    return SPECTRAL_OK;
+}
+
+spectral_status spectral_model_load(const char *path, spectral_model_params params,
+                                    spectral_model **out) {
+    if (!path || !out) return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "NULL argument");
+    *out = NULL;
+    spectral_model *m = NULL;
+    spectral_status s = model_new(&m);
+    if (s) return s;
+    char err[512] = "";
+    if (params.use_mmap) {
+        if (sp_gguf_open(path, &m->gguf, err, sizeof err)) {
+            spectral_model_free(m);
+            FILE *probe = fopen(path, "rb");
+            if (!probe) return fail(SPECTRAL_ERR_IO, "cannot open %s", path);
+            fclose(probe);
+            return fail(SPECTRAL_ERR_FORMAT, "%s: %s", path, err);
+        }
+    } else {
+        size_t size = 0;
+        s = read_file(path, &m->file_copy, &size);
+        if (s) {
+            spectral_model_free(m);
+            return s;
+        }
+        if (sp_gguf_open_memory(m->file_copy, size, &m->gguf, err, sizeof err)) {
+            spectral_model_free(m);
+            return fail(SPECTRAL_ERR_FORMAT, "%s: %s", path, err);
+        }
+    }
+    return model_finish(m, out);
+}
+
+spectral_status spectral_model_load_from_memory(const void *data, size_t size,
+                                                spectral_model_params params,
+                                                spectral_model **out) {
+    (void)params;
+    if (!data || !out) return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "NULL argument");
+    *out = NULL;
+    spectral_model *m = NULL;
+    spectral_status s = model_new(&m);
+    if (s) return s;
+    char err[512] = "";
+    if (sp_gguf_open_memory(data, size, &m->gguf, err, sizeof err)) {
+        spectral_model_free(m);
+        return fail(SPECTRAL_ERR_FORMAT, "%s", err);
+    }
+    return model_finish(m, out);
+}
+
+void spectral_model_free(spectral_model *m) {
+    if (!m) return;
+    for (device_weights *d = m->uploaded, *next; d; d = next) {
+        next = d->next;
+        for (int64_t i = 0; i < m->weights.n; i++)
+            if (d->w[i]) d->owner->ops->buffer_free(d->owner, d->w[i]);
+        free(d->w);
+        d->owner->ops->destroy(d->owner);
+        free(d);
+    }
+    if (m->arch && m->arch_model) m->arch->free(m->arch_model);
+    free(m->weights.data);
+    free(m->weights.n_elems);
+    sp_tokenizer_free(m->tokenizer);
+    sp_gguf_close(m->gguf);
+    free(m->file_copy);
+    pthread_mutex_destroy(&m->lock);
+    free(m);
+}
+
+const char *spectral_model_arch(const spectral_model *m) { return m->arch->name; }
+const char *spectral_model_name(const spectral_model *m) { return m->name; }
+int32_t spectral_model_n_embd(const spectral_model *m) { return (int32_t)m->info.n_embd; }
+int32_t spectral_model_n_layer(const spectral_model *m) { return (int32_t)m->info.n_layer; }
+int32_t spectral_model_n_vocab(const spectral_model *m) { return (int32_t)m->info.n_vocab; }
+int32_t spectral_model_n_ctx_train(const spectral_model *m) {
+    return m->info.n_ctx_train > INT32_MAX ? INT32_MAX : (int32_t)m->info.n_ctx_train;
+}
+spectral_pooling spectral_model_pooling(const spectral_model *m) {
+    return (spectral_pooling)m->info.pooling;
+}
+uint64_t spectral_model_n_params(const spectral_model *m) { return m->info.n_params; }
+
+int64_t spectral_tokenize(const spectral_model *m, const char *text, size_t len, int32_t *tokens,
+                          int64_t n_max) {
+    if (!m || (!text && len) || n_max < 0 || (!tokens && n_max > 0)) {
+        fail(SPECTRAL_ERR_INVALID_ARGUMENT, "invalid argument to spectral_tokenize");
+        return -1;
+    }
+    int64_t n = sp_tokenize(m->tokenizer, text ? text : "", len, 1, tokens, n_max);
+    if (n < 0) fail(SPECTRAL_ERR_INVALID_ARGUMENT, "tokenization failed");
+    return n;
+}
+
+/* Returns the weights in the memory of backend be (uploading them once per
+ * CUDA device and sharing them between contexts). */
+static spectral_status model_weights_for(spectral_model *m, sp_backend *be, int device,
+                                         const float *const **out) {
+    if (be->host_memory) {
+        *out = m->weights.data;
+        return SPECTRAL_OK;
+    }
+    spectral_status s = SPECTRAL_OK;
+    pthread_mutex_lock(&m->lock);
+    device_weights *d = m->uploaded;
+    while (d && d->device != device) d = d->next;
+    if (!d) {
+        char err[512] = "";
+        d = calloc(1, sizeof *d);
+        if (d) d->w = calloc((size_t)m->weights.n, sizeof *d->w);
+        if (d && d->w) d->owner = sp_backend_cuda_create(device, err, sizeof err);
+        if (!d || !d->w || !d->owner) {
+            s = d && d->w ? fail(SPECTRAL_ERR_BACKEND, "%s", err)
+                          : fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
+            if (d) free(d->w);
+            free(d);
+            d = NULL;
+        } else {
+            d->device = device;
+            for (int64_t i = 0; i < m->weights.n && s == SPECTRAL_OK; i++) {
+                size_t bytes = (size_t)m->weights.n_elems[i] * sizeof(float);
+                d->w[i] = d->owner->ops->buffer_alloc(d->owner, bytes);
+                if (!d->w[i] || d->owner->ops->upload(d->owner, d->w[i], m->weights.data[i], bytes))
+                    s = fail(SPECTRAL_ERR_BACKEND, "uploading weights: %s", d->owner->err);
+            }
+            if (s == SPECTRAL_OK && d->owner->ops->synchronize(d->owner))
+                s = fail(SPECTRAL_ERR_BACKEND, "uploading weights: %s", d->owner->err);
+            if (s == SPECTRAL_OK) {
+                d->next = m->uploaded;
+                m->uploaded = d;
+            } else {
+                for (int64_t i = 0; i < m->weights.n; i++)
+                    if (d->w[i]) d->owner->ops->buffer_free(d->owner, d->w[i]);
+                d->owner->ops->destroy(d->owner);
+                free(d->w);
+                free(d);
+                d = NULL;
+            }
+        }
+    }
+    if (d) *out = (const float *const *)d->w;
+    pthread_mutex_unlock(&m->lock);
+    return s;
+}
+
+/* ---- context ----------------------------------------------------------- */
+
+struct spectral_context {
+    spectral_model *model;
+    spectral_context_params params;
+    spectral_pooling pooling;
+    sp_backend *be;
+    const float *const *w;
+    void *arena_buf;
+    size_t arena_size;
+    size_t peak;
+    /* outputs of the last document */
+    int64_t n_tokens;
+    const float *states; /* backend memory */
+    float *states_host;  /* download buffer for device backends */
+    size_t states_host_cap;
+    int states_fresh;
+    float *embedding;
+    int has_output;
+};
+
+spectral_context_params spectral_context_default_params(void) {
+    spectral_context_params p = {
+        .n_threads = 0,
+        .backend = SPECTRAL_BACKEND_CPU,
+        .device = 0,
+        .mem_limit = 0,
+        .pooling = SPECTRAL_POOLING_UNSPECIFIED,
+        .normalize = true,
+    };
+    return p;
+}
+
+spectral_status spectral_context_create(spectral_model *m, spectral_context_params p,
+                                        spectral_context **out) {
+    if (!m || !out) return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "NULL argument");
+    *out = NULL;
+    if (p.n_threads < 0) return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "n_threads must be >= 0");
+    if (p.pooling < SPECTRAL_POOLING_UNSPECIFIED || p.pooling > SPECTRAL_POOLING_LAST)
+        return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "unknown pooling type %d", (int)p.pooling);
+    if (p.n_threads == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        p.n_threads = n > 0 ? (int)n : 1;
+    }
+    spectral_context *c = calloc(1, sizeof *c);
+    if (!c) return fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
+    c->model = m;
+    c->params = p;
+    c->pooling = p.pooling == SPECTRAL_POOLING_UNSPECIFIED ? (spectral_pooling)m->info.pooling
+                                                           : p.pooling;
+    c->embedding = calloc((size_t)m->info.n_embd, sizeof(float));
+    if (!c->embedding) {
+        free(c);
+        return fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
+    }
+    char err[512] = "";
+    spectral_status s = SPECTRAL_OK;
+    if (p.backend == SPECTRAL_BACKEND_CPU) {
+        c->be = sp_backend_cpu_create(p.n_threads, err, sizeof err);
+        if (!c->be) s = fail(SPECTRAL_ERR_BACKEND, "CPU backend: %s", err);
+    } else if (p.backend == SPECTRAL_BACKEND_CUDA) {
+        c->be = sp_backend_cuda_create(p.device, err, sizeof err);
+        if (!c->be)
+            s = fail(sp_backend_cuda_device_count() > 0 ? SPECTRAL_ERR_BACKEND : SPECTRAL_ERR_UNSUPPORTED,
+                     "CUDA backend: %s", err);
+    } else {
+        s = fail(SPECTRAL_ERR_INVALID_ARGUMENT, "unknown backend %d", (int)p.backend);
+    }
+    if (s == SPECTRAL_OK) s = model_weights_for(m, c->be, p.device, &c->w);
+    if (s != SPECTRAL_OK) {
+        spectral_context_free(c);
+        return s;
+    }
+    *out = c;
+    return SPECTRAL_OK;
+}
+
+void spectral_context_free(spectral_context *c) {
+    if (!c) return;
+    if (c->be) {
+        if (c->arena_buf) c->be->ops->buffer_free(c->be, c->arena_buf);
+        c->be->ops->destroy(c->be);
+    }
+    free(c->states_host);
+    free(c->embedding);
+    free(c);
+}
+
+/* Runs the graph in an arena: measuring (plan) or for real. */
+static int run_graph(spectral_context *c, sp_arena *a, const int32_t *tokens, int64_t T,
+                     float **states) {
+    const spectral_model *m = c->model;
+    int32_t *ids = sp_arena_alloc(a, (size_t)T * sizeof(int32_t));
+    if (!ids) {
+        snprintf(c->be->err, sizeof c->be->err, "activation arena exhausted (planning error)");
+        return -1;
+    }
+    if (!sp_arena_measuring(a) && c->be->ops->upload(c->be, ids, tokens, (size_t)T * sizeof *ids))
+        return -1;
+    return m->arch->forward(m->arch_model, c->w, c->be, a, ids, T, states);
+}
+
+/* Largest document we accept, so that every size computation stays far from
+ * overflow (T * max(D, F) * 4 bytes fits easily in 64 bits). */
+#define MAX_TOKENS (INT64_C(1) << 34)
+
+size_t spectral_context_memory_needed(spectral_context *c, int64_t T) {
+    if (!c || T <= 0 || T > MAX_TOKENS) return 0;
+    sp_arena a;
+    float *states;
+    sp_arena_init_measure(&a);
+    if (run_graph(c, &a, NULL, T, &states)) return 0;
+    return a.used;
+}
+
+size_t spectral_context_peak_memory(const spectral_context *c) { return c ? c->peak : 0; }
+
+spectral_pooling spectral_context_pooling(const spectral_context *c) { return c->pooling; }
+
+static void l2_normalize(float *v, int64_t n) {
+    double ss = 0;
+    for (int64_t i = 0; i < n; i++) ss += (double)v[i] * v[i];
+    if (ss <= 0) return;
+    float inv = (float)(1.0 / sqrt(ss));
+    for (int64_t i = 0; i < n; i++) v[i] *= inv;
+}
+
+spectral_status spectral_encode(spectral_context *c, const int32_t *tokens, int64_t T) {
+    if (!c || (!tokens && T > 0)) return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "NULL argument");
+    c->has_output = 0;
+    const spectral_model *m = c->model;
+    if (T <= 0) return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "empty document (0 tokens)");
+    if (T > MAX_TOKENS || (m->info.max_tokens && T > m->info.max_tokens))
+        return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "document of %lld tokens is longer than the maximum of %lld",
+                    (long long)T, (long long)(m->info.max_tokens ? m->info.max_tokens : MAX_TOKENS));
+    for (int64_t i = 0; i < T; i++)
+        if (tokens[i] < 0 || tokens[i] >= m->info.n_vocab)
+            return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "token %lld has id %d, outside the vocabulary [0, %lld)",
+                        (long long)i, (int)tokens[i], (long long)m->info.n_vocab);
+
+    size_t need = spectral_context_memory_needed(c, T);
+    if (!need) return fail(SPECTRAL_ERR_BACKEND, "planning failed: %s", c->be->err);
+    char b1[32], b2[32];
+    if (c->params.mem_limit && need > c->params.mem_limit)
+        return fail(SPECTRAL_ERR_MEMORY_LIMIT,
+                    "a document of %lld tokens needs %s of activation memory, over the limit of %s",
+                    (long long)T, fmt_bytes(need, b1, sizeof b1),
+                    fmt_bytes(c->params.mem_limit, b2, sizeof b2));
+    if (need > c->arena_size) {
+        /* Grow to exactly what this document needs: never past the cap. */
+        if (c->arena_buf) c->be->ops->buffer_free(c->be, c->arena_buf);
+        c->arena_size = 0;
+        c->arena_buf = c->be->ops->buffer_alloc(c->be, need);
+        if (!c->arena_buf)
+            return fail(SPECTRAL_ERR_OUT_OF_MEMORY, "cannot allocate %s of activation memory: %s",
+                        fmt_bytes(need, b1, sizeof b1), c->be->err);
+        c->arena_size = need;
+    }
+    sp_arena a;
+    sp_arena_init(&a, c->arena_buf, c->arena_size);
+    float *states = NULL;
+    if (run_graph(c, &a, tokens, T, &states)) return fail(SPECTRAL_ERR_BACKEND, "%s", c->be->err);
+    if (a.used > c->peak) c->peak = a.used;
+
+    const int64_t E = m->info.n_embd;
+    if (c->pooling != SPECTRAL_POOLING_NONE) {
+        sp_pool_op op = c->pooling == SPECTRAL_POOLING_CLS ? SP_POOL_FIRST
+                        : c->pooling == SPECTRAL_POOLING_LAST ? SP_POOL_LAST
+                                                              : SP_POOL_MEAN;
+        if (c->be->ops->pool(c->be, states, T, E, op, c->embedding))
+            return fail(SPECTRAL_ERR_BACKEND, "%s", c->be->err);
+        if (c->params.normalize) l2_normalize(c->embedding, E);
+    }
+    if (c->be->ops->synchronize(c->be)) return fail(SPECTRAL_ERR_BACKEND, "%s", c->be->err);
+    c->states = states;
+    c->n_tokens = T;
+    c->states_fresh = 0;
+    c->has_output = 1;
+    return SPECTRAL_OK;
+}
+
+const float *spectral_get_embedding(spectral_context *c) {
+    if (!c || !c->has_output || c->pooling == SPECTRAL_POOLING_NONE) return NULL;
+    return c->embedding;
+}
+
+const float *spectral_get_token_states(spectral_context *c, int64_t *n_tokens) {
+    if (n_tokens) *n_tokens = 0;
+    if (!c || !c->has_output) return NULL;
+    if (n_tokens) *n_tokens = c->n_tokens;
+    if (c->be->host_memory) return c->states;
+    if (!c->states_fresh) {
+        size_t bytes = (size_t)c->n_tokens * (size_t)c->model->info.n_embd * sizeof(float);
+        if (bytes > c->states_host_cap) {
+            float *nb = realloc(c->states_host, bytes);
+            if (!nb) {
+                fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory for token states");
+                return NULL;
+            }
+            c->states_host = nb;
+            c->states_host_cap = bytes;
+        }
+        if (c->be->ops->download(c->be, c->states_host, c->states, bytes)) {
+            fail(SPECTRAL_ERR_BACKEND, "%s", c->be->err);
+            return NULL;
+        }
+        c->states_fresh = 1;
+    }
+    return c->states_host;
+}
+
+spectral_status spectral_encode_batch(spectral_context *c, const int32_t *const *tokens,
+                                      const int64_t *n_tokens, int64_t n_docs,
+                                      spectral_doc_callback on_done, void *user_data) {
+    if (!c || n_docs < 0 || (n_docs > 0 && (!tokens || !n_tokens)))
+        return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "invalid argument to spectral_encode_batch");
+    spectral_status first = SPECTRAL_OK;
+    for (int64_t i = 0; i < n_docs; i++) {
+        spectral_status s = spectral_encode(c, tokens[i], n_tokens[i]);
+        if (s != SPECTRAL_OK && first == SPECTRAL_OK) first = s;
+        if (on_done && on_done(c, i, s, user_data)) break;
+    }
+    return first;
+}

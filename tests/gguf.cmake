@@ -1,0 +1,28 @@
+# GGUF reader/writer tests (formats/gguf.c, formats/gguf_writer.c).
+
+spectral_add_c_test(test_gguf_malformed test_gguf_malformed.c)
+spectral_add_c_test(test_gguf_roundtrip test_gguf_roundtrip.c)
+
+# Interop with the reference Python `gguf` package, both directions.
+add_executable(test_gguf_dump test_gguf_dump.c)
+target_link_libraries(test_gguf_dump PRIVATE spectral_internal m)
+target_include_directories(test_gguf_dump PRIVATE ${PROJECT_SOURCE_DIR})
+add_test(NAME test_gguf_interop
+  COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/gguf_interop.py
+          $<TARGET_FILE:test_gguf_dump> ${CMAKE_CURRENT_BINARY_DIR}/gguf_interop_work)
+
+# libFuzzer harness over the reader and the model loader (clang only).
+if(SPECTRAL_FUZZ)
+  if(NOT CMAKE_C_COMPILER_ID MATCHES "Clang")
+    message(FATAL_ERROR "SPECTRAL_FUZZ needs clang (CMAKE_C_COMPILER=clang)")
+  endif()
+  add_executable(fuzz_gguf fuzz_gguf.c)
+  target_compile_definitions(fuzz_gguf PRIVATE SPECTRAL_FUZZ_MODEL=1)
+  target_compile_options(fuzz_gguf PRIVATE -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer)
+  target_link_options(fuzz_gguf PRIVATE -fsanitize=fuzzer,address,undefined)
+  target_link_libraries(fuzz_gguf PRIVATE spectral_internal m)
+  target_include_directories(fuzz_gguf PRIVATE ${PROJECT_SOURCE_DIR})
+  # A short smoke run over the committed seeds; long runs are done by hand.
+  add_test(NAME fuzz_gguf_smoke
+    COMMAND fuzz_gguf -runs=2000 -max_len=4096 ${SPECTRAL_TEST_DATA}/fuzz_seeds)
+endif()

@@ -1,0 +1,12 @@
+# Runtime through the public API (arena limits, errors, batch, threads).
+spectral_add_c_test(test_runtime test_runtime.c)
+target_link_libraries(test_runtime PRIVATE Threads::Threads)
+
+# The CLI: exit codes, formats, streaming order, bad inputs mixed with good ones.
+add_test(NAME test_cli COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/test_cli.py
+         $<TARGET_FILE:spectral-embed> ${PROJECT_SOURCE_DIR}/models/spectral-default.gguf)
+
+# An app builds against the installed package (CMake and pkg-config).
+add_test(NAME test_install COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/install/test_install.sh
+         ${PROJECT_BINARY_DIR} ${CMAKE_CURRENT_SOURCE_DIR}/install)
+set_tests_properties(test_install PROPERTIES TIMEOUT 600)

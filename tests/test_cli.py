@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""spectral-embed end to end: exit codes, output formats, input order,
+streaming, and bad inputs mixed with good ones.
+
+usage: test_cli.py SPECTRAL_EMBED MODEL.gguf
+"""
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+
+EMBED, MODEL = sys.argv[1], sys.argv[2]
+failures = 0
+
+
+def check(cond, what):
+    global failures
+    if not cond:
+        failures += 1
+        print("FAIL:", what)
+
+
+def run(*args, stdin=None):
+    p = subprocess.run([EMBED, *args], input=stdin, capture_output=True, timeout=300)
+    return p.returncode, p.stdout, p.stderr.decode(errors="replace")
+
+
+with tempfile.TemporaryDirectory() as d:
+    def write(name, data):
+        path = os.path.join(d, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    good1 = write("good1.txt", b"The quick brown fox jumps over the lazy dog.\n")
+    good2 = write("good2.txt", bytes(range(256)) * 3)  # binary input is just bytes
+    empty = write("empty.txt", b"")
+    odd = write('we"ird\\name.txt', b"x")
+    missing = os.path.join(d, "missing.txt")
+    bad_model = write("bad.gguf", b"GGUF\x02\x00\x00\x00garbage")
+
+    # help / version / usage errors
+    rc, out, err = run("--help")
+    check(rc == 0 and b"usage: spectral-embed" in out and b"--mem-limit" in out, "--help")
+    rc, out, err = run("--version")
+    check(rc == 0 and out.startswith(b"spectral-embed "), "--version")
+    for args, why in [((good1,), "no model"), (("-m", MODEL, "--pooling", "max", good1), "bad pooling"),
+                      (("-m", MODEL, "--threads", "x", good1), "bad threads"),
+                      (("-m", MODEL, "--mem-limit", "lots", good1), "bad size"),
+                      (("-m", MODEL, "--frobnicate"), "unknown option"),
+                      (("-m", MODEL, "-o"), "missing value")]:
+        rc, out, err = run(*args)
+        check(rc == 2 and out == b"" and "spectral-embed:" in err, f"usage error exits 2: {why} ({rc}, {err!r})")
+
+    # model errors exit 2 with the reason
+    rc, out, err = run("-m", missing, good1)
+    check(rc == 2 and "cannot open" in err, f"missing model: {err!r}")
+    rc, out, err = run("-m", bad_model, good1)
+    check(rc == 2 and "version" in err, f"bad model: {err!r}")
+    rc, out, err = run("-m", MODEL, "--device", "cuda", good1)
+    check(rc == 2 and "CUDA" in err, f"cuda without a GPU/CUDA build: {err!r}")
+
+    # good inputs, jsonl
+    rc, out, err = run("-m", MODEL, good1, good2, odd)
+    check(rc == 0, f"all good exits 0 ({rc}, {err})")
+    lines = out.decode().splitlines()
+    check(len(lines) == 3, "one line per input")
+    recs = [json.loads(l) for l in lines]
+    check([r["input"] for r in recs] == [good1, good2, odd], "input order and JSON escaping")
+    check(recs[0]["n_tokens"] == 45 and recs[1]["n_tokens"] == 768, "n_tokens")
+    n_embd = len(recs[0]["embedding"])
+    norm = sum(x * x for x in recs[0]["embedding"]) ** 0.5
+    check(abs(norm - 1) < 1e-5, f"normalized by default ({norm})")
+
+    # mixed good and bad inputs: exit 1, errors on stderr, every good one still emitted in order
+    rc, out, err = run("-m", MODEL, good1, empty, missing, d, good2)
+    lines = out.decode().splitlines()
+    check(rc == 1, f"some failed exits 1 ({rc})")
+    check([json.loads(l)["input"] for l in lines] == [good1, good2], "good inputs still emitted")
+    check("empty input" in err and "cannot open" in err and "directory" in err, f"errors named: {err!r}")
+    check(json.loads(lines[0])["embedding"] == recs[0]["embedding"], "same result in a mixed run")
+
+    # stdin, '-' and no FILE
+    with open(good1, "rb") as f:
+        data = f.read()
+    rc, out, err = run("-m", MODEL, stdin=data)
+    check(rc == 0 and json.loads(out)["input"] == "<stdin>", "stdin by default")
+    check(json.loads(out)["embedding"] == recs[0]["embedding"], "stdin same as file")
+    rc, out, err = run("-m", MODEL, "-", stdin=b"")
+    check(rc == 1 and "empty input" in err, "empty stdin is an input error")
+
+    # pooling none, no-normalize, float round trip through raw
+    rc, out, err = run("-m", MODEL, "--pooling", "none", good1)
+    rec = json.loads(out)
+    check(rc == 0 and len(rec["embeddings"]) == 45 and len(rec["embeddings"][0]) == n_embd, "pooling none")
+    rc, raw, err = run("-m", MODEL, "--pooling", "none", "-o", "raw", good1)
+    vals = struct.unpack(f"<{45 * n_embd}f", raw)
+    flat = [x for row in rec["embeddings"] for x in row]
+    check(rc == 0 and all(struct.pack("<f", a) == struct.pack("<f", b) for a, b in zip(vals, flat)),
+          "jsonl floats round-trip float32 exactly")
+    rc, out, err = run("-m", MODEL, "--no-normalize", "--pooling", "mean", good1)
+    mean = [sum(col) / 45 for col in zip(*rec["embeddings"])]
+    got = json.loads(out)["embedding"]
+    check(max(abs(a - b) for a, b in zip(mean, got)) < 1e-5, "mean pooling = mean of token states")
+    for mode, row in (("cls", 0), ("last", -1)):
+        rc, out, err = run("-m", MODEL, "--no-normalize", "--pooling", mode, good1)
+        check(json.loads(out)["embedding"] == rec["embeddings"][row], f"{mode} pooling")
+
+    # json array output streams the same records
+    rc, out, err = run("-m", MODEL, "-o", "json", good1, empty, good2)
+    arr = json.loads(out)
+    check(rc == 1 and [r["input"] for r in arr] == [good1, good2], "json array")
+    rc, out, err = run("-m", MODEL, "-o", "json", empty)
+    check(rc == 1 and json.loads(out) == [], "json with no successful input is []")
+
+    # memory limit: too small for the big input, fine for the small one
+    rc, out, err = run("-m", MODEL, "--mem-limit", "64K", good1, good2)
+    lines = out.decode().splitlines()
+    check(rc == 1 and "needs" in err and "limit" in err, f"mem-limit refusal message: {err!r}")
+    rc, out, err = run("-m", MODEL, "--mem-limit", "1K", good1)
+    check(rc == 1 and out == b"" and "needs" in err, "nothing fits")
+    rc, out, err = run("-m", MODEL, "--mem-limit", "512M", "--verbose", good1, good2)
+    check(rc == 0 and "arena peak" in err, "verbose reports the arena peak")
+
+    # threads do not change results beyond float noise
+    rc1, out1, _ = run("-m", MODEL, "-t", "1", good2)
+    rc2, out2, _ = run("-m", MODEL, "-t", "2", good2)
+    a, b = json.loads(out1)["embedding"], json.loads(out2)["embedding"]
+    check(rc1 == rc2 == 0 and max(abs(x - y) for x, y in zip(a, b)) < 1e-5, "threads agree")
+
+if failures:
+    print(f"{failures} check(s) failed")
+    sys.exit(1)
+print("test_cli: all checks passed")

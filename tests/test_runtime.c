@@ -1,0 +1,285 @@
+/* The runtime through the public API: arena limits, planning, errors,
+ * batch streaming, and one model shared by contexts on several threads.
+ * Numerical parity against numpy lives in tests/parity.py. */
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "runtime/arena.h"
+#include "spectral.h"
+#include "tiny_model.h"
+
+static int failures = 0;
+#define CHECK(cond, ...)                                                       \
+    do {                                                                       \
+        if (!(cond)) {                                                         \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);    \
+            fprintf(stderr, __VA_ARGS__);                                      \
+            fprintf(stderr, "\n");                                             \
+            failures++;                                                        \
+        }                                                                      \
+    } while (0)
+
+static char model_path[256];
+
+static int32_t *make_tokens(int64_t n, unsigned seed) {
+    int32_t *t = malloc((size_t)n * sizeof *t);
+    for (int64_t i = 0; i < n; i++) {
+        seed = seed * 1103515245u + 12345u;
+        t[i] = (int32_t)((seed >> 16) & 255);
+    }
+    return t;
+}
+
+static void test_arena_unit(void) {
+    sp_arena m;
+    sp_arena_init_measure(&m);
+    void *a = sp_arena_alloc(&m, 10), *b = sp_arena_alloc(&m, 0), *c = sp_arena_alloc(&m, 300);
+    CHECK(a && b && c && a != b && b != c, "measure mode hands out distinct placeholders");
+    CHECK(m.used == 256 + 256 + 512, "measured %zu", m.used);
+
+    static _Alignas(256) char buf[1024];
+    sp_arena r;
+    sp_arena_init(&r, buf, sizeof buf);
+    CHECK(sp_arena_alloc(&r, 1000) == buf, "first block at the base");
+    CHECK(sp_arena_alloc(&r, 24) == NULL, "a full arena refuses");
+    sp_arena_reset(&r);
+    CHECK(sp_arena_alloc(&r, 1024) == buf, "exact fit");
+    CHECK(sp_arena_alloc(&r, 1) == NULL && r.failed, "one byte over fails");
+    sp_arena_reset(&r);
+    CHECK(sp_arena_alloc(&r, (size_t)-1) == NULL, "huge request fails without overflow");
+}
+
+static void test_memory_limit(spectral_model *model) {
+    const int64_t T = 777;
+    int32_t *tok = make_tokens(T, 7);
+    spectral_context_params p = spectral_context_default_params();
+    p.n_threads = 2;
+    spectral_context *ctx = NULL;
+    CHECK(spectral_context_create(model, p, &ctx) == SPECTRAL_OK, "%s", spectral_last_error());
+    size_t need = spectral_context_memory_needed(ctx, T);
+    CHECK(need > 0, "plan");
+    CHECK(spectral_encode(ctx, tok, T) == SPECTRAL_OK, "%s", spectral_last_error());
+    CHECK(spectral_context_peak_memory(ctx) == need, "peak %zu == plan %zu",
+          spectral_context_peak_memory(ctx), need);
+    float ref[64];
+    memcpy(ref, spectral_get_embedding(ctx), sizeof(float) * (size_t)spectral_model_n_embd(model));
+    spectral_context_free(ctx);
+
+    /* exact fit succeeds */
+    p.mem_limit = need;
+    CHECK(spectral_context_create(model, p, &ctx) == SPECTRAL_OK, "%s", spectral_last_error());
+    CHECK(spectral_encode(ctx, tok, T) == SPECTRAL_OK, "exact fit: %s", spectral_last_error());
+    CHECK(spectral_context_peak_memory(ctx) <= need, "never past the cap");
+    const float *e = spectral_get_embedding(ctx);
+    CHECK(e && !memcmp(e, ref, sizeof(float) * (size_t)spectral_model_n_embd(model)),
+          "same result under a limit");
+    /* a longer document no longer fits: refused with how much it needs */
+    int32_t *tok2 = make_tokens(T + 100, 9);
+    CHECK(spectral_encode(ctx, tok2, T + 100) == SPECTRAL_ERR_MEMORY_LIMIT, "longer doc refused");
+    CHECK(strstr(spectral_last_error(), "needs") && strstr(spectral_last_error(), "limit"),
+          "message says how much: %s", spectral_last_error());
+    CHECK(spectral_get_embedding(ctx) == NULL, "no stale output after a failure");
+    /* and the context still works afterwards */
+    CHECK(spectral_encode(ctx, tok, T) == SPECTRAL_OK, "usable after refusal");
+    spectral_context_free(ctx);
+
+    /* one byte short fails cleanly */
+    p.mem_limit = need - 1;
+    CHECK(spectral_context_create(model, p, &ctx) == SPECTRAL_OK, "%s", spectral_last_error());
+    CHECK(spectral_encode(ctx, tok, T) == SPECTRAL_ERR_MEMORY_LIMIT, "one byte short");
+    CHECK(spectral_context_peak_memory(ctx) == 0, "nothing allocated when refused");
+    spectral_context_free(ctx);
+    free(tok);
+    free(tok2);
+}
+
+static void test_bad_arguments(spectral_model *model) {
+    spectral_context *ctx = NULL;
+    spectral_context_params p = spectral_context_default_params();
+    CHECK(spectral_context_create(model, p, &ctx) == SPECTRAL_OK, "%s", spectral_last_error());
+    int32_t bad[3] = {1, 256, 3};
+    CHECK(spectral_encode(ctx, bad, 3) == SPECTRAL_ERR_INVALID_ARGUMENT, "out-of-vocab id");
+    CHECK(strstr(spectral_last_error(), "vocabulary"), "%s", spectral_last_error());
+    bad[1] = -1;
+    CHECK(spectral_encode(ctx, bad, 3) == SPECTRAL_ERR_INVALID_ARGUMENT, "negative id");
+    CHECK(spectral_encode(ctx, bad, 0) == SPECTRAL_ERR_INVALID_ARGUMENT, "empty doc");
+    CHECK(spectral_encode(ctx, NULL, 5) == SPECTRAL_ERR_INVALID_ARGUMENT, "NULL tokens");
+    CHECK(spectral_encode(NULL, bad, 1) == SPECTRAL_ERR_INVALID_ARGUMENT, "NULL ctx");
+    p.pooling = (spectral_pooling)42;
+    spectral_context *c2 = NULL;
+    CHECK(spectral_context_create(model, p, &c2) == SPECTRAL_ERR_INVALID_ARGUMENT && !c2,
+          "bad pooling");
+    p = spectral_context_default_params();
+    p.backend = SPECTRAL_BACKEND_CUDA;
+    if (!spectral_backend_available(SPECTRAL_BACKEND_CUDA)) {
+        CHECK(spectral_context_create(model, p, &c2) != SPECTRAL_OK && !c2, "no CUDA here");
+        CHECK(strstr(spectral_last_error(), "CUDA"), "%s", spectral_last_error());
+    }
+    spectral_context_free(ctx);
+
+    spectral_model *m = NULL;
+    CHECK(spectral_model_load("/nonexistent/model.gguf", spectral_model_default_params(), &m) ==
+              SPECTRAL_ERR_IO && !m, "missing file");
+    const char junk[] = "definitely not a gguf file";
+    CHECK(spectral_model_load_from_memory(junk, sizeof junk, spectral_model_default_params(), &m) ==
+              SPECTRAL_ERR_FORMAT && !m, "junk");
+
+    int32_t tk[8];
+    CHECK(spectral_tokenize(model, "hello", 5, NULL, 0) == 5, "count only");
+    CHECK(spectral_tokenize(model, "hello", 5, tk, 3) == 5 && tk[0] == 'h' && tk[2] == 'l',
+          "truncated fill");
+    CHECK(spectral_tokenize(model, "\xff\x00", 2, tk, 8) == 2 && tk[0] == 255 && tk[1] == 0,
+          "bytes");
+}
+
+/* ---- batch streaming ---- */
+typedef struct {
+    int64_t seen[8];
+    spectral_status status[8];
+    int n;
+} batch_log;
+
+static int on_doc(spectral_context *ctx, int64_t i, spectral_status s, void *user) {
+    batch_log *log = user;
+    log->seen[log->n] = i;
+    log->status[log->n++] = s;
+    if (s == SPECTRAL_OK) CHECK(spectral_get_embedding(ctx) != NULL, "output readable in callback");
+    return 0;
+}
+
+static void test_batch(spectral_model *model) {
+    spectral_context_params p = spectral_context_default_params();
+    p.n_threads = 1;
+    spectral_context *probe = NULL;
+    CHECK(spectral_context_create(model, p, &probe) == SPECTRAL_OK, "%s", spectral_last_error());
+    p.mem_limit = spectral_context_memory_needed(probe, 300);
+    spectral_context_free(probe);
+    spectral_context *ctx = NULL;
+    CHECK(spectral_context_create(model, p, &ctx) == SPECTRAL_OK, "%s", spectral_last_error());
+    int32_t *a = make_tokens(100, 1), *b = make_tokens(5000, 2), *c = make_tokens(300, 3);
+    const int32_t *docs[4] = {a, b, c, a};
+    int64_t lens[4] = {100, 5000, 300, 0};
+    batch_log log = {0};
+    spectral_status s = spectral_encode_batch(ctx, docs, lens, 4, on_doc, &log);
+    CHECK(s == SPECTRAL_ERR_MEMORY_LIMIT, "first failure reported, got %d", (int)s);
+    CHECK(log.n == 4, "every document reported (%d)", log.n);
+    for (int i = 0; i < log.n; i++) CHECK(log.seen[i] == i, "in order");
+    CHECK(log.status[0] == SPECTRAL_OK && log.status[1] == SPECTRAL_ERR_MEMORY_LIMIT &&
+              log.status[2] == SPECTRAL_OK && log.status[3] == SPECTRAL_ERR_INVALID_ARGUMENT,
+          "per-document statuses");
+    spectral_context_free(ctx);
+    free(a);
+    free(b);
+    free(c);
+}
+
+/* ---- one model, several threads ---- */
+#define N_THREADS 4
+#define N_DOCS 6
+typedef struct {
+    spectral_model *model;
+    int32_t *docs[N_DOCS];
+    int64_t lens[N_DOCS];
+    float *expected[N_DOCS];
+    int thread_index;
+    int mismatches;
+    int errors;
+} thread_job;
+
+static void *worker(void *arg) {
+    thread_job *j = arg;
+    spectral_context_params p = spectral_context_default_params();
+    p.n_threads = 1;
+    spectral_context *ctx = NULL;
+    if (spectral_context_create(j->model, p, &ctx) != SPECTRAL_OK) {
+        j->errors++;
+        return NULL;
+    }
+    const int64_t E = spectral_model_n_embd(j->model);
+    for (int round = 0; round < 3; round++)
+        for (int d = 0; d < N_DOCS; d++) {
+            int k = (d + j->thread_index + round) % N_DOCS;
+            if (spectral_encode(ctx, j->docs[k], j->lens[k]) != SPECTRAL_OK) {
+                j->errors++;
+                continue;
+            }
+            const float *e = spectral_get_embedding(ctx);
+            for (int64_t i = 0; i < E; i++)
+                if (fabsf(e[i] - j->expected[k][i]) > 1e-6f) {
+                    j->mismatches++;
+                    break;
+                }
+        }
+    spectral_context_free(ctx);
+    return NULL;
+}
+
+static void test_threads(spectral_model *model) {
+    thread_job base = {.model = model};
+    const int64_t E = spectral_model_n_embd(model);
+    const int64_t lens[N_DOCS] = {1, 17, 256, 1000, 4097, 64};
+    spectral_context_params p = spectral_context_default_params();
+    p.n_threads = 1;
+    spectral_context *ctx = NULL;
+    CHECK(spectral_context_create(model, p, &ctx) == SPECTRAL_OK, "%s", spectral_last_error());
+    for (int d = 0; d < N_DOCS; d++) {
+        base.lens[d] = lens[d];
+        base.docs[d] = make_tokens(lens[d], 100 + d);
+        base.expected[d] = malloc((size_t)E * sizeof(float));
+        CHECK(spectral_encode(ctx, base.docs[d], lens[d]) == SPECTRAL_OK, "%s", spectral_last_error());
+        memcpy(base.expected[d], spectral_get_embedding(ctx), (size_t)E * sizeof(float));
+    }
+    spectral_context_free(ctx);
+    thread_job jobs[N_THREADS];
+    pthread_t th[N_THREADS];
+    for (int t = 0; t < N_THREADS; t++) {
+        jobs[t] = base;
+        jobs[t].thread_index = t;
+        pthread_create(&th[t], NULL, worker, &jobs[t]);
+    }
+    for (int t = 0; t < N_THREADS; t++) {
+        pthread_join(th[t], NULL);
+        CHECK(jobs[t].errors == 0 && jobs[t].mismatches == 0,
+              "thread %d: %d errors, %d mismatches", t, jobs[t].errors, jobs[t].mismatches);
+    }
+    for (int d = 0; d < N_DOCS; d++) {
+        free(base.docs[d]);
+        free(base.expected[d]);
+    }
+}
+
+int main(void) {
+    snprintf(model_path, sizeof model_path, "/tmp/spectral_test_runtime_%d.gguf", (int)getpid());
+    if (write_tiny_model(model_path, 24, 48, 6, 2, 12345)) return 1;
+    spectral_model *model = NULL;
+    if (spectral_model_load(model_path, spectral_model_default_params(), &model) != SPECTRAL_OK) {
+        fprintf(stderr, "load: %s\n", spectral_last_error());
+        return 1;
+    }
+    CHECK(spectral_model_n_embd(model) == 24 && spectral_model_n_layer(model) == 2 &&
+              spectral_model_n_vocab(model) == 256 && spectral_model_pooling(model) == SPECTRAL_POOLING_MEAN,
+          "model info");
+    test_arena_unit();
+    test_memory_limit(model);
+    test_bad_arguments(model);
+    test_batch(model);
+    test_threads(model);
+    spectral_model_free(model);
+
+    /* use_mmap = false path gives the same model */
+    spectral_model_params mp = spectral_model_default_params();
+    mp.use_mmap = false;
+    CHECK(spectral_model_load(model_path, mp, &model) == SPECTRAL_OK, "%s", spectral_last_error());
+    spectral_model_free(model);
+    remove(model_path);
+    if (failures) {
+        fprintf(stderr, "%d check(s) failed\n", failures);
+        return 1;
+    }
+    printf("test_runtime: all checks passed\n");
+    return 0;
+}

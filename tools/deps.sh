@@ -1,0 +1,23 @@
+# Sourced by tools/run.sh and tools/test.sh: installs what is missing.
+# Needs root (or sudo) for apt-get only when a system package is absent.
+spectral_need_apt=()
+pkg-config --exists fftw3f 2>/dev/null || spectral_need_apt+=(libfftw3-dev)
+pkg-config --exists openblas 2>/dev/null || spectral_need_apt+=(libopenblas-dev)
+command -v pkg-config >/dev/null 2>&1 || spectral_need_apt+=(pkg-config)
+command -v cmake >/dev/null 2>&1 || spectral_need_apt+=(cmake)
+command -v cc >/dev/null 2>&1 || spectral_need_apt+=(build-essential)
+command -v python3 >/dev/null 2>&1 || spectral_need_apt+=(python3 python3-pip)
+if [ "${SPECTRAL_NEED_CLANG:-0}" = 1 ] && ! command -v clang >/dev/null 2>&1; then
+  spectral_need_apt+=(clang)
+fi
+if [ ${#spectral_need_apt[@]} -gt 0 ]; then
+  echo "spectral: installing ${spectral_need_apt[*]}" >&2
+  sudo_=""
+  [ "$(id -u)" = 0 ] || sudo_="sudo"
+  $sudo_ apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq "${spectral_need_apt[@]}" >&2
+fi
+if [ "${SPECTRAL_NEED_PYTHON:-0}" = 1 ] && ! python3 -c "import numpy, gguf" 2>/dev/null; then
+  echo "spectral: installing numpy and gguf (pip)" >&2
+  python3 -m pip install -q numpy gguf >&2 || python3 -m pip install -q --break-system-packages numpy gguf >&2
+fi

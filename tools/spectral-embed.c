@@ -1,0 +1,372 @@
+/* spectral-embed: embed text files with a spectral GGUF model, streaming one
+ * output record per input as soon as it is computed. Uses only spectral.h. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "spectral.h"
+
+enum { EXIT_INPUT_FAILED = 1, EXIT_USAGE = 2 };
+enum output_format { OUT_JSONL, OUT_JSON, OUT_RAW };
+
+typedef struct {
+    const char *model_path;
+    const char **inputs;
+    int n_inputs;
+    spectral_pooling pooling;
+    bool normalize;
+    enum output_format format;
+    int threads;
+    spectral_backend device;
+    size_t mem_limit;
+    bool verbose;
+} options;
+
+static void print_usage(FILE *f) {
+    fprintf(f,
+        "usage: spectral-embed -m MODEL [options] [FILE...]\n"
+        "\n"
+        "Embeds each FILE (or standard input when no FILE or '-' is given) with a\n"
+        "spectral GGUF model and writes one record per input, in input order, as\n"
+        "soon as it is computed.\n"
+        "\n"
+        "options:\n"
+        "  -m, --model PATH          GGUF model file (required)\n"
+        "  -p, --pooling TYPE        mean | cls | last | none (default: the model's)\n"
+        "      --no-normalize        do not L2-normalize pooled embeddings\n"
+        "  -o, --output-format FMT   jsonl | json | raw (default: jsonl)\n"
+        "  -t, --threads N           CPU threads (default: all cores)\n"
+        "  -d, --device DEV          cpu | cuda (default: cpu)\n"
+        "      --mem-limit SIZE      hard cap on activation memory, e.g. 512M, 2G\n"
+        "                            (suffixes K, M, G, T are powers of 1024; default: none)\n"
+        "  -v, --verbose             model details, per-input timing and arena peak on stderr\n"
+        "  -h, --help                show this help and exit\n"
+        "      --version             show the version and exit\n"
+        "\n"
+        "output formats:\n"
+        "  jsonl  {\"input\": PATH, \"n_tokens\": N, \"embedding\": [...]} per line;\n"
+        "         with --pooling none, \"embeddings\": [[...], ...] (N rows)\n"
+        "  json   the same objects as one JSON array\n"
+        "  raw    little-endian float32: per input, 1 row (or N rows with --pooling none)\n"
+        "         of n_embd values, no separators\n"
+        "\n"
+        "exit status: 0 every input embedded; 1 some inputs failed (each error is on\n"
+        "stderr, every other input is still written); 2 usage or model error.\n");
+}
+
+static int usage_error(const char *fmt, const char *arg) {
+    fprintf(stderr, "spectral-embed: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\nTry 'spectral-embed --help'.\n");
+    return EXIT_USAGE;
+}
+
+/* Parses sizes like 512M, 1.5G, 4096, 64KiB. Returns 0 on success. */
+static int parse_size(const char *s, size_t *out) {
+    errno = 0;
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || errno || !(v > 0)) return -1;
+    double mul = 1;
+    switch (*end) {
+    case 'k': case 'K': mul = 1024.0; end++; break;
+    case 'm': case 'M': mul = 1024.0 * 1024; end++; break;
+    case 'g': case 'G': mul = 1024.0 * 1024 * 1024; end++; break;
+    case 't': case 'T': mul = 1024.0 * 1024 * 1024 * 1024; end++; break;
+    default: break;
+    }
+    if (*end == 'i' && mul > 1) end++;
+    if (*end == 'B' || *end == 'b') end++;
+    if (*end) return -1;
+    double bytes = v * mul;
+    if (bytes < 1 || bytes > 1.8e19) return -1;
+    *out = (size_t)bytes;
+    return 0;
+}
+
+static int parse_int(const char *s, int *out) {
+    errno = 0;
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (end == s || *end || errno || v < 0 || v > 4096) return -1;
+    *out = (int)v;
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, options *o) {
+    memset(o, 0, sizeof *o);
+    o->pooling = SPECTRAL_POOLING_UNSPECIFIED;
+    o->normalize = true;
+    o->format = OUT_JSONL;
+    o->device = SPECTRAL_BACKEND_CPU;
+    o->inputs = calloc((size_t)argc + 1, sizeof *o->inputs);
+    if (!o->inputs) return usage_error("%s", "out of memory");
+    bool only_files = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *val = NULL;
+#define NEEDS_VALUE()                                                            \
+    do {                                                                         \
+        if (i + 1 >= argc) return usage_error("option %s needs a value", a);     \
+        val = argv[++i];                                                         \
+    } while (0)
+        if (only_files || a[0] != '-' || !strcmp(a, "-")) {
+            o->inputs[o->n_inputs++] = a;
+        } else if (!strcmp(a, "--")) {
+            only_files = true;
+        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            print_usage(stdout);
+            exit(0);
+        } else if (!strcmp(a, "--version")) {
+            printf("spectral-embed %s\n", spectral_version());
+            exit(0);
+        } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
+            NEEDS_VALUE();
+            o->model_path = val;
+        } else if (!strcmp(a, "-p") || !strcmp(a, "--pooling")) {
+            NEEDS_VALUE();
+            if (!strcmp(val, "mean")) o->pooling = SPECTRAL_POOLING_MEAN;
+            else if (!strcmp(val, "cls")) o->pooling = SPECTRAL_POOLING_CLS;
+            else if (!strcmp(val, "last")) o->pooling = SPECTRAL_POOLING_LAST;
+            else if (!strcmp(val, "none")) o->pooling = SPECTRAL_POOLING_NONE;
+            else return usage_error("unknown pooling '%s' (mean, cls, last, none)", val);
+        } else if (!strcmp(a, "--no-normalize")) {
+            o->normalize = false;
+        } else if (!strcmp(a, "-o") || !strcmp(a, "--output-format")) {
+            NEEDS_VALUE();
+            if (!strcmp(val, "jsonl")) o->format = OUT_JSONL;
+            else if (!strcmp(val, "json")) o->format = OUT_JSON;
+            else if (!strcmp(val, "raw")) o->format = OUT_RAW;
+            else return usage_error("unknown output format '%s' (jsonl, json, raw)", val);
+        } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
+            NEEDS_VALUE();
+            if (parse_int(val, &o->threads))
+                return usage_error("--threads needs a number from 0 to 4096, got '%s'", val);
+        } else if (!strcmp(a, "-d") || !strcmp(a, "--device")) {
+            NEEDS_VALUE();
+            if (!strcmp(val, "cpu")) o->device = SPECTRAL_BACKEND_CPU;
+            else if (!strcmp(val, "cuda")) o->device = SPECTRAL_BACKEND_CUDA;
+            else return usage_error("unknown device '%s' (cpu, cuda)", val);
+        } else if (!strcmp(a, "--mem-limit")) {
+            NEEDS_VALUE();
+            if (parse_size(val, &o->mem_limit))
+                return usage_error("--mem-limit needs a size such as 512M or 2G, got '%s'", val);
+        } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
+            o->verbose = true;
+        } else {
+            return usage_error("unknown option '%s'", a);
+        }
+#undef NEEDS_VALUE
+    }
+    if (!o->model_path) return usage_error("%s", "no model given (-m MODEL)");
+    if (o->n_inputs == 0) o->inputs[o->n_inputs++] = "-";
+    return 0;
+}
+
+/* Reads a whole file or stdin. Returns 0, or -1 with errno-based message. */
+static int read_input(const char *path, char **data, size_t *size, char *err, size_t err_len) {
+    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
+    if (!f) {
+        snprintf(err, err_len, "cannot open: %s", strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+        if (f != stdin) fclose(f);
+        snprintf(err, err_len, "is a directory");
+        return -1;
+    }
+    size_t cap = 1 << 16, n = 0;
+    if (S_ISREG(st.st_mode) && st.st_size > 0) cap = (size_t)st.st_size + 1;
+    char *buf = malloc(cap);
+    while (buf) {
+        n += fread(buf + n, 1, cap - n, f);
+        if (n < cap || ferror(f)) break;
+        char *nb = cap > SIZE_MAX / 2 ? NULL : realloc(buf, cap * 2);
+        if (!nb) {
+            free(buf);
+            buf = NULL;
+            break;
+        }
+        buf = nb;
+        cap *= 2;
+    }
+    int bad = ferror(f);
+    if (f != stdin) fclose(f);
+    if (!buf) {
+        snprintf(err, err_len, "out of memory reading the input");
+        return -1;
+    }
+    if (bad) {
+        free(buf);
+        snprintf(err, err_len, "read error");
+        return -1;
+    }
+    *data = buf;
+    *size = n;
+    return 0;
+}
+
+static void json_string(FILE *f, const char *s) {
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
+        else if (*p == '\n') fputs("\\n", f);
+        else if (*p == '\t') fputs("\\t", f);
+        else if (*p < 0x20 || *p == 0x7f) fprintf(f, "\\u%04x", *p);
+        else fputc(*p, f);
+    }
+    fputc('"', f);
+}
+
+/* %.9g round-trips every float32; JSON has no NaN/Inf, so those become null. */
+static void json_floats(FILE *f, const float *v, int64_t n) {
+    fputc('[', f);
+    for (int64_t i = 0; i < n; i++) {
+        if (i) fputc(',', f);
+        if (isfinite(v[i])) fprintf(f, "%.9g", v[i]);
+        else fputs("null", f);
+    }
+    fputc(']', f);
+}
+
+static void write_record(FILE *f, const options *o, spectral_context *ctx, const char *input,
+                         int64_t n_tokens, int64_t n_embd, int *n_written) {
+    const float *pooled = spectral_get_embedding(ctx);
+    int64_t rows = 0;
+    const float *states = pooled ? NULL : spectral_get_token_states(ctx, &rows);
+    if (o->format == OUT_RAW) {
+        if (pooled) fwrite(pooled, sizeof(float), (size_t)n_embd, f);
+        else fwrite(states, sizeof(float), (size_t)(rows * n_embd), f);
+    } else {
+        if (o->format == OUT_JSON) fputs(*n_written ? ",\n" : "[\n", f);
+        fputs("{\"input\": ", f);
+        json_string(f, input);
+        fprintf(f, ", \"n_tokens\": %lld, ", (long long)n_tokens);
+        if (pooled) {
+            fputs("\"embedding\": ", f);
+            json_floats(f, pooled, n_embd);
+        } else {
+            fputs("\"embeddings\": [", f);
+            for (int64_t r = 0; r < rows; r++) {
+                if (r) fputc(',', f);
+                json_floats(f, states + r * n_embd, n_embd);
+            }
+            fputc(']', f);
+        }
+        fputc('}', f);
+        if (o->format == OUT_JSONL) fputc('\n', f);
+    }
+    (*n_written)++;
+    fflush(f);
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int main(int argc, char **argv) {
+    options o;
+    int rc = parse_args(argc, argv, &o);
+    if (rc) return rc;
+
+    spectral_model *model = NULL;
+    if (spectral_model_load(o.model_path, spectral_model_default_params(), &model) != SPECTRAL_OK) {
+        fprintf(stderr, "spectral-embed: %s\n", spectral_last_error());
+        free(o.inputs);
+        return EXIT_USAGE;
+    }
+    spectral_context_params cp = spectral_context_default_params();
+    cp.n_threads = o.threads;
+    cp.backend = o.device;
+    cp.mem_limit = o.mem_limit;
+    cp.pooling = o.pooling;
+    cp.normalize = o.normalize;
+    spectral_context *ctx = NULL;
+    if (spectral_context_create(model, cp, &ctx) != SPECTRAL_OK) {
+        fprintf(stderr, "spectral-embed: %s\n", spectral_last_error());
+        spectral_model_free(model);
+        free(o.inputs);
+        return EXIT_USAGE;
+    }
+    const int64_t n_embd = spectral_model_n_embd(model);
+    const int64_t n_ctx = spectral_model_n_ctx_train(model);
+    if (o.verbose)
+        fprintf(stderr,
+                "spectral-embed: model %s (%s): %d layers, n_embd %lld, vocab %d, trained context %lld, %llu parameters\n",
+                o.model_path, spectral_model_arch(model), spectral_model_n_layer(model),
+                (long long)n_embd, spectral_model_n_vocab(model), (long long)n_ctx,
+                (unsigned long long)spectral_model_n_params(model));
+
+    const bool progress = isatty(STDERR_FILENO) && !o.verbose && o.n_inputs > 1;
+    int n_failed = 0, n_written = 0;
+    for (int i = 0; i < o.n_inputs; i++) {
+        const char *path = o.inputs[i];
+        const char *label = strcmp(path, "-") ? path : "<stdin>";
+        if (progress) fprintf(stderr, "\r[%d/%d] %.60s\033[K", i + 1, o.n_inputs, label);
+        char err[512];
+        char *text = NULL;
+        size_t len = 0;
+        int32_t *tokens = NULL;
+        double t0 = now_s();
+        if (read_input(path, &text, &len, err, sizeof err)) {
+            fprintf(stderr, "%sspectral-embed: %s: %s\n", progress ? "\n" : "", label, err);
+            n_failed++;
+            continue;
+        }
+        int64_t n = spectral_tokenize(model, text, len, NULL, 0);
+        if (n == 0) {
+            fprintf(stderr, "%sspectral-embed: %s: empty input\n", progress ? "\n" : "", label);
+            n_failed++;
+            free(text);
+            continue;
+        }
+        tokens = n > 0 ? malloc((size_t)n * sizeof *tokens) : NULL;
+        if (!tokens || spectral_tokenize(model, text, len, tokens, n) != n) {
+            fprintf(stderr, "%sspectral-embed: %s: %s\n", progress ? "\n" : "", label,
+                    tokens ? spectral_last_error() : "out of memory for tokens");
+            n_failed++;
+            free(text);
+            free(tokens);
+            continue;
+        }
+        free(text);
+        if (n_ctx > 0 && n > n_ctx)
+            fprintf(stderr,
+                    "%sspectral-embed: warning: %s: %lld tokens is longer than the model's training context (%lld); the mixing is defined for any length, quality may drop\n",
+                    progress ? "\n" : "", label, (long long)n, (long long)n_ctx);
+        if (spectral_encode(ctx, tokens, n) != SPECTRAL_OK) {
+            fprintf(stderr, "%sspectral-embed: %s: %s\n", progress ? "\n" : "", label,
+                    spectral_last_error());
+            n_failed++;
+            free(tokens);
+            continue;
+        }
+        free(tokens);
+        write_record(stdout, &o, ctx, label, n, n_embd, &n_written);
+        if (o.verbose)
+            fprintf(stderr, "spectral-embed: %s: %lld tokens in %.1f ms, arena peak %.2f MiB\n",
+                    label, (long long)n, (now_s() - t0) * 1e3,
+                    spectral_context_peak_memory(ctx) / 1048576.0);
+    }
+    if (progress) fputs("\r\033[K", stderr);
+    if (o.format == OUT_JSON) fputs(n_written ? "\n]\n" : "[]\n", stdout);
+    fflush(stdout);
+    if (o.verbose)
+        fprintf(stderr, "spectral-embed: %d of %d inputs embedded, arena peak %zu bytes\n",
+                n_written, o.n_inputs, spectral_context_peak_memory(ctx));
+    spectral_context_free(ctx);
+    spectral_model_free(model);
+    free(o.inputs);
+    return n_failed ? EXIT_INPUT_FAILED : 0;
+}
