@@ -81,7 +81,8 @@ void sp_wpm_free(void *state) {
 
 /* WordPiece on one word (UTF-8, n_chars characters): greedy longest match,
  * continuation pieces prefixed "##"; any unmatched rest makes the whole word
- * [UNK]. buf has room for len + 2 bytes. */
+ * [UNK]. buf has room for len + 2 bytes. Longer than WPM_MAX_WORD_CHARS:
+ * [UNK] (w then holds only a prefix). */
 static void wordpiece(const wpm *m, const char *w, size_t len, size_t n_chars, char *buf, sp_ids *o) {
     if (n_chars > WPM_MAX_WORD_CHARS) {
         sp_ids_push(o, m->unk);
@@ -118,27 +119,21 @@ static void wordpiece(const wpm *m, const char *w, size_t len, size_t n_chars, c
 int sp_wpm_tokenize(const void *state, const char *text, size_t len, int add_special, sp_ids *o) {
     const wpm *m = state;
     const unsigned char *s = (const unsigned char *)text;
-    /* Normalized text; each input character yields at most 3 characters
-     * (strip) x 2 (lowercase) or ' ' c ' ', 4 bytes each, plus a separator. */
-    if (len > (SIZE_MAX - 16) / 32) return -1;
-    char *norm = malloc(len * 24 + 8);
-    char *buf = malloc(len * 24 + 8);
-    if (!norm || !buf) {
-        free(norm);
-        free(buf);
-        return -1;
-    }
+    /* Only the current word is kept, and only its first 101 characters: a
+     * longer word is [UNK] whatever it holds. */
+    char norm[(WPM_MAX_WORD_CHARS + 6) * 4 + 8];
+    char buf[sizeof norm + 2];
     if (add_special) sp_ids_push(o, m->cls);
 
     /* Normalize: clean, isolate CJK ideographs, strip accents, lower-case.
      * Words end at spaces; punctuation is a word of its own. The current
      * word collects in norm[0..nb) and goes to WordPiece when it ends. */
     size_t nb = 0, wchars = 0;
-#define END_WORD()                                       \
-    do {                                                 \
-        if (nb) wordpiece(m, norm, nb, wchars, buf, o);  \
-        nb = 0;                                          \
-        wchars = 0;                                      \
+#define END_WORD()                                        \
+    do {                                                  \
+        if (wchars) wordpiece(m, norm, nb, wchars, buf, o); \
+        nb = 0;                                           \
+        wchars = 0;                                       \
     } while (0)
     for (size_t i = 0; i < len;) {
         size_t adv;
@@ -162,7 +157,7 @@ int sp_wpm_tokenize(const void *state, const char *text, size_t len, int add_spe
             for (int j = 0; j < nl; j++) {
                 int p = sp_uc_bert_punct(b[j]);
                 if (p) END_WORD();
-                nb += (size_t)sp_utf8_put(b[j], norm + nb);
+                        if (wchars <= WPM_MAX_WORD_CHARS) nb += (size_t)sp_utf8_put(b[j], norm + nb);
                 wchars++;
                 if (p) END_WORD();
             }
@@ -172,7 +167,5 @@ int sp_wpm_tokenize(const void *state, const char *text, size_t len, int add_spe
     END_WORD();
 #undef END_WORD
     if (add_special) sp_ids_push(o, m->sep);
-    free(norm);
-    free(buf);
     return 0;
 }

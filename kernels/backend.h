@@ -21,7 +21,11 @@ extern "C" {
 
 typedef struct sp_backend sp_backend;
 
-typedef enum { SP_ACT_NONE = 0, SP_ACT_GELU = 1 /* exact erf GELU */ } sp_act;
+typedef enum {
+    SP_ACT_NONE = 0,
+    SP_ACT_GELU = 1,      /* exact erf GELU */
+    SP_ACT_GELU_TANH = 2, /* gelu_new: 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))) */
+} sp_act;
 
 typedef enum { SP_POOL_MEAN = 1, SP_POOL_FIRST = 2, SP_POOL_LAST = 3 } sp_pool_op;
 
@@ -67,6 +71,14 @@ typedef struct sp_backend_ops {
     /* out_host[D] = mean / first / last row of x[T, D]. */
     int (*pool)(sp_backend *be, const float *x, int64_t T, int64_t D, sp_pool_op op,
                 float *out_host);
+
+    /* Bytes of scratch fourier2d_real needs for this shape (0 allowed). */
+    size_t (*fourier2d_workspace_size)(sp_backend *be, int64_t T, int64_t D);
+    /* FNet's token mixing: out = Re(FFT2(x)) over (sequence, hidden) of the
+     * T x D matrix x, unnormalized. out must not alias x. workspace has at
+     * least fourier2d_workspace_size(T, D) bytes. */
+    int (*fourier2d_real)(sp_backend *be, const float *x, int64_t T, int64_t D, void *workspace,
+                          float *out);
 } sp_backend_ops;
 
 struct sp_backend {

@@ -49,6 +49,7 @@ typedef struct {
 } sp_arch;
 
 extern const sp_arch sp_arch_spectralmlp;
+extern const sp_arch sp_arch_fnet;
 
 #ifdef __cplusplus
 }

@@ -68,7 +68,7 @@ static const char *fmt_bytes(size_t n, char *buf, size_t len) {
 
 /* ---- model ------------------------------------------------------------- */
 
-static const sp_arch *const k_archs[] = {&sp_arch_spectralmlp};
+static const sp_arch *const k_archs[] = {&sp_arch_spectralmlp, &sp_arch_fnet};
 
 /* Weights uploaded to one CUDA device, shared by every context on it. */
 typedef struct device_weights {
@@ -106,7 +106,7 @@ static spectral_status model_init(spectral_model *m) {
         if (strlen(k_archs[i]->name) == arch.len && !memcmp(k_archs[i]->name, arch.ptr, arch.len))
             m->arch = k_archs[i];
     if (!m->arch)
-        return fail(SPECTRAL_ERR_MODEL, "unsupported architecture '%.*s' (supported: spectralmlp)",
+        return fail(SPECTRAL_ERR_MODEL, "unsupported architecture '%.*s' (supported: spectralmlp, fnet)",
                     (int)(arch.len > 64 ? 64 : arch.len), arch.ptr);
     if (m->arch->load(m->gguf, &m->arch_model, &m->info, &m->weights, err, sizeof err))
         return fail(SPECTRAL_ERR_MODEL, "%s: %s", m->arch->name, err);

@@ -16,6 +16,14 @@ if(SPECTRAL_FUZZ)
   if(NOT CMAKE_C_COMPILER_ID MATCHES "Clang")
     message(FATAL_ERROR "SPECTRAL_FUZZ needs clang (CMAKE_C_COMPILER=clang)")
   endif()
+  # Coverage feedback from inside the library, not just the harness. Only with
+  # SPECTRAL_SANITIZE: the sanitizer runtime then supplies the coverage hooks
+  # to every other program that links the library.
+  if(SPECTRAL_SANITIZE)
+    target_compile_options(spectral PRIVATE $<$<COMPILE_LANGUAGE:C>:-fsanitize=fuzzer-no-link>)
+  else()
+    message(WARNING "SPECTRAL_FUZZ without SPECTRAL_SANITIZE: the library gives the fuzzer no coverage feedback")
+  endif()
   add_executable(fuzz_gguf fuzz_gguf.c)
   target_compile_definitions(fuzz_gguf PRIVATE SPECTRAL_FUZZ_MODEL=1)
   target_compile_options(fuzz_gguf PRIVATE -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer)
@@ -23,6 +31,10 @@ if(SPECTRAL_FUZZ)
   target_link_libraries(fuzz_gguf PRIVATE spectral_internal m)
   target_include_directories(fuzz_gguf PRIVATE ${PROJECT_SOURCE_DIR})
   # A short smoke run over the committed seeds; long runs are done by hand.
+  # libFuzzer writes new inputs into the first directory, so that one lives
+  # in the build tree and the committed seeds stay untouched.
+  set(SPECTRAL_FUZZ_CORPUS ${CMAKE_CURRENT_BINARY_DIR}/fuzz_gguf_corpus)
+  file(MAKE_DIRECTORY ${SPECTRAL_FUZZ_CORPUS})
   add_test(NAME fuzz_gguf_smoke
-    COMMAND fuzz_gguf -runs=2000 -max_len=4096 ${SPECTRAL_TEST_DATA}/fuzz_seeds)
+    COMMAND fuzz_gguf -runs=2000 -max_len=4096 ${SPECTRAL_FUZZ_CORPUS} ${SPECTRAL_TEST_DATA}/fuzz_seeds)
 endif()

@@ -296,6 +296,24 @@ def make_seeds(d):
     write_with_python(os.path.join(d, "align64.gguf"), expected_kvs()[:4], small_t[:1], alignment=64)
     write_with_python(os.path.join(d, "meta_only.gguf"), expected_kvs()[9:14], [])
     write_with_python(os.path.join(d, "tensors_only.gguf"), [], small_t)
+    # a minimal valid spectralmlp model (1 block, width 2) so the fuzzer reaches the model loader
+    D, F, K, V = 2, 4, 1, 256
+    rng = np.random.default_rng(7)
+    meta = [("general.name", VT.STRING, "tiny"),
+            ("spectralmlp.embedding_length", VT.UINT32, D), ("spectralmlp.feed_forward_length", VT.UINT32, F),
+            ("spectralmlp.block_count", VT.UINT32, 1), ("spectralmlp.mixing.n_filters", VT.UINT32, K),
+            ("spectralmlp.context_length", VT.UINT32, 64),
+            ("spectralmlp.attention.layer_norm_epsilon", VT.FLOAT32, f32(1e-5)),
+            ("spectralmlp.pooling_type", VT.UINT32, 1), ("tokenizer.ggml.model", VT.STRING, "bytes")]
+    h = lambda *shape: rng.standard_normal(shape).astype(np.float16)
+    w = lambda *shape: rng.standard_normal(shape).astype(np.float32)
+    model_t = [("token_embd.weight", QT.F16, h(V, D)),
+               ("blk.0.mix_norm.weight", QT.F32, w(D)), ("blk.0.mix_norm.bias", QT.F32, w(D)),
+               ("blk.0.mix_filter.weight", QT.F16, h(D, K, 2)), ("blk.0.mix_filter.bias", QT.F32, w(D)),
+               ("blk.0.ffn_norm.weight", QT.F32, w(D)), ("blk.0.ffn_norm.bias", QT.F32, w(D)),
+               ("blk.0.ffn_up.weight", QT.F16, h(F, D)), ("blk.0.ffn_up.bias", QT.F32, w(F)),
+               ("blk.0.ffn_down.weight", QT.F16, h(D, F)), ("blk.0.ffn_down.bias", QT.F32, w(D))]
+    write_with_python(os.path.join(d, "spectralmlp_tiny.gguf"), meta, model_t, arch="spectralmlp")
     for f in sorted(os.listdir(d)):
         print(f, os.path.getsize(os.path.join(d, f)))
 

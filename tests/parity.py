@@ -13,8 +13,9 @@ tools/reference.py, and compares:
     token states, every token of every text;
   * CLI pooled outputs: mean / cls / last, normalized and not, and the
     model's default pooling (no --pooling flag);
-  * tests/api_dump (spectral_tokenize + spectral_encode + getters): token
-    states for every text, pooled outputs for a subset.
+  * tests/api_dump (spectral_tokenize + spectral_encode + getters, all texts
+    through one context): token states, and pooled outputs (mean / cls / last
+    normalized, mean not normalized, the model's default).
 
 Error metric per output (a T x D matrix or a D vector):
     max |c - ref| / max |ref|  <=  1e-4          (TOL, --tol)
@@ -159,15 +160,17 @@ def check_cli(rep, cli, name, model_path, paths, refs, pooling, normalize):
         rep.compare(what, rec[key], ref, TOL)
 
 
-def check_api(rep, api, name, model_path, path, T, ref, pooling, normalize, backend, threads=None):
-    cmd = [api, model_path, path, pooling]
+def check_api(rep, api, name, model_path, items, pooling, normalize, backend, threads=None):
+    """items: list of (path, T, ref), all encoded by one api_dump process (one context)."""
+    cmd = [api, model_path, items[0][0], pooling]
     if not normalize:
         cmd.append("--no-normalize")
     cmd += ["--backend", backend]
     if threads:
         cmd += ["--threads", str(threads)]
+    cmd += [it[0] for it in items[1:]]
     label = f"api[{backend}] {name} pooling={pooling}{'' if normalize else ' no-normalize'}" \
-            f"{f' threads={threads}' if threads else ''} T={T}"
+            f"{f' threads={threads}' if threads else ''}"
     try:
         p, _ = run(cmd)
     except subprocess.TimeoutExpired:
@@ -179,17 +182,21 @@ def check_api(rep, api, name, model_path, path, T, ref, pooling, normalize, back
         rep.fail(f"{label}: exit {p.returncode}: {' '.join(cmd)}\n  stderr: {p.stderr.decode(errors='replace')[-2000:]}")
         return None
     lines = p.stdout.decode().split("\n")
-    try:
-        n_tok, n_rows, d = (int(x) for x in lines[0].split())
-        vals = np.array([[float(x) for x in ln.split()] for ln in lines[1:1 + n_rows]])
-    except (ValueError, IndexError) as e:
-        rep.fail(f"{label}: cannot parse output: {e}")
-        return None
-    if n_tok != T:
-        rep.fail(f"{label}: n_tokens {n_tok}, expected {T}")
-    if pooling != "none":
-        vals = vals.reshape(-1)
-    rep.compare(label, vals, ref, TOL)
+    pos = 0
+    for path, T, ref in items:
+        what = f"{label} T={T}"
+        try:
+            n_tok, n_rows, d = (int(x) for x in lines[pos].split())
+            vals = np.array([[float(x) for x in ln.split()] for ln in lines[pos + 1:pos + 1 + n_rows]])
+            pos += 1 + n_rows
+        except (ValueError, IndexError) as e:
+            rep.fail(f"{what}: cannot parse output: {e}")
+            return None
+        if n_tok != T:
+            rep.fail(f"{what}: n_tokens {n_tok}, expected {T}")
+        if pooling != "none":
+            vals = vals.reshape(-1)
+        rep.compare(what, vals, ref, TOL)
     return 0
 
 
@@ -252,22 +259,20 @@ def run_all(args, models, tmp):
             check_cli(rep, args.cli, name, path, paths, refs, None, True)
 
         if args.api_dump:
-            for T in lengths:
-                tpath = texts[T][0]
-                r = check_api(rep, args.api_dump, name, path, tpath, T, states[tpath][1], "none", False,
-                              args.backend, threads=1 if mi == 1 else None)
-                if r == SKIP:
-                    print(f"parity: {args.backend} backend not available: skipped")
-                    return SKIP
-            for T in [T for T in (3, 8, 1000) if T in lengths]:
-                tpath = texts[T][0]
-                s = states[tpath][1]
-                for pooling, norm in POOLED[:3] + [("mean", False)]:
-                    check_api(rep, args.api_dump, name, path, tpath, T, reference.pool(s, pooling, norm),
-                              pooling, norm, args.backend)
-                default = reference.POOLING_NAMES[model.pooling]
-                check_api(rep, args.api_dump, name, path, tpath, T, reference.pool(s, default, True), "model",
-                          True, args.backend)
+            # One process per pooling mode; the documents go through one context in an
+            # order that makes it grow and shrink.
+            order = [T for T in (100, 1, BIG, 2, 1000, 3, 7, 8) if T in lengths]
+            items = [(texts[T][0], T, states[texts[T][0]][1]) for T in order]
+            r = check_api(rep, args.api_dump, name, path, items, "none", False, args.backend,
+                          threads=1 if name.startswith("B") else None)
+            if r == SKIP:
+                print(f"parity: {args.backend} backend not available: skipped")
+                return SKIP
+            default = reference.POOLING_NAMES[model.pooling]
+            for pooling, norm in POOLED[:3] + [("mean", False), ("model", True)]:
+                pm = default if pooling == "model" else pooling
+                items = [(texts[T][0], T, reference.pool(states[texts[T][0]][1], pm, norm)) for T in order]
+                check_api(rep, args.api_dump, name, path, items, pooling, norm, args.backend)
         status = "ok" if len(rep.failures) == n_before else f"{len(rep.failures) - n_before} mismatches"
         print(f"parity: model {name} ({', '.join(f'{k}={v}' for k, v in kw.items())}): {status}", flush=True)
 

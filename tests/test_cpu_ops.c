@@ -189,22 +189,25 @@ static void test_linear(sp_backend *be, const char *name) {
         fill(b, OUT, 1.0f, 0.0f);
         fill(o0, T * OUT, 1.0f, 0.0f);
         /* mode 0: GELU + bias; 1: no act, no bias; 2: accumulate + bias;
-         * 3: GELU, no bias; 4: accumulate, no bias. */
-        for (int mode = 0; mode < 5; mode++) {
-            const float *bb = (mode == 0 || mode == 2) ? b : NULL;
-            int gelu = mode == 0 || mode == 3, acc = mode == 2 || mode == 4;
+         * 3: GELU, no bias; 4: accumulate, no bias; 5: tanh GELU + bias. */
+        for (int mode = 0; mode < 6; mode++) {
+            const float *bb = (mode == 0 || mode == 2 || mode == 5) ? b : NULL;
+            int gelu = mode == 0 || mode == 3, acc = mode == 2 || mode == 4, gtanh = mode == 5;
             for (int64_t t = 0; t < T; t++)
                 for (int64_t j = 0; j < OUT; j++) {
                     double s = 0;
                     for (int64_t i = 0; i < IN; i++) s += (double)x[t * IN + i] * W[j * IN + i];
                     if (bb) s += bb[j];
                     if (gelu) s = 0.5 * s * (1.0 + erf(s / sqrt(2.0)));
+                    if (gtanh)
+                        s = 0.5 * s * (1.0 + tanh(sqrt(2.0 / 3.14159265358979323846) *
+                                                  (s + 0.044715 * s * s * s)));
                     if (acc) s += o0[t * OUT + j];
                     ref[t * OUT + j] = s;
                 }
             memcpy(o, o0, sizeof(float) * (size_t)(T * OUT));
-            int rc = be->ops->linear(be, x, W, bb, T, IN, OUT, gelu ? SP_ACT_GELU : SP_ACT_NONE,
-                                     acc, o);
+            sp_act act = gelu ? SP_ACT_GELU : gtanh ? SP_ACT_GELU_TANH : SP_ACT_NONE;
+            int rc = be->ops->linear(be, x, W, bb, T, IN, OUT, act, acc, o);
             CHECK(rc == 0, "linear rc=%d: %s", rc, be->err);
             double e = rel_err(o, ref, T * OUT);
             CHECK(e <= TOL, "linear %s T=%lld IN=%lld OUT=%lld mode=%d rel err %.3g", name,

@@ -54,16 +54,26 @@ class SpectralMix(nn.Module):
         self.weight_imag = nn.Parameter(torch.randn(dim, n_filters) * scale)
         self.bias = nn.Parameter(torch.zeros(dim))
 
+    literal = False  # True: full complex fft/ifft exactly as described (slower, same result)
+
     def forward(self, u: torch.Tensor) -> torch.Tensor:  # u: (B, T, D)
         T = u.shape[1]
         k = min(self.n_filters, T // 2)
         if k <= 0:
             return torch.zeros_like(u) + self.bias
-        U = torch.fft.fft(u, dim=1)  # (B, T, D) complex
         W = torch.complex(self.weight_real[:, :k], self.weight_imag[:, :k]).transpose(0, 1)  # (k, D)
-        Z = torch.zeros_like(U)
-        Z[:, :k, :] = U[:, :k, :] * W
-        return torch.fft.ifft(Z, dim=1).real + self.bias
+        if self.literal:
+            U = torch.fft.fft(u, dim=1)  # (B, T, D) complex
+            Z = torch.zeros_like(U)
+            Z[:, :k, :] = U[:, :k, :] * W
+            return torch.fft.ifft(Z, dim=1).real + self.bias
+        # Same value through real transforms: since only bins f < k <= T/2 are
+        # kept, Re(ifft(Z))_t = (1/T) sum_f Re(Z_f e^{2 pi i f t / T}), which is
+        # irfft of Y with Y_0 = Re(Z_0), Y_f = Z_f / 2 (0 < f < k), 0 above.
+        Z = torch.fft.rfft(u, dim=1)[:, :k, :] * W
+        Y = torch.cat([torch.complex(Z[:, :1, :].real, torch.zeros_like(Z[:, :1, :].real)),
+                       0.5 * Z[:, 1:, :]], dim=1)
+        return torch.fft.irfft(Y, n=T, dim=1) + self.bias
 
 
 class SpectralMLPBlock(nn.Module):

@@ -277,6 +277,7 @@ static void usage(FILE *f) {
 "  --mem-limit BYTES       activation memory cap (k/m/g suffix), for both the\n"
 "                          spectral context and the attention buffers (default none)\n"
 "  --calib-size N          side of the calibration sgemm            (default 2048)\n"
+"  --calib-mem BYTES       bytes copied by the bandwidth calibration (default 256m)\n"
 "  -o, --output FMT        md | csv | json | jsonl                  (default md)\n"
 "  -h, --help              this text\n");
 }
@@ -384,6 +385,9 @@ static void parse_args(int argc, char **argv, options *o) {
         } else if (!strcmp(a, "--mem-limit")) {
             TAKE();
             o->mem_limit = (size_t)parse_int_opt(a, v, 1, INT64_MAX);
+        } else if (!strcmp(a, "--calib-mem")) {
+            TAKE();
+            o->calib_mem = (size_t)parse_int_opt(a, v, 1 << 20, (int64_t)1 << 36);
         } else if (!strcmp(a, "--calib-size")) {
             TAKE();
             o->calib_n = parse_int_opt(a, v, 64, 16384);
@@ -655,51 +659,67 @@ static double calib_linear(sp_backend *be, int64_t N) {
 
 /* ------------------------------------------------------------ attention (CPU) */
 
-/* 2^x for x <= 0 (clamped at -126), branch-free so the loops vectorize:
- * floor split, degree-6 Taylor polynomial of 2^f on [0, 1) (rel. error
- * ~2e-6), exponent bits. */
+/* 2^x for x <= 0 (below -126 it returns 2^-126), free of branches and of
+ * float compares (which -ftrapping-math keeps from being if-converted), so
+ * the loop over a row vectorizes: floor split, degree-6 Taylor polynomial of
+ * 2^f on [0, 1) (relative error ~2e-6), exponent bits. */
 static inline float exp2_neg(float x) {
-    x = x < -126.0f ? -126.0f : x;
-    float fi = (float)(int32_t)x;
-    fi = fi > x ? fi - 1.0f : fi;
-    float f = x - fi;
+    uint32_t xb;
+    memcpy(&xb, &x, sizeof xb);
+    const uint32_t lim = 0xC2FC0000u; /* bits of -126.0f */
+    xb = (xb > lim && (xb >> 31)) ? lim : xb;
+    memcpy(&x, &xb, sizeof x);
+    int32_t i = (int32_t)x;
+    float d = x - (float)i;
+    uint32_t db;
+    memcpy(&db, &d, sizeof db);
+    i -= (int32_t)(db >> 31); /* floor */
+    float f = x - (float)i;
     float p = 1.0f + f * (0.69314718f +
                           f * (0.24022651f +
                                f * (0.05550411f + f * (0.00961813f + f * (0.00133336f + f * 0.00015404f)))));
-    int32_t bits = ((int32_t)fi + 127) << 23;
+    int32_t eb = (i + 127) << 23;
     float s;
-    memcpy(&s, &bits, sizeof s);
+    memcpy(&s, &eb, sizeof s);
     return p * s;
 }
 
+/* Row maximum on order-preserving integer keys of the float bits (no NaNs
+ * here): integer compares vectorize where float ones do not. */
 static float row_max(const float *r, int64_t n) {
-    float m8[8];
-    for (int k = 0; k < 8; k++) m8[k] = -FLT_MAX;
-    int64_t j = 0;
-    for (; j + 8 <= n; j += 8)
-        for (int k = 0; k < 8; k++) m8[k] = r[j + k] > m8[k] ? r[j + k] : m8[k];
-    float m = -FLT_MAX;
-    for (int k = 0; k < 8; k++) m = m8[k] > m ? m8[k] : m;
-    for (; j < n; j++) m = r[j] > m ? r[j] : m;
-    return m;
-}
-
-/* r[j] = 2^(r[j] - m); returns the sum. */
-static float row_exp2_sum(float *r, int64_t n, float m) {
-    float s8[8] = {0};
+    int32_t m8[8];
+    for (int k = 0; k < 8; k++) m8[k] = INT32_MIN;
     int64_t j = 0;
     for (; j + 8 <= n; j += 8)
         for (int k = 0; k < 8; k++) {
-            float p = exp2_neg(r[j + k] - m);
-            r[j + k] = p;
-            s8[k] += p;
+            int32_t v;
+            memcpy(&v, &r[j + k], sizeof v);
+            v ^= (v >> 31) & 0x7FFFFFFF;
+            m8[k] = v > m8[k] ? v : m8[k];
         }
-    float s = 0;
     for (; j < n; j++) {
-        float p = exp2_neg(r[j] - m);
-        r[j] = p;
-        s += p;
+        int32_t v;
+        memcpy(&v, &r[j], sizeof v);
+        v ^= (v >> 31) & 0x7FFFFFFF;
+        m8[0] = v > m8[0] ? v : m8[0];
     }
+    int32_t m = INT32_MIN;
+    for (int k = 0; k < 8; k++) m = m8[k] > m ? m8[k] : m;
+    m ^= (m >> 31) & 0x7FFFFFFF;
+    float f;
+    memcpy(&f, &m, sizeof f);
+    return f;
+}
+
+/* r[j] = 2^(r[j] - m); returns the sum. Separate passes so each vectorizes. */
+static float row_exp2_sum(float *restrict r, int64_t n, float m) {
+    for (int64_t j = 0; j < n; j++) r[j] = exp2_neg(r[j] - m);
+    float s8[8] = {0};
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int k = 0; k < 8; k++) s8[k] += r[j + k];
+    float s = 0;
+    for (; j < n; j++) s += r[j];
     for (int k = 0; k < 8; k++) s += s8[k];
     return s;
 }
@@ -1113,7 +1133,7 @@ static void print_row(out_ctx *oc, const row *r) {
             else
                 snprintf(sh, sizeof sh, "-");
         } else {
-            snprintf(ts, sizeof ts, "%s", r->status);
+            snprintf(ts, sizeof ts, "%.60s", r->status);
             snprintf(ms, sizeof ms, "-");
             snprintf(pm, sizeof pm, "-");
             snprintf(gf, sizeof gf, "-");
@@ -1360,7 +1380,7 @@ static void spectral_op_row(op_bench *ob, const options *o, const model_shape *s
     if (mix && ws_bytes) ws = be_act(ob, ws_bytes);
     if (!mix) mid = be_act(ob, (size_t)(T * F) * 4);
     if (!hostbuf || !a || !hbuf || (mix && ws_bytes && !ws) || (!mix && !mid)) {
-        snprintf(r->status, sizeof r->status, "error: out of memory (%s)", be->err);
+        snprintf(r->status, sizeof r->status, "error: out of memory (%.120s)", be->err);
         goto done;
     }
     fill_uniform(hostbuf, (size_t)(T * D), 1.0f);

@@ -24,7 +24,7 @@ export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$root/tests/lsan.supp}
 
 echo "== fuzzing the GGUF reader and model loader for ${fuzz_seconds}s =="
 CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS="-O1" -DSPECTRAL_SANITIZE=ON \
-  -DSPECTRAL_FUZZ=ON -DSPECTRAL_CUDA=OFF -DSPECTRAL_BUILD_TOOLS=OFF >/dev/null
+  -DSPECTRAL_FUZZ=ON -DSPECTRAL_CUDA=OFF >/dev/null
 cmake --build build-fuzz -j"$jobs" --target fuzz_gguf
 corpus=$(mktemp -d)
 trap 'rm -rf "$corpus"' EXIT

@@ -21,6 +21,16 @@
 #include <string.h>
 #include <unistd.h>
 
+/* glibc >= 2.35 ships vector erff variants in libmvec (linked through libm's
+ * linker script) but declares them only under -ffast-math. Declaring the
+ * SIMD clone here lets the GELU loop below call erff 4 lanes at a time; the
+ * scalar call cost as much as the sgemm it follows. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__) && \
+    (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 35)) && !defined(__FAST_MATH__)
+float erff(float) __attribute__((__simd__("notinbranch")));
+#define SP_SIMD_ERFF 1
+#endif
+
 /* Channels per mixing tile; overridable (1..64) via SPECTRAL_CPU_MIX_TILE for
  * benchmarking. 16 floats fill a 64-byte cache line on the strided gather. */
 #define SP_MIX_TILE_DEFAULT 16
@@ -33,7 +43,8 @@
 #define SP_MIX_TB 16
 
 typedef struct {
-    int tile;
+    int tile;           /* channels per mixing tile */
+    unsigned fft_flags; /* FFTW_ESTIMATE, or FFTW_MEASURE on request */
 } sp_cpu_impl;
 
 static void sp_cpu_set_err(sp_backend *be, const char *fmt, ...) {
@@ -159,7 +170,7 @@ static int cpu_linear(sp_backend *be, const float *x, const float *W, const floa
         return 1;
     }
     if (T == 0) return 0;
-    if (act != SP_ACT_NONE && act != SP_ACT_GELU) {
+    if (act != SP_ACT_NONE && act != SP_ACT_GELU && act != SP_ACT_GELU_TANH) {
         sp_cpu_set_err(be, "cpu linear: unknown activation %d", (int)act);
         return 1;
     }
@@ -175,15 +186,24 @@ static int cpu_linear(sp_backend *be, const float *x, const float *W, const floa
                 (int)IN, W, (int)IN, accumulate ? 1.0f : 0.0f, out, (int)OUT);
     if (!b && act == SP_ACT_NONE) return 0;
     /* Bias and activation in one pass over the output while it is warm. */
-    const int gelu = act == SP_ACT_GELU;
+    const int gelu = act == SP_ACT_GELU, gelu_tanh = act == SP_ACT_GELU_TANH;
 #pragma omp parallel for num_threads(be->n_threads) schedule(static)
     for (int64_t t = 0; t < T; t++) {
         float *o = out + t * OUT;
         if (b)
             for (int64_t j = 0; j < OUT; j++) o[j] += b[j];
-        if (gelu)
+        if (gelu) {
+#ifdef SP_SIMD_ERFF
+#pragma omp simd
+#endif
             for (int64_t j = 0; j < OUT; j++)
                 o[j] = 0.5f * o[j] * (1.0f + erff(o[j] * 0.70710678118654752f));
+        }
+        if (gelu_tanh)
+            for (int64_t j = 0; j < OUT; j++) {
+                const float v = o[j];
+                o[j] = 0.5f * v * (1.0f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
+            }
     }
     return 0;
 }
@@ -205,7 +225,8 @@ typedef struct sp_fft_plan {
     fftwf_plan r2c, c2r;
 } sp_fft_plan;
 
-static pthread_mutex_t sp_fft_mutex = PTHREAD_MUTEX_INITIALIZER;
+/* Not static: kernels/cpu/fourier2d_cpu.c plans under the same mutex. */
+pthread_mutex_t sp_fft_mutex = PTHREAD_MUTEX_INITIALIZER;
 static sp_fft_plan *sp_fft_plans;
 
 static int64_t sp_round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
@@ -221,15 +242,8 @@ static int64_t sp_mix_cdist(int64_t T) {
     return sp_round_up(T / 2 + 1, SP_ALIGN / sizeof(fftwf_complex));
 }
 
-static unsigned sp_fft_flags(void) {
-    /* Documents arrive with many lengths: estimating is cheap, measuring
-     * costs tens of ms per new length but can give faster plans. */
-    const char *m = getenv("SPECTRAL_FFTW_MEASURE");
-    return (m && m[0] == '1') ? FFTW_MEASURE : FFTW_ESTIMATE;
-}
-
-static const sp_fft_plan *sp_fft_get(int64_t n, int howmany, char *err, size_t err_len) {
-    const unsigned flags = sp_fft_flags();
+static const sp_fft_plan *sp_fft_get(int64_t n, int howmany, unsigned flags, char *err,
+                                     size_t err_len) {
     const sp_fft_plan *found = NULL;
     pthread_mutex_lock(&sp_fft_mutex);
     for (sp_fft_plan *p = sp_fft_plans; p; p = p->next)
@@ -334,8 +348,8 @@ static int cpu_spectral_mix(sp_backend *be, const float *u, const float *filter,
     const int64_t n_tiles = (D + tile - 1) / tile;
     const int last = (int)(D - (n_tiles - 1) * tile);
     char perr[256] = "";
-    const sp_fft_plan *pf = sp_fft_get(T, tile, perr, sizeof perr);
-    const sp_fft_plan *pl = last == tile ? pf : sp_fft_get(T, last, perr, sizeof perr);
+    const sp_fft_plan *pf = sp_fft_get(T, tile, impl->fft_flags, perr, sizeof perr);
+    const sp_fft_plan *pl = last == tile ? pf : sp_fft_get(T, last, impl->fft_flags, perr, sizeof perr);
     if (!pf || !pl) {
         sp_cpu_set_err(be, "%s", perr);
         return 1;
@@ -452,6 +466,15 @@ static void cpu_destroy(sp_backend *be) {
     free(be);
 }
 
+/* FNet's 2-D Fourier mixing, in kernels/cpu/fourier2d_cpu.c. */
+size_t sp_cpu_fourier2d_workspace(int64_t T, int64_t D);
+int sp_cpu_fourier2d_real(sp_backend *be, const float *x, int64_t T, int64_t D, void *workspace,
+                          float *out);
+static size_t cpu_fourier2d_workspace_size(sp_backend *be, int64_t T, int64_t D) {
+    (void)be;
+    return sp_cpu_fourier2d_workspace(T, D);
+}
+
 static const sp_backend_ops sp_cpu_ops = {
     .name = "cpu",
     .destroy = cpu_destroy,
@@ -466,6 +489,8 @@ static const sp_backend_ops sp_cpu_ops = {
     .mix_workspace_size = cpu_mix_workspace_size,
     .spectral_mix = cpu_spectral_mix,
     .pool = cpu_pool,
+    .fourier2d_workspace_size = cpu_fourier2d_workspace_size,
+    .fourier2d_real = sp_cpu_fourier2d_real,
 };
 
 sp_backend *sp_backend_cpu_create(int n_threads, char *err, size_t err_len) {
@@ -485,6 +510,10 @@ sp_backend *sp_backend_cpu_create(int n_threads, char *err, size_t err_len) {
         if (err && err_len) snprintf(err, err_len, "cpu: out of memory creating the backend");
         return NULL;
     }
+    /* Documents arrive with many lengths: estimating is cheap, measuring
+     * costs tens of ms per new length but can give faster plans. */
+    const char *ms = getenv("SPECTRAL_FFTW_MEASURE");
+    impl->fft_flags = (ms && ms[0] == '1') ? FFTW_MEASURE : FFTW_ESTIMATE;
     impl->tile = SP_MIX_TILE_DEFAULT;
     const char *ts = getenv("SPECTRAL_CPU_MIX_TILE");
     if (ts) {

@@ -140,6 +140,10 @@ static const char *cufft_str(cufftResult r) {
 
 /* Every entry point selects the backend's device on the calling thread. */
 static int enter(sp_backend *be) {
+    /* Clear a stale non-sticky error (say, a failed cudaMalloc already
+     * reported) so the launch checks below only see this op's errors. A
+     * sticky error (a faulted kernel) is returned again by the next call. */
+    (void)cudaGetLastError();
     CU_CHECK(be, cudaSetDevice(IMPL(be)->device));
     return 0;
 }
@@ -443,6 +447,7 @@ static void *cuda_buffer_alloc(sp_backend *be, size_t bytes) {
     void *p = NULL;
     cudaError_t e = cudaMalloc(&p, bytes ? bytes : WS_ALIGN);
     if (e != cudaSuccess) {
+        (void)cudaGetLastError();
         set_err(be, "cuda: cudaMalloc of %zu bytes failed: %s", bytes, cudaGetErrorString(e));
         return NULL;
     }
@@ -457,9 +462,10 @@ static void cuda_buffer_free(sp_backend *be, void *p) {
 static int cuda_upload(sp_backend *be, void *dst, const void *src, size_t bytes) {
     if (bytes == 0) return 0;
     if (enter(be)) return -1;
-    /* From pageable memory this returns once src has been staged, so the
-     * caller may reuse src immediately. */
+    /* Synchronous like the CPU backend's: the caller may free or reuse src
+     * as soon as this returns, whether it is pageable or pinned. */
     CU_CHECK(be, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, IMPL(be)->stream));
+    CU_CHECK(be, cudaStreamSynchronize(IMPL(be)->stream));
     return 0;
 }
 
@@ -483,6 +489,7 @@ static int cuda_get_rows(sp_backend *be, const float *table, int64_t D, const in
                          int64_t T, float *out) {
     if (T < 0 || D < 0) return set_err(be, "cuda get_rows: bad shape");
     if (T == 0 || D == 0) return 0;
+    if (!table || !ids || !out) return set_err(be, "cuda get_rows: NULL argument");
     if (enter(be)) return -1;
     k_get_rows<<<grid_for(T * D, 256), 256, 0, IMPL(be)->stream>>>(table, D, ids, T, out);
     LAUNCH_CHECK(be, "get_rows");
@@ -491,9 +498,10 @@ static int cuda_get_rows(sp_backend *be, const float *table, int64_t D, const in
 
 static int cuda_layer_norm(sp_backend *be, const float *x, const float *w, const float *b,
                            float eps, int64_t T, int64_t D, float *out) {
+    if (T == 0) return 0;
     if (T < 0 || D <= 0) return set_err(be, "cuda layer_norm: bad shape T=%lld D=%lld",
                                          (long long)T, (long long)D);
-    if (T == 0) return 0;
+    if (!x || !w || !b || !out) return set_err(be, "cuda layer_norm: NULL argument");
     if (enter(be)) return -1;
     const int threads = D >= 1024 ? 256 : 128;
     const unsigned grid = (unsigned)(T < (1 << 20) ? T : (1 << 20));
@@ -504,13 +512,14 @@ static int cuda_layer_norm(sp_backend *be, const float *x, const float *w, const
 
 static int cuda_linear(sp_backend *be, const float *x, const float *W, const float *b, int64_t T,
                        int64_t IN, int64_t OUT, sp_act act, int accumulate, float *out) {
+    if (T == 0 && IN >= 0 && OUT >= 0) return 0;
     if (T < 0 || IN <= 0 || OUT <= 0 || T > INT32_MAX || IN > INT32_MAX || OUT > INT32_MAX)
         return set_err(be, "cuda linear: bad shape T=%lld IN=%lld OUT=%lld", (long long)T,
                        (long long)IN, (long long)OUT);
     if (accumulate && act != SP_ACT_NONE)
         return set_err(be, "cuda linear: accumulate needs act NONE");
     if (act != SP_ACT_NONE && act != SP_ACT_GELU) return set_err(be, "cuda linear: bad act");
-    if (T == 0) return 0;
+    if (!x || !W || !out) return set_err(be, "cuda linear: NULL argument");
     if (enter(be)) return -1;
     struct cuda_impl *im = IMPL(be);
     const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
@@ -542,8 +551,10 @@ static int ensure_scratch(sp_backend *be, size_t bytes) {
 
 static int cuda_pool(sp_backend *be, const float *x, int64_t T, int64_t D, sp_pool_op op,
                      float *out_host) {
+    if (T > 0 && D == 0) return 0;
     if (T <= 0 || D <= 0) return set_err(be, "cuda pool: bad shape T=%lld D=%lld", (long long)T,
                                          (long long)D);
+    if (!x || !out_host) return set_err(be, "cuda pool: NULL argument");
     if (enter(be)) return -1;
     struct cuda_impl *im = IMPL(be);
     if (op == SP_POOL_FIRST || op == SP_POOL_LAST) {
@@ -619,7 +630,9 @@ static void cufft_chunks(int64_t T, int64_t D, int64_t *nc, int64_t *nlast) {
         *nc = *nlast = D;
         return;
     }
-    c = c >= 32 ? c / 32 * 32 : 32; /* keep chunk starts 128-byte aligned */
+    /* chunk starts 128-byte aligned when chunks are wide, at least 8-byte
+     * aligned (complex-sized) otherwise */
+    c = c >= 32 ? c / 32 * 32 : (c >= 2 ? c / 2 * 2 : 2);
     if (c >= D) c = D;
     const int64_t n = (D + c - 1) / c;
     *nc = c;
@@ -832,8 +845,10 @@ static int mix_cufft(sp_backend *be, const float *u, const float *filter, const 
         /* get_plan hits the cache filled by cufft_ws above */
         struct fft_plan *p = get_plan(be, T, D, n);
         if (!p) return -1;
-        FFT_CHECK(be, cufftSetWorkArea(p->r2c, work));
-        FFT_CHECK(be, cufftSetWorkArea(p->c2r, work));
+        if (work) {
+            FFT_CHECK(be, cufftSetWorkArea(p->r2c, work));
+            FFT_CHECK(be, cufftSetWorkArea(p->c2r, work));
+        }
         /* out-of-place R2C leaves its input intact (u is const for us) */
         FFT_CHECK(be, cufftExecR2C(p->r2c, (cufftReal *)(u + c0), (cufftComplex *)spec));
         k_cufft_filter<<<grid_for(nbins * n, 256), 256, 0, im->stream>>>(spec, filter, K, k, nbins,
@@ -853,6 +868,7 @@ static int cuda_spectral_mix(sp_backend *be, const float *u, const float *filter
         return set_err(be, "cuda spectral_mix: bad shape T=%lld D=%lld K=%lld", (long long)T,
                        (long long)D, (long long)K);
     if (T == 0 || D == 0) return 0;
+    if (!u || !h || (K > 0 && !filter)) return set_err(be, "cuda spectral_mix: NULL argument");
     if (enter(be)) return -1;
     struct cuda_impl *im = IMPL(be);
     const int64_t k = K < T / 2 ? K : T / 2;
@@ -863,7 +879,6 @@ static int cuda_spectral_mix(sp_backend *be, const float *u, const float *filter
         }
         return 0;
     }
-    if (!u || !filter || !h) return set_err(be, "cuda spectral_mix: NULL argument");
     switch (choose_path(im, T, D, k)) {
     case MIX_FUSED: return mix_fused(be, u, filter, bias, K, k, T, D, h);
     case MIX_DFTGEMM: return mix_dftgemm(be, u, filter, bias, K, k, T, D, workspace, h);
@@ -893,6 +908,24 @@ static void cuda_destroy(sp_backend *be) {
     free(be);
 }
 
+/* FNet's 2-D Fourier mixing is CPU-only for now. */
+static size_t cuda_fourier2d_workspace_size(sp_backend *be, int64_t T, int64_t D) {
+    (void)be;
+    (void)T;
+    (void)D;
+    return 0;
+}
+
+static int cuda_fourier2d_real(sp_backend *be, const float *x, int64_t T, int64_t D, void *ws,
+                               float *out) {
+    (void)x;
+    (void)T;
+    (void)D;
+    (void)ws;
+    (void)out;
+    return set_err(be, "cuda: fnet is not implemented on CUDA yet (fourier2d_real); use the CPU backend");
+}
+
 static const sp_backend_ops cuda_ops = {
     "cuda",
     cuda_destroy,
@@ -907,6 +940,8 @@ static const sp_backend_ops cuda_ops = {
     cuda_mix_workspace_size,
     cuda_spectral_mix,
     cuda_pool,
+    cuda_fourier2d_workspace_size,
+    cuda_fourier2d_real,
 };
 
 extern "C" int sp_backend_cuda_device_count(void) {

@@ -1,0 +1,349 @@
+/* fnet: Google's FNet encoder, as Hugging Face transformers' FNetModel
+ * computes last_hidden_state (dropout off).
+ *
+ *   h = token_embd[tokens] + position_embd[0..T-1] + token_types[0]   (T x D)
+ *   h = LN_embd(h) W_proj^T + b_proj
+ *   for each block:
+ *     h = LN_mix(Re(FFT2(h)) + h)                   (2-D FFT over sequence and hidden)
+ *     h = LN_ffn(W_down act(W_up h + b_up) + b_down + h)    act = gelu_new (or gelu)
+ *
+ * The pooler (tanh(dense(h[0]))) is not applied: the token states are
+ * last_hidden_state, and the runtime's pooling works on them (docs/fnet.md).
+ * Tensor and key names are listed in docs/fnet.md.
+ *
+ * The backend has no element-wise add; the residual adds are done as
+ * out += x I^T with an identity matrix the loader builds (a GEMM whose sums
+ * are exact: every product but one is x * 0). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "models/model.h"
+
+#define ARCH "fnet"
+/* Rows of the MLP processed at once (as in spectralmlp.c). */
+#define FFN_CHUNK_ROWS 2048
+
+enum {
+    W_MIX_NORM_W,
+    W_MIX_NORM_B,
+    W_FFN_UP_W,
+    W_FFN_UP_B,
+    W_FFN_DOWN_W,
+    W_FFN_DOWN_B,
+    W_FFN_NORM_W,
+    W_FFN_NORM_B,
+    W_PER_BLOCK
+};
+
+typedef struct {
+    int64_t D, F, L, V, P, TT;
+    float eps;
+    sp_act act;
+    /* indices into the weight list */
+    int64_t i_embd, i_pos, i_types, i_norm_w, i_norm_b, i_proj_w, i_proj_b, i_eye, i_block0;
+    /* converted copies (F16/BF16 files) and the identity matrix */
+    float **owned;
+    int64_t n_owned;
+} fnet;
+
+static void model_free(void *p) {
+    fnet *m = p;
+    if (!m) return;
+    for (int64_t i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    free(m->owned);
+    free(m);
+}
+
+static int get_hparam(const sp_gguf *g, const char *key, int64_t min, int64_t max, int64_t *out,
+                      char *err, size_t err_len) {
+    uint64_t v;
+    int rc = sp_gguf_get_uint(g, key, &v);
+    if (rc == -1) {
+        snprintf(err, err_len, "missing key %s", key);
+        return -1;
+    }
+    if (rc != 0) {
+        snprintf(err, err_len, "key %s must be an unsigned integer", key);
+        return -1;
+    }
+    if (v < (uint64_t)min || v > (uint64_t)max) {
+        snprintf(err, err_len, "key %s = %llu is out of range [%lld, %lld]", key,
+                 (unsigned long long)v, (long long)min, (long long)max);
+        return -1;
+    }
+    *out = (int64_t)v;
+    return 0;
+}
+
+/* Finds a tensor, checks its shape (ne0 x ne1, ggml order), returns f32 data.
+ * With wl == NULL the tensor is only checked (present but unused). */
+static int take_tensor(const sp_gguf *g, fnet *m, const char *name, int optional, uint32_t n_dims,
+                       int64_t ne0, int64_t ne1, sp_weight_list *wl, int64_t *index, char *err,
+                       size_t err_len) {
+    *index = -1;
+    int64_t ti = sp_gguf_find_tensor(g, name);
+    if (ti < 0) {
+        if (optional) return 0;
+        snprintf(err, err_len, "missing tensor %s", name);
+        return -1;
+    }
+    const sp_gguf_tensor *t = sp_gguf_tensor_at(g, ti);
+    const int64_t want[2] = {ne0, ne1};
+    int ok = t->n_dims == n_dims;
+    for (uint32_t d = 0; ok && d < SP_GGUF_MAX_DIMS; d++) ok = t->ne[d] == (d < n_dims ? want[d] : 1);
+    if (!ok) {
+        char got[96] = "", exp[96] = "";
+        for (uint32_t d = 0; d < t->n_dims && d < SP_GGUF_MAX_DIMS; d++)
+            snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", d ? ", " : "",
+                     (long long)t->ne[d]);
+        for (uint32_t d = 0; d < n_dims; d++)
+            snprintf(exp + strlen(exp), sizeof exp - strlen(exp), "%s%lld", d ? ", " : "",
+                     (long long)want[d]);
+        snprintf(err, err_len, "tensor %s has shape [%s], expected [%s]", name, got, exp);
+        return -1;
+    }
+    if (t->type != SP_TENSOR_F32 && t->type != SP_TENSOR_F16 && t->type != SP_TENSOR_BF16) {
+        snprintf(err, err_len, "tensor %s has type %s; supported: F32, F16, BF16", name,
+                 sp_tensor_type_name(t->type));
+        return -1;
+    }
+    if (!wl) return 0;
+    int64_t n = t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
+    const float *data;
+    if (t->type == SP_TENSOR_F32) {
+        data = t->data;
+    } else {
+        float *buf = malloc((size_t)n * sizeof(float));
+        if (!buf) {
+            snprintf(err, err_len, "out of memory converting tensor %s", name);
+            return -1;
+        }
+        sp_convert_to_f32(t->type, t->data, buf, (size_t)n);
+        m->owned[m->n_owned++] = buf;
+        data = buf;
+    }
+    *index = wl->n;
+    wl->data[wl->n] = data;
+    wl->n_elems[wl->n] = n;
+    wl->n++;
+    return 0;
+}
+
+static int model_load(const sp_gguf *g, void **out, sp_model_info *info, sp_weight_list *wl,
+                      char *err, size_t err_len) {
+    *out = NULL;
+    memset(wl, 0, sizeof *wl);
+    fnet *m = calloc(1, sizeof *m);
+    if (!m) {
+        snprintf(err, err_len, "out of memory");
+        return -1;
+    }
+    /* D is bounded tighter than in spectralmlp: the loader builds a D x D
+     * identity matrix. */
+    const int64_t MAXDIM = 1 << 20;
+    int64_t ctx = 0, pooling = 2, idx;
+    if (get_hparam(g, ARCH ".embedding_length", 1, 1 << 14, &m->D, err, err_len) ||
+        get_hparam(g, ARCH ".feed_forward_length", 1, MAXDIM, &m->F, err, err_len) ||
+        get_hparam(g, ARCH ".block_count", 1, 4096, &m->L, err, err_len))
+        goto fail;
+    if (sp_gguf_find_key(g, ARCH ".context_length") >= 0 &&
+        get_hparam(g, ARCH ".context_length", 1, MAXDIM, &ctx, err, err_len))
+        goto fail;
+    if (sp_gguf_find_key(g, ARCH ".pooling_type") >= 0 &&
+        get_hparam(g, ARCH ".pooling_type", 0, 3, &pooling, err, err_len))
+        goto fail;
+    m->eps = 1e-12f; /* FNetConfig's default */
+    int64_t ki = sp_gguf_find_key(g, ARCH ".attention.layer_norm_epsilon");
+    if (ki >= 0) {
+        if (sp_gguf_kv_type(g, ki) != SP_GGUF_TYPE_FLOAT32) {
+            snprintf(err, err_len, "key " ARCH ".attention.layer_norm_epsilon must be f32");
+            goto fail;
+        }
+        m->eps = sp_gguf_get_f32(g, ki);
+        if (!(m->eps > 0.0f) || !isfinite(m->eps)) {
+            snprintf(err, err_len, "key " ARCH ".attention.layer_norm_epsilon must be > 0");
+            goto fail;
+        }
+    }
+    m->act = SP_ACT_GELU_TANH; /* gelu_new, FNetConfig's default */
+    ki = sp_gguf_find_key(g, ARCH ".hidden_act");
+    if (ki >= 0) {
+        if (sp_gguf_kv_type(g, ki) != SP_GGUF_TYPE_STRING) {
+            snprintf(err, err_len, "key " ARCH ".hidden_act must be a string");
+            goto fail;
+        }
+        sp_gguf_str s = sp_gguf_get_str(g, ki);
+        if (s.len == 8 && !memcmp(s.ptr, "gelu_new", 8)) m->act = SP_ACT_GELU_TANH;
+        else if (s.len == 4 && !memcmp(s.ptr, "gelu", 4)) m->act = SP_ACT_GELU;
+        else {
+            snprintf(err, err_len, "key " ARCH ".hidden_act = '%.*s' (supported: gelu_new, gelu)",
+                     (int)(s.len > 32 ? 32 : s.len), s.ptr);
+            goto fail;
+        }
+    }
+    int64_t te = sp_gguf_find_tensor(g, "token_embd.weight");
+    int64_t tp = sp_gguf_find_tensor(g, "position_embd.weight");
+    int64_t tt = sp_gguf_find_tensor(g, "token_types.weight");
+    if (te < 0 || tp < 0 || tt < 0) {
+        snprintf(err, err_len, "missing tensor %s",
+                 te < 0 ? "token_embd.weight" : tp < 0 ? "position_embd.weight" : "token_types.weight");
+        goto fail;
+    }
+    m->V = sp_gguf_tensor_at(g, te)->ne[1];
+    m->P = sp_gguf_tensor_at(g, tp)->ne[1];
+    m->TT = sp_gguf_tensor_at(g, tt)->ne[1];
+    if (m->P < 1 || m->TT < 1) {
+        snprintf(err, err_len, "position_embd.weight and token_types.weight need at least one row");
+        goto fail;
+    }
+    if (ctx && ctx != m->P) {
+        snprintf(err, err_len, "key " ARCH ".context_length = %lld but position_embd.weight has %lld rows",
+                 (long long)ctx, (long long)m->P);
+        goto fail;
+    }
+
+    int64_t cap = 8 + m->L * W_PER_BLOCK;
+    wl->data = calloc((size_t)cap, sizeof *wl->data);
+    wl->n_elems = calloc((size_t)cap, sizeof *wl->n_elems);
+    m->owned = calloc((size_t)cap + 1, sizeof *m->owned);
+    if (!wl->data || !wl->n_elems || !m->owned) {
+        snprintf(err, err_len, "out of memory");
+        goto fail;
+    }
+    const int64_t D = m->D, F = m->F;
+    if (take_tensor(g, m, "token_embd.weight", 0, 2, D, m->V, wl, &m->i_embd, err, err_len) ||
+        take_tensor(g, m, "position_embd.weight", 0, 2, D, m->P, wl, &m->i_pos, err, err_len) ||
+        take_tensor(g, m, "token_types.weight", 0, 2, D, m->TT, wl, &m->i_types, err, err_len) ||
+        take_tensor(g, m, "token_embd_norm.weight", 0, 1, D, 1, wl, &m->i_norm_w, err, err_len) ||
+        take_tensor(g, m, "token_embd_norm.bias", 0, 1, D, 1, wl, &m->i_norm_b, err, err_len) ||
+        take_tensor(g, m, "token_embd_proj.weight", 0, 2, D, D, wl, &m->i_proj_w, err, err_len) ||
+        take_tensor(g, m, "token_embd_proj.bias", 0, 1, D, 1, wl, &m->i_proj_b, err, err_len))
+        goto fail;
+    /* Checked but not used: the pooler is not part of the token states. */
+    if (take_tensor(g, m, "pooler.weight", 1, 2, D, D, NULL, &idx, err, err_len) ||
+        take_tensor(g, m, "pooler.bias", 1, 1, D, 1, NULL, &idx, err, err_len))
+        goto fail;
+    if ((sp_gguf_find_tensor(g, "pooler.weight") < 0) != (sp_gguf_find_tensor(g, "pooler.bias") < 0)) {
+        snprintf(err, err_len, "pooler.weight and pooler.bias must come together");
+        goto fail;
+    }
+    m->i_block0 = wl->n;
+    for (int64_t l = 0; l < m->L; l++) {
+        static const struct {
+            const char *suffix;
+            uint32_t n_dims;
+            int which[2]; /* 0 = 1, 1 = D, 2 = F */
+        } spec[W_PER_BLOCK] = {
+            {"mix_norm.weight", 1, {1, 0}}, {"mix_norm.bias", 1, {1, 0}},
+            {"ffn_up.weight", 2, {1, 2}},   {"ffn_up.bias", 1, {2, 0}},
+            {"ffn_down.weight", 2, {2, 1}}, {"ffn_down.bias", 1, {1, 0}},
+            {"ffn_norm.weight", 1, {1, 0}}, {"ffn_norm.bias", 1, {1, 0}},
+        };
+        const int64_t dim_of[3] = {1, D, F};
+        for (int w = 0; w < W_PER_BLOCK; w++) {
+            char name[96];
+            snprintf(name, sizeof name, "blk.%lld.%s", (long long)l, spec[w].suffix);
+            if (take_tensor(g, m, name, 0, spec[w].n_dims, dim_of[spec[w].which[0]],
+                            dim_of[spec[w].which[1]], wl, &idx, err, err_len))
+                goto fail;
+        }
+    }
+    /* The identity matrix used for the residual adds. */
+    float *eye = calloc((size_t)(D * D), sizeof(float));
+    if (!eye) {
+        snprintf(err, err_len, "out of memory");
+        goto fail;
+    }
+    for (int64_t i = 0; i < D; i++) eye[i * D + i] = 1.0f;
+    m->owned[m->n_owned++] = eye;
+    m->i_eye = wl->n;
+    wl->data[wl->n] = eye;
+    wl->n_elems[wl->n] = D * D;
+    wl->n++;
+
+    info->n_embd = D;
+    info->n_layer = m->L;
+    info->n_vocab = m->V;
+    info->n_ctx_train = m->P;
+    info->max_tokens = m->P; /* no position embedding past P */
+    info->pooling = (int)pooling;
+    info->n_params = 0;
+    for (int64_t i = 0; i < m->i_eye; i++) info->n_params += (uint64_t)wl->n_elems[i];
+    *out = m;
+    return 0;
+fail:
+    free(wl->data);
+    free(wl->n_elems);
+    memset(wl, 0, sizeof *wl);
+    model_free(m);
+    return -1;
+}
+
+static int model_forward(const void *p, const float *const *w, sp_backend *be, sp_arena *arena,
+                         const int32_t *tokens, int64_t T, float **states) {
+    const fnet *m = p;
+    const sp_backend_ops *op = be->ops;
+    const int64_t D = m->D, F = m->F;
+    const int64_t chunk = T < FFN_CHUNK_ROWS ? T : FFN_CHUNK_ROWS;
+    if (T > m->P) {
+        snprintf(be->err, sizeof be->err, "fnet: %lld tokens is more than the %lld positions",
+                 (long long)T, (long long)m->P);
+        return -1;
+    }
+    if (!op->fourier2d_real || !op->fourier2d_workspace_size) {
+        snprintf(be->err, sizeof be->err, "fnet: backend %s has no fourier2d_real op", op->name);
+        return -1;
+    }
+
+    float *h = sp_arena_alloc(arena, (size_t)(T * D) * sizeof(float));
+    float *u = sp_arena_alloc(arena, (size_t)(T * D) * sizeof(float));
+    float *hidden = sp_arena_alloc(arena, (size_t)(chunk * F) * sizeof(float));
+    void *ws = sp_arena_alloc(arena, op->fourier2d_workspace_size(be, T, D));
+    if (!h || !u || !hidden || !ws) {
+        snprintf(be->err, sizeof be->err, "activation arena exhausted (planning error)");
+        return -1;
+    }
+    if (sp_arena_measuring(arena)) return 0;
+
+    const float *eye = w[m->i_eye];
+    /* h = word[ids] + pos[0..T-1] I^T + token_types[0]; the first T rows of
+     * the position table are contiguous, token_types[0] its first row. */
+    if (op->get_rows(be, w[m->i_embd], D, tokens, T, h) ||
+        op->linear(be, w[m->i_pos], eye, w[m->i_types], T, D, D, SP_ACT_NONE, 1, h) ||
+        op->layer_norm(be, h, w[m->i_norm_w], w[m->i_norm_b], m->eps, T, D, h) ||
+        op->linear(be, h, w[m->i_proj_w], w[m->i_proj_b], T, D, D, SP_ACT_NONE, 0, u))
+        return -1;
+    float *x = u, *y = h; /* x holds the layer input */
+    for (int64_t l = 0; l < m->L; l++) {
+        const float *const *bw = w + m->i_block0 + l * W_PER_BLOCK;
+        /* y = LN_mix(Re(FFT2(x)) + x) */
+        if (op->fourier2d_real(be, x, T, D, ws, y) ||
+            op->linear(be, x, eye, NULL, T, D, D, SP_ACT_NONE, 1, y) ||
+            op->layer_norm(be, y, bw[W_MIX_NORM_W], bw[W_MIX_NORM_B], m->eps, T, D, y))
+            return -1;
+        /* y = LN_ffn(W_down act(W_up y + b_up) + b_down + y), row chunk by row chunk */
+        for (int64_t r0 = 0; r0 < T; r0 += FFN_CHUNK_ROWS) {
+            int64_t rows = T - r0 < FFN_CHUNK_ROWS ? T - r0 : FFN_CHUNK_ROWS;
+            float *yc = y + r0 * D;
+            if (op->linear(be, yc, bw[W_FFN_UP_W], bw[W_FFN_UP_B], rows, D, F, m->act, 0, hidden) ||
+                op->linear(be, hidden, bw[W_FFN_DOWN_W], bw[W_FFN_DOWN_B], rows, F, D, SP_ACT_NONE,
+                           1, yc) ||
+                op->layer_norm(be, yc, bw[W_FFN_NORM_W], bw[W_FFN_NORM_B], m->eps, rows, D, yc))
+                return -1;
+        }
+        float *t = x;
+        x = y;
+        y = t;
+    }
+    *states = x;
+    return 0;
+}
+
+const sp_arch sp_arch_fnet = {
+    .name = ARCH,
+    .load = model_load,
+    .free = model_free,
+    .forward = model_forward,
+};

@@ -1,0 +1,469 @@
+/* The CUDA backend's ops against the CPU backend.
+ *
+ * Exits 77 (ctest SKIP) when no CUDA device is visible. Otherwise every op is
+ * run on both backends with the same inputs and compared with
+ *   max |gpu - cpu| / max |cpu| <= 1e-4
+ * (exact equality for get_rows and first/last pooling). The mixing is run
+ * with each path forced through SPECTRAL_CUDA_MIX (auto, fused, dftgemm,
+ * cufft; a forced path that cannot take a shape falls back to cufft, which is
+ * then what gets checked), over T in {1, 2, 3, 7, 8, ..., 65536} and one
+ * 1,048,576-token sequence. Every mixing run also checks that u is left
+ * unchanged.
+ *
+ * Built with -DSPECTRAL_GPU_STUB_TEST (CUDA-less builds) it instead checks
+ * that the stub constructor fails cleanly. */
+#define _POSIX_C_SOURCE 200809L /* setenv */
+#include "kernels/backend.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TOL 1e-4
+
+static int g_fail;
+static int g_checks;
+
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        g_checks++;                                                                                \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fprintf(stderr, "\n");                                                                 \
+            g_fail++;                                                                              \
+        }                                                                                          \
+    } while (0)
+
+#ifdef SPECTRAL_GPU_STUB_TEST
+int main(void) {
+    char err[512] = "";
+    CHECK(sp_backend_cuda_device_count() == 0, "stub reports devices");
+    sp_backend *be = sp_backend_cuda_create(0, err, sizeof err);
+    CHECK(be == NULL, "stub created a backend");
+    CHECK(strstr(err, "no CUDA backend") != NULL, "stub message: '%s'", err);
+    printf("test_gpu_stub: %d checks, %d failures\n", g_checks, g_fail);
+    return g_fail ? 1 : 0;
+}
+#else
+
+static uint64_t g_rng = 0x2545F4914F6CDD1Dull;
+static float frand(void) { /* uniform in [-1, 1) */
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    return (float)((double)(g_rng >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+static void fill(float *p, int64_t n, float scale, float offset) {
+    for (int64_t i = 0; i < n; i++) p[i] = offset + scale * frand();
+}
+static void *xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        fprintf(stderr, "out of host memory (%zu bytes)\n", n);
+        exit(2);
+    }
+    return p;
+}
+
+/* max |got - ref| / max |ref| (absolute when ref is all zero); NaN -> inf */
+static double rel_err(const float *got, const float *ref, int64_t n) {
+    double e = 0.0, m = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - (double)ref[i]);
+        if (!(d <= e)) e = isnan(d) ? INFINITY : d;
+        if (fabs((double)ref[i]) > m) m = fabs((double)ref[i]);
+    }
+    return m > 0 ? e / m : e;
+}
+
+static sp_backend *g_cpu;
+
+static sp_backend *make_gpu(const char *mix) {
+    char err[512] = "";
+    if (mix)
+        setenv("SPECTRAL_CUDA_MIX", mix, 1);
+    else
+        unsetenv("SPECTRAL_CUDA_MIX");
+    sp_backend *be = sp_backend_cuda_create(0, err, sizeof err);
+    if (!be) {
+        fprintf(stderr, "FAIL create cuda (mix=%s): %s\n", mix ? mix : "-", err);
+        g_fail++;
+    }
+    return be;
+}
+
+/* A buffer on backend be holding a copy of host[n floats] (or n zeros). */
+static void *to_be(sp_backend *be, const void *host, size_t bytes) {
+    void *p = be->ops->buffer_alloc(be, bytes ? bytes : 4);
+    if (!p) {
+        fprintf(stderr, "FAIL %s alloc %zu: %s\n", be->ops->name, bytes, be->err);
+        g_fail++;
+        return NULL;
+    }
+    if (host && bytes && be->ops->upload(be, p, host, bytes)) {
+        fprintf(stderr, "FAIL %s upload: %s\n", be->ops->name, be->err);
+        g_fail++;
+    }
+    return p;
+}
+
+static int from_be(sp_backend *be, void *host, const void *p, size_t bytes) {
+    if (be->ops->download(be, host, p, bytes)) {
+        fprintf(stderr, "FAIL %s download: %s\n", be->ops->name, be->err);
+        g_fail++;
+        return 1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ mixing */
+
+/* h_out = h0 mixed with u on backend be; checks u is unchanged. 0 on success. */
+static int run_mix(sp_backend *be, const float *u, const float *filt, const float *bias, int64_t K,
+                   int64_t T, int64_t D, const float *h0, float *h_out) {
+    const size_t nu = (size_t)(T * D) * sizeof(float);
+    const size_t nf = (size_t)(D * K * 2) * sizeof(float);
+    int rc = 1;
+    float *du = to_be(be, u, nu), *dh = to_be(be, h0, nu);
+    float *df = K > 0 ? to_be(be, filt, nf) : NULL;
+    float *db = bias ? to_be(be, bias, (size_t)D * sizeof(float)) : NULL;
+    size_t ws = be->ops->mix_workspace_size(be, T, D);
+    void *dw = to_be(be, NULL, ws ? ws : 256);
+    if (!du || !dh || (K > 0 && !df) || (bias && !db) || !dw) goto done;
+    if (be->ops->spectral_mix(be, du, df, db, K, T, D, dw, dh)) {
+        fprintf(stderr, "FAIL %s spectral_mix T=%lld D=%lld K=%lld: %s\n", be->ops->name,
+                (long long)T, (long long)D, (long long)K, be->err);
+        g_fail++;
+        goto done;
+    }
+    if (be->ops->synchronize(be)) {
+        fprintf(stderr, "FAIL %s synchronize: %s\n", be->ops->name, be->err);
+        g_fail++;
+        goto done;
+    }
+    if (from_be(be, h_out, dh, nu)) goto done;
+    if (!be->host_memory) {
+        float *u2 = xmalloc(nu);
+        if (!from_be(be, u2, du, nu))
+            CHECK(memcmp(u2, u, nu) == 0, "%s spectral_mix modified u (T=%lld D=%lld)",
+                  be->ops->name, (long long)T, (long long)D);
+        free(u2);
+    }
+    rc = 0;
+done:
+    be->ops->buffer_free(be, du);
+    be->ops->buffer_free(be, dh);
+    be->ops->buffer_free(be, df);
+    be->ops->buffer_free(be, db);
+    be->ops->buffer_free(be, dw);
+    return rc;
+}
+
+/* with_state: h0 and bias random (else h0 = 0, bias NULL, so the error is
+ * measured on the mixing output alone). */
+static void check_mix(sp_backend *gpu, const char *mix, int64_t T, int64_t D, int64_t K,
+                      int with_state) {
+    const int64_t n = T * D;
+    float *u = xmalloc((size_t)n * sizeof(float));
+    float *filt = xmalloc((size_t)(D * K * 2 + 1) * sizeof(float));
+    float *bias = xmalloc((size_t)D * sizeof(float));
+    float *h0 = xmalloc((size_t)n * sizeof(float));
+    float *hc = xmalloc((size_t)n * sizeof(float));
+    float *hg = xmalloc((size_t)n * sizeof(float));
+    fill(u, n, 1.0f, 0.25f); /* a DC offset exercises bin 0 */
+    fill(filt, D * K * 2, 1.0f, 0.0f);
+    fill(bias, D, 1.0f, 0.0f);
+    if (with_state)
+        fill(h0, n, 0.1f, 0.0f);
+    else
+        memset(h0, 0, (size_t)n * sizeof(float));
+    const float *b = with_state ? bias : NULL;
+    if (!run_mix(g_cpu, u, filt, b, K, T, D, h0, hc) && !run_mix(gpu, u, filt, b, K, T, D, h0, hg)) {
+        double e = rel_err(hg, hc, n);
+        CHECK(e <= TOL, "spectral_mix mix=%s T=%lld D=%lld K=%lld state=%d: rel err %.3g", mix,
+              (long long)T, (long long)D, (long long)K, with_state, e);
+    }
+    free(u);
+    free(filt);
+    free(bias);
+    free(h0);
+    free(hc);
+    free(hg);
+}
+
+static void test_mix(void) {
+    static const char *modes[] = {"auto", "fused", "dftgemm", "cufft"};
+    static const int64_t Ts[] = {1, 2, 3, 7, 8, 64, 100, 1000, 1024, 4096, 4097, 8192, 16384, 65536};
+    for (size_t m = 0; m < sizeof modes / sizeof *modes; m++) {
+        sp_backend *gpu = make_gpu(modes[m]);
+        if (!gpu) continue;
+        int fails_before = g_fail;
+        for (size_t ti = 0; ti < sizeof Ts / sizeof *Ts; ti++) {
+            const int64_t T = Ts[ti];
+            const int64_t Ds_small[] = {1, 3, 64, 768}, Ds_big[] = {3, 64};
+            const int64_t *Ds = T <= 8192 ? Ds_small : Ds_big;
+            const int nD = T <= 8192 ? 4 : 2;
+            for (int di = 0; di < nD; di++) {
+                const int64_t D = Ds[di];
+                /* K = 0, small, medium, and above T/2 (k clamps to T/2) */
+                int64_t Ks[] = {0, 1, 3, 32, 100, T / 2 + 1};
+                for (size_t ki = 0; ki < sizeof Ks / sizeof *Ks; ki++) {
+                    const int64_t K = Ks[ki];
+                    if (D * K > (int64_t)8 << 20) continue; /* filter size */
+                    if (ki > 0 && Ks[ki] == Ks[ki - 1]) continue;
+                    check_mix(gpu, modes[m], T, D, K, 0);
+                    if (K == 3 || K == 0) check_mix(gpu, modes[m], T, D, K, 1);
+                }
+            }
+        }
+        printf("spectral_mix mix=%s: %s\n", modes[m], g_fail == fails_before ? "ok" : "FAILED");
+        gpu->ops->destroy(gpu);
+    }
+}
+
+/* One long document: 1,048,576 tokens. */
+static void test_mix_long(void) {
+    static const char *modes[] = {"auto", "dftgemm", "cufft"};
+    for (size_t m = 0; m < sizeof modes / sizeof *modes; m++) {
+        sp_backend *gpu = make_gpu(modes[m]);
+        if (!gpu) continue;
+        check_mix(gpu, modes[m], (int64_t)1 << 20, 4, 16, 0);
+        check_mix(gpu, modes[m], (int64_t)1 << 20, 4, 1000, 1);
+        gpu->ops->destroy(gpu);
+    }
+    printf("spectral_mix T=1048576: done\n");
+}
+
+/* --------------------------------------------------------------- other ops */
+
+static void test_get_rows(sp_backend *gpu) {
+    const int64_t V = 50;
+    const int64_t Ds[] = {1, 7, 768}, Ts[] = {1, 100, 1000};
+    for (int di = 0; di < 3; di++)
+        for (int ti = 0; ti < 3; ti++) {
+            const int64_t D = Ds[di], T = Ts[ti];
+            float *table = xmalloc((size_t)(V * D) * sizeof(float));
+            int32_t *ids = xmalloc((size_t)T * sizeof(int32_t));
+            float *oc = xmalloc((size_t)(T * D) * sizeof(float));
+            float *og = xmalloc((size_t)(T * D) * sizeof(float));
+            fill(table, V * D, 1.0f, 0.0f);
+            for (int64_t t = 0; t < T; t++) ids[t] = (int32_t)((frand() + 1.0f) * 0.5f * (float)V) % (int32_t)V;
+            sp_backend *bes[2] = {g_cpu, gpu};
+            float *outs[2] = {oc, og};
+            for (int i = 0; i < 2; i++) {
+                sp_backend *be = bes[i];
+                float *dt = to_be(be, table, (size_t)(V * D) * sizeof(float));
+                int32_t *di_ = to_be(be, ids, (size_t)T * sizeof(int32_t));
+                float *dout = to_be(be, NULL, (size_t)(T * D) * sizeof(float));
+                if (dt && di_ && dout) {
+                    if (be->ops->get_rows(be, dt, D, di_, T, dout)) {
+                        fprintf(stderr, "FAIL %s get_rows: %s\n", be->ops->name, be->err);
+                        g_fail++;
+                    } else {
+                        from_be(be, outs[i], dout, (size_t)(T * D) * sizeof(float));
+                    }
+                }
+                be->ops->buffer_free(be, dt);
+                be->ops->buffer_free(be, di_);
+                be->ops->buffer_free(be, dout);
+            }
+            CHECK(memcmp(oc, og, (size_t)(T * D) * sizeof(float)) == 0, "get_rows T=%lld D=%lld",
+                  (long long)T, (long long)D);
+            free(table);
+            free(ids);
+            free(oc);
+            free(og);
+        }
+    printf("get_rows: done\n");
+}
+
+static void test_layer_norm(sp_backend *gpu) {
+    const int64_t Ts[] = {1, 5, 1000}, Ds[] = {1, 7, 768, 1024, 4096};
+    for (int ti = 0; ti < 3; ti++)
+        for (int di = 0; di < 5; di++)
+            for (int inplace = 0; inplace < 2; inplace++) {
+                const int64_t T = Ts[ti], D = Ds[di], n = T * D;
+                float *x = xmalloc((size_t)n * sizeof(float));
+                float *w = xmalloc((size_t)D * sizeof(float)), *b = xmalloc((size_t)D * sizeof(float));
+                float *oc = xmalloc((size_t)n * sizeof(float)), *og = xmalloc((size_t)n * sizeof(float));
+                fill(x, n, 2.0f, 3.0f); /* offset: a one-pass variance would lose digits */
+                fill(w, D, 1.0f, 1.0f);
+                fill(b, D, 1.0f, 0.0f);
+                sp_backend *bes[2] = {g_cpu, gpu};
+                float *outs[2] = {oc, og};
+                for (int i = 0; i < 2; i++) {
+                    sp_backend *be = bes[i];
+                    float *dx = to_be(be, x, (size_t)n * sizeof(float));
+                    float *dw = to_be(be, w, (size_t)D * sizeof(float));
+                    float *db = to_be(be, b, (size_t)D * sizeof(float));
+                    float *dout = inplace ? dx : to_be(be, NULL, (size_t)n * sizeof(float));
+                    if (dx && dw && db && dout) {
+                        if (be->ops->layer_norm(be, dx, dw, db, 1e-5f, T, D, dout)) {
+                            fprintf(stderr, "FAIL %s layer_norm: %s\n", be->ops->name, be->err);
+                            g_fail++;
+                        } else {
+                            from_be(be, outs[i], dout, (size_t)n * sizeof(float));
+                        }
+                    }
+                    be->ops->buffer_free(be, dx);
+                    be->ops->buffer_free(be, dw);
+                    be->ops->buffer_free(be, db);
+                    if (!inplace) be->ops->buffer_free(be, dout);
+                }
+                double e = rel_err(og, oc, n);
+                CHECK(e <= TOL, "layer_norm T=%lld D=%lld inplace=%d: rel err %.3g", (long long)T,
+                      (long long)D, inplace, e);
+                free(x);
+                free(w);
+                free(b);
+                free(oc);
+                free(og);
+            }
+    printf("layer_norm: done\n");
+}
+
+static void test_linear(sp_backend *gpu) {
+    struct { int64_t T, IN, OUT; } shapes[] = {{1, 1, 1}, {1, 64, 96}, {17, 768, 3072}, {512, 768, 768}, {300, 3072, 768}};
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+        for (int variant = 0; variant < 4; variant++) {
+            /* 0: none + bias, 1: gelu + bias, 2: none no bias, 3: accumulate + bias */
+            const int64_t T = shapes[s].T, IN = shapes[s].IN, OUT = shapes[s].OUT;
+            const sp_act act = variant == 1 ? SP_ACT_GELU : SP_ACT_NONE;
+            const int acc = variant == 3, has_b = variant != 2;
+            float *x = xmalloc((size_t)(T * IN) * sizeof(float));
+            float *W = xmalloc((size_t)(IN * OUT) * sizeof(float));
+            float *b = xmalloc((size_t)OUT * sizeof(float));
+            float *o0 = xmalloc((size_t)(T * OUT) * sizeof(float));
+            float *oc = xmalloc((size_t)(T * OUT) * sizeof(float));
+            float *og = xmalloc((size_t)(T * OUT) * sizeof(float));
+            fill(x, T * IN, 1.0f, 0.0f);
+            fill(W, IN * OUT, 1.0f / sqrtf((float)IN), 0.0f);
+            fill(b, OUT, 1.0f, 0.0f);
+            fill(o0, T * OUT, 1.0f, 0.0f);
+            sp_backend *bes[2] = {g_cpu, gpu};
+            float *outs[2] = {oc, og};
+            for (int i = 0; i < 2; i++) {
+                sp_backend *be = bes[i];
+                float *dx = to_be(be, x, (size_t)(T * IN) * sizeof(float));
+                float *dW = to_be(be, W, (size_t)(IN * OUT) * sizeof(float));
+                float *db = has_b ? to_be(be, b, (size_t)OUT * sizeof(float)) : NULL;
+                float *dout = to_be(be, o0, (size_t)(T * OUT) * sizeof(float));
+                if (dx && dW && dout && (!has_b || db)) {
+                    if (be->ops->linear(be, dx, dW, db, T, IN, OUT, act, acc, dout)) {
+                        fprintf(stderr, "FAIL %s linear: %s\n", be->ops->name, be->err);
+                        g_fail++;
+                    } else {
+                        from_be(be, outs[i], dout, (size_t)(T * OUT) * sizeof(float));
+                    }
+                }
+                be->ops->buffer_free(be, dx);
+                be->ops->buffer_free(be, dW);
+                be->ops->buffer_free(be, db);
+                be->ops->buffer_free(be, dout);
+            }
+            double e = rel_err(og, oc, T * OUT);
+            CHECK(e <= TOL, "linear T=%lld IN=%lld OUT=%lld variant=%d: rel err %.3g", (long long)T,
+                  (long long)IN, (long long)OUT, variant, e);
+            free(x);
+            free(W);
+            free(b);
+            free(o0);
+            free(oc);
+            free(og);
+        }
+    printf("linear: done\n");
+}
+
+static void test_pool(sp_backend *gpu) {
+    struct { int64_t T, D; } shapes[] = {{1, 1}, {3, 5}, {1000, 768}, {100000, 8}, {70001, 33}};
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+        for (int op = SP_POOL_MEAN; op <= SP_POOL_LAST; op++) {
+            const int64_t T = shapes[s].T, D = shapes[s].D;
+            float *x = xmalloc((size_t)(T * D) * sizeof(float));
+            float *oc = xmalloc((size_t)D * sizeof(float)), *og = xmalloc((size_t)D * sizeof(float));
+            fill(x, T * D, 1.0f, 0.5f);
+            sp_backend *bes[2] = {g_cpu, gpu};
+            float *outs[2] = {oc, og};
+            for (int i = 0; i < 2; i++) {
+                sp_backend *be = bes[i];
+                float *dx = to_be(be, x, (size_t)(T * D) * sizeof(float));
+                if (dx && be->ops->pool(be, dx, T, D, (sp_pool_op)op, outs[i])) {
+                    fprintf(stderr, "FAIL %s pool: %s\n", be->ops->name, be->err);
+                    g_fail++;
+                }
+                be->ops->buffer_free(be, dx);
+            }
+            double e = rel_err(og, oc, D);
+            CHECK(op == SP_POOL_MEAN ? e <= TOL : e == 0.0, "pool op=%d T=%lld D=%lld: rel err %.3g",
+                  op, (long long)T, (long long)D, e);
+            free(x);
+            free(oc);
+            free(og);
+        }
+    printf("pool: done\n");
+}
+
+static void test_errors(void) {
+    char err[512] = "";
+    sp_backend *be = sp_backend_cuda_create(-1, err, sizeof err);
+    CHECK(!be && err[0], "create(-1) should fail with a message");
+    err[0] = '\0';
+    be = sp_backend_cuda_create(1 << 20, err, sizeof err);
+    CHECK(!be && err[0], "create(huge device) should fail with a message");
+    err[0] = '\0';
+    setenv("SPECTRAL_CUDA_MIX", "bogus", 1);
+    be = sp_backend_cuda_create(0, err, sizeof err);
+    CHECK(!be && strstr(err, "SPECTRAL_CUDA_MIX"), "bad SPECTRAL_CUDA_MIX: '%s'", err);
+    unsetenv("SPECTRAL_CUDA_MIX");
+    sp_backend *gpu = make_gpu(NULL);
+    if (gpu) {
+        CHECK(gpu->host_memory == 0, "cuda host_memory");
+        CHECK(strcmp(gpu->ops->name, "cuda") == 0, "cuda name");
+        void *p = gpu->ops->buffer_alloc(gpu, (size_t)1 << 60);
+        CHECK(p == NULL && gpu->err[0], "2^60-byte alloc should fail with a message");
+        CHECK(gpu->ops->linear(gpu, NULL, NULL, NULL, 1, 1, 1, SP_ACT_GELU, 1, NULL) != 0,
+              "linear accumulate+gelu should fail");
+        gpu->ops->destroy(gpu);
+    }
+    printf("errors: done\n");
+}
+
+int main(void) {
+    int n = sp_backend_cuda_device_count();
+    if (n == 0) {
+        char err[512] = "";
+        sp_backend *be = sp_backend_cuda_create(0, err, sizeof err);
+        if (be || !err[0]) {
+            fprintf(stderr, "FAIL: no device, yet create(0) %s\n",
+                    be ? "succeeded" : "gave no message");
+            return 1;
+        }
+        printf("SKIP: no CUDA device (%s)\n", err);
+        return 77;
+    }
+    unsetenv("SPECTRAL_CUDA_TF32"); /* FP32 GEMMs for the 1e-4 bound */
+    char err[512] = "";
+    g_cpu = sp_backend_cpu_create(0, err, sizeof err);
+    if (!g_cpu) {
+        fprintf(stderr, "FAIL create cpu: %s\n", err);
+        return 1;
+    }
+    test_errors();
+    sp_backend *gpu = make_gpu(NULL);
+    if (gpu) {
+        test_get_rows(gpu);
+        test_layer_norm(gpu);
+        test_linear(gpu);
+        test_pool(gpu);
+        gpu->ops->destroy(gpu);
+    }
+    test_mix();
+    test_mix_long();
+    g_cpu->ops->destroy(g_cpu);
+    printf("test_gpu_ops: %d checks, %d failures\n", g_checks, g_fail);
+    return g_fail ? 1 : 0;
+}
+#endif
