@@ -79,6 +79,9 @@ typedef struct sp_backend_ops {
      * least fourier2d_workspace_size(T, D) bytes. */
     int (*fourier2d_real)(sp_backend *be, const float *x, int64_t T, int64_t D, void *workspace,
                           float *out);
+
+    /* y[i] += x[i] for n elements (residual connections). */
+    int (*add)(sp_backend *be, const float *x, int64_t n, float *y);
 } sp_backend_ops;
 
 struct sp_backend {

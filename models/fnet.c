@@ -11,9 +11,8 @@
  * last_hidden_state, and the runtime's pooling works on them (docs/fnet.md).
  * Tensor and key names are listed in docs/fnet.md.
  *
- * The backend has no element-wise add; the residual adds are done as
- * out += x I^T with an identity matrix the loader builds (a GEMM whose sums
- * are exact: every product but one is x * 0). */
+ * The loader folds token_types[0] into a copy of the position table, so the
+ * embedding sum is one gather and one add. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,93 +41,25 @@ typedef struct {
     float eps;
     sp_act act;
     /* indices into the weight list */
-    int64_t i_embd, i_pos, i_types, i_norm_w, i_norm_b, i_proj_w, i_proj_b, i_eye, i_block0;
-    /* converted copies (F16/BF16 files) and the identity matrix */
-    float **owned;
-    int64_t n_owned;
+    int64_t i_embd, i_pos, i_types, i_norm_w, i_norm_b, i_proj_w, i_proj_b, i_pos_type, i_block0;
+    /* converted copies (F16/BF16 files) and the folded position table */
+    sp_owned_buffers owned;
 } fnet;
 
 static void model_free(void *p) {
     fnet *m = p;
     if (!m) return;
-    for (int64_t i = 0; i < m->n_owned; i++) free(m->owned[i]);
-    free(m->owned);
+    sp_owned_free(&m->owned);
     free(m);
 }
 
-static int get_hparam(const sp_gguf *g, const char *key, int64_t min, int64_t max, int64_t *out,
-                      char *err, size_t err_len) {
-    uint64_t v;
-    int rc = sp_gguf_get_uint(g, key, &v);
-    if (rc == -1) {
-        snprintf(err, err_len, "missing key %s", key);
-        return -1;
-    }
-    if (rc != 0) {
-        snprintf(err, err_len, "key %s must be an unsigned integer", key);
-        return -1;
-    }
-    if (v < (uint64_t)min || v > (uint64_t)max) {
-        snprintf(err, err_len, "key %s = %llu is out of range [%lld, %lld]", key,
-                 (unsigned long long)v, (long long)min, (long long)max);
-        return -1;
-    }
-    *out = (int64_t)v;
-    return 0;
-}
-
-/* Finds a tensor, checks its shape (ne0 x ne1, ggml order), returns f32 data.
- * With wl == NULL the tensor is only checked (present but unused). */
+/* Takes a tensor of shape [ne0, ne1] (ggml order); with wl == NULL it is
+ * only checked (present but unused). */
 static int take_tensor(const sp_gguf *g, fnet *m, const char *name, int optional, uint32_t n_dims,
                        int64_t ne0, int64_t ne1, sp_weight_list *wl, int64_t *index, char *err,
                        size_t err_len) {
-    *index = -1;
-    int64_t ti = sp_gguf_find_tensor(g, name);
-    if (ti < 0) {
-        if (optional) return 0;
-        snprintf(err, err_len, "missing tensor %s", name);
-        return -1;
-    }
-    const sp_gguf_tensor *t = sp_gguf_tensor_at(g, ti);
-    const int64_t want[2] = {ne0, ne1};
-    int ok = t->n_dims == n_dims;
-    for (uint32_t d = 0; ok && d < SP_GGUF_MAX_DIMS; d++) ok = t->ne[d] == (d < n_dims ? want[d] : 1);
-    if (!ok) {
-        char got[96] = "", exp[96] = "";
-        for (uint32_t d = 0; d < t->n_dims && d < SP_GGUF_MAX_DIMS; d++)
-            snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", d ? ", " : "",
-                     (long long)t->ne[d]);
-        for (uint32_t d = 0; d < n_dims; d++)
-            snprintf(exp + strlen(exp), sizeof exp - strlen(exp), "%s%lld", d ? ", " : "",
-                     (long long)want[d]);
-        snprintf(err, err_len, "tensor %s has shape [%s], expected [%s]", name, got, exp);
-        return -1;
-    }
-    if (t->type != SP_TENSOR_F32 && t->type != SP_TENSOR_F16 && t->type != SP_TENSOR_BF16) {
-        snprintf(err, err_len, "tensor %s has type %s; supported: F32, F16, BF16", name,
-                 sp_tensor_type_name(t->type));
-        return -1;
-    }
-    if (!wl) return 0;
-    int64_t n = t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
-    const float *data;
-    if (t->type == SP_TENSOR_F32) {
-        data = t->data;
-    } else {
-        float *buf = malloc((size_t)n * sizeof(float));
-        if (!buf) {
-            snprintf(err, err_len, "out of memory converting tensor %s", name);
-            return -1;
-        }
-        sp_convert_to_f32(t->type, t->data, buf, (size_t)n);
-        m->owned[m->n_owned++] = buf;
-        data = buf;
-    }
-    *index = wl->n;
-    wl->data[wl->n] = data;
-    wl->n_elems[wl->n] = n;
-    wl->n++;
-    return 0;
+    const int64_t ne[2] = {ne0, ne1};
+    return sp_model_take_tensor(g, &m->owned, name, optional, n_dims, ne, wl, index, err, err_len);
 }
 
 static int model_load(const sp_gguf *g, void **out, sp_model_info *info, sp_weight_list *wl,
@@ -140,19 +71,17 @@ static int model_load(const sp_gguf *g, void **out, sp_model_info *info, sp_weig
         snprintf(err, err_len, "out of memory");
         return -1;
     }
-    /* D is bounded tighter than in spectralmlp: the loader builds a D x D
-     * identity matrix. */
     const int64_t MAXDIM = 1 << 20;
     int64_t ctx = 0, pooling = 2, idx;
-    if (get_hparam(g, ARCH ".embedding_length", 1, 1 << 14, &m->D, err, err_len) ||
-        get_hparam(g, ARCH ".feed_forward_length", 1, MAXDIM, &m->F, err, err_len) ||
-        get_hparam(g, ARCH ".block_count", 1, 4096, &m->L, err, err_len))
+    if (sp_model_get_hparam(g, ARCH ".embedding_length", 1, MAXDIM, &m->D, err, err_len) ||
+        sp_model_get_hparam(g, ARCH ".feed_forward_length", 1, MAXDIM, &m->F, err, err_len) ||
+        sp_model_get_hparam(g, ARCH ".block_count", 1, 4096, &m->L, err, err_len))
         goto fail;
     if (sp_gguf_find_key(g, ARCH ".context_length") >= 0 &&
-        get_hparam(g, ARCH ".context_length", 1, MAXDIM, &ctx, err, err_len))
+        sp_model_get_hparam(g, ARCH ".context_length", 1, MAXDIM, &ctx, err, err_len))
         goto fail;
     if (sp_gguf_find_key(g, ARCH ".pooling_type") >= 0 &&
-        get_hparam(g, ARCH ".pooling_type", 0, 3, &pooling, err, err_len))
+        sp_model_get_hparam(g, ARCH ".pooling_type", 0, 3, &pooling, err, err_len))
         goto fail;
     m->eps = 1e-12f; /* FNetConfig's default */
     int64_t ki = sp_gguf_find_key(g, ARCH ".attention.layer_norm_epsilon");
@@ -204,14 +133,6 @@ static int model_load(const sp_gguf *g, void **out, sp_model_info *info, sp_weig
         goto fail;
     }
 
-    int64_t cap = 8 + m->L * W_PER_BLOCK;
-    wl->data = calloc((size_t)cap, sizeof *wl->data);
-    wl->n_elems = calloc((size_t)cap, sizeof *wl->n_elems);
-    m->owned = calloc((size_t)cap + 1, sizeof *m->owned);
-    if (!wl->data || !wl->n_elems || !m->owned) {
-        snprintf(err, err_len, "out of memory");
-        goto fail;
-    }
     const int64_t D = m->D, F = m->F;
     if (take_tensor(g, m, "token_embd.weight", 0, 2, D, m->V, wl, &m->i_embd, err, err_len) ||
         take_tensor(g, m, "position_embd.weight", 0, 2, D, m->P, wl, &m->i_pos, err, err_len) ||
@@ -250,18 +171,21 @@ static int model_load(const sp_gguf *g, void **out, sp_model_info *info, sp_weig
                 goto fail;
         }
     }
-    /* The identity matrix used for the residual adds. */
-    float *eye = calloc((size_t)(D * D), sizeof(float));
-    if (!eye) {
+    /* position_embd[p] + token_types[0], the embedding's constant part. */
+    float *pos_type = malloc((size_t)(m->P * D) * sizeof(float));
+    if (!pos_type || sp_owned_add(&m->owned, pos_type)) {
+        free(pos_type);
         snprintf(err, err_len, "out of memory");
         goto fail;
     }
-    for (int64_t i = 0; i < D; i++) eye[i * D + i] = 1.0f;
-    m->owned[m->n_owned++] = eye;
-    m->i_eye = wl->n;
-    wl->data[wl->n] = eye;
-    wl->n_elems[wl->n] = D * D;
-    wl->n++;
+    for (int64_t p = 0; p < m->P; p++)
+        for (int64_t d = 0; d < D; d++)
+            pos_type[p * D + d] = wl->data[m->i_pos][p * D + d] + wl->data[m->i_types][d];
+    if (sp_weight_list_push(wl, pos_type, m->P * D)) {
+        snprintf(err, err_len, "out of memory");
+        goto fail;
+    }
+    m->i_pos_type = wl->n - 1;
 
     info->n_embd = D;
     info->n_layer = m->L;
@@ -270,13 +194,11 @@ static int model_load(const sp_gguf *g, void **out, sp_model_info *info, sp_weig
     info->max_tokens = m->P; /* no position embedding past P */
     info->pooling = (int)pooling;
     info->n_params = 0;
-    for (int64_t i = 0; i < m->i_eye; i++) info->n_params += (uint64_t)wl->n_elems[i];
+    for (int64_t i = 0; i < m->i_pos_type; i++) info->n_params += (uint64_t)wl->n_elems[i];
     *out = m;
     return 0;
 fail:
-    free(wl->data);
-    free(wl->n_elems);
-    memset(wl, 0, sizeof *wl);
+    sp_weight_list_free(wl);
     model_free(m);
     return -1;
 }
@@ -307,11 +229,10 @@ static int model_forward(const void *p, const float *const *w, sp_backend *be, s
     }
     if (sp_arena_measuring(arena)) return 0;
 
-    const float *eye = w[m->i_eye];
-    /* h = word[ids] + pos[0..T-1] I^T + token_types[0]; the first T rows of
-     * the position table are contiguous, token_types[0] its first row. */
+    /* h = word[ids] + (pos + token_types[0])[0..T-1]: the first T rows of the
+     * folded position table are contiguous. */
     if (op->get_rows(be, w[m->i_embd], D, tokens, T, h) ||
-        op->linear(be, w[m->i_pos], eye, w[m->i_types], T, D, D, SP_ACT_NONE, 1, h) ||
+        op->add(be, w[m->i_pos_type], T * D, h) ||
         op->layer_norm(be, h, w[m->i_norm_w], w[m->i_norm_b], m->eps, T, D, h) ||
         op->linear(be, h, w[m->i_proj_w], w[m->i_proj_b], T, D, D, SP_ACT_NONE, 0, u))
         return -1;
@@ -320,7 +241,7 @@ static int model_forward(const void *p, const float *const *w, sp_backend *be, s
         const float *const *bw = w + m->i_block0 + l * W_PER_BLOCK;
         /* y = LN_mix(Re(FFT2(x)) + x) */
         if (op->fourier2d_real(be, x, T, D, ws, y) ||
-            op->linear(be, x, eye, NULL, T, D, D, SP_ACT_NONE, 1, y) ||
+            op->add(be, x, T * D, y) ||
             op->layer_norm(be, y, bw[W_MIX_NORM_W], bw[W_MIX_NORM_B], m->eps, T, D, y))
             return -1;
         /* y = LN_ffn(W_down act(W_up y + b_up) + b_down + y), row chunk by row chunk */

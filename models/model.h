@@ -31,10 +31,16 @@ typedef struct {
 /* Weights as float32 host arrays: pointers into the file mapping when the
  * file stores F32, converted copies owned by the architecture otherwise. */
 typedef struct {
-    int64_t n;
+    int64_t n, cap;
     const float **data;
     int64_t *n_elems;
 } sp_weight_list;
+
+/* Float32 copies an architecture owns (tensors converted from F16/BF16). */
+typedef struct {
+    int64_t n, cap;
+    float **buf;
+} sp_owned_buffers;
 
 typedef struct {
     const char *name; /* general.architecture */
@@ -49,6 +55,22 @@ typedef struct {
 } sp_arch;
 
 extern const sp_arch sp_arch_spectralmlp;
+/* ---- helpers for architecture files (models/loader.c) ---- */
+
+/* Reads a required unsigned integer key (any unsigned width) within [min, max]. */
+int sp_model_get_hparam(const sp_gguf *g, const char *key, int64_t min, int64_t max, int64_t *out,
+                        char *err, size_t err_len);
+/* Finds tensor `name`, checks its shape against ne[0..n_dims) (ggml order)
+ * and type, and appends its f32 data to wl (converting into `owned` when
+ * the file stores F16/BF16); *index is its position in wl, or -1 when an
+ * optional tensor is absent. With wl == NULL the tensor is only checked. */
+int sp_model_take_tensor(const sp_gguf *g, sp_owned_buffers *owned, const char *name, int optional,
+                         uint32_t n_dims, const int64_t *ne, sp_weight_list *wl, int64_t *index,
+                         char *err, size_t err_len);
+int sp_owned_add(sp_owned_buffers *o, float *buf);
+void sp_owned_free(sp_owned_buffers *o);
+int sp_weight_list_push(sp_weight_list *wl, const float *data, int64_t n);
+void sp_weight_list_free(sp_weight_list *wl);
 extern const sp_arch sp_arch_fnet;
 
 #ifdef __cplusplus

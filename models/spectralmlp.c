@@ -43,91 +43,22 @@ typedef struct {
     int has_output_norm, has_output_proj;
     /* indices into the weight list */
     int64_t i_embd, i_block0, i_out_norm_w, i_out_norm_b, i_out_w, i_out_b;
-    /* converted copies (F16/BF16 files) */
-    float **owned;
-    int64_t n_owned;
+    sp_owned_buffers owned; /* converted copies (F16/BF16 files) */
 } spectralmlp;
 
 static void model_free(void *p) {
     spectralmlp *m = p;
     if (!m) return;
-    for (int64_t i = 0; i < m->n_owned; i++) free(m->owned[i]);
-    free(m->owned);
+    sp_owned_free(&m->owned);
     free(m);
 }
 
-/* Reads a required unsigned integer hyperparameter. */
-static int get_hparam(const sp_gguf *g, const char *key, int64_t min, int64_t max, int64_t *out,
-                      char *err, size_t err_len) {
-    uint64_t v;
-    int rc = sp_gguf_get_uint(g, key, &v);
-    if (rc == -1) {
-        snprintf(err, err_len, "missing key %s", key);
-        return -1;
-    }
-    if (rc != 0) {
-        snprintf(err, err_len, "key %s must be an unsigned integer", key);
-        return -1;
-    }
-    if (v < (uint64_t)min || v > (uint64_t)max) {
-        snprintf(err, err_len, "key %s = %llu is out of range [%lld, %lld]", key,
-                 (unsigned long long)v, (long long)min, (long long)max);
-        return -1;
-    }
-    *out = (int64_t)v;
-    return 0;
-}
-
-/* Finds a tensor, checks its shape, and returns f32 data (converted if needed). */
+/* Takes a tensor of shape [ne0, ne1, ne2] (trailing 1s ignored past n_dims). */
 static int take_tensor(const sp_gguf *g, spectralmlp *m, const char *name, int optional,
-                       uint32_t n_dims, int64_t ne0, int64_t ne1, int64_t ne2,
-                       sp_weight_list *wl, int64_t *index, char *err, size_t err_len) {
-    *index = -1;
-    int64_t ti = sp_gguf_find_tensor(g, name);
-    if (ti < 0) {
-        if (optional) return 0;
-        snprintf(err, err_len, "missing tensor %s", name);
-        return -1;
-    }
-    const sp_gguf_tensor *t = sp_gguf_tensor_at(g, ti);
-    const int64_t want[3] = {ne0, ne1, ne2};
-    int ok = t->n_dims == n_dims;
-    for (uint32_t d = 0; ok && d < SP_GGUF_MAX_DIMS; d++)
-        ok = t->ne[d] == (d < n_dims ? want[d] : 1);
-    if (!ok) {
-        char got[96] = "", exp[96] = "";
-        for (uint32_t d = 0; d < t->n_dims && d < SP_GGUF_MAX_DIMS; d++)
-            snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", d ? ", " : "",
-                     (long long)t->ne[d]);
-        for (uint32_t d = 0; d < n_dims; d++)
-            snprintf(exp + strlen(exp), sizeof exp - strlen(exp), "%s%lld", d ? ", " : "",
-                     (long long)want[d]);
-        snprintf(err, err_len, "tensor %s has shape [%s], expected [%s]", name, got, exp);
-        return -1;
-    }
-    int64_t n = t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
-    const float *data;
-    if (t->type == SP_TENSOR_F32) {
-        data = t->data;
-    } else if (t->type == SP_TENSOR_F16 || t->type == SP_TENSOR_BF16) {
-        float *buf = malloc((size_t)n * sizeof(float));
-        if (!buf) {
-            snprintf(err, err_len, "out of memory converting tensor %s", name);
-            return -1;
-        }
-        sp_convert_to_f32(t->type, t->data, buf, (size_t)n);
-        m->owned[m->n_owned++] = buf;
-        data = buf;
-    } else {
-        snprintf(err, err_len, "tensor %s has type %s; supported: F32, F16, BF16", name,
-                 sp_tensor_type_name(t->type));
-        return -1;
-    }
-    *index = wl->n;
-    wl->data[wl->n] = data;
-    wl->n_elems[wl->n] = n;
-    wl->n++;
-    return 0;
+                       uint32_t n_dims, int64_t ne0, int64_t ne1, int64_t ne2, sp_weight_list *wl,
+                       int64_t *index, char *err, size_t err_len) {
+    const int64_t ne[3] = {ne0, ne1, ne2};
+    return sp_model_take_tensor(g, &m->owned, name, optional, n_dims, ne, wl, index, err, err_len);
 }
 
 static int model_load(const sp_gguf *g, void **out, sp_model_info *info, sp_weight_list *wl,
@@ -142,16 +73,16 @@ static int model_load(const sp_gguf *g, void **out, sp_model_info *info, sp_weig
     /* Bounds keep every product below (T * D * F) comfortably inside int64. */
     const int64_t MAXDIM = 1 << 20;
     int64_t ctx = 0, pooling = 1;
-    if (get_hparam(g, ARCH ".embedding_length", 1, MAXDIM, &m->D, err, err_len) ||
-        get_hparam(g, ARCH ".feed_forward_length", 1, MAXDIM, &m->F, err, err_len) ||
-        get_hparam(g, ARCH ".block_count", 1, 4096, &m->L, err, err_len) ||
-        get_hparam(g, ARCH ".mixing.n_filters", 1, INT64_C(1) << 30, &m->K, err, err_len))
+    if (sp_model_get_hparam(g, ARCH ".embedding_length", 1, MAXDIM, &m->D, err, err_len) ||
+        sp_model_get_hparam(g, ARCH ".feed_forward_length", 1, MAXDIM, &m->F, err, err_len) ||
+        sp_model_get_hparam(g, ARCH ".block_count", 1, 4096, &m->L, err, err_len) ||
+        sp_model_get_hparam(g, ARCH ".mixing.n_filters", 1, INT64_C(1) << 30, &m->K, err, err_len))
         goto fail;
     if (sp_gguf_find_key(g, ARCH ".context_length") >= 0 &&
-        get_hparam(g, ARCH ".context_length", 0, INT64_C(1) << 40, &ctx, err, err_len))
+        sp_model_get_hparam(g, ARCH ".context_length", 0, INT64_C(1) << 40, &ctx, err, err_len))
         goto fail;
     if (sp_gguf_find_key(g, ARCH ".pooling_type") >= 0 &&
-        get_hparam(g, ARCH ".pooling_type", 0, 3, &pooling, err, err_len))
+        sp_model_get_hparam(g, ARCH ".pooling_type", 0, 3, &pooling, err, err_len))
         goto fail;
     m->eps = 1e-5f;
     int64_t ki = sp_gguf_find_key(g, ARCH ".attention.layer_norm_epsilon");
@@ -175,14 +106,6 @@ static int model_load(const sp_gguf *g, void **out, sp_model_info *info, sp_weig
     int64_t to = sp_gguf_find_tensor(g, "output.weight");
     m->E = to >= 0 ? sp_gguf_tensor_at(g, to)->ne[1] : m->D;
 
-    int64_t cap = 1 + m->L * W_PER_BLOCK + 4;
-    wl->data = calloc((size_t)cap, sizeof *wl->data);
-    wl->n_elems = calloc((size_t)cap, sizeof *wl->n_elems);
-    m->owned = calloc((size_t)cap, sizeof *m->owned);
-    if (!wl->data || !wl->n_elems || !m->owned) {
-        snprintf(err, err_len, "out of memory");
-        goto fail;
-    }
     const int64_t D = m->D, F = m->F, K = m->K;
     if (take_tensor(g, m, "token_embd.weight", 0, 2, D, m->V, 1, wl, &m->i_embd, err, err_len))
         goto fail;
@@ -238,9 +161,7 @@ static int model_load(const sp_gguf *g, void **out, sp_model_info *info, sp_weig
     *out = m;
     return 0;
 fail:
-    free(wl->data);
-    free(wl->n_elems);
-    memset(wl, 0, sizeof *wl);
+    sp_weight_list_free(wl);
     model_free(m);
     return -1;
 }

@@ -163,12 +163,12 @@ class SpectralTorch:
         self.eps = float(eps) if eps is not None else 1e-5
         t = {}
         for ten in r.tensors:
-            a = np.asarray(ten.data)
-            if a.dtype != np.float32:
-                a = a.astype(np.float32)
-            # numpy shape = reversed ne
-            t[ten.name] = torch.from_numpy(np.ascontiguousarray(a).reshape(
-                [int(x) for x in reversed(ten.shape)])).to(device)
+            if ten.tensor_type not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
+                sys.exit(f"bench_compare: {ten.name}: tensor type {ten.tensor_type.name} is not "
+                         "supported here (F32/F16 only)")
+            # a writable float32 copy; numpy shape = reversed ne
+            a = np.array(ten.data, dtype=np.float32).reshape([int(x) for x in reversed(ten.shape)])
+            t[ten.name] = torch.from_numpy(a).to(device)
         self.emb = t["token_embd.weight"]  # (V, D)
         self.blocks = []
         for l in range(self.L):

@@ -115,6 +115,9 @@ def main():
         m.grid(True, which="both", alpha=0.3)
         m.legend(fontsize=8)
         m.set_title("peak memory")
+        from matplotlib.ticker import FuncFormatter
+        m.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        m.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
     fig.tight_layout()
     fig.savefig(args.output, dpi=130)
     print(f"bench_plot: wrote {args.output}")

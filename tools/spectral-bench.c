@@ -49,7 +49,7 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static void die_opt(const char *fmt, ...) {
+static _Noreturn void die_opt(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     fprintf(stderr, "spectral-bench: ");
@@ -1121,7 +1121,10 @@ static void print_row(out_ctx *oc, const row *r) {
     case OUT_MD: {
         char ts[64], ms[32], pm[32], gf[32], sh[32], tr[32], mr[32];
         if (ok) {
-            snprintf(ts, sizeof ts, "%.2f ± %.2f", r->avg_ts, r->std_ts);
+            if (r->n < oc->o->reps) /* cut short by --attn-budget */
+                snprintf(ts, sizeof ts, "%.2f ± %.2f (n=%d)", r->avg_ts, r->std_ts, r->n);
+            else
+                snprintf(ts, sizeof ts, "%.2f ± %.2f", r->avg_ts, r->std_ts);
             snprintf(ms, sizeof ms, "%.3f", r->ms_doc);
             if (r->peak_mem)
                 fmt_bytes(r->peak_mem, pm, sizeof pm);
@@ -1222,9 +1225,9 @@ static void print_row(out_ctx *oc, const row *r) {
 static void print_footer(const out_ctx *oc) {
     if (oc->o->fmt == OUT_JSON) printf("\n]\n");
     if (oc->o->fmt == OUT_MD)
-        printf("\nt/s: tokens per second, mean ± stddev over repetitions; s/a: spectral / attention "
-               "(time per document, peak activation memory); %%peak: counted FLOP/s over the "
-               "calibrated sgemm peak.\n");
+        printf("\nt/s: tokens per second, mean ± stddev over the repetitions ((n=N): fewer "
+               "repetitions, cut by --attn-budget); s/a: spectral / attention (time per document, "
+               "peak activation memory); %%peak: counted FLOP/s over the calibrated sgemm peak.\n");
     fflush(stdout);
 }
 

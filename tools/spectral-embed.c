@@ -278,7 +278,10 @@ static double now_s(void) {
 int main(int argc, char **argv) {
     options o;
     int rc = parse_args(argc, argv, &o);
-    if (rc) return rc;
+    if (rc) {
+        free(o.inputs);
+        return rc;
+    }
 
     spectral_model *model = NULL;
     if (spectral_model_load(o.model_path, spectral_model_default_params(), &model) != SPECTRAL_OK) {

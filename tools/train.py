@@ -2,7 +2,7 @@
 """Train the default byte-level `spectralmlp` document encoder (models/spectral-default.gguf).
 
     apt-get install python3-doc && pip install torch numpy gguf
-    python3 tools/train.py --minutes 30 --threads 2 --out /tmp/train
+    python3 tools/train.py --threads 2 --out /tmp/train   # defaults = the shipped model's run
     # -> /tmp/train/model.pt (encoder state dict, training head dropped),
     #    /tmp/train/model.gguf (via tools/convert_seed.py), /tmp/train/log.jsonl
 
@@ -44,19 +44,19 @@ MASK_ID = 256
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="train the default spectralmlp encoder")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--dim", type=int, default=256)
-    ap.add_argument("--ffn", type=int, default=1024)
-    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--dim", type=int, default=128)
+    ap.add_argument("--ffn", type=int, default=512)
+    ap.add_argument("--layers", type=int, default=3)
     ap.add_argument("--filters", type=int, default=128)
-    ap.add_argument("--batch", type=int, default=48)
-    ap.add_argument("--lengths", default="128,192,256,384")
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lengths", default="128,192,256")
+    ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--wd", type=float, default=0.01)
-    ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--warmup", type=int, default=30)
     ap.add_argument("--temp", type=float, default=0.05)
     ap.add_argument("--mask-rate", type=float, default=0.1)
     ap.add_argument("--mlm-weight", type=float, default=0.5)
-    ap.add_argument("--minutes", type=float, default=30.0, help="wall-clock training budget")
+    ap.add_argument("--minutes", type=float, default=26.0, help="wall-clock training budget")
     ap.add_argument("--max-steps", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -162,7 +162,7 @@ def main(argv=None) -> int:
         if step % 25 == 0:
             log.flush()
             print(f"step {step} t={rec['t']}s T={T} lr={lr:.2e} con={ema['con']:.3f} "
-                  f"mlm={ema['mlm']:.3f} acc={ema['acc']:.3f} (est steps {total})", flush=True)
+                  f"mlm={ema['mlm']:.3f} acc={ema['acc']:.3f} (steps in budget, estimated at step 20: {total})", flush=True)
         step += 1
     log.close()
     print(f"trained {step} steps in {time.time()-t_start:.0f}s", flush=True)

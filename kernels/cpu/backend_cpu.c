@@ -417,6 +417,18 @@ static int cpu_spectral_mix(sp_backend *be, const float *u, const float *filter,
     return 0;
 }
 
+/* -------------------------------------------------------------------- add */
+
+static int cpu_add(sp_backend *be, const float *x, int64_t n, float *y) {
+    (void)be;
+    /* cblas_saxpy takes an int count: go in chunks. */
+    for (int64_t i = 0; i < n; i += INT_MAX) {
+        int64_t m = n - i < INT_MAX ? n - i : INT_MAX;
+        cblas_saxpy((int)m, 1.0f, x + i, 1, y + i, 1);
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------------- pool */
 
 static int cpu_pool(sp_backend *be, const float *x, int64_t T, int64_t D, sp_pool_op op,
@@ -491,6 +503,7 @@ static const sp_backend_ops sp_cpu_ops = {
     .pool = cpu_pool,
     .fourier2d_workspace_size = cpu_fourier2d_workspace_size,
     .fourier2d_real = sp_cpu_fourier2d_real,
+    .add = cpu_add,
 };
 
 sp_backend *sp_backend_cpu_create(int n_threads, char *err, size_t err_len) {

@@ -21,6 +21,7 @@
  * turned into a non-zero return with a message in be->err. */
 #include "kernels/backend.h"
 
+#include <climits>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <cufft.h>
@@ -926,6 +927,17 @@ static int cuda_fourier2d_real(sp_backend *be, const float *x, int64_t T, int64_
     return set_err(be, "cuda: fnet is not implemented on CUDA yet (fourier2d_real); use the CPU backend");
 }
 
+static int cuda_add(sp_backend *be, const float *x, int64_t n, float *y) {
+    struct cuda_impl *im = IMPL(be);
+    const float one = 1.0f;
+    /* cublasSaxpy takes an int count: go in chunks. */
+    for (int64_t i = 0; i < n; i += INT_MAX) {
+        int m = (int)(n - i < INT_MAX ? n - i : INT_MAX);
+        BLAS_CHECK(be, cublasSaxpy(im->blas, m, &one, x + i, 1, y + i, 1));
+    }
+    return 0;
+}
+
 static const sp_backend_ops cuda_ops = {
     "cuda",
     cuda_destroy,
@@ -942,6 +954,7 @@ static const sp_backend_ops cuda_ops = {
     cuda_pool,
     cuda_fourier2d_workspace_size,
     cuda_fourier2d_real,
+    cuda_add,
 };
 
 extern "C" int sp_backend_cuda_device_count(void) {

@@ -1,0 +1,121 @@
+/* Loading helpers shared by the architecture files: hyperparameters with
+ * range checks, and tensors with shape checks and conversion to float32. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "models/model.h"
+
+int sp_model_get_hparam(const sp_gguf *g, const char *key, int64_t min, int64_t max, int64_t *out,
+                        char *err, size_t err_len) {
+    uint64_t v;
+    int rc = sp_gguf_get_uint(g, key, &v);
+    if (rc == -1) {
+        snprintf(err, err_len, "missing key %s", key);
+        return -1;
+    }
+    if (rc != 0) {
+        snprintf(err, err_len, "key %s must be an unsigned integer", key);
+        return -1;
+    }
+    if (v < (uint64_t)min || v > (uint64_t)max) {
+        snprintf(err, err_len, "key %s = %llu is out of range [%lld, %lld]", key,
+                 (unsigned long long)v, (long long)min, (long long)max);
+        return -1;
+    }
+    *out = (int64_t)v;
+    return 0;
+}
+
+static void format_shape(char *buf, size_t len, uint32_t n_dims, const int64_t *ne) {
+    buf[0] = 0;
+    for (uint32_t d = 0; d < n_dims && d < SP_GGUF_MAX_DIMS; d++)
+        snprintf(buf + strlen(buf), len - strlen(buf), "%s%lld", d ? ", " : "", (long long)ne[d]);
+}
+
+int sp_model_take_tensor(const sp_gguf *g, sp_owned_buffers *owned, const char *name, int optional,
+                         uint32_t n_dims, const int64_t *ne, sp_weight_list *wl, int64_t *index,
+                         char *err, size_t err_len) {
+    *index = -1;
+    int64_t ti = sp_gguf_find_tensor(g, name);
+    if (ti < 0) {
+        if (optional) return 0;
+        snprintf(err, err_len, "missing tensor %s", name);
+        return -1;
+    }
+    const sp_gguf_tensor *t = sp_gguf_tensor_at(g, ti);
+    int ok = t->n_dims == n_dims;
+    for (uint32_t d = 0; ok && d < SP_GGUF_MAX_DIMS; d++) ok = t->ne[d] == (d < n_dims ? ne[d] : 1);
+    if (!ok) {
+        char got[96], exp[96];
+        format_shape(got, sizeof got, t->n_dims, t->ne);
+        format_shape(exp, sizeof exp, n_dims, ne);
+        snprintf(err, err_len, "tensor %s has shape [%s], expected [%s]", name, got, exp);
+        return -1;
+    }
+    if (t->type != SP_TENSOR_F32 && t->type != SP_TENSOR_F16 && t->type != SP_TENSOR_BF16) {
+        snprintf(err, err_len, "tensor %s has type %s; supported: F32, F16, BF16", name,
+                 sp_tensor_type_name(t->type));
+        return -1;
+    }
+    if (!wl) return 0;
+    int64_t n = t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
+    const float *data = t->data;
+    if (t->type != SP_TENSOR_F32) {
+        float *buf = malloc((size_t)n * sizeof(float));
+        if (!buf || sp_owned_add(owned, buf)) {
+            free(buf);
+            snprintf(err, err_len, "out of memory converting tensor %s", name);
+            return -1;
+        }
+        sp_convert_to_f32(t->type, t->data, buf, (size_t)n);
+        data = buf;
+    }
+    if (sp_weight_list_push(wl, data, n)) {
+        snprintf(err, err_len, "out of memory");
+        return -1;
+    }
+    *index = wl->n - 1;
+    return 0;
+}
+
+int sp_owned_add(sp_owned_buffers *o, float *buf) {
+    if (o->n == o->cap) {
+        int64_t cap = o->cap ? o->cap * 2 : 16;
+        float **nb = realloc(o->buf, (size_t)cap * sizeof *nb);
+        if (!nb) return -1;
+        o->buf = nb;
+        o->cap = cap;
+    }
+    o->buf[o->n++] = buf;
+    return 0;
+}
+
+void sp_owned_free(sp_owned_buffers *o) {
+    for (int64_t i = 0; i < o->n; i++) free(o->buf[i]);
+    free(o->buf);
+    memset(o, 0, sizeof *o);
+}
+
+int sp_weight_list_push(sp_weight_list *wl, const float *data, int64_t n) {
+    if (wl->n == wl->cap) {
+        int64_t cap = wl->cap ? wl->cap * 2 : 64;
+        const float **nd = realloc(wl->data, (size_t)cap * sizeof *nd);
+        if (!nd) return -1;
+        wl->data = nd;
+        int64_t *nn = realloc(wl->n_elems, (size_t)cap * sizeof *nn);
+        if (!nn) return -1;
+        wl->n_elems = nn;
+        wl->cap = cap;
+    }
+    wl->data[wl->n] = data;
+    wl->n_elems[wl->n] = n;
+    wl->n++;
+    return 0;
+}
+
+void sp_weight_list_free(sp_weight_list *wl) {
+    free(wl->data);
+    free(wl->n_elems);
+    memset(wl, 0, sizeof *wl);
+}
