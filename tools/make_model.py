@@ -13,10 +13,10 @@ LayerNorm weights 1 + N(0, 0.1^2), biases N(0, 0.05^2); linear weights
 (float64) weights whatever --dtype is. Integer keys are written as u32, or
 as u64 with --u64-keys.
 
-The shipped placeholder default model is made by:
+The untrained baseline of docs/default-model.md (the former placeholder) is made by:
 
     python3 tools/make_model.py --dim 256 --ffn 1024 --layers 4 --filters 64 --ctx 4096 \
-        --name "spectral-default (placeholder: random weights)" --seed 1 -o models/spectral-default.gguf
+        --name "spectral-default (placeholder: random weights)" --seed 1 --dtype f16 -o placeholder.gguf
 """
 from __future__ import annotations
 
