@@ -1,5 +1,6 @@
 /* Loading helpers shared by the architecture files: hyperparameters with
  * range checks, and tensors with shape checks and conversion to float32. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,22 @@ int sp_model_get_hparam(const sp_gguf *g, const char *key, int64_t min, int64_t 
         return -1;
     }
     *out = (int64_t)v;
+    return 0;
+}
+
+int sp_model_get_eps(const sp_gguf *g, const char *key, float *eps, char *err, size_t err_len) {
+    int64_t ki = sp_gguf_find_key(g, key);
+    if (ki < 0) return 0;
+    if (sp_gguf_kv_type(g, ki) != SP_GGUF_TYPE_FLOAT32) {
+        snprintf(err, err_len, "key %s must be f32", key);
+        return -1;
+    }
+    float v = sp_gguf_get_f32(g, ki);
+    if (!(v > 0.0f) || !isfinite(v)) {
+        snprintf(err, err_len, "key %s must be > 0", key);
+        return -1;
+    }
+    *eps = v;
     return 0;
 }
 

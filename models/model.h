@@ -60,6 +60,9 @@ extern const sp_arch sp_arch_spectralmlp;
 /* Reads a required unsigned integer key (any unsigned width) within [min, max]. */
 int sp_model_get_hparam(const sp_gguf *g, const char *key, int64_t min, int64_t max, int64_t *out,
                         char *err, size_t err_len);
+/* Reads an optional positive, finite f32 key (a LayerNorm epsilon) into
+ * *eps, leaving the caller's default when the key is absent. */
+int sp_model_get_eps(const sp_gguf *g, const char *key, float *eps, char *err, size_t err_len);
 /* Finds tensor `name`, checks its shape against ne[0..n_dims) (ggml order)
  * and type, and appends its f32 data to wl (converting into `owned` when
  * the file stores F16/BF16); *index is its position in wl, or -1 when an

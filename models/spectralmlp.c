@@ -85,18 +85,8 @@ static int model_load(const sp_gguf *g, void **out, sp_model_info *info, sp_weig
         sp_model_get_hparam(g, ARCH ".pooling_type", 0, 3, &pooling, err, err_len))
         goto fail;
     m->eps = 1e-5f;
-    int64_t ki = sp_gguf_find_key(g, ARCH ".attention.layer_norm_epsilon");
-    if (ki >= 0) {
-        if (sp_gguf_kv_type(g, ki) != SP_GGUF_TYPE_FLOAT32) {
-            snprintf(err, err_len, "key " ARCH ".attention.layer_norm_epsilon must be f32");
-            goto fail;
-        }
-        m->eps = sp_gguf_get_f32(g, ki);
-        if (!(m->eps > 0.0f) || !isfinite(m->eps)) {
-            snprintf(err, err_len, "key " ARCH ".attention.layer_norm_epsilon must be > 0");
-            goto fail;
-        }
-    }
+    if (sp_model_get_eps(g, ARCH ".attention.layer_norm_epsilon", &m->eps, err, err_len))
+        goto fail;
     int64_t te = sp_gguf_find_tensor(g, "token_embd.weight");
     if (te < 0) {
         snprintf(err, err_len, "missing tensor token_embd.weight");
