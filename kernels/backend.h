@@ -25,6 +25,7 @@ typedef enum {
     SP_ACT_NONE = 0,
     SP_ACT_GELU = 1,      /* exact erf GELU */
     SP_ACT_GELU_TANH = 2, /* gelu_new: 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))) */
+    SP_ACT_TANH = 3,      /* FNet's pooler */
 } sp_act;
 
 typedef enum { SP_POOL_MEAN = 1, SP_POOL_FIRST = 2, SP_POOL_LAST = 3 } sp_pool_op;

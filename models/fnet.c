@@ -7,8 +7,9 @@
  *     h = LN_mix(Re(FFT2(h)) + h)                   (2-D FFT over sequence and hidden)
  *     h = LN_ffn(W_down act(W_up h + b_up) + b_down + h)    act = gelu_new (or gelu)
  *
- * The pooler (tanh(dense(h[0]))) is not applied: the token states are
- * last_hidden_state, and the runtime's pooling works on them (docs/fnet.md).
+ * The token states are last_hidden_state. The pooler, tanh(dense(h[0])), is
+ * transformers' pooler_output: the embedding for CLS pooling when the file
+ * has one (model_pool); other poolings work on the states (docs/fnet.md).
  * Tensor and key names are listed in docs/fnet.md.
  *
  * The loader folds token_types[0] into a copy of the position table, so the
@@ -42,6 +43,7 @@ typedef struct {
     sp_act act;
     /* indices into the weight list */
     int64_t i_embd, i_pos, i_types, i_norm_w, i_norm_b, i_proj_w, i_proj_b, i_pos_type, i_block0;
+    int64_t i_pool_w, i_pool_b; /* -1 without a pooler */
     /* converted copies (F16/BF16 files) and the folded position table */
     sp_owned_buffers owned;
 } fnet;
@@ -132,11 +134,10 @@ static int model_load(const sp_gguf *g, void **out, sp_model_info *info, sp_weig
         take_tensor(g, m, "token_embd_proj.weight", 0, 2, D, D, wl, &m->i_proj_w, err, err_len) ||
         take_tensor(g, m, "token_embd_proj.bias", 0, 1, D, 1, wl, &m->i_proj_b, err, err_len))
         goto fail;
-    /* Checked but not used: the pooler is not part of the token states. */
-    if (take_tensor(g, m, "pooler.weight", 1, 2, D, D, NULL, &idx, err, err_len) ||
-        take_tensor(g, m, "pooler.bias", 1, 1, D, 1, NULL, &idx, err, err_len))
+    if (take_tensor(g, m, "pooler.weight", 1, 2, D, D, wl, &m->i_pool_w, err, err_len) ||
+        take_tensor(g, m, "pooler.bias", 1, 1, D, 1, wl, &m->i_pool_b, err, err_len))
         goto fail;
-    if ((sp_gguf_find_tensor(g, "pooler.weight") < 0) != (sp_gguf_find_tensor(g, "pooler.bias") < 0)) {
+    if ((m->i_pool_w < 0) != (m->i_pool_b < 0)) {
         snprintf(err, err_len, "pooler.weight and pooler.bias must come together");
         goto fail;
     }
@@ -252,9 +253,28 @@ static int model_forward(const void *p, const float *const *w, sp_backend *be, s
     return 0;
 }
 
+/* CLS pooling through the pooler: pooled = tanh(W_pool h[0] + b_pool). */
+static int model_pool(const void *p, const float *const *w, sp_backend *be, sp_arena *arena,
+                      int pooling, const float *states, int64_t T, float **pooled) {
+    const fnet *m = p;
+    (void)T;
+    *pooled = NULL;
+    if (pooling != 2 /* SPECTRAL_POOLING_CLS */ || m->i_pool_w < 0) return 0;
+    float *out = sp_arena_alloc(arena, (size_t)m->D * sizeof(float));
+    if (!out) {
+        snprintf(be->err, sizeof be->err, "activation arena exhausted (planning error)");
+        return -1;
+    }
+    *pooled = out;
+    if (sp_arena_measuring(arena)) return 0;
+    return be->ops->linear(be, states, w[m->i_pool_w], w[m->i_pool_b], 1, m->D, m->D, SP_ACT_TANH,
+                           0, out);
+}
+
 const sp_arch sp_arch_fnet = {
     .name = ARCH,
     .load = model_load,
     .free = model_free,
     .forward = model_forward,
+    .pool = model_pool,
 };

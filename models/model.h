@@ -52,6 +52,13 @@ typedef struct {
      * arena. In measure mode (sp_arena_measuring) it only allocates. */
     int (*forward)(const void *model, const float *const *w, sp_backend *be, sp_arena *arena,
                    const int32_t *tokens, int64_t T, float **states);
+    /* Optional: the model's own pooled output (FNet's pooler for CLS). Called
+     * after forward with the context's pooling (spectral_pooling numbering);
+     * sets *pooled to an n_embd vector from the arena, or to NULL when the
+     * model has no head for this pooling and the runtime pools the states.
+     * In measure mode it only allocates. */
+    int (*pool)(const void *model, const float *const *w, sp_backend *be, sp_arena *arena,
+                int pooling, const float *states, int64_t T, float **pooled);
 } sp_arch;
 
 extern const sp_arch sp_arch_spectralmlp;

@@ -401,9 +401,12 @@ void spectral_context_free(spectral_context *c) {
 }
 
 /* Runs the graph in an arena: measuring (plan) or for real. */
+/* The forward pass, then the model's own pooling head when it has one for
+ * the context's pooling (*pooled NULL otherwise). */
 static int run_graph(spectral_context *c, sp_arena *a, const int32_t *tokens, int64_t T,
-                     float **states) {
+                     float **states, float **pooled) {
     const spectral_model *m = c->model;
+    *pooled = NULL;
     int32_t *ids = sp_arena_alloc(a, (size_t)T * sizeof(int32_t));
     if (!ids) {
         snprintf(c->be->err, sizeof c->be->err, "activation arena exhausted (planning error)");
@@ -411,7 +414,10 @@ static int run_graph(spectral_context *c, sp_arena *a, const int32_t *tokens, in
     }
     if (!sp_arena_measuring(a) && c->be->ops->upload(c->be, ids, tokens, (size_t)T * sizeof *ids))
         return -1;
-    return m->arch->forward(m->arch_model, c->w, c->be, a, ids, T, states);
+    if (m->arch->forward(m->arch_model, c->w, c->be, a, ids, T, states)) return -1;
+    if (m->arch->pool && c->pooling != SPECTRAL_POOLING_NONE)
+        return m->arch->pool(m->arch_model, c->w, c->be, a, (int)c->pooling, *states, T, pooled);
+    return 0;
 }
 
 /* Largest document we accept, so that every size computation stays far from
@@ -421,9 +427,9 @@ static int run_graph(spectral_context *c, sp_arena *a, const int32_t *tokens, in
 size_t spectral_context_memory_needed(spectral_context *c, int64_t T) {
     if (!c || T <= 0 || T > MAX_TOKENS) return 0;
     sp_arena a;
-    float *states;
+    float *states, *pooled;
     sp_arena_init_measure(&a);
-    if (run_graph(c, &a, NULL, T, &states)) return 0;
+    if (run_graph(c, &a, NULL, T, &states, &pooled)) return 0;
     return a.used;
 }
 
@@ -472,8 +478,9 @@ spectral_status spectral_encode(spectral_context *c, const int32_t *tokens, int6
     }
     sp_arena a;
     sp_arena_init(&a, c->arena_buf, c->arena_size);
-    float *states = NULL;
-    if (run_graph(c, &a, tokens, T, &states)) return fail(SPECTRAL_ERR_BACKEND, "%s", c->be->err);
+    float *states = NULL, *pooled = NULL;
+    if (run_graph(c, &a, tokens, T, &states, &pooled))
+        return fail(SPECTRAL_ERR_BACKEND, "%s", c->be->err);
     if (a.used > c->peak) c->peak = a.used;
 
     const int64_t E = m->info.n_embd;
@@ -481,7 +488,9 @@ spectral_status spectral_encode(spectral_context *c, const int32_t *tokens, int6
         sp_pool_op op = c->pooling == SPECTRAL_POOLING_CLS ? SP_POOL_FIRST
                         : c->pooling == SPECTRAL_POOLING_LAST ? SP_POOL_LAST
                                                               : SP_POOL_MEAN;
-        if (c->be->ops->pool(c->be, states, T, E, op, c->embedding))
+        /* A model's pooling head gave one row: pooling it copies it to the host. */
+        if (pooled ? c->be->ops->pool(c->be, pooled, 1, E, SP_POOL_FIRST, c->embedding)
+                   : c->be->ops->pool(c->be, states, T, E, op, c->embedding))
             return fail(SPECTRAL_ERR_BACKEND, "%s", c->be->err);
         if (c->params.normalize) l2_normalize(c->embedding, E);
     }

@@ -74,7 +74,8 @@ typedef enum {
     SPECTRAL_POOLING_UNSPECIFIED = -1, /* use the model's */
     SPECTRAL_POOLING_NONE = 0,         /* every token's state */
     SPECTRAL_POOLING_MEAN = 1,
-    SPECTRAL_POOLING_CLS = 2,          /* first token */
+    SPECTRAL_POOLING_CLS = 2,          /* first token, through the model's pooler if
+                                          it has one (FNet: tanh(dense(h[0]))) */
     SPECTRAL_POOLING_LAST = 3,
 } spectral_pooling;
 

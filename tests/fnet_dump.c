@@ -1,10 +1,12 @@
 /* fnet_dump - encode token ids given directly (no tokenizer) through the
  * public C API and print the token states.
  *
- *   fnet_dump MODEL IDS.txt [--backend cpu|cuda] [--threads N]
+ *   fnet_dump MODEL IDS.txt [--backend cpu|cuda] [--threads N] [--pooled]
  *
  * IDS.txt holds whitespace-separated decimal token ids. Output on stdout: a
  * header line "n_tokens n_embd", then n_tokens lines of n_embd floats (%.9g).
+ * With --pooled: CLS pooling without normalization (the model's pooler when
+ * it has one), printed as "1 n_embd" and one line.
  *
  * Exit status: 0 ok, 1 failure (status name and message on stderr), 2 usage,
  * 77 when --backend cuda is requested but not available (test skip). */
@@ -15,7 +17,7 @@
 #include <string.h>
 
 static int usage(void) {
-    fprintf(stderr, "usage: fnet_dump MODEL IDS.txt [--backend cpu|cuda] [--threads N]\n");
+    fprintf(stderr, "usage: fnet_dump MODEL IDS.txt [--backend cpu|cuda] [--threads N] [--pooled]\n");
     return 2;
 }
 
@@ -61,6 +63,9 @@ int main(int argc, char **argv) {
             else return usage();
         } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
             cp.n_threads = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--pooled")) {
+            cp.pooling = SPECTRAL_POOLING_CLS;
+            cp.normalize = false;
         } else {
             return usage();
         }
@@ -87,6 +92,10 @@ int main(int argc, char **argv) {
         int64_t T = 0;
         const float *st = spectral_get_token_states(ctx, &T);
         const int64_t E = spectral_model_n_embd(model);
+        if (cp.pooling == SPECTRAL_POOLING_CLS) {
+            st = spectral_get_embedding(ctx);
+            T = 1;
+        }
         if (!st) {
             fprintf(stderr, "fnet_dump: no token states: %s\n", spectral_last_error());
         } else {

@@ -11,6 +11,10 @@ run and compared:
 
     max |c - ref| / max |ref|  <=  1e-5   (F32 file; F16 file vs the F16-rounded model)
 
+and the same for CLS pooling (FNET_DUMP --pooled) against transformers'
+pooler_output = tanh(dense(h[0])); with the pooler tensors removed from the
+file, CLS pooling must give h[0] itself.
+
 1e-5 is tighter than the usual 1e-4 on purpose: mistaking gelu_new for erf
 GELU moves this fixture by only ~1e-4, while the runtime matches to ~5e-7.
 
@@ -20,8 +24,7 @@ that broken variants of the model (written with the `gguf` package into a
 temporary directory: missing or misshaped tensors, inconsistent keys) are
 refused at load time with a message naming the problem.
 Exit 0 when everything matches, 1 on any mismatch, 77 when --backend cuda
-is asked for and not available (or the CUDA backend reports that fnet is not
-implemented on CUDA yet, which is the case today).
+is asked for and not available.
 """
 from __future__ import annotations
 
@@ -39,9 +42,13 @@ TOL = 1e-5  # the brief asks 1e-4; gelu vs gelu_new alone is ~1e-4 here, we get 
 SKIP = 77
 
 
-def run_dump(exe, model, ids, backend):
-    return subprocess.run([exe, model, ids, "--backend", backend], capture_output=True, text=True,
-                          timeout=120)
+def run_dump(exe, model, ids, backend, pooled=False):
+    return subprocess.run([exe, model, ids, "--backend", backend] + (["--pooled"] if pooled else []),
+                          capture_output=True, text=True, timeout=120)
+
+
+def rel_err(got, ref):
+    return float(np.max(np.abs(got - ref)) / max(float(np.max(np.abs(ref))), 1e-30))
 
 
 def parse(stdout):
@@ -124,6 +131,18 @@ def check_broken(a, failures):
         r = run_dump(a.dump, dst, ids7, a.backend)
         if r.returncode != 0:
             failures.append(f"no_ctx_key T=7: exit {r.returncode}, stderr {r.stderr.strip()!r}")
+        # Without a pooler, CLS pooling is the first token's state.
+        dst = os.path.join(tmp, "no_pooler.gguf")
+        write_variant(src, dst, drop=("pooler.weight", "pooler.bias"))
+        r = run_dump(a.dump, dst, ids7, a.backend, pooled=True)
+        ref = np.load(os.path.join(a.data, "ref_T7.npy")).astype(np.float64)[0]
+        if r.returncode != 0:
+            failures.append(f"no_pooler: exit {r.returncode}, stderr {r.stderr.strip()!r}")
+        else:
+            err = rel_err(parse(r.stdout)[0], ref)
+            print(f"no pooler, CLS pooling vs h[0]: rel err {err:.3g}")
+            if not err <= a.tol:
+                failures.append(f"no_pooler: CLS pooling is not h[0] (rel err {err:.3g})")
 
 
 def main(argv=None) -> int:
@@ -144,9 +163,6 @@ def main(argv=None) -> int:
             if r.returncode == SKIP:
                 print(f"SKIP: {r.stderr.strip()}")
                 return SKIP
-            if r.returncode != 0 and "not implemented on CUDA yet" in r.stderr:
-                print(f"SKIP: {r.stderr.strip()}")  # until the CUDA op exists
-                return SKIP
             if r.returncode != 0:
                 failures.append(f"{what}: exit {r.returncode}: {r.stderr.strip()}")
                 continue
@@ -158,11 +174,26 @@ def main(argv=None) -> int:
             if not np.all(np.isfinite(got)):
                 failures.append(f"{what}: non-finite values")
                 continue
-            err = float(np.max(np.abs(got - ref)) / max(float(np.max(np.abs(ref))), 1e-30))
+            err = rel_err(got, ref)
             worst = max(worst, err)
             print(f"{what}: rel err {err:.3g}")
             if not err <= a.tol:
                 failures.append(f"{what}: rel err {err:.3g} > {a.tol}")
+            # CLS pooling goes through the pooler: transformers' pooler_output.
+            r = run_dump(a.dump, mpath, os.path.join(a.data, case["ids"]), a.backend, pooled=True)
+            pref = np.load(os.path.join(a.data, case["pool" + refkey[3:]])).astype(np.float64)
+            if r.returncode != 0:
+                failures.append(f"{what} pooled: exit {r.returncode}: {r.stderr.strip()}")
+                continue
+            got = parse(r.stdout)
+            if got.shape != (1, pref.shape[0]) or not np.all(np.isfinite(got)):
+                failures.append(f"{what} pooled: shape {got.shape} or non-finite values")
+                continue
+            err = rel_err(got[0], pref)
+            worst = max(worst, err)
+            print(f"{what} pooler_output: rel err {err:.3g}")
+            if not err <= a.tol:
+                failures.append(f"{what} pooler_output: rel err {err:.3g} > {a.tol}")
     # T > context length: refused, with the limit in the message.
     ctx = man["config"]["max_position_embeddings"]
     r = run_dump(a.dump, os.path.join(a.data, "model.gguf"), os.path.join(a.data, man["too_long"]),

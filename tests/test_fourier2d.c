@@ -1,7 +1,8 @@
 /* kernels/cpu/fourier2d_cpu.c through the CPU backend's ops table: Re(FFT2(x))
  * against a naive double-precision 2-D DFT, on even and odd shapes, T or D of
  * 1, an unaligned input (FFTW_UNALIGNED plan), repeated calls (cached plans),
- * and bad arguments (errors, never aborts). Also checks SP_ACT_GELU_TANH. */
+ * and bad arguments (errors, never aborts). Also checks SP_ACT_GELU_TANH and
+ * SP_ACT_TANH (FNet's activation and pooler). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,6 +95,13 @@ int main(void) {
     }
     check(be->ops->linear(be, in, W, NULL, 3, 2, 2, SP_ACT_GELU_TANH, 1, y) != 0,
           "gelu_tanh with accumulate rejected");
+    /* SP_ACT_TANH after the bias: y = tanh(x + b). */
+    float bias[2] = {0.25f, -1.5f};
+    check(be->ops->linear(be, in, W, bias, 3, 2, 2, SP_ACT_TANH, 0, y) == 0, "tanh linear");
+    for (int i = 0; i < 6; i++) {
+        double r = tanh((double)in[i] + bias[i % 2]);
+        check(fabs(y[i] - r) < 1e-6, "tanh value");
+    }
     be->ops->destroy(be);
     printf("%s\n", failures ? "FAILED" : "all passed");
     return failures ? 1 : 0;

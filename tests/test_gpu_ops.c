@@ -8,7 +8,8 @@
  * cufft; a forced path that cannot take a shape falls back to cufft, which is
  * then what gets checked), over T in {1, 2, 3, 7, 8, ..., 65536} and one
  * 1,048,576-token sequence. Every mixing run also checks that u is left
- * unchanged.
+ * unchanged. FNet's 2-D Fourier op is compared the same way (input unchanged
+ * too), and the linear op with every activation.
  *
  * Built with -DSPECTRAL_GPU_STUB_TEST (CUDA-less builds) it instead checks
  * that the stub constructor fails cleanly. */
@@ -328,10 +329,14 @@ static void test_layer_norm(sp_backend *gpu) {
 static void test_linear(sp_backend *gpu) {
     struct { int64_t T, IN, OUT; } shapes[] = {{1, 1, 1}, {1, 64, 96}, {17, 768, 3072}, {512, 768, 768}, {300, 3072, 768}};
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
-        for (int variant = 0; variant < 4; variant++) {
-            /* 0: none + bias, 1: gelu + bias, 2: none no bias, 3: accumulate + bias */
+        for (int variant = 0; variant < 6; variant++) {
+            /* 0: none + bias, 1: gelu + bias, 2: none no bias, 3: accumulate + bias,
+             * 4: gelu_tanh + bias, 5: tanh + bias */
             const int64_t T = shapes[s].T, IN = shapes[s].IN, OUT = shapes[s].OUT;
-            const sp_act act = variant == 1 ? SP_ACT_GELU : SP_ACT_NONE;
+            const sp_act act = variant == 1   ? SP_ACT_GELU
+                               : variant == 4 ? SP_ACT_GELU_TANH
+                               : variant == 5 ? SP_ACT_TANH
+                                              : SP_ACT_NONE;
             const int acc = variant == 3, has_b = variant != 2;
             float *x = xmalloc((size_t)(T * IN) * sizeof(float));
             float *W = xmalloc((size_t)(IN * OUT) * sizeof(float));
@@ -406,6 +411,46 @@ static void test_pool(sp_backend *gpu) {
     printf("pool: done\n");
 }
 
+/* FNet's Re(FFT2(x)): cuFFT 2-D R2C + Hermitian expansion vs FFTW's. */
+static void test_fourier2d(sp_backend *gpu) {
+    struct { int64_t T, D; } shapes[] = {{1, 1}, {1, 8}, {2, 3}, {7, 5}, {64, 64}, {128, 768},
+                                         {1000, 768}, {4097, 33}, {512, 4096}};
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        const int64_t T = shapes[s].T, D = shapes[s].D;
+        const size_t bytes = (size_t)(T * D) * sizeof(float);
+        float *x = xmalloc(bytes), *oc = xmalloc(bytes), *og = xmalloc(bytes), *xb = xmalloc(bytes);
+        fill(x, T * D, 1.0f, 0.0f);
+        sp_backend *bes[2] = {g_cpu, gpu};
+        float *outs[2] = {oc, og};
+        for (int i = 0; i < 2; i++) {
+            sp_backend *be = bes[i];
+            size_t wsb = be->ops->fourier2d_workspace_size(be, T, D);
+            float *dx = to_be(be, x, bytes);
+            float *dout = be->ops->buffer_alloc(be, bytes);
+            void *ws = be->ops->buffer_alloc(be, wsb ? wsb : 1);
+            if (!dx || !dout || !ws || be->ops->fourier2d_real(be, dx, T, D, ws, dout) ||
+                from_be(be, outs[i], dout, bytes) || from_be(be, xb, dx, bytes)) {
+                fprintf(stderr, "FAIL %s fourier2d T=%lld D=%lld: %s\n", be->ops->name,
+                        (long long)T, (long long)D, be->err);
+                g_fail++;
+            } else {
+                CHECK(memcmp(xb, x, bytes) == 0, "%s fourier2d T=%lld D=%lld changed its input",
+                      be->ops->name, (long long)T, (long long)D);
+            }
+            be->ops->buffer_free(be, dx);
+            be->ops->buffer_free(be, dout);
+            be->ops->buffer_free(be, ws);
+        }
+        double e = rel_err(og, oc, T * D);
+        CHECK(e <= TOL, "fourier2d T=%lld D=%lld: rel err %.3g", (long long)T, (long long)D, e);
+        free(x);
+        free(oc);
+        free(og);
+        free(xb);
+    }
+    printf("fourier2d: done\n");
+}
+
 static void test_errors(void) {
     char err[512] = "";
     sp_backend *be = sp_backend_cuda_create(-1, err, sizeof err);
@@ -458,6 +503,7 @@ int main(void) {
         test_layer_norm(gpu);
         test_linear(gpu);
         test_pool(gpu);
+        test_fourier2d(gpu);
         gpu->ops->destroy(gpu);
     }
     test_mix();

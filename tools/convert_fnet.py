@@ -22,8 +22,8 @@ i.e. numpy shapes reversed):
     encoder.layer.N.intermediate.dense.weight (F, D) -> blk.N.ffn_up.weight [D, F] (+ .bias)
     encoder.layer.N.output.dense.weight (D, F)       -> blk.N.ffn_down.weight [F, D] (+ .bias)
     encoder.layer.N.output.LayerNorm.*               -> blk.N.ffn_norm.weight/bias
-    pooler.dense.weight/bias (optional)              -> pooler.weight/bias (stored, not
-                                                        applied by the runtime)
+    pooler.dense.weight/bias (optional)              -> pooler.weight/bias (cls pooling
+                                                        gives pooler_output)
 
 Hyperparameters come from config.json: hidden_size, intermediate_size,
 num_hidden_layers, max_position_embeddings, layer_norm_eps, hidden_act
@@ -278,7 +278,8 @@ def main(argv=None) -> int:
     ap.add_argument("-o", "--output", required=True)
     ap.add_argument("--name", default=None, help="general.name (default: the directory name)")
     ap.add_argument("--pooling", choices=list(POOLING_IDS), default="cls",
-                    help="default pooling recorded in the file (cls = h[0], not the pooler)")
+                    help="default pooling recorded in the file (cls = pooler_output when the "
+                         "checkpoint has a pooler, else h[0])")
     ap.add_argument("--dtype", choices=["f32", "f16"], default="f32")
     a = ap.parse_args(argv)
     try:

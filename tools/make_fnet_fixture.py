@@ -14,6 +14,7 @@ sequences and writes:
     ref_T<N>.npy                  transformers' last_hidden_state[0] computed in float64
                                   (stored as float32, T x D)
     ref_T<N>_f16.npy              the same for the F16-rounded weights
+    pool_T<N>.npy, pool_T<N>_f16.npy   transformers' pooler_output[0] (tanh(dense(h[0]))), likewise
     manifest.json                 the cases and the config
 
 The non-default weights are made larger than the init's (std 0.02) so the
@@ -91,14 +92,19 @@ def main(argv=None) -> int:
             ids[-1] = CONFIG["vocab_size"] - 1  # both ends of the vocabulary
             with torch.no_grad():
                 x = torch.tensor(ids[None, :], dtype=torch.long)
-                ref = model(input_ids=x).last_hidden_state[0].double().numpy()
-                ref16 = m16(input_ids=x).last_hidden_state[0].double().numpy()
+                o, o16 = model(input_ids=x), m16(input_ids=x)
+                ref = o.last_hidden_state[0].double().numpy()
+                ref16 = o16.last_hidden_state[0].double().numpy()
+                pool, pool16 = o.pooler_output[0].numpy(), o16.pooler_output[0].numpy()
             with open(os.path.join(out, f"ids_T{T}.txt"), "w") as f:
                 f.write(" ".join(str(int(i)) for i in ids) + "\n")
             np.save(os.path.join(out, f"ref_T{T}.npy"), ref.astype(np.float32))
             np.save(os.path.join(out, f"ref_T{T}_f16.npy"), ref16.astype(np.float32))
+            np.save(os.path.join(out, f"pool_T{T}.npy"), pool.astype(np.float32))
+            np.save(os.path.join(out, f"pool_T{T}_f16.npy"), pool16.astype(np.float32))
             cases.append(dict(T=T, ids=f"ids_T{T}.txt", ref=f"ref_T{T}.npy",
-                              ref_f16=f"ref_T{T}_f16.npy"))
+                              ref_f16=f"ref_T{T}_f16.npy", pool=f"pool_T{T}.npy",
+                              pool_f16=f"pool_T{T}_f16.npy"))
     with open(os.path.join(out, "ids_T129.txt"), "w") as f:  # one past the context length
         f.write(" ".join(str(i % CONFIG["vocab_size"]) for i in range(129)) + "\n")
     manifest = dict(config=CONFIG, seed=SEED, torch=torch.__version__,

@@ -63,6 +63,9 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", choices=["f32", "f16"], default="f16", help="GGUF matrix dtype")
     ap.add_argument("--name", default="spectral-default")
     ap.add_argument("--ctx", type=int, default=4096)
+    ap.add_argument("--init", metavar="PT",
+                    help="start from this encoder state dict (a previous run's model.pt) instead of a "
+                         "random init; the shape options must match it. The masked-byte head starts fresh")
     a = ap.parse_args(argv)
 
     import torch
@@ -88,6 +91,9 @@ def main(argv=None) -> int:
                             n_filters=a.filters, dropout=0.0)
     with torch.no_grad():
         model.embedding.weight.normal_(0.0, 1.0)
+    if a.init:
+        model.load_state_dict(torch.load(a.init, map_location="cpu"))
+        print(f"init: {a.init}", flush=True)
     head = torch.nn.Linear(a.dim, 256)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: D={a.dim} F={a.ffn} L={a.layers} K={a.filters} params={n_params}", flush=True)

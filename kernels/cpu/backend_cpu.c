@@ -170,7 +170,7 @@ static int cpu_linear(sp_backend *be, const float *x, const float *W, const floa
         return 1;
     }
     if (T == 0) return 0;
-    if (act != SP_ACT_NONE && act != SP_ACT_GELU && act != SP_ACT_GELU_TANH) {
+    if (act != SP_ACT_NONE && act != SP_ACT_GELU && act != SP_ACT_GELU_TANH && act != SP_ACT_TANH) {
         sp_cpu_set_err(be, "cpu linear: unknown activation %d", (int)act);
         return 1;
     }
@@ -204,6 +204,8 @@ static int cpu_linear(sp_backend *be, const float *x, const float *W, const floa
                 const float v = o[j];
                 o[j] = 0.5f * v * (1.0f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
             }
+        if (act == SP_ACT_TANH)
+            for (int64_t j = 0; j < OUT; j++) o[j] = tanhf(o[j]);
     }
     return 0;
 }

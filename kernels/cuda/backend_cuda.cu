@@ -56,6 +56,15 @@ struct fft_plan {
     size_t work; /* max work-area bytes of the two plans */
 };
 
+/* 2-D R2C plans for FNet's fourier2d_real. */
+#define F2D_PLAN_CACHE 4
+struct f2d_plan {
+    int valid;
+    int64_t T, D;
+    cufftHandle r2c;
+    size_t work;
+};
+
 struct cuda_impl {
     int device;
     cudaStream_t stream;
@@ -66,6 +75,8 @@ struct cuda_impl {
     int fused_smem_set; /* dynamic smem bytes already allowed on the fused kernel */
     struct fft_plan plans[PLAN_CACHE];
     int plan_next;
+    struct f2d_plan f2d[F2D_PLAN_CACHE];
+    int f2d_next;
     /* dftgemm twiddle table cache */
     float *tw;
     int64_t tw_T, tw_k;
@@ -218,13 +229,16 @@ __global__ void k_layer_norm(const float *x, const float *__restrict__ w,
     }
 }
 
-/* out[t, o] = act(out[t, o] + b[o]) */
+/* out[t, o] = act(out[t, o] + b[o]), act an sp_act */
 __global__ void k_bias_act(float *out, const float *__restrict__ b, int64_t T, int64_t OUT,
-                           int gelu) {
+                           int act) {
     GRID_STRIDE(i, T * OUT) {
         float v = out[i];
         if (b) v += b[i % OUT];
-        if (gelu) v = 0.5f * v * (1.0f + erff(v * 0.70710678118654752440f));
+        if (act == SP_ACT_GELU) v = 0.5f * v * (1.0f + erff(v * 0.70710678118654752440f));
+        else if (act == SP_ACT_GELU_TANH)
+            v = 0.5f * v * (1.0f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
+        else if (act == SP_ACT_TANH) v = tanhf(v);
         out[i] = v;
     }
 }
@@ -519,7 +533,8 @@ static int cuda_linear(sp_backend *be, const float *x, const float *W, const flo
                        (long long)IN, (long long)OUT);
     if (accumulate && act != SP_ACT_NONE)
         return set_err(be, "cuda linear: accumulate needs act NONE");
-    if (act != SP_ACT_NONE && act != SP_ACT_GELU) return set_err(be, "cuda linear: bad act");
+    if (act != SP_ACT_NONE && act != SP_ACT_GELU && act != SP_ACT_GELU_TANH && act != SP_ACT_TANH)
+        return set_err(be, "cuda linear: unknown activation %d", (int)act);
     if (!x || !W || !out) return set_err(be, "cuda linear: NULL argument");
     if (enter(be)) return -1;
     struct cuda_impl *im = IMPL(be);
@@ -528,9 +543,8 @@ static int cuda_linear(sp_backend *be, const float *x, const float *W, const flo
      * W^T in column-major being the row-major W with ld IN. */
     BLAS_CHECK(be, cublasSgemm(im->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)OUT, (int)T, (int)IN, &one,
                                W, (int)IN, x, (int)IN, &beta, out, (int)OUT));
-    if (b || act == SP_ACT_GELU) {
-        k_bias_act<<<grid_for(T * OUT, 256), 256, 0, im->stream>>>(out, b, T, OUT,
-                                                                  act == SP_ACT_GELU);
+    if (b || act != SP_ACT_NONE) {
+        k_bias_act<<<grid_for(T * OUT, 256), 256, 0, im->stream>>>(out, b, T, OUT, (int)act);
         LAUNCH_CHECK(be, "bias_act");
     }
     return 0;
@@ -900,6 +914,8 @@ static void cuda_destroy(sp_backend *be) {
                 cufftDestroy(im->plans[i].r2c);
                 cufftDestroy(im->plans[i].c2r);
             }
+        for (int i = 0; i < F2D_PLAN_CACHE; i++)
+            if (im->f2d[i].valid) cufftDestroy(im->f2d[i].r2c);
         if (im->blas) cublasDestroy(im->blas);
         if (im->tw) cudaFree(im->tw);
         if (im->scratch) cudaFree(im->scratch);
@@ -909,22 +925,94 @@ static void cuda_destroy(sp_backend *be) {
     free(be);
 }
 
-/* FNet's 2-D Fourier mixing is CPU-only for now. */
+/* FNet's 2-D Fourier mixing: out = Re(FFT2(x)) over (sequence, hidden).
+ * One cuFFT 2-D real-to-complex transform of the row-major T x D array gives
+ * Y[t][k] for k <= D/2 (T x (D/2+1) complex, in the workspace); k_f2d_expand
+ * fills the other half from Hermitian symmetry, Re X[t][k] = Re Y[(T-t)%T][D-k],
+ * as kernels/cpu/fourier2d_cpu.c does. cuFFT's work area comes from the
+ * workspace too, so the arena accounts for every byte. */
+__global__ void k_f2d_expand(const float2 *__restrict__ Y, int64_t T, int64_t D,
+                             float *__restrict__ out) {
+    const int64_t nc = D / 2 + 1;
+    GRID_STRIDE(i, T * D) {
+        const int64_t t = i / D, k = i % D;
+        out[i] = k < nc ? Y[t * nc + k].x : Y[((T - t) % T) * nc + (D - k)].x;
+    }
+}
+
+/* Cached 2-D plan for (T, D); NULL + err on failure. */
+static struct f2d_plan *get_f2d_plan(sp_backend *be, int64_t T, int64_t D) {
+    struct cuda_impl *im = IMPL(be);
+    for (int i = 0; i < F2D_PLAN_CACHE; i++) {
+        struct f2d_plan *p = &im->f2d[i];
+        if (p->valid && p->T == T && p->D == D) return p;
+    }
+    struct f2d_plan *p = &im->f2d[im->f2d_next];
+    im->f2d_next = (im->f2d_next + 1) % F2D_PLAN_CACHE;
+    if (p->valid) {
+        cudaStreamSynchronize(im->stream); /* the plan may still be in use */
+        cufftDestroy(p->r2c);
+        p->valid = 0;
+    }
+    cufftHandle h = 0;
+    cufftResult r;
+    size_t work = 0;
+    long long n[2] = {(long long)T, (long long)D};
+    const char *what = "cufftCreate";
+    if ((r = cufftCreate(&h)) != CUFFT_SUCCESS) goto fail0;
+    what = "cufftSetAutoAllocation";
+    if ((r = cufftSetAutoAllocation(h, 0)) != CUFFT_SUCCESS) goto fail1;
+    what = "cufftMakePlanMany64(2-D R2C)";
+    if ((r = cufftMakePlanMany64(h, 2, n, NULL, 1, 0, NULL, 1, 0, CUFFT_R2C, 1, &work)) !=
+        CUFFT_SUCCESS)
+        goto fail1;
+    what = "cufftSetStream";
+    if ((r = cufftSetStream(h, im->stream)) != CUFFT_SUCCESS) goto fail1;
+    p->valid = 1;
+    p->T = T;
+    p->D = D;
+    p->r2c = h;
+    p->work = work;
+    return p;
+fail1:
+    cufftDestroy(h);
+fail0:
+    set_err(be, "cuda fourier2d_real: %s failed for T=%lld D=%lld: %s (%d)", what, (long long)T,
+            (long long)D, cufft_str(r), (int)r);
+    return NULL;
+}
+
+static size_t f2d_spec_bytes(int64_t T, int64_t D) {
+    return align_up((size_t)T * (size_t)(D / 2 + 1) * sizeof(float2));
+}
+
 static size_t cuda_fourier2d_workspace_size(sp_backend *be, int64_t T, int64_t D) {
-    (void)be;
-    (void)T;
-    (void)D;
-    return 0;
+    if (T <= 0 || D <= 0 || enter(be)) return 0;
+    struct f2d_plan *p = get_f2d_plan(be, T, D);
+    /* A failed plan is reported by fourier2d_real; size the spectrum anyway. */
+    return f2d_spec_bytes(T, D) + (p ? align_up(p->work) : 0);
 }
 
 static int cuda_fourier2d_real(sp_backend *be, const float *x, int64_t T, int64_t D, void *ws,
                                float *out) {
-    (void)x;
-    (void)T;
-    (void)D;
-    (void)ws;
-    (void)out;
-    return set_err(be, "cuda: fnet is not implemented on CUDA yet (fourier2d_real); use the CPU backend");
+    if (T == 0 && D >= 0) return 0; /* as the CPU op */
+    if (T <= 0 || D <= 0 || T > INT32_MAX || D > INT32_MAX)
+        return set_err(be, "cuda fourier2d_real: bad shape T=%lld D=%lld", (long long)T,
+                       (long long)D);
+    if (!x || !ws || !out) return set_err(be, "cuda fourier2d_real: NULL argument");
+    if (x == out) return set_err(be, "cuda fourier2d_real: out must not alias x");
+    if (enter(be)) return -1;
+    struct cuda_impl *im = IMPL(be);
+    struct f2d_plan *p = get_f2d_plan(be, T, D);
+    if (!p) return -1;
+    float2 *spec = (float2 *)ws;
+    void *work = (char *)ws + f2d_spec_bytes(T, D);
+    FFT_CHECK(be, cufftSetWorkArea(p->r2c, work));
+    /* An out-of-place R2C leaves its input intact (only C2R overwrites it). */
+    FFT_CHECK(be, cufftExecR2C(p->r2c, (cufftReal *)x, (cufftComplex *)spec));
+    k_f2d_expand<<<grid_for(T * D, 256), 256, 0, im->stream>>>(spec, T, D, out);
+    LAUNCH_CHECK(be, "f2d_expand");
+    return 0;
 }
 
 static int cuda_add(sp_backend *be, const float *x, int64_t n, float *y) {
