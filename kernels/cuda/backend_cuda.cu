@@ -930,7 +930,9 @@ static void cuda_destroy(sp_backend *be) {
  * Y[t][k] for k <= D/2 (T x (D/2+1) complex, in the workspace); k_f2d_expand
  * fills the other half from Hermitian symmetry, Re X[t][k] = Re Y[(T-t)%T][D-k],
  * as kernels/cpu/fourier2d_cpu.c does. cuFFT's work area comes from the
- * workspace too, so the arena accounts for every byte. */
+ * workspace too, so the arena accounts for every byte. When T or D is 1 the
+ * 2-D transform is the 1-D one of the n = T * D vector, planned as such (no
+ * degenerate dimension handed to cuFFT): Re X[i] = Re Z[min(i, n - i)]. */
 __global__ void k_f2d_expand(const float2 *__restrict__ Y, int64_t T, int64_t D,
                              float *__restrict__ out) {
     const int64_t nc = D / 2 + 1;
@@ -938,6 +940,10 @@ __global__ void k_f2d_expand(const float2 *__restrict__ Y, int64_t T, int64_t D,
         const int64_t t = i / D, k = i % D;
         out[i] = k < nc ? Y[t * nc + k].x : Y[((T - t) % T) * nc + (D - k)].x;
     }
+}
+
+__global__ void k_f2d_expand_1d(const float2 *__restrict__ Z, int64_t n, float *__restrict__ out) {
+    GRID_STRIDE(i, n) { out[i] = Z[i <= n / 2 ? i : n - i].x; }
 }
 
 /* Cached 2-D plan for (T, D); NULL + err on failure. */
@@ -957,13 +963,15 @@ static struct f2d_plan *get_f2d_plan(sp_backend *be, int64_t T, int64_t D) {
     cufftHandle h = 0;
     cufftResult r;
     size_t work = 0;
+    const int rank = (T == 1 || D == 1) ? 1 : 2;
     long long n[2] = {(long long)T, (long long)D};
+    if (rank == 1) n[0] = (long long)(T * D);
     const char *what = "cufftCreate";
     if ((r = cufftCreate(&h)) != CUFFT_SUCCESS) goto fail0;
     what = "cufftSetAutoAllocation";
     if ((r = cufftSetAutoAllocation(h, 0)) != CUFFT_SUCCESS) goto fail1;
-    what = "cufftMakePlanMany64(2-D R2C)";
-    if ((r = cufftMakePlanMany64(h, 2, n, NULL, 1, 0, NULL, 1, 0, CUFFT_R2C, 1, &work)) !=
+    what = rank == 2 ? "cufftMakePlanMany64(2-D R2C)" : "cufftMakePlanMany64(1-D R2C)";
+    if ((r = cufftMakePlanMany64(h, rank, n, NULL, 1, 0, NULL, 1, 0, CUFFT_R2C, 1, &work)) !=
         CUFFT_SUCCESS)
         goto fail1;
     what = "cufftSetStream";
@@ -988,6 +996,7 @@ static size_t f2d_spec_bytes(int64_t T, int64_t D) {
 
 static size_t cuda_fourier2d_workspace_size(sp_backend *be, int64_t T, int64_t D) {
     if (T <= 0 || D <= 0 || enter(be)) return 0;
+    if (T * D == 1) return f2d_spec_bytes(1, 1); /* unused: a copy, no plan */
     struct f2d_plan *p = get_f2d_plan(be, T, D);
     /* A failed plan is reported by fourier2d_real; size the spectrum anyway. */
     return f2d_spec_bytes(T, D) + (p ? align_up(p->work) : 0);
@@ -1003,6 +1012,10 @@ static int cuda_fourier2d_real(sp_backend *be, const float *x, int64_t T, int64_
     if (x == out) return set_err(be, "cuda fourier2d_real: out must not alias x");
     if (enter(be)) return -1;
     struct cuda_impl *im = IMPL(be);
+    if (T * D == 1) { /* the DFT of one value is itself */
+        CU_CHECK(be, cudaMemcpyAsync(out, x, sizeof(float), cudaMemcpyDeviceToDevice, im->stream));
+        return 0;
+    }
     struct f2d_plan *p = get_f2d_plan(be, T, D);
     if (!p) return -1;
     float2 *spec = (float2 *)ws;
@@ -1010,7 +1023,10 @@ static int cuda_fourier2d_real(sp_backend *be, const float *x, int64_t T, int64_
     FFT_CHECK(be, cufftSetWorkArea(p->r2c, work));
     /* An out-of-place R2C leaves its input intact (only C2R overwrites it). */
     FFT_CHECK(be, cufftExecR2C(p->r2c, (cufftReal *)x, (cufftComplex *)spec));
-    k_f2d_expand<<<grid_for(T * D, 256), 256, 0, im->stream>>>(spec, T, D, out);
+    if (T == 1 || D == 1)
+        k_f2d_expand_1d<<<grid_for(T * D, 256), 256, 0, im->stream>>>(spec, T * D, out);
+    else
+        k_f2d_expand<<<grid_for(T * D, 256), 256, 0, im->stream>>>(spec, T, D, out);
     LAUNCH_CHECK(be, "f2d_expand");
     return 0;
 }
