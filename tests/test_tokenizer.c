@@ -1,6 +1,7 @@
 /* Tokenizers against ids from the reference libraries (sentencepiece,
  * HF tokenizers), committed as fixtures by tools/make_tokenizer_fixtures.py;
- * plus the bytes tokenizer, output truncation, bad keys, and random bytes. */
+ * plus the bytes tokenizer, output truncation, bad keys, random bytes, and
+ * a hand-made SentencePiece charsmap (normalizer rules), valid and broken. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -306,11 +307,168 @@ static void test_small(void) {
     expect_error(f_llama_bos_neg, "bos_token_id", "negative bos");
 }
 
+/* ---- a hand-made precompiled_charsmap: one rule "A" -> "x" ------------
+ * darts-clone layout (see formats/tok_spm.c): 512 units. The root (unit 0)
+ * has base 256; its child for 'A' is unit 256 ^ 'A' = 321, with a leaf and
+ * base 321 ^ 449 = 128, whose unit 128 holds the leaf value: offset 0 into
+ * the strings "x\0". Variants break one thing each. */
+enum { CM_UNITS = 512, CM_BYTES = 4 + 4 * CM_UNITS + 2 };
+
+static void cm_put32(unsigned char *p, uint32_t v) {
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+    p[2] = (unsigned char)(v >> 16);
+    p[3] = (unsigned char)(v >> 24);
+}
+
+static int cm_bad; /* which variant f_cm_* writes */
+enum { CM_OK, CM_SHORT_HEADER, CM_SIZE_BIG, CM_SIZE_ODD, CM_ROOT_RANGE, CM_CHILD_RANGE, CM_VALUE_RANGE,
+       CM_NO_NUL, CM_CYCLE, CM_INT8, CM_EMPTY, CM_INT32 };
+
+static void cm_fill(unsigned char *b, uint64_t *n) {
+    memset(b, 0, CM_BYTES);
+    cm_put32(b, 4 * CM_UNITS);
+    uint32_t root = 256u << 10, child = 'A' | 1u << 8 | (321u ^ 128u) << 10, leaf = 1u << 31 | 0u;
+    if (cm_bad == CM_ROOT_RANGE) root = 1024u << 10;                    /* block past the end */
+    if (cm_bad == CM_CHILD_RANGE) child = 'A' | 1u << 8 | (321u ^ 640u) << 10; /* base 640 */
+    if (cm_bad == CM_CYCLE) child = 'A' | (321u ^ 256u) << 10;          /* back to the root */
+    if (cm_bad == CM_VALUE_RANGE) leaf = 1u << 31 | 2u;                 /* strings are 2 bytes */
+    cm_put32(b + 4 + 4 * 0, root);
+    cm_put32(b + 4 + 4 * 321, child);
+    cm_put32(b + 4 + 4 * 128, leaf);
+    b[4 + 4 * CM_UNITS] = 'x';
+    b[4 + 4 * CM_UNITS + 1] = cm_bad == CM_NO_NUL ? 'y' : '\0';
+    *n = CM_BYTES;
+    if (cm_bad == CM_SHORT_HEADER) *n = 3;
+    if (cm_bad == CM_SIZE_BIG) cm_put32(b, 4 * CM_UNITS + 4);
+    if (cm_bad == CM_SIZE_ODD) cm_put32(b, 4 * CM_UNITS - 2);
+}
+
+static const char *cm_toks[] = {"<unk>", "<s>", "</s>", "\342\226\201x", "x", "\342\226\201", "y", "AA"};
+static const float cm_scores[] = {0, 0, 0, -1, -2, -3, -2, -1};
+static const int32_t cm_types[] = {2, 3, 3, 1, 1, 1, 1, 4}; /* "AA": user-defined */
+
+static void f_cm(sp_gguf_writer *w) {
+    static unsigned char b[CM_BYTES];
+    uint64_t n;
+    cm_fill(b, &n);
+    sp_gguf_writer_set_str(w, "tokenizer.ggml.model", "llama");
+    sp_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", cm_toks, 8);
+    sp_gguf_writer_set_arr(w, "tokenizer.ggml.scores", SP_GGUF_TYPE_FLOAT32, cm_scores, 8);
+    sp_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", SP_GGUF_TYPE_INT32, cm_types, 8);
+    if (cm_bad == CM_INT32)
+        sp_gguf_writer_set_arr(w, "tokenizer.ggml.precompiled_charsmap", SP_GGUF_TYPE_INT32, b, n / 4);
+    else if (cm_bad != CM_EMPTY)
+        sp_gguf_writer_set_arr(w, "tokenizer.ggml.precompiled_charsmap",
+                               cm_bad == CM_INT8 ? SP_GGUF_TYPE_INT8 : SP_GGUF_TYPE_UINT8, b, n);
+}
+static void f_cm_ws(sp_gguf_writer *w) {
+    f_cm(w);
+    sp_gguf_writer_set_bool(w, "tokenizer.ggml.remove_extra_whitespaces", 1);
+}
+static void f_cm_noprefix(sp_gguf_writer *w) {
+    f_cm_ws(w);
+    sp_gguf_writer_set_bool(w, "tokenizer.ggml.add_space_prefix", 0);
+}
+static void f_cm_prefix_str(sp_gguf_writer *w) {
+    f_cm(w);
+    sp_gguf_writer_set_str(w, "tokenizer.ggml.add_space_prefix", "yes");
+}
+static void f_cm_ws_int(sp_gguf_writer *w) {
+    f_cm(w);
+    sp_gguf_writer_set_u32(w, "tokenizer.ggml.remove_extra_whitespaces", 1);
+}
+static void f_cm_scalar(sp_gguf_writer *w) {
+    f_cm(w);
+    sp_gguf_writer_set_u32(w, "tokenizer.ggml.precompiled_charsmap", 7);
+}
+
+/* Tokenizes text (NUL-terminated) and compares with want[] (ends at -1). */
+static void expect_ids(sp_tokenizer *t, const char *text, const int32_t *want, const char *what) {
+    int32_t got[64];
+    int nw = 0;
+    while (want[nw] >= 0) nw++;
+    int64_t n = sp_tokenize(t, text, strlen(text), 0, got, 64);
+    int ok = n == nw && memcmp(got, want, (size_t)nw * sizeof *got) == 0;
+    CHECK(ok, "charsmap: %s: ids differ", what);
+    if (!ok) {
+        print_ids("want", want, nw);
+        print_ids("got ", got, n < 0 ? 0 : n);
+    }
+}
+
+static void test_charsmap(void) {
+    char err[256];
+    sp_tokenizer *t = NULL;
+    /* ids: 3 "_x", 4 "x", 5 "_", 6 "y", 7 "AA" (user-defined), 0 <unk> */
+    cm_bad = CM_OK;
+    CHECK(try_load(f_cm, &t, err, sizeof err) == 0, "charsmap: %s", err);
+    if (t) {
+        /* "A" -> "x" by the rule; spaces kept as they are (no whitespace removal). */
+        expect_ids(t, "A", (const int32_t[]){3, -1}, "A");
+        expect_ids(t, "yA A", (const int32_t[]){5, 6, 4, 3, -1}, "yA A");
+        expect_ids(t, " A  ", (const int32_t[]){5, 3, 5, 5, -1}, "spaces kept");
+        /* Not a rule: "B" is copied and unknown. */
+        expect_ids(t, "BA", (const int32_t[]){5, 0, 4, -1}, "BA");
+        /* User-defined pieces are matched before the charsmap, verbatim:
+         * "AAA" -> "AA" "x", not "xxx". */
+        expect_ids(t, "AAA", (const int32_t[]){5, 7, 4, -1}, "user-defined");
+        sp_tokenizer_free(t);
+    }
+    cm_bad = CM_INT8;
+    CHECK(try_load(f_cm_ws, &t, err, sizeof err) == 0, "charsmap int8: %s", err);
+    if (t) {
+        /* remove_extra_whitespaces: leading/trailing dropped, runs collapsed. */
+        expect_ids(t, "  A   A  ", (const int32_t[]){3, 3, -1}, "collapsed");
+        expect_ids(t, "   ", (const int32_t[]){-1}, "whitespace only");
+        expect_ids(t, "A \342\226\201 \342\226\201", (const int32_t[]){3, -1}, "trailing U+2581s");
+        sp_tokenizer_free(t);
+    }
+    cm_bad = CM_OK;
+    CHECK(try_load(f_cm_noprefix, &t, err, sizeof err) == 0, "charsmap no prefix: %s", err);
+    if (t) {
+        expect_ids(t, " A y ", (const int32_t[]){4, 5, 6, -1}, "no space prefix");
+        sp_tokenizer_free(t);
+    }
+    cm_bad = CM_EMPTY; /* no charsmap: identity, and no user-defined matching needed */
+    CHECK(try_load(f_cm_ws, &t, err, sizeof err) == 0, "no charsmap: %s", err);
+    if (t) {
+        expect_ids(t, " A ", (const int32_t[]){5, 0, -1}, "identity");
+        sp_tokenizer_free(t);
+    }
+
+    static const struct {
+        int bad;
+        const char *needle, *what;
+    } cases[] = {
+        {CM_SHORT_HEADER, "truncated", "truncated size header"},
+        {CM_SIZE_BIG, "exceeds", "trie size larger than the array"},
+        {CM_SIZE_ODD, "multiple of 4", "trie size not a multiple of 4"},
+        {CM_ROOT_RANGE, "out of range", "root index out of range"},
+        {CM_CHILD_RANGE, "out of range", "trie index out of range"},
+        {CM_VALUE_RANGE, "replacement offset", "replacement offset past the strings"},
+        {CM_NO_NUL, "NUL", "strings not NUL-terminated"},
+        {CM_CYCLE, "cycle", "trie cycle"},
+        {CM_INT32, "uint8 or int8", "charsmap of int32"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        cm_bad = cases[i].bad;
+        expect_error(f_cm, cases[i].needle, cases[i].what);
+    }
+    cm_bad = CM_EMPTY; /* f_cm_scalar writes the key itself */
+    expect_error(f_cm_scalar, "uint8 or int8", "charsmap not an array");
+    cm_bad = CM_OK;
+    expect_error(f_cm_prefix_str, "add_space_prefix", "add_space_prefix not bool");
+    expect_error(f_cm_ws_int, "remove_extra_whitespaces", "remove_extra_whitespaces not bool");
+}
+
 int main(void) {
     test_small();
+    test_charsmap();
     run_fixture("bert_wordpiece", "bert");
     run_fixture("spm_unigram", "llama");
     run_fixture("spm_unigram_bf", "llama");
+    run_fixture("spm_nfkc", "llama");
     if (failures) {
         fprintf(stderr, "%d failure(s)\n", failures);
         return 1;

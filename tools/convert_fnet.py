@@ -32,8 +32,11 @@ is accepted.
 
 Tokenizer: with spiece.model the SentencePiece pieces, scores and types are
 written as tokenizer.ggml.model = "llama" (plus [CLS]/[SEP] as BOS/EOS,
-both added); without it a "bytes" placeholder is written and a warning is
-printed (token ids must then be passed to the runtime directly).
+both added), with the model's normalizer (NormalizerSpec, read from the
+protobuf directly): tokenizer.ggml.precompiled_charsmap (nmt_nfkc for FNet),
+add_space_prefix and remove_extra_whitespaces. Without it a "bytes"
+placeholder is written and a warning is printed (token ids must then be
+passed to the runtime directly).
 
 With --dtype f16 the matrices are stored as F16; 1-D tensors stay F32.
 Every problem (missing, unexpected or misshaped tensor, unsupported config)
@@ -179,8 +182,61 @@ def map_checkpoint(cfg: dict, sd: dict) -> tuple[dict, dict]:
     return out, hp
 
 
+def pb_fields(buf: bytes):
+    """Yields (field number, wire type, value) of a serialized protobuf message:
+    an int for varints, bytes otherwise. Enough to read a SentencePiece
+    ModelProto without the protobuf package."""
+    def varint(i):
+        r = shift = 0
+        while True:
+            if i >= len(buf) or shift > 63:
+                raise ConvertError("spiece.model: malformed protobuf (varint)")
+            c = buf[i]
+            i += 1
+            r |= (c & 0x7F) << shift
+            shift += 7
+            if c < 0x80:
+                return r, i
+
+    i = 0
+    while i < len(buf):
+        key, i = varint(i)
+        field, wt = key >> 3, key & 7
+        if wt == 0:
+            v, i = varint(i)
+        elif wt == 1 or wt == 5:
+            n = 8 if wt == 1 else 4
+            v, i = buf[i:i + n], i + n
+        elif wt == 2:
+            n, i = varint(i)
+            v, i = buf[i:i + n], i + n
+        else:
+            raise ConvertError(f"spiece.model: unsupported protobuf wire type {wt}")
+        if i > len(buf):
+            raise ConvertError("spiece.model: truncated protobuf")
+        yield field, wt, v
+
+
+def spm_normalizer_spec(proto: bytes) -> dict:
+    """NormalizerSpec (ModelProto field 3) of a serialized SentencePiece model,
+    with the proto2 defaults for absent fields."""
+    spec = {"name": "", "precompiled_charsmap": b"", "add_dummy_prefix": True,
+            "remove_extra_whitespaces": True, "escape_whitespaces": True}
+    names = {1: "name", 2: "precompiled_charsmap", 3: "add_dummy_prefix",
+             4: "remove_extra_whitespaces", 5: "escape_whitespaces"}
+    for field, wt, v in pb_fields(proto):
+        if field != 3 or wt != 2:
+            continue
+        for f, w, x in pb_fields(v):  # repeated occurrences merge, as protobuf does
+            if f in (1, 2) and w == 2:
+                spec[names[f]] = x.decode("utf-8", "replace") if f == 1 else bytes(x)
+            elif f in (3, 4, 5) and w == 0:
+                spec[names[f]] = bool(x)
+    return spec
+
+
 def spm_vocab(path: str, cfg: dict):
-    """-> (tokens, scores, types, special ids) from a SentencePiece model."""
+    """-> (tokens, scores, types, special ids, normalizer spec) from a SentencePiece model."""
     try:
         import sentencepiece as spm
     except ImportError as e:
@@ -209,7 +265,11 @@ def spm_vocab(path: str, cfg: dict):
     for k in ("[CLS]", "[SEP]", "[MASK]", "<pad>"):
         if k in ids:
             types[ids[k]] = 3
-    return tokens, scores, types, special
+    norm = spm_normalizer_spec(sp.serialized_model_proto())
+    if not norm["escape_whitespaces"]:
+        print(f"warning: {path} has escape_whitespaces=false, which the runtime does not "
+              "support (spaces will become U+2581)", file=sys.stderr)
+    return tokens, scores, types, special, norm
 
 
 def write_gguf(path: str, tensors: dict, hp: dict, *, name: str, pooling: str, dtype: str,
@@ -227,7 +287,7 @@ def write_gguf(path: str, tensors: dict, hp: dict, *, name: str, pooling: str, d
     if vocab is None:
         wr.add_string("tokenizer.ggml.model", "bytes")
     else:
-        tokens, scores, types, special = vocab
+        tokens, scores, types, special, norm = vocab
         wr.add_string("tokenizer.ggml.model", "llama")
         wr.add_array("tokenizer.ggml.tokens", tokens)
         wr.add_array("tokenizer.ggml.scores", scores)
@@ -240,6 +300,11 @@ def write_gguf(path: str, tensors: dict, hp: dict, *, name: str, pooling: str, d
             wr.add_uint32("tokenizer.ggml.eos_token_id", special["sep"])
         wr.add_bool("tokenizer.ggml.add_bos_token", special["cls"] is not None)
         wr.add_bool("tokenizer.ggml.add_eos_token", special["sep"] is not None)
+        # sentencepiece's normalizer (FNet: nmt_nfkc); llama.cpp's key names.
+        if norm["precompiled_charsmap"]:
+            wr.add_array("tokenizer.ggml.precompiled_charsmap", norm["precompiled_charsmap"])
+        wr.add_bool("tokenizer.ggml.add_space_prefix", norm["add_dummy_prefix"])
+        wr.add_bool("tokenizer.ggml.remove_extra_whitespaces", norm["remove_extra_whitespaces"])
     for tname, a in tensors.items():
         if dtype == "f16" and a.ndim == 2:
             a = a.astype(np.float16)

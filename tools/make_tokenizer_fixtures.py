@@ -1,15 +1,26 @@
 #!/usr/bin/env python3
 """Tokenizer fixtures and Unicode tables for spectral's tokenizers.
 
-Regenerate (needs `pip install sentencepiece tokenizers gguf`; CI does not
-run this, it compares against the committed output):
+Regenerate (needs `pip install sentencepiece tokenizers gguf numpy`; CI does
+not run this, it compares against the committed output):
 
-    python3 tools/make_tokenizer_fixtures.py            # fixtures
+    python3 tools/make_tokenizer_fixtures.py [--out DIR] [NAME ...]  # fixtures
     python3 tools/make_tokenizer_fixtures.py --tables   # formats/tok_unicode.c
+
+NAME selects fixtures (default: all). The sentencepiece fixtures come out
+byte-identical on every run; bert_wordpiece does not (the `tokenizers`
+trainer), so regenerate only what changed, e.g. `spm_nfkc`.
 
 Fixtures (tests/data/tokenizer/):
   spm_unigram.gguf / spm_unigram_bf.gguf   SentencePiece unigram models trained
-      here (without / with byte_fallback), keys as llama.cpp's "llama" model.
+      here (without / with byte_fallback) with the identity normalization rule
+      and remove_extra_whitespaces=false, keys as llama.cpp's "llama" model.
+  spm_nfkc.gguf   the same with sentencepiece's defaults: the nmt_nfkc rule,
+      remove_extra_whitespaces=true, add_dummy_prefix=true, plus one
+      user-defined piece; writes tokenizer.ggml.precompiled_charsmap,
+      add_space_prefix and remove_extra_whitespaces, read from the model
+      protobuf by tools/convert_fnet.py's reader (so this also tests it).
+      Its texts are TEXTS plus NFKC_TEXTS.
   bert_wordpiece.gguf   WordPiece vocabulary (uncased) trained with the
       `tokenizers` package, keys as llama.cpp's "bert" model plus
       tokenizer.ggml.do_lower_case.
@@ -84,6 +95,50 @@ TEXTS = [
 ]
 
 
+# Extra texts for the nmt_nfkc model: NFKC (full-width, ligatures, enclosed and
+# compatibility characters, combining marks), the whitespace rules (runs,
+# leading/trailing, NBSP, ideographic space, tabs/newlines, whitespace-only
+# and empty results), and invalid UTF-8 next to all of these.
+NFKC_TEXTS = [
+    "ＡＢＣ１２３ ｆｕｌｌｗｉｄｔｈ ＨＥＬＬＯ，ｗｏｒｌｄ！".encode(),
+    "ﬁnance ﬂow ﬀ ﬃ ligatures".encode(),
+    "① ② ⑩ ⑴ ⒜ Ⅻ ½ ² ℌ ™ ℡".encode(),
+    "㎏ ㎞ ㍻ ㌔ … ‥ ﹏ ｶﾞｷﾞ ﾊﾟ".encode(),
+    "ﷺ and ﷻ expand".encode(),
+    # rules whose keys extend shorter rules (the longest one must win)
+    "ª\u0302\u0300 ª\u0302 ª \U0001d4d0\u0301 ㄷㅠㄺ ㄷㅠ ㄷ ﾼㅑᆻ ᵤ\u032d".encode(),
+    "e\u0301 a\u0308 o\u0302\u0323 é vs e\u0301".encode(),
+    "\u00a0\u00a0nbsp lead\u00a0and\u00a0\u00a0runs trail\u00a0\u00a0".encode(),
+    "\u3000\u3000ideographic\u3000space\u3000\u3000".encode(),
+    "\u2002en\u2003em\u2009thin\u200ahair\u202fnarrow\u205fmath".encode(),
+    b"  two  spaces  ",
+    b"\t\ttabs\tand\nnewlines\r\nhere\n",
+    b"a\tb\nc\rd\x0be\x0cf",
+    b"         ",
+    b"\t\n \r\n\t",
+    "\u00a0".encode(),
+    "\u3000 \u00a0 \u3000".encode(),
+    "\u200b".encode(),
+    "a\u200bb\u200c\u200dc\u2060d\ufeffe".encode(),
+    b"\x01\x02\x1f",
+    b"x\x00y \x00 z",
+    "\u00b4acute \u00a8 \u00b8 leading spacing marks \u00b4".encode(),
+    "\u00b4".encode(),
+    "ends with \u2581".encode(),
+    "\u2581\u2581 literal \u2581 \u2581".encode(),
+    "ＵＳＥＲ USER ＵＳＥＲs ＵＳ".encode(),
+    "ＡＢ".encode() + b"\xff" + "Ｃ".encode(),
+    b"\xef\xbc tr\xef\xbc\x21 \xe2\x80 \xe2\x80\xa6",
+    b"  \xff  \xfe  ",
+    b"abc \xff  ",
+    "ＡＢＣ".encode() * 40,
+    ("ﬁ" * 30 + " " + "①" * 30).encode(),
+    "Ｃａｆé ｎａïｖｅ Ｓｔｒａßｅ ＩＳＴＡＮＢＵＬ".encode(),
+    "ｱｲｳｴｵ ﾃｽﾄ 半角カナ".encode(),
+    "quotes `` and '' and “ ” ‘ ’ ‛ ‟ ＂ ＇".encode(),
+]
+
+
 def corpus():
     lib = sysconfig.get_paths()["stdlib"]
     lines = []
@@ -112,41 +167,57 @@ def write_expected(path, rows):
             f.write("%s\t%s\t%s\n" % (hexs(text), ids_str(plain), ids_str(special)))
 
 
-def make_spm(lines, byte_fallback, name):
+def piece_types(proto):
+    """SentencePiece piece types (1 normal .. 6 byte, as llama.cpp's token
+    types) from a serialized ModelProto: the Python API cannot tell
+    user-defined pieces (4) from normal ones."""
+    from convert_fnet import pb_fields
+    types = []
+    for field, wt, v in pb_fields(proto):
+        if field == 1 and wt == 2:  # ModelProto.pieces
+            t = 1  # proto2 default: NORMAL
+            for f, w, x in pb_fields(v):
+                if f == 3 and w == 0:
+                    t = x
+            types.append(t)
+    return types
+
+
+def make_spm(lines, byte_fallback, name, nfkc=False):
     import gguf
     import sentencepiece as spm
+    from convert_fnet import spm_normalizer_spec
 
     model = io.BytesIO()
+    if nfkc:  # sentencepiece's defaults, as FNet's and most released models
+        norm = dict(normalization_rule_name="nmt_nfkc", remove_extra_whitespaces=True,
+                    user_defined_symbols=["ＵＳＥＲ"])
+    else:  # llama.cpp's SPM did not normalize
+        norm = dict(normalization_rule_name="identity", remove_extra_whitespaces=False)
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(lines),
         model_writer=model,
         model_type="unigram",
         vocab_size=1000 if byte_fallback else 700,
-        normalization_rule_name="identity",  # llama.cpp's SPM does not normalize
-        remove_extra_whitespaces=False,
         add_dummy_prefix=True,
         byte_fallback=byte_fallback,
         character_coverage=0.999,
         num_threads=1,
         minloglevel=2,
+        **norm,
     )
-    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    proto = model.getvalue()
+    sp = spm.SentencePieceProcessor(model_proto=proto)
     n = sp.get_piece_size()
-    toks, scores, types = [], [], []
-    for i in range(n):
-        toks.append(sp.id_to_piece(i))
-        scores.append(sp.get_score(i))
-        if sp.is_unknown(i):
-            t = 2
-        elif sp.is_control(i):
-            t = 3
-        elif sp.is_unused(i):
-            t = 5
-        elif sp.is_byte(i):
-            t = 6
-        else:
-            t = 1
-        types.append(t)
+    toks = [sp.id_to_piece(i) for i in range(n)]
+    scores = [sp.get_score(i) for i in range(n)]
+    types = piece_types(proto)
+    assert len(types) == n
+    spec = spm_normalizer_spec(proto)
+    if nfkc:
+        assert spec["name"] == "nmt_nfkc" and spec["precompiled_charsmap"], spec["name"]
+        assert spec["remove_extra_whitespaces"] and spec["add_dummy_prefix"]
+        assert 4 in types
     w = gguf.GGUFWriter(os.path.join(OUT, name + ".gguf"), "tokenizer-fixture")
     w.add_tokenizer_model("llama")
     w.add_token_list(toks)
@@ -157,12 +228,16 @@ def make_spm(lines, byte_fallback, name):
     w.add_unk_token_id(sp.unk_id())
     w.add_add_bos_token(True)
     w.add_add_eos_token(False)
+    if nfkc:
+        w.add_precompiled_charsmap(spec["precompiled_charsmap"])
+        w.add_add_space_prefix(spec["add_dummy_prefix"])
+        w.add_remove_extra_whitespaces(spec["remove_extra_whitespaces"])
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
     rows = []
-    for t in TEXTS:
+    for t in TEXTS + (NFKC_TEXTS if nfkc else []):
         ids = sp.encode(t)  # bytes in, so invalid UTF-8 reaches sentencepiece as is
         rows.append((t, ids, [sp.bos_id()] + ids))
     write_expected(os.path.join(OUT, name + ".expected"), rows)
@@ -399,16 +474,38 @@ int sp_uc_strip(uint32_t cp, uint32_t out[3]) {
 """
 
 
+FIXTURES = ["spm_unigram", "spm_unigram_bf", "spm_nfkc", "bert_wordpiece"]
+
+
 def main():
-    if "--tables" in sys.argv:
+    global OUT
+    import argparse
+    ap = argparse.ArgumentParser(description="tokenizer fixtures / Unicode tables")
+    ap.add_argument("--tables", action="store_true", help="write formats/tok_unicode.c instead")
+    ap.add_argument("--out", default=OUT, help="fixture directory (default tests/data/tokenizer)")
+    ap.add_argument("names", nargs="*", metavar="NAME",
+                    help="fixtures to write (default all): " + ", ".join(FIXTURES))
+    a = ap.parse_args()
+    for n in a.names:
+        if n not in FIXTURES:
+            ap.error(f"unknown fixture {n!r} (known: {', '.join(FIXTURES)})")
+    if a.tables:
         make_tables(os.path.join(ROOT, "formats", "tok_unicode.c"))
         return
+    OUT = a.out
+    names = a.names or FIXTURES
     os.makedirs(OUT, exist_ok=True)
+    sys.path.insert(0, os.path.join(ROOT, "tools"))  # convert_fnet's protobuf reader
     lines = corpus()
-    make_spm(lines, False, "spm_unigram")
-    make_spm(lines, True, "spm_unigram_bf")
-    make_bert(lines)
-    print("wrote fixtures to", OUT)
+    if "spm_unigram" in names:
+        make_spm(lines, False, "spm_unigram")
+    if "spm_unigram_bf" in names:
+        make_spm(lines, True, "spm_unigram_bf")
+    if "spm_nfkc" in names:
+        make_spm(lines, False, "spm_nfkc", nfkc=True)
+    if "bert_wordpiece" in names:
+        make_bert(lines)
+    print("wrote", ", ".join(names), "to", OUT)
 
 
 if __name__ == "__main__":
