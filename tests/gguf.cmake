@@ -36,5 +36,5 @@ if(SPECTRAL_FUZZ)
   set(SPECTRAL_FUZZ_CORPUS ${CMAKE_CURRENT_BINARY_DIR}/fuzz_gguf_corpus)
   file(MAKE_DIRECTORY ${SPECTRAL_FUZZ_CORPUS})
   add_test(NAME fuzz_gguf_smoke
-    COMMAND fuzz_gguf -runs=2000 -max_len=4096 ${SPECTRAL_FUZZ_CORPUS} ${SPECTRAL_TEST_DATA}/fuzz_seeds)
+    COMMAND fuzz_gguf -runs=2000 -max_len=16384 ${SPECTRAL_FUZZ_CORPUS} ${SPECTRAL_TEST_DATA}/fuzz_seeds)
 endif()
