@@ -7,24 +7,50 @@
 
 #include "formats/gguf.h"
 
-/* Vocabulary: token strings in one blob plus a hash index string -> id. */
+/* Vocabulary: token strings in one blob plus a trie of their bytes, so a
+ * caller that grows a candidate one byte at a time pays a small bounded
+ * cost per byte and learns when no token has the candidate as a prefix
+ * (one huge token must not make every lookup cost its length).
+ *
+ * The trie is in breadth-first order: node 0 (SP_TRIE_ROOT) is the empty
+ * string; the children of node p are nodes first[p] .. first[p+1]-1, in
+ * increasing order of their last byte label[]; tok[c] is the id of the
+ * token spelled by the path to c (the lowest id among duplicates), or -1. */
 typedef struct {
     int64_t n;
-    char *blob;       /* all token strings back to back */
-    uint64_t *off;    /* n + 1 offsets into blob */
-    int32_t *index;   /* open addressing, cap slots, -1 empty */
-    uint64_t cap;
-    size_t max_len;   /* longest token in bytes */
-    float *scores;    /* n, or NULL */
-    int32_t *types;   /* n, or NULL (1 normal, 2 unknown, 3 control, 4 user, 5 unused, 6 byte) */
+    char *blob;           /* all token strings back to back */
+    uint64_t *off;        /* n + 1 offsets into blob */
+    float *scores;        /* n, or NULL */
+    int32_t *types;       /* n, or NULL (1 normal, 2 unknown, 3 control, 4 user, 5 unused, 6 byte) */
+    uint32_t n_nodes;     /* trie nodes: distinct token prefixes, <= blob bytes + 1 */
+    uint32_t *first;      /* n_nodes + 1 */
+    unsigned char *label; /* n_nodes (label[0] unused) */
+    int32_t *tok;         /* n_nodes */
 } sp_vocab;
 
+#define SP_TRIE_ROOT 0u
+#define SP_TRIE_NONE UINT32_MAX
+
 /* Reads tokenizer.ggml.tokens (required) and the optional scores/token_type
- * arrays, checking types and lengths. */
+ * arrays, checking types and lengths, and builds the trie. */
 int sp_vocab_load(sp_vocab *v, const sp_gguf *g, char *err, size_t err_len);
 void sp_vocab_free(sp_vocab *v);
 /* id of the token spelled s[0..len), or -1. */
 int32_t sp_vocab_find(const sp_vocab *v, const char *s, size_t len);
+
+/* The node for node's string followed by byte c, or SP_TRIE_NONE when no
+ * token starts with that string. Binary search over at most 256 labels. */
+static inline uint32_t sp_vocab_next(const sp_vocab *v, uint32_t node, unsigned char c) {
+    uint32_t lo = v->first[node], hi = v->first[node + 1], end = hi;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (v->label[mid] < c)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < end && v->label[lo] == c ? lo : SP_TRIE_NONE;
+}
 
 /* Reads an optional token-id key; keeps *id when absent. -1 with a message
  * when present but not an integer < n_vocab. */

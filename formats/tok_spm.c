@@ -335,15 +335,22 @@ static int buf_put(buf *o, const char *s, size_t n) {
 static size_t norm_prefix(const spm *m, const unsigned char *s, size_t len, size_t i, const char **out,
                           size_t *out_len) {
     if (m->units) {
-        /* User-defined pieces are kept verbatim (sentencepiece's PrefixMatcher). */
-        size_t maxl = m->max_user < len - i ? m->max_user : len - i;
-        for (size_t l = maxl; l > 0; l--) {
-            int32_t id = sp_vocab_find(&m->v, (const char *)s + i, l);
-            if (id >= 0 && m->v.types && m->v.types[id] == T_USER) {
-                *out = (const char *)s + i;
-                *out_len = l;
-                return l;
-            }
+        /* User-defined pieces are kept verbatim (sentencepiece's PrefixMatcher).
+         * The longest one wins: walk the trie forward and keep the last
+         * hit. Capped at the longest user piece so a long token of another
+         * type cannot lengthen the walk. */
+        size_t maxl = m->max_user < len - i ? m->max_user : len - i, hit = 0;
+        uint32_t nd = SP_TRIE_ROOT;
+        for (size_t l = 1; l <= maxl; l++) {
+            nd = sp_vocab_next(&m->v, nd, s[i + l - 1]);
+            if (nd == SP_TRIE_NONE) break;
+            int32_t id = m->v.tok[nd];
+            if (id >= 0 && m->v.types && m->v.types[id] == T_USER) hit = l;
+        }
+        if (hit > 0) {
+            *out = (const char *)s + i;
+            *out_len = hit;
+            return hit;
         }
         const char *r;
         size_t l = charsmap_match(m, s, len, i, &r);
@@ -447,7 +454,10 @@ int sp_spm_tokenize(const void *state, const char *text, size_t len, int add_spe
         }
         /* Viterbi over byte positions; candidates in sentencepiece's order
          * (start ascending, then length ascending) with a strict '>' so
-         * ties resolve the same way. Scores are floats as there. */
+         * ties resolve the same way. Scores are floats as there. The cost
+         * is O(L x the longest token prefix found at each position): a text
+         * that does match a very long token still pays that match's length
+         * at every position, as in sentencepiece and llama.cpp. */
         const float unk_score = m->min_score - SPM_UNK_PENALTY;
         for (size_t i = 0; i <= L; i++) best[i].id = -1;
         best[0].score = 0.0f;
@@ -457,11 +467,15 @@ int sp_spm_tokenize(const void *state, const char *text, size_t len, int add_spe
             (void)sp_utf8_next((const unsigned char *)n, L, pos, &mblen);
             const float here = best[pos].score;
             int single = 0;
-            size_t maxl = m->v.max_len < L - pos ? m->v.max_len : L - pos;
-            for (size_t l = 1; l <= maxl; l++) {
+            /* Pieces starting here, shortest first: one trie step per byte,
+             * stopping where no token has n[pos..end) as a prefix. */
+            uint32_t nd = SP_TRIE_ROOT;
+            for (size_t l = 1; l <= L - pos; l++) {
                 size_t end = pos + l;
+                nd = sp_vocab_next(&m->v, nd, (unsigned char)n[end - 1]);
+                if (nd == SP_TRIE_NONE) break;
                 if (end < L && ((unsigned char)n[end] & 0xC0) == 0x80) continue; /* mid-character */
-                int32_t id = sp_vocab_find(&m->v, n + pos, l);
+                int32_t id = m->v.tok[nd];
                 if (id < 0 || !m->matchable[id]) continue;
                 float sc = (m->v.types && m->v.types[id] == T_USER)
                                ? (float)((double)((float)l * m->max_score) - 0.1)

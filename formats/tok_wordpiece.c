@@ -26,6 +26,7 @@ typedef struct {
     sp_vocab v;
     int32_t cls, sep, unk, pad;
     int lower, strip;
+    uint32_t cont; /* trie node of "##", or SP_TRIE_NONE */
 } wpm;
 
 static int special(const sp_gguf *g, const wpm *m, const char *key, const char *spelling,
@@ -52,6 +53,8 @@ int sp_wpm_load(const sp_gguf *g, void **state, int64_t *n_vocab, char *err, siz
         special(g, m, "tokenizer.ggml.padding_token_id", "[PAD]", &m->pad, err, err_len) ||
         sp_tok_get_bool(g, "tokenizer.ggml.do_lower_case", &m->lower, err, err_len))
         goto fail;
+    m->cont = sp_vocab_next(&m->v, SP_TRIE_ROOT, '#');
+    if (m->cont != SP_TRIE_NONE) m->cont = sp_vocab_next(&m->v, m->cont, '#');
     m->strip = m->lower;
     if (sp_tok_get_bool(g, "tokenizer.ggml.strip_accents", &m->strip, err, err_len)) goto fail;
     if (m->unk < 0) {
@@ -81,9 +84,12 @@ void sp_wpm_free(void *state) {
 
 /* WordPiece on one word (UTF-8, n_chars characters): greedy longest match,
  * continuation pieces prefixed "##"; any unmatched rest makes the whole word
- * [UNK]. buf has room for len + 2 bytes. Longer than WPM_MAX_WORD_CHARS:
- * [UNK] (w then holds only a prefix). */
-static void wordpiece(const wpm *m, const char *w, size_t len, size_t n_chars, char *buf, sp_ids *o) {
+ * [UNK]. Longer than WPM_MAX_WORD_CHARS: [UNK] (w then holds only a prefix).
+ * The longest piece at start is found walking the trie forward from there
+ * (from the "##" node after the first piece) and keeping the last hit that
+ * ends on a character boundary: the piece HF would find backing off one
+ * character at a time, for one trie step per byte. */
+static void wordpiece(const wpm *m, const char *w, size_t len, size_t n_chars, sp_ids *o) {
     if (n_chars > WPM_MAX_WORD_CHARS) {
         sp_ids_push(o, m->unk);
         return;
@@ -91,20 +97,17 @@ static void wordpiece(const wpm *m, const char *w, size_t len, size_t n_chars, c
     int64_t first = o->n;
     size_t start = 0;
     while (start < len) {
-        size_t end = len;
+        size_t end = start;
         int32_t id = -1;
-        while (start < end) {
-            size_t pl = 0;
-            if (start > 0) {
-                buf[0] = '#';
-                buf[1] = '#';
-                pl = 2;
+        uint32_t nd = start > 0 ? m->cont : SP_TRIE_ROOT; /* NONE: no "##" piece at all */
+        for (size_t e = start + 1; e <= len && nd != SP_TRIE_NONE; e++) {
+            nd = sp_vocab_next(&m->v, nd, (unsigned char)w[e - 1]);
+            if (nd == SP_TRIE_NONE) break;
+            if (e < len && ((unsigned char)w[e] & 0xC0) == 0x80) continue; /* mid-character */
+            if (m->v.tok[nd] >= 0) {
+                id = m->v.tok[nd];
+                end = e;
             }
-            memcpy(buf + pl, w + start, end - start);
-            id = sp_vocab_find(&m->v, buf, pl + end - start);
-            if (id >= 0) break;
-            do end--; /* back off one whole character */
-            while (end > start && ((unsigned char)w[end] & 0xC0) == 0x80);
         }
         if (id < 0) {
             o->n = first; /* drop the pieces written so far */
@@ -122,7 +125,6 @@ int sp_wpm_tokenize(const void *state, const char *text, size_t len, int add_spe
     /* Only the current word is kept, and only its first 101 characters: a
      * longer word is [UNK] whatever it holds. */
     char norm[(WPM_MAX_WORD_CHARS + 6) * 4 + 8];
-    char buf[sizeof norm + 2];
     if (add_special) sp_ids_push(o, m->cls);
 
     /* Normalize: clean, isolate CJK ideographs, strip accents, lower-case.
@@ -131,7 +133,7 @@ int sp_wpm_tokenize(const void *state, const char *text, size_t len, int add_spe
     size_t nb = 0, wchars = 0;
 #define END_WORD()                                        \
     do {                                                  \
-        if (wchars) wordpiece(m, norm, nb, wchars, buf, o); \
+        if (wchars) wordpiece(m, norm, nb, wchars, o);    \
         nb = 0;                                           \
         wchars = 0;                                       \
     } while (0)

@@ -1,5 +1,5 @@
 /* Tokenizer dispatch, the byte tokenizer, and what the vocabulary-based
- * tokenizers share (vocabulary + hash index, UTF-8, key helpers).
+ * tokenizers share (vocabulary + prefix trie, UTF-8, key helpers).
  *
  * GGUF keys read (llama.cpp's names unless noted):
  *   tokenizer.ggml.model          "bytes" | "bert" | "llama"
@@ -128,33 +128,199 @@ int sp_tok_get_bool(const sp_gguf *g, const char *key, int *v, char *err, size_t
 
 /* ---- vocabulary ----------------------------------------------------- */
 
-static uint64_t hash_bytes(const char *s, size_t len) {
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
 int32_t sp_vocab_find(const sp_vocab *v, const char *s, size_t len) {
-    if (!v->cap) return -1;
-    uint64_t mask = v->cap - 1;
-    for (uint64_t h = hash_bytes(s, len) & mask;; h = (h + 1) & mask) {
-        int32_t id = v->index[h];
-        if (id < 0) return -1;
-        uint64_t tl = v->off[id + 1] - v->off[id];
-        if (tl == len && memcmp(v->blob + v->off[id], s, len) == 0) return id;
-    }
+    if (!v->n_nodes) return -1;
+    uint32_t nd = SP_TRIE_ROOT;
+    for (size_t i = 0; i < len && nd != SP_TRIE_NONE; i++) nd = sp_vocab_next(v, nd, (unsigned char)s[i]);
+    return nd == SP_TRIE_NONE ? -1 : v->tok[nd];
 }
 
 void sp_vocab_free(sp_vocab *v) {
     free(v->blob);
     free(v->off);
-    free(v->index);
     free(v->scores);
     free(v->types);
+    free(v->first);
+    free(v->label);
+    free(v->tok);
     memset(v, 0, sizeof *v);
+}
+
+/* malloc of n elements of size bytes; NULL when that exceeds what an
+ * object may span. */
+static void *alloc_n(uint64_t n, size_t size) {
+    if (n > PTRDIFF_MAX / size) return NULL;
+    return malloc(n ? (size_t)n * size : 1);
+}
+
+/* A token for sorting: key is its first 8 bytes big-endian, zero-padded,
+ * so that most comparisons need no access to the blob. */
+typedef struct {
+    uint64_t key;
+    uint32_t id, len;
+} tok_rec;
+
+/* memcmp order, a prefix first. Equal keys mean equal bytes up to the
+ * shorter length when that is <= 8 (the padding of the shorter key then
+ * matched zero bytes of the longer token). */
+static int rec_less(const sp_vocab *v, const tok_rec *a, const tok_rec *b) {
+    if (a->key != b->key) return a->key < b->key;
+    uint32_t m = a->len < b->len ? a->len : b->len;
+    if (m > 8) {
+        int c = memcmp(v->blob + v->off[a->id] + 8, v->blob + v->off[b->id] + 8, m - 8);
+        if (c != 0) return c < 0;
+    }
+    return a->len < b->len;
+}
+
+/* Stable bottom-up merge sort of r[0..n) (tmp: n more). A merge sort
+ * because each comparison costs up to the shorter token: per pass that sums
+ * to at most the vocabulary bytes, whatever the input, so the sort is
+ * O(bytes log n) even for a crafted vocabulary. */
+static void merge_sort(const sp_vocab *v, tok_rec *r, tok_rec *tmp, uint64_t n) {
+    tok_rec *src = r, *dst = tmp;
+    for (uint64_t w = 1; w < n; w *= 2) {
+        for (uint64_t lo = 0; lo < n; lo += 2 * w) {
+            uint64_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
+            uint64_t i = lo, j = mid, k = lo;
+            while (i < mid && j < hi) dst[k++] = rec_less(v, &src[j], &src[i]) ? src[j++] : src[i++];
+            while (i < mid) dst[k++] = src[i++];
+            while (j < hi) dst[k++] = src[j++];
+        }
+        tok_rec *t = src;
+        src = dst;
+        dst = t;
+    }
+    if (src != r) memcpy(r, src, (size_t)n * sizeof *r);
+}
+
+/* Sorts r[0..n) (tmp: n more) stably into rec_less order: an LSD radix
+ * sort on the keys, which settles most tokens in 8 linear passes, then a
+ * merge sort of each run of equal keys (tokens sharing their first 8
+ * bytes). Stability keeps equal tokens in id order, so the lowest id of
+ * duplicates comes first. */
+static void sort_tokens(const sp_vocab *v, tok_rec *r, tok_rec *tmp, uint64_t n) {
+    for (int shift = 0; shift < 64; shift += 8) {
+        uint64_t cnt[256] = {0};
+        for (uint64_t i = 0; i < n; i++) cnt[(r[i].key >> shift) & 0xFF]++;
+        if (cnt[(r[0].key >> shift) & 0xFF] == n) continue; /* one byte value: nothing to do */
+        uint64_t pos = 0;
+        for (int b = 0; b < 256; b++) {
+            uint64_t c = cnt[b];
+            cnt[b] = pos;
+            pos += c;
+        }
+        for (uint64_t i = 0; i < n; i++) tmp[cnt[(r[i].key >> shift) & 0xFF]++] = r[i];
+        memcpy(r, tmp, (size_t)n * sizeof *r);
+    }
+    for (uint64_t a = 0, b; a < n; a = b) {
+        for (b = a + 1; b < n && r[b].key == r[a].key; b++) {}
+        if (b - a > 1) merge_sort(v, r + a, tmp, b - a);
+    }
+}
+
+/* Builds the breadth-first trie (see tok_internal.h) in one pass over the
+ * tokens in sorted order: token k adds a node at each depth d from
+ * lcp[k] + 1 (its common prefix with the previous token) to its length.
+ * Nodes of one depth are then made in byte order, which is their BFS
+ * order, so counting them per depth first tells where each depth starts;
+ * the children of a node are contiguous and in byte order. O(vocabulary
+ * bytes) after the sort. */
+static int build_trie(sp_vocab *v, char *err, size_t err_len) {
+    uint64_t n = (uint64_t)v->n, max_len = 0, n_nodes = 1;
+    uint32_t count = 0, start = 1;
+    int rc = -1;
+    uint32_t *lcp = NULL, *next = NULL, *path = NULL;
+    tok_rec *r = alloc_n(n, sizeof *r), *tmp = alloc_n(n, sizeof *tmp);
+    if (!r || !tmp) goto oom;
+    for (uint64_t i = 0; i < n; i++) {
+        const unsigned char *s = (const unsigned char *)v->blob + v->off[i];
+        uint64_t len = v->off[i + 1] - v->off[i], key = 0;
+        for (uint64_t b = 0; b < 8; b++) key = key << 8 | (b < len ? s[b] : 0u);
+        r[i].key = key;
+        r[i].id = (uint32_t)i;
+        r[i].len = (uint32_t)len; /* sp_vocab_load bounds the lengths */
+        if (len > max_len) max_len = len;
+    }
+    sort_tokens(v, r, tmp, n);
+    free(tmp);
+    tmp = NULL;
+    lcp = alloc_n(n, sizeof *lcp);
+    next = calloc((size_t)max_len + 2, sizeof *next);
+    path = alloc_n(max_len + 1, sizeof *path);
+    if (!lcp || !next || !path) goto oom;
+    /* Distinct prefixes: 1 + the sum of (length - lcp) <= 1 + vocabulary
+     * bytes < UINT32_MAX. next[] first counts the nodes of each depth. */
+    for (uint64_t k = 0; k < n; k++) {
+        uint32_t l = 0;
+        if (k > 0) {
+            uint32_t m = r[k - 1].len < r[k].len ? r[k - 1].len : r[k].len;
+            uint64_t x = r[k - 1].key ^ r[k].key;
+            if (x != 0) { /* they differ in the first 8 bytes, or one ends there */
+                for (; !(x >> 56); x <<= 8) l++;
+                if (l > m) l = m;
+            } else {
+                const char *a = v->blob + v->off[r[k - 1].id], *b = v->blob + v->off[r[k].id];
+                l = m < 8 ? m : 8;
+                while (l < m && a[l] == b[l]) l++;
+            }
+        }
+        lcp[k] = l;
+        n_nodes += r[k].len - l;
+        if (l < r[k].len) {
+            next[l + 1]++;
+            next[r[k].len + 1]--; /* wraps and comes back in the prefix sum */
+        }
+    }
+    v->first = alloc_n(n_nodes + 1, sizeof *v->first);
+    v->label = alloc_n(n_nodes, sizeof *v->label);
+    v->tok = alloc_n(n_nodes, sizeof *v->tok);
+    if (!v->first || !v->label || !v->tok) goto oom;
+    v->n_nodes = (uint32_t)n_nodes;
+    /* next[d]: the first node number of depth d (depth 0 is the root). */
+    for (uint64_t d = 1; d <= max_len; d++) {
+        count += next[d];
+        next[d] = start;
+        start += count;
+    }
+    for (uint64_t c = 0; c < n_nodes; c++) {
+        v->first[c] = SP_TRIE_NONE;
+        v->tok[c] = -1;
+    }
+    v->label[0] = 0;
+    path[0] = SP_TRIE_ROOT;
+    for (uint64_t k = 0; k < n; k++) {
+        const char *s = v->blob + v->off[r[k].id];
+        /* The node at lcp[k] already has a child unless the previous token
+         * ended there (tokens extending it sort after it); deeper parents
+         * are new. */
+        int has_child = k > 0 && r[k - 1].len > lcp[k];
+        for (uint32_t d = lcp[k] + 1; d <= r[k].len; d++) {
+            uint32_t c = next[d]++;
+            v->label[c] = (unsigned char)s[d - 1];
+            if (!has_child) v->first[path[d - 1]] = c;
+            has_child = 0;
+            path[d] = c;
+        }
+        /* path[len] is this token's node (a duplicate shares the previous
+         * token's path): the first, lowest id keeps it. */
+        if (v->tok[path[r[k].len]] < 0) v->tok[path[r[k].len]] = (int32_t)r[k].id;
+    }
+    /* A node without children gets the start of the next node's range. */
+    v->first[n_nodes] = (uint32_t)n_nodes;
+    for (uint64_t c = n_nodes; c-- > 0;)
+        if (v->first[c] == SP_TRIE_NONE) v->first[c] = v->first[c + 1];
+    rc = 0;
+    goto done;
+oom:
+    snprintf(err, err_len, "out of memory indexing the vocabulary");
+done:
+    free(r);
+    free(tmp);
+    free(lcp);
+    free(next);
+    free(path);
+    return rc;
 }
 
 /* Finds an array key of element type et with n elements (n < 0: any).
@@ -194,43 +360,36 @@ int sp_vocab_load(sp_vocab *v, const sp_gguf *g, char *err, size_t err_len) {
     uint64_t total = 0;
     for (uint64_t i = 0; i < n; i++) {
         sp_gguf_str s = sp_gguf_arr_str(g, kt, i);
-        if (s.len > SIZE_MAX / 4 || total + s.len < total) {
-            snprintf(err, err_len, "tokenizer.ggml.tokens is too large");
+        /* Trie nodes (<= total + 1) and their ranges are uint32, UINT32_MAX
+         * reserved for SP_TRIE_NONE. */
+        if (s.len > UINT32_MAX - 2 - total) {
+            snprintf(err, err_len, "tokenizer.ggml.tokens is too large (more than %u bytes of text)",
+                     UINT32_MAX - 2);
             return -1;
         }
         total += s.len;
     }
     v->n = (int64_t)n;
-    uint64_t cap = 16;
-    while (cap < 2 * n) cap *= 2;
-    v->cap = cap;
-    v->blob = malloc(total ? total : 1);
-    v->off = malloc((n + 1) * sizeof *v->off);
-    v->index = malloc(cap * sizeof *v->index);
-    if (ks >= 0) v->scores = malloc(n * sizeof *v->scores);
-    if (ky >= 0) v->types = malloc(n * sizeof *v->types);
-    if (!v->blob || !v->off || !v->index || (ks >= 0 && !v->scores) || (ky >= 0 && !v->types)) {
+    v->blob = alloc_n(total, 1);
+    v->off = alloc_n(n + 1, sizeof *v->off);
+    if (ks >= 0) v->scores = alloc_n(n, sizeof *v->scores);
+    if (ky >= 0) v->types = alloc_n(n, sizeof *v->types);
+    if (!v->blob || !v->off || (ks >= 0 && !v->scores) || (ky >= 0 && !v->types)) {
         sp_vocab_free(v);
         snprintf(err, err_len, "out of memory loading the vocabulary");
         return -1;
     }
-    memset(v->index, 0xff, cap * sizeof *v->index);
     uint64_t pos = 0;
     for (uint64_t i = 0; i < n; i++) {
         sp_gguf_str s = sp_gguf_arr_str(g, kt, i);
         v->off[i] = pos;
         if (s.len) memcpy(v->blob + pos, s.ptr, s.len);
         pos += s.len;
-        if (s.len > v->max_len) v->max_len = s.len;
     }
     v->off[n] = pos;
-    for (uint64_t i = 0; i < n; i++) {
-        const char *s = v->blob + v->off[i];
-        size_t len = v->off[i + 1] - v->off[i];
-        if (sp_vocab_find(v, s, len) >= 0) continue; /* duplicate: the first id wins */
-        uint64_t h = hash_bytes(s, len) & (cap - 1);
-        while (v->index[h] >= 0) h = (h + 1) & (cap - 1);
-        v->index[h] = (int32_t)i;
+    if (build_trie(v, err, err_len) != 0) {
+        sp_vocab_free(v);
+        return -1;
     }
     /* Array payloads are little-endian and may be unaligned in the mapping. */
     if (ks >= 0) memcpy(v->scores, sp_gguf_arr_data(g, ks), n * sizeof *v->scores);

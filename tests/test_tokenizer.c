@@ -1,10 +1,12 @@
 /* Tokenizers against ids from the reference libraries (sentencepiece,
  * HF tokenizers), committed as fixtures by tools/make_tokenizer_fixtures.py;
  * plus the bytes tokenizer, output truncation, bad keys, random bytes, and
- * a hand-made SentencePiece charsmap (normalizer rules), valid and broken. */
+ * a hand-made SentencePiece charsmap (normalizer rules), valid and broken;
+ * and a vocabulary with one 1 MB token (lookups must not cost its length). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "formats/gguf.h"
 #include "formats/tokenizer.h"
@@ -462,9 +464,146 @@ static void test_charsmap(void) {
     expect_error(f_cm_ws_int, "remove_extra_whitespaces", "remove_extra_whitespaces not bool");
 }
 
+/* ---- a vocabulary holding one huge token ----------------------------
+ * Candidates are looked up one trie step per byte, stopping where no token
+ * has the prefix, so tokenizing costs the longest token prefix found in
+ * the text, not the longest token. Before, one 1 MB token made this 200 KB
+ * text take far longer than hours (llama tried every length up to the
+ * longest token, hashing each: O(text x longest^2); with a charsmap the
+ * user-defined piece matcher did the same per input byte). Text that does
+ * match a very long token still costs O(text x match length), as in
+ * sentencepiece and llama.cpp; that case is not what this tests.
+ * Vocabularies: llama, llama with a charsmap and the long token
+ * user-defined, bert; the long token is last, so dropping it keeps ids. */
+enum { LONG_TOKEN = 1000000, LONG_TEXT = 200000 };
+enum { LT_LLAMA, LT_LLAMA_CM, LT_BERT };
+static int lt_mode, lt_with_long;
+static char *lt_long;
+
+static void f_long(sp_gguf_writer *w) {
+    static const char *sp[13] = {"<unk>", "<s>", "</s>", "\342\226\201the", "\342\226\201cat",
+                                 "\342\226\201sat", "\342\226\201on", "\342\226\201a", "\342\226\201mat",
+                                 "\342\226\201", "x", "xx", "\342\226\201x"};
+    static const float sc[14] = {0, 0, 0, -1, -1, -1, -1, -1, -1, -4, -3, -2, -2, -1};
+    static const int32_t ty[14] = {2, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+    static const char *wp[14] = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "the", "cat", "sat",
+                                 "on",    "a",     "mat",   "x",     "##x", "xx",  "##xx"};
+    const char *toks[15];
+    int32_t types[14];
+    int n = lt_mode == LT_BERT ? 14 : 13;
+    memcpy(toks, lt_mode == LT_BERT ? wp : sp, (size_t)n * sizeof *toks);
+    memcpy(types, ty, sizeof types);
+    toks[n] = lt_long;
+    if (lt_mode == LT_LLAMA_CM) types[13] = 4; /* the long token, user-defined */
+    n += lt_with_long;
+    if (lt_mode == LT_BERT) {
+        sp_gguf_writer_set_str(w, "tokenizer.ggml.model", "bert");
+        sp_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", toks, (uint64_t)n);
+        return;
+    }
+    sp_gguf_writer_set_str(w, "tokenizer.ggml.model", "llama");
+    sp_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", toks, (uint64_t)n);
+    sp_gguf_writer_set_arr(w, "tokenizer.ggml.scores", SP_GGUF_TYPE_FLOAT32, sc, (uint64_t)n);
+    sp_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", SP_GGUF_TYPE_INT32, types, (uint64_t)n);
+    if (lt_mode == LT_LLAMA_CM) { /* the rule "A" -> "x" of test_charsmap */
+        static unsigned char b[CM_BYTES];
+        uint64_t nb;
+        cm_bad = CM_OK;
+        cm_fill(b, &nb);
+        sp_gguf_writer_set_arr(w, "tokenizer.ggml.precompiled_charsmap", SP_GGUF_TYPE_UINT8, b, nb);
+    }
+}
+
+/* Loads the vocabulary (mode, with or without the long token) and
+ * tokenizes text into *ids (malloc'd); returns the count, -1 on failure. */
+static int64_t long_tokenize(int mode, int with_long, const char *text, size_t len, int32_t **ids,
+                             double *secs) {
+    char err[256];
+    sp_tokenizer *t = NULL;
+    lt_mode = mode;
+    lt_with_long = with_long;
+    *ids = NULL;
+    if (try_load(f_long, &t, err, sizeof err) != 0) {
+        CHECK(0, "long token (mode %d, long %d): %s", mode, with_long, err);
+        return -1;
+    }
+    int64_t cap = (int64_t)len + 2;
+    *ids = malloc((size_t)cap * sizeof **ids);
+    clock_t c0 = clock();
+    int64_t n = *ids ? sp_tokenize(t, text, len, 0, *ids, cap) : -1;
+    *secs = (double)(clock() - c0) / CLOCKS_PER_SEC;
+    sp_tokenizer_free(t);
+    CHECK(n >= 0 && n <= cap, "long token (mode %d): tokenize gave %lld", mode, (long long)n);
+    return n >= 0 && n <= cap ? n : -1;
+}
+
+static void test_long_token(void) {
+    lt_long = malloc(LONG_TOKEN + 1);
+    char *text = malloc(LONG_TEXT + 1);
+    if (!lt_long || !text) {
+        CHECK(0, "out of memory");
+        free(lt_long);
+        free(text);
+        return;
+    }
+    memset(lt_long, 'x', LONG_TOKEN);
+    lt_long[LONG_TOKEN] = '\0';
+    /* Per 25-byte repeat, hand-computed: llama "_the _cat _sat _on _a _mat
+     * _x xx" (scores make "_x" "xx" the best split of "_xxx"), then the
+     * final "_"; bert "the cat sat on a mat xx ##x". With the charsmap,
+     * "A" -> "x" makes the same text. */
+    static const char *pat[] = {"the cat sat on a mat xxx ", "the cat sat on a mat xxA ", "the cat sat on a mat xxx "};
+    static const int32_t want_rep[][8] = {{3, 4, 5, 6, 7, 8, 12, 11}, {3, 4, 5, 6, 7, 8, 12, 11},
+                                          {4, 5, 6, 7, 8, 9, 12, 11}};
+    static const char *names[] = {"llama", "llama+charsmap", "bert"};
+    enum { REPS = LONG_TEXT / 25 };
+    for (int mode = LT_LLAMA; mode <= LT_BERT; mode++) {
+        for (int i = 0; i < REPS; i++) memcpy(text + 25 * i, pat[mode], 25);
+        int32_t *with = NULL, *without = NULL;
+        double secs, secs0;
+        int64_t n = long_tokenize(mode, 1, text, LONG_TEXT, &with, &secs);
+        int64_t n0 = long_tokenize(mode, 0, text, LONG_TEXT, &without, &secs0);
+        int64_t want_n = (int64_t)REPS * 8 + (mode != LT_BERT);
+        CHECK(n == want_n, "long token %s: %lld ids, want %lld", names[mode], (long long)n, (long long)want_n);
+        int bad = 0;
+        for (int64_t i = 0; i < n && i < want_n && !bad; i++) {
+            int32_t want = i < (int64_t)REPS * 8 ? want_rep[mode][i % 8] : 9;
+            if (with[i] != want) {
+                CHECK(0, "long token %s: id %lld is %d, want %d", names[mode], (long long)i, with[i], want);
+                bad = 1;
+            }
+        }
+        CHECK(n == n0 && n >= 0 && memcmp(with, without, (size_t)n * sizeof *with) == 0,
+              "long token %s: ids differ from the vocabulary without it", names[mode]);
+        printf("long token %s: %lld ids in %.3f s (%.3f s without it)\n", names[mode], (long long)n, secs,
+               secs0);
+        free(with);
+        free(without);
+    }
+    /* Text along the long token's trie path: 3000 'x's walk 3000 deep at
+     * each position (the O(text x match) case, kept small) and must split
+     * as without the long token. */
+    memset(text, 'x', 3000);
+    for (int mode = LT_LLAMA; mode <= LT_LLAMA_CM; mode++) {
+        int32_t *with = NULL, *without = NULL;
+        double secs, secs0;
+        int64_t n = long_tokenize(mode, 1, text, 3000, &with, &secs);
+        int64_t n0 = long_tokenize(mode, 0, text, 3000, &without, &secs0);
+        CHECK(n > 0 && n == n0 && memcmp(with, without, (size_t)n * sizeof *with) == 0,
+              "long token %s: a run of x splits differently (%lld vs %lld ids)", names[mode], (long long)n,
+              (long long)n0);
+        free(with);
+        free(without);
+    }
+    free(text);
+    free(lt_long);
+    lt_long = NULL;
+}
+
 int main(void) {
     test_small();
     test_charsmap();
+    test_long_token();
     run_fixture("bert_wordpiece", "bert");
     run_fixture("spm_unigram", "llama");
     run_fixture("spm_unigram_bf", "llama");
