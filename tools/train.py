@@ -2,7 +2,8 @@
 """Train the default byte-level `spectralmlp` document encoder (models/spectral-default.gguf).
 
     apt-get install python3-doc && pip install torch numpy gguf
-    python3 tools/train.py --threads 2 --out /tmp/train   # defaults = the shipped model's run
+    python3 tools/train.py --threads 2 --out /tmp/train   # defaults = stage 1 of the shipped model
+    # (stages 2 and 3 continue it with --init; commands in docs/default-model.md)
     # -> /tmp/train/model.pt (encoder state dict, training head dropped),
     #    /tmp/train/model.gguf (via tools/convert_seed.py), /tmp/train/log.jsonl
 
