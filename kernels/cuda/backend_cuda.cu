@@ -1032,6 +1032,7 @@ static int cuda_fourier2d_real(sp_backend *be, const float *x, int64_t T, int64_
 }
 
 static int cuda_add(sp_backend *be, const float *x, int64_t n, float *y) {
+    if (enter(be)) return -1; /* the device, as every other entry point */
     struct cuda_impl *im = IMPL(be);
     const float one = 1.0f;
     /* cublasSaxpy takes an int count: go in chunks. */
