@@ -654,6 +654,34 @@ static void cufft_chunks(int64_t T, int64_t D, int64_t *nc, int64_t *nlast) {
     *nlast = D - (n - 1) * c;
 }
 
+/* One cuFFT plan for the backend's stream, with the work area left to the
+ * caller (it comes from the arena): cufftPlanMany64's layout arguments. On
+ * failure nothing is left allocated and *what names the failing call. */
+static cufftResult make_plan(cudaStream_t stream, int rank, long long *n, long long *inembed,
+                             long long istride, long long idist, long long *onembed,
+                             long long ostride, long long odist, cufftType type, long long batch,
+                             cufftHandle *out, size_t *work, const char **what) {
+    cufftHandle h = 0;
+    cufftResult r;
+    *what = "cufftCreate";
+    if ((r = cufftCreate(&h)) != CUFFT_SUCCESS) return r;
+    *what = "cufftSetAutoAllocation";
+    if ((r = cufftSetAutoAllocation(h, 0)) == CUFFT_SUCCESS) {
+        *what = type == CUFFT_R2C ? "cufftMakePlanMany64(R2C)" : "cufftMakePlanMany64(C2R)";
+        if ((r = cufftMakePlanMany64(h, rank, n, inembed, istride, idist, onembed, ostride, odist,
+                                     type, batch, work)) == CUFFT_SUCCESS) {
+            *what = "cufftSetStream";
+            r = cufftSetStream(h, stream);
+        }
+    }
+    if (r != CUFFT_SUCCESS) {
+        cufftDestroy(h);
+        return r;
+    }
+    *out = h;
+    return CUFFT_SUCCESS;
+}
+
 /* Cached cuFFT plan pair for (T, row stride D, batch nc); NULL + err on failure. */
 static struct fft_plan *get_plan(sp_backend *be, int64_t T, int64_t D, int64_t nc) {
     struct cuda_impl *im = IMPL(be);
@@ -675,26 +703,17 @@ static struct fft_plan *get_plan(sp_backend *be, int64_t T, int64_t D, int64_t n
     long long n[1] = {(long long)T};
     long long emb_real[1] = {(long long)T};
     long long emb_cplx[1] = {(long long)(T / 2 + 1)};
-    const char *what = "cufftCreate";
-    if ((r = cufftCreate(&r2c)) != CUFFT_SUCCESS) goto fail0;
-    what = "cufftCreate";
-    if ((r = cufftCreate(&c2r)) != CUFFT_SUCCESS) goto fail1;
-    what = "cufftSetAutoAllocation";
-    if ((r = cufftSetAutoAllocation(r2c, 0)) != CUFFT_SUCCESS) goto fail2;
-    if ((r = cufftSetAutoAllocation(c2r, 0)) != CUFFT_SUCCESS) goto fail2;
-    what = "cufftMakePlanMany64(R2C)";
+    const char *what;
     /* in: u[t * D + c], out: spec[f * nc + c] */
-    if ((r = cufftMakePlanMany64(r2c, 1, n, emb_real, (long long)D, 1, emb_cplx, (long long)nc, 1,
-                                 CUFFT_R2C, (long long)nc, &w1)) != CUFFT_SUCCESS)
-        goto fail2;
-    what = "cufftMakePlanMany64(C2R)";
+    if ((r = make_plan(im->stream, 1, n, emb_real, (long long)D, 1, emb_cplx, (long long)nc, 1,
+                       CUFFT_R2C, (long long)nc, &r2c, &w1, &what)) != CUFFT_SUCCESS)
+        goto fail;
     /* in: spec[f * nc + c], out: y[t * nc + c] */
-    if ((r = cufftMakePlanMany64(c2r, 1, n, emb_cplx, (long long)nc, 1, emb_real, (long long)nc, 1,
-                                 CUFFT_C2R, (long long)nc, &w2)) != CUFFT_SUCCESS)
-        goto fail2;
-    what = "cufftSetStream";
-    if ((r = cufftSetStream(r2c, im->stream)) != CUFFT_SUCCESS) goto fail2;
-    if ((r = cufftSetStream(c2r, im->stream)) != CUFFT_SUCCESS) goto fail2;
+    if ((r = make_plan(im->stream, 1, n, emb_cplx, (long long)nc, 1, emb_real, (long long)nc, 1,
+                       CUFFT_C2R, (long long)nc, &c2r, &w2, &what)) != CUFFT_SUCCESS) {
+        cufftDestroy(r2c);
+        goto fail;
+    }
     p->valid = 1;
     p->T = T;
     p->D = D;
@@ -703,11 +722,7 @@ static struct fft_plan *get_plan(sp_backend *be, int64_t T, int64_t D, int64_t n
     p->c2r = c2r;
     p->work = w1 > w2 ? w1 : w2;
     return p;
-fail2:
-    cufftDestroy(c2r);
-fail1:
-    cufftDestroy(r2c);
-fail0:
+fail:
     set_err(be, "cuda spectral_mix: %s failed for T=%lld batch=%lld: %s (%d)", what, (long long)T,
             (long long)nc, cufft_str(r), (int)r);
     return NULL;
@@ -966,28 +981,19 @@ static struct f2d_plan *get_f2d_plan(sp_backend *be, int64_t T, int64_t D) {
     const int rank = (T == 1 || D == 1) ? 1 : 2;
     long long n[2] = {(long long)T, (long long)D};
     if (rank == 1) n[0] = (long long)(T * D);
-    const char *what = "cufftCreate";
-    if ((r = cufftCreate(&h)) != CUFFT_SUCCESS) goto fail0;
-    what = "cufftSetAutoAllocation";
-    if ((r = cufftSetAutoAllocation(h, 0)) != CUFFT_SUCCESS) goto fail1;
-    what = rank == 2 ? "cufftMakePlanMany64(2-D R2C)" : "cufftMakePlanMany64(1-D R2C)";
-    if ((r = cufftMakePlanMany64(h, rank, n, NULL, 1, 0, NULL, 1, 0, CUFFT_R2C, 1, &work)) !=
-        CUFFT_SUCCESS)
-        goto fail1;
-    what = "cufftSetStream";
-    if ((r = cufftSetStream(h, im->stream)) != CUFFT_SUCCESS) goto fail1;
+    const char *what;
+    if ((r = make_plan(im->stream, rank, n, NULL, 1, 0, NULL, 1, 0, CUFFT_R2C, 1, &h, &work,
+                       &what)) != CUFFT_SUCCESS) {
+        set_err(be, "cuda fourier2d_real: %s failed for T=%lld D=%lld (rank %d): %s (%d)", what,
+                (long long)T, (long long)D, rank, cufft_str(r), (int)r);
+        return NULL;
+    }
     p->valid = 1;
     p->T = T;
     p->D = D;
     p->r2c = h;
     p->work = work;
     return p;
-fail1:
-    cufftDestroy(h);
-fail0:
-    set_err(be, "cuda fourier2d_real: %s failed for T=%lld D=%lld: %s (%d)", what, (long long)T,
-            (long long)D, cufft_str(r), (int)r);
-    return NULL;
 }
 
 static size_t f2d_spec_bytes(int64_t T, int64_t D) {
