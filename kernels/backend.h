@@ -83,12 +83,47 @@ typedef struct sp_backend_ops {
 
     /* y[i] += x[i] for n elements (residual connections). */
     int (*add)(sp_backend *be, const float *x, int64_t n, float *y);
+
+    /* ---- fused sub-blocks of spectralmlp (what the graph code calls) ----
+     * Rows of several documents may be packed into one h: document i owns
+     * rows [offsets[i], offsets[i+1]) of h (n_docs + 1 offsets, offsets[0] =
+     * 0, strictly increasing). Per-token work (LayerNorm, MLP) runs over all
+     * rows at once; the mixing runs inside each document. */
+
+    /* Bytes of scratch mix_block needs for these documents and K (0 allowed). */
+    size_t (*mix_block_workspace_size)(sp_backend *be, const int64_t *offsets, int64_t n_docs,
+                                       int64_t D, int64_t K);
+    /* The mixing sub-block with its pre-LayerNorm and residual, in place:
+     *   h[doc] += spectral_mix(LN(h[doc]; ln_w, ln_b, eps))   for every doc
+     * with spectral_mix's maths above (filter bins, bias). */
+    int (*mix_block)(sp_backend *be, float *h, const float *ln_w, const float *ln_b, float eps,
+                     const float *filter, const float *bias, int64_t K, int64_t D,
+                     const int64_t *offsets, int64_t n_docs, void *workspace);
+
+    /* Bytes of scratch ffn_block needs for these documents (0 allowed). */
+    size_t (*ffn_block_workspace_size)(sp_backend *be, const int64_t *offsets, int64_t n_docs,
+                                       int64_t D, int64_t F);
+    /* The MLP sub-block with its pre-LayerNorm and residual, in place, per row:
+     *   h += act(LN(h; ln_w, ln_b, eps) W_up^T + b_up) W_down^T + b_down
+     * W_up is F x D, W_down is D x F (ggml [D, F] and [F, D]); biases may be NULL.
+     * The maths is per row; offsets only say where documents start, so that a
+     * backend may cut its GEMM rows at document starts (the CPU does: a
+     * document then meets the same sgemm calls packed or alone, and its
+     * results are bit-identical either way). */
+    int (*ffn_block)(sp_backend *be, float *h, const float *ln_w, const float *ln_b, float eps,
+                     const float *W_up, const float *b_up, sp_act act, const float *W_down,
+                     const float *b_down, int64_t D, int64_t F, const int64_t *offsets,
+                     int64_t n_docs, void *workspace);
 } sp_backend_ops;
 
 struct sp_backend {
     const sp_backend_ops *ops;
     int host_memory; /* 1 when backend buffers are ordinary host memory */
     int n_threads;
+    /* Work items (tiles) in flight at once, at most n_threads; 0 means
+     * n_threads. The runtime lowers it to fit a memory limit: the workspace
+     * sizes above follow it, so fewer tiles in flight need less scratch. */
+    int max_parallel;
     char err[512];
     void *impl;
 };

@@ -195,7 +195,15 @@ fail:
 }
 
 static int model_forward(const void *p, const float *const *w, sp_backend *be, sp_arena *arena,
-                         const int32_t *tokens, int64_t T, float **states) {
+                         const int32_t *tokens, const int64_t *offsets, int64_t n_docs,
+                         float **states) {
+    /* One document per pass: positions restart with each document. */
+    if (n_docs != 1) {
+        snprintf(be->err, sizeof be->err, "fnet: one document per forward pass, got %lld",
+                 (long long)n_docs);
+        return -1;
+    }
+    const int64_t T = offsets[1];
     const fnet *m = p;
     const sp_backend_ops *op = be->ops;
     const int64_t D = m->D, F = m->F;

@@ -48,10 +48,16 @@ typedef struct {
                 char *err, size_t err_len);
     void (*free)(void *model);
     /* w[i] is weights->data[i] in the backend's memory. tokens are in the
-     * backend's memory too. On success *states is a T x n_embd buffer from the
-     * arena. In measure mode (sp_arena_measuring) it only allocates. */
+     * backend's memory too: n_docs documents packed back to back, document i
+     * being tokens [offsets[i], offsets[i+1]) (host array, offsets[0] = 0,
+     * T = offsets[n_docs]). On success *states is a T x n_embd buffer from the
+     * arena, rows packed the same way. In measure mode (sp_arena_measuring)
+     * it only allocates. */
     int (*forward)(const void *model, const float *const *w, sp_backend *be, sp_arena *arena,
-                   const int32_t *tokens, int64_t T, float **states);
+                   const int32_t *tokens, const int64_t *offsets, int64_t n_docs, float **states);
+    /* Non-zero when forward accepts n_docs > 1 (the runtime packs short
+     * documents into one pass); otherwise it is always called with one. */
+    int batched;
     /* Optional: the model's own pooled output (FNet's pooler for CLS). Called
      * after forward with the context's pooling (spectral_pooling numbering);
      * sets *pooled to an n_embd vector from the arena, or to NULL when the

@@ -18,10 +18,6 @@
 #include "models/model.h"
 
 #define ARCH "spectralmlp"
-/* Rows of the MLP processed at once: the hidden activation is CHUNK x F
- * instead of T x F, which keeps long documents' memory at O(T*D) while the
- * GEMMs stay large enough to run at full speed. */
-#define FFN_CHUNK_ROWS 2048
 
 enum {
     W_MIX_NORM_W,
@@ -156,60 +152,54 @@ fail:
     return -1;
 }
 
-/* One block's token mixing: h += mix(LN(h)). */
-static int mixing_forward(const spectralmlp *m, const float *const *bw, sp_backend *be,
-                          int64_t T, float *h, float *u, void *ws) {
-    const sp_backend_ops *op = be->ops;
-    if (op->layer_norm(be, h, bw[W_MIX_NORM_W], bw[W_MIX_NORM_B], m->eps, T, m->D, u)) return -1;
-    return op->spectral_mix(be, u, bw[W_MIX_FILTER], bw[W_MIX_BIAS], m->K, T, m->D, ws, h);
+/* One block's token mixing, inside each document: h += mix(LN(h)). */
+static int mixing_forward(const spectralmlp *m, const float *const *bw, sp_backend *be, float *h,
+                          const int64_t *offsets, int64_t n_docs, void *ws) {
+    return be->ops->mix_block(be, h, bw[W_MIX_NORM_W], bw[W_MIX_NORM_B], m->eps, bw[W_MIX_FILTER],
+                              bw[W_MIX_BIAS], m->K, m->D, offsets, n_docs, ws);
 }
 
-/* One block's MLP, row chunk by row chunk: h += W_down GELU(W_up LN(h) + b_up) + b_down. */
-static int ffn_forward(const spectralmlp *m, const float *const *bw, sp_backend *be, int64_t T,
-                       float *h, float *u, float *hidden) {
-    const sp_backend_ops *op = be->ops;
-    const int64_t D = m->D, F = m->F;
-    for (int64_t r0 = 0; r0 < T; r0 += FFN_CHUNK_ROWS) {
-        int64_t rows = T - r0 < FFN_CHUNK_ROWS ? T - r0 : FFN_CHUNK_ROWS;
-        float *hc = h + r0 * D, *uc = u + r0 * D;
-        if (op->layer_norm(be, hc, bw[W_FFN_NORM_W], bw[W_FFN_NORM_B], m->eps, rows, D, uc) ||
-            op->linear(be, uc, bw[W_FFN_UP_W], bw[W_FFN_UP_B], rows, D, F, SP_ACT_GELU, 0, hidden) ||
-            op->linear(be, hidden, bw[W_FFN_DOWN_W], bw[W_FFN_DOWN_B], rows, F, D, SP_ACT_NONE, 1, hc))
-            return -1;
-    }
-    return 0;
+/* One block's MLP, per token: h += W_down GELU(W_up LN(h) + b_up) + b_down. */
+static int ffn_forward(const spectralmlp *m, const float *const *bw, sp_backend *be, float *h,
+                       const int64_t *offsets, int64_t n_docs, void *ws) {
+    return be->ops->ffn_block(be, h, bw[W_FFN_NORM_W], bw[W_FFN_NORM_B], m->eps, bw[W_FFN_UP_W],
+                              bw[W_FFN_UP_B], SP_ACT_GELU, bw[W_FFN_DOWN_W], bw[W_FFN_DOWN_B],
+                              m->D, m->F, offsets, n_docs, ws);
 }
 
 static int model_forward(const void *p, const float *const *w, sp_backend *be, sp_arena *arena,
-                         const int32_t *tokens, int64_t T, float **states) {
+                         const int32_t *tokens, const int64_t *offsets, int64_t n_docs,
+                         float **states) {
     const spectralmlp *m = p;
-    const int64_t D = m->D, F = m->F;
-    const int64_t chunk = T < FFN_CHUNK_ROWS ? T : FFN_CHUNK_ROWS;
+    const sp_backend_ops *op = be->ops;
+    const int64_t D = m->D, T = offsets[n_docs];
 
     float *h = sp_arena_alloc(arena, (size_t)(T * D) * sizeof(float));
-    float *u = sp_arena_alloc(arena, (size_t)(T * D) * sizeof(float));
-    float *hidden = sp_arena_alloc(arena, (size_t)(chunk * F) * sizeof(float));
-    void *ws = sp_arena_alloc(arena, be->ops->mix_workspace_size(be, T, D));
+    void *mix_ws = sp_arena_alloc(arena, op->mix_block_workspace_size(be, offsets, n_docs, D, m->K));
+    void *ffn_ws = sp_arena_alloc(arena, op->ffn_block_workspace_size(be, offsets, n_docs, D, m->F));
     float *out = m->has_output_proj ? sp_arena_alloc(arena, (size_t)(T * m->E) * sizeof(float)) : h;
-    if (!h || !u || !hidden || !ws || !out) {
+    if (!h || !mix_ws || !ffn_ws || !out) {
         snprintf(be->err, sizeof be->err, "activation arena exhausted (planning error)");
         return -1;
     }
     if (sp_arena_measuring(arena)) return 0;
 
-    if (be->ops->get_rows(be, w[m->i_embd], D, tokens, T, h)) return -1;
+    if (op->get_rows(be, w[m->i_embd], D, tokens, T, h)) return -1;
     for (int64_t l = 0; l < m->L; l++) {
         const float *const *bw = w + m->i_block0 + l * W_PER_BLOCK;
-        if (mixing_forward(m, bw, be, T, h, u, ws) || ffn_forward(m, bw, be, T, h, u, hidden))
+        if (mixing_forward(m, bw, be, h, offsets, n_docs, mix_ws) ||
+            ffn_forward(m, bw, be, h, offsets, n_docs, ffn_ws))
             return -1;
     }
     if (m->has_output_norm &&
-        be->ops->layer_norm(be, h, w[m->i_out_norm_w], w[m->i_out_norm_b], m->eps, T, D, h))
+        op->layer_norm(be, h, w[m->i_out_norm_w], w[m->i_out_norm_b], m->eps, T, D, h))
         return -1;
-    if (m->has_output_proj &&
-        be->ops->linear(be, h, w[m->i_out_w], m->i_out_b >= 0 ? w[m->i_out_b] : NULL, T, D, m->E,
-                        SP_ACT_NONE, 0, out))
-        return -1;
+    /* The projection one document at a time, so its GEMM rows are cut the
+     * same whether the document came alone or packed with others. */
+    for (int64_t i = 0; m->has_output_proj && i < n_docs; i++)
+        if (op->linear(be, h + offsets[i] * D, w[m->i_out_w], m->i_out_b >= 0 ? w[m->i_out_b] : NULL,
+                       offsets[i + 1] - offsets[i], D, m->E, SP_ACT_NONE, 0, out + offsets[i] * m->E))
+            return -1;
     *states = out;
     return 0;
 }
@@ -219,4 +209,5 @@ const sp_arch sp_arch_spectralmlp = {
     .load = model_load,
     .free = model_free,
     .forward = model_forward,
+    .batched = 1,
 };

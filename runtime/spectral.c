@@ -314,6 +314,9 @@ static spectral_status model_weights_for(spectral_model *m, sp_backend *be, int 
 
 /* ---- context ----------------------------------------------------------- */
 
+/* Tokens per packed pass of spectral_encode_batch when the caller says 0. */
+#define DEFAULT_BATCH_TOKENS 4096
+
 struct spectral_context {
     spectral_model *model;
     spectral_context_params params;
@@ -323,13 +326,18 @@ struct spectral_context {
     void *arena_buf;
     size_t arena_size;
     size_t peak;
-    /* outputs of the last document */
-    int64_t n_tokens;
-    const float *states; /* backend memory */
-    float *states_host;  /* download buffer for device backends */
+    /* outputs of the last pass: one document, or a packed batch */
+    const float *states; /* backend memory, all rows of the pass */
+    float *emb;          /* n_docs x n_embd pooled vectors of the pass */
+    int64_t emb_cap;     /* documents emb can hold */
+    int64_t *offsets;    /* n_docs + 1 row offsets of the pass */
+    int64_t offsets_cap;
+    /* the document the getters show */
+    int64_t cur_row0, n_tokens;
+    const float *embedding;
+    float *states_host; /* download buffer for device backends */
     size_t states_host_cap;
     int states_fresh;
-    float *embedding;
     int has_output;
 };
 
@@ -341,8 +349,27 @@ spectral_context_params spectral_context_default_params(void) {
         .mem_limit = 0,
         .pooling = SPECTRAL_POOLING_UNSPECIFIED,
         .normalize = true,
+        .batch_tokens = 0,
     };
     return p;
+}
+
+/* Grows the per-pass bookkeeping to n documents. */
+static spectral_status ensure_docs(spectral_context *c, int64_t n) {
+    const int64_t E = c->model->info.n_embd;
+    if (n > c->emb_cap) {
+        float *e = realloc(c->emb, (size_t)(n * E) * sizeof(float));
+        if (!e) return fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
+        c->emb = e;
+        c->emb_cap = n;
+    }
+    if (n + 1 > c->offsets_cap) {
+        int64_t *o = realloc(c->offsets, (size_t)(n + 1) * sizeof(int64_t));
+        if (!o) return fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
+        c->offsets = o;
+        c->offsets_cap = n + 1;
+    }
+    return SPECTRAL_OK;
 }
 
 spectral_status spectral_context_create(spectral_model *m, spectral_context_params p,
@@ -350,34 +377,31 @@ spectral_status spectral_context_create(spectral_model *m, spectral_context_para
     if (!m || !out) return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "NULL argument");
     *out = NULL;
     if (p.n_threads < 0) return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "n_threads must be >= 0");
+    if (p.batch_tokens < 0) return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "batch_tokens must be >= 0");
     if (p.pooling < SPECTRAL_POOLING_UNSPECIFIED || p.pooling > SPECTRAL_POOLING_LAST)
         return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "unknown pooling type %d", (int)p.pooling);
     if (p.n_threads == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
-        p.n_threads = n > 0 ? (int)n : 1;
+        p.n_threads = n > 0 ? (n > 1024 ? 1024 : (int)n) : 1;
     }
+    if (p.batch_tokens == 0) p.batch_tokens = DEFAULT_BATCH_TOKENS;
     spectral_context *c = calloc(1, sizeof *c);
     if (!c) return fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
     c->model = m;
     c->params = p;
     c->pooling = p.pooling == SPECTRAL_POOLING_UNSPECIFIED ? (spectral_pooling)m->info.pooling
                                                            : p.pooling;
-    c->embedding = calloc((size_t)m->info.n_embd, sizeof(float));
-    if (!c->embedding) {
-        free(c);
-        return fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
-    }
     char err[512] = "";
-    spectral_status s = SPECTRAL_OK;
-    if (p.backend == SPECTRAL_BACKEND_CPU) {
+    spectral_status s = ensure_docs(c, 1);
+    if (s == SPECTRAL_OK && p.backend == SPECTRAL_BACKEND_CPU) {
         c->be = sp_backend_cpu_create(p.n_threads, err, sizeof err);
         if (!c->be) s = fail(SPECTRAL_ERR_BACKEND, "CPU backend: %s", err);
-    } else if (p.backend == SPECTRAL_BACKEND_CUDA) {
+    } else if (s == SPECTRAL_OK && p.backend == SPECTRAL_BACKEND_CUDA) {
         c->be = sp_backend_cuda_create(p.device, err, sizeof err);
         if (!c->be)
             s = fail(sp_backend_cuda_device_count() > 0 ? SPECTRAL_ERR_BACKEND : SPECTRAL_ERR_UNSUPPORTED,
                      "CUDA backend: %s", err);
-    } else {
+    } else if (s == SPECTRAL_OK) {
         s = fail(SPECTRAL_ERR_INVALID_ARGUMENT, "unknown backend %d", (int)p.backend);
     }
     if (s == SPECTRAL_OK) s = model_weights_for(m, c->be, p.device, &c->w);
@@ -396,26 +420,32 @@ void spectral_context_free(spectral_context *c) {
         c->be->ops->destroy(c->be);
     }
     free(c->states_host);
-    free(c->embedding);
+    free(c->emb);
+    free(c->offsets);
     free(c);
 }
 
-/* Runs the graph in an arena: measuring (plan) or for real. */
-/* The forward pass, then the model's own pooling head when it has one for
- * the context's pooling (*pooled NULL otherwise). */
-static int run_graph(spectral_context *c, sp_arena *a, const int32_t *tokens, int64_t T,
-                     float **states, float **pooled) {
+/* The forward pass over n_docs packed documents (tokens[i] has
+ * offsets[i+1] - offsets[i] ids; tokens may be NULL when measuring), then
+ * the model's own pooling head when it has one for the context's pooling
+ * (*pooled NULL otherwise; single documents only). */
+static int run_graph(spectral_context *c, sp_arena *a, const int32_t *const *tokens,
+                     const int64_t *offsets, int64_t n_docs, float **states, float **pooled) {
     const spectral_model *m = c->model;
+    const int64_t T = offsets[n_docs];
     *pooled = NULL;
     int32_t *ids = sp_arena_alloc(a, (size_t)T * sizeof(int32_t));
     if (!ids) {
         snprintf(c->be->err, sizeof c->be->err, "activation arena exhausted (planning error)");
         return -1;
     }
-    if (!sp_arena_measuring(a) && c->be->ops->upload(c->be, ids, tokens, (size_t)T * sizeof *ids))
-        return -1;
-    if (m->arch->forward(m->arch_model, c->w, c->be, a, ids, T, states)) return -1;
-    if (m->arch->pool && c->pooling != SPECTRAL_POOLING_NONE)
+    if (!sp_arena_measuring(a))
+        for (int64_t i = 0; i < n_docs; i++)
+            if (c->be->ops->upload(c->be, ids + offsets[i], tokens[i],
+                                   (size_t)(offsets[i + 1] - offsets[i]) * sizeof *ids))
+                return -1;
+    if (m->arch->forward(m->arch_model, c->w, c->be, a, ids, offsets, n_docs, states)) return -1;
+    if (n_docs == 1 && m->arch->pool && c->pooling != SPECTRAL_POOLING_NONE)
         return m->arch->pool(m->arch_model, c->w, c->be, a, (int)c->pooling, *states, T, pooled);
     return 0;
 }
@@ -424,13 +454,34 @@ static int run_graph(spectral_context *c, sp_arena *a, const int32_t *tokens, in
  * overflow (T * max(D, F) * 4 bytes fits easily in 64 bits). */
 #define MAX_TOKENS (INT64_C(1) << 34)
 
-size_t spectral_context_memory_needed(spectral_context *c, int64_t T) {
-    if (!c || T <= 0 || T > MAX_TOKENS) return 0;
+/* Arena bytes for a pass with the backend's current max_parallel (0 on a
+ * planning failure). */
+static size_t measure(spectral_context *c, const int64_t *offsets, int64_t n_docs) {
     sp_arena a;
     float *states, *pooled;
     sp_arena_init_measure(&a);
-    if (run_graph(c, &a, NULL, T, &states, &pooled)) return 0;
+    if (run_graph(c, &a, NULL, offsets, n_docs, &states, &pooled)) return 0;
     return a.used;
+}
+
+size_t spectral_context_memory_needed(spectral_context *c, int64_t T) {
+    if (!c || T <= 0 || T > MAX_TOKENS) return 0;
+    const int64_t offsets[2] = {0, T};
+    const int saved = c->be->max_parallel;
+    c->be->max_parallel = 0;
+    size_t need = measure(c, offsets, 1);
+    c->be->max_parallel = saved;
+    return need;
+}
+
+size_t spectral_context_memory_minimum(spectral_context *c, int64_t T) {
+    if (!c || T <= 0 || T > MAX_TOKENS) return 0;
+    const int64_t offsets[2] = {0, T};
+    const int saved = c->be->max_parallel;
+    c->be->max_parallel = 1;
+    size_t need = measure(c, offsets, 1);
+    c->be->max_parallel = saved;
+    return need;
 }
 
 size_t spectral_context_peak_memory(const spectral_context *c) { return c ? c->peak : 0; }
@@ -445,10 +496,9 @@ static void l2_normalize(float *v, int64_t n) {
     for (int64_t i = 0; i < n; i++) v[i] *= inv;
 }
 
-spectral_status spectral_encode(spectral_context *c, const int32_t *tokens, int64_t T) {
-    if (!c || (!tokens && T > 0)) return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "NULL argument");
-    c->has_output = 0;
-    const spectral_model *m = c->model;
+/* Checks one document's length and ids. */
+static spectral_status check_document(const spectral_model *m, const int32_t *tokens, int64_t T) {
+    if (!tokens && T > 0) return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "NULL argument");
     if (T <= 0) return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "empty document (0 tokens)");
     if (T > MAX_TOKENS || (m->info.max_tokens && T > m->info.max_tokens))
         return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "document of %lld tokens is longer than the maximum of %lld",
@@ -457,30 +507,89 @@ spectral_status spectral_encode(spectral_context *c, const int32_t *tokens, int6
         if (tokens[i] < 0 || tokens[i] >= m->info.n_vocab)
             return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "token %lld has id %d, outside the vocabulary [0, %lld)",
                         (long long)i, (int)tokens[i], (long long)m->info.n_vocab);
+    return SPECTRAL_OK;
+}
 
-    size_t need = spectral_context_memory_needed(c, T);
-    if (!need) return fail(SPECTRAL_ERR_BACKEND, "planning failed: %s", c->be->err);
-    char b1[32], b2[32];
-    if (c->params.mem_limit && need > c->params.mem_limit)
+/* Plans a pass: the arena it needs with every thread busy, or, when that is
+ * over mem_limit, with the most tiles in flight that fit (be->max_parallel
+ * is left at that value for the run). */
+static spectral_status plan(spectral_context *c, const int64_t *offsets, int64_t n_docs,
+                            size_t *need) {
+    sp_backend *be = c->be;
+    const size_t limit = c->params.mem_limit;
+    be->max_parallel = 0;
+    *need = measure(c, offsets, n_docs);
+    if (!*need) return fail(SPECTRAL_ERR_BACKEND, "planning failed: %s", be->err);
+    if (!limit || *need <= limit) return SPECTRAL_OK;
+    /* Fewer tiles in flight need less scratch: find the most that fit. */
+    int lo = 1, hi = be->n_threads - 1, best = 0;
+    size_t best_need = 0;
+    while (lo <= hi) {
+        const int mid = lo + (hi - lo) / 2;
+        be->max_parallel = mid;
+        const size_t n = measure(c, offsets, n_docs);
+        if (n && n <= limit) {
+            best = mid;
+            best_need = n;
+            lo = mid + 1;
+        } else {
+            hi = mid - 1;
+            if (mid == 1) *need = n; /* the least this pass can take */
+        }
+    }
+    if (!best) {
+        be->max_parallel = 0;
+        const int64_t T = offsets[n_docs];
+        char b1[32], b2[32];
         return fail(SPECTRAL_ERR_MEMORY_LIMIT,
-                    "a document of %lld tokens needs %s of activation memory, over the limit of %s",
-                    (long long)T, fmt_bytes(need, b1, sizeof b1),
-                    fmt_bytes(c->params.mem_limit, b2, sizeof b2));
+                    "%s of %lld tokens needs %s of activation memory, over the limit of %s",
+                    n_docs == 1 ? "a document" : "a batch", (long long)T,
+                    fmt_bytes(*need, b1, sizeof b1), fmt_bytes(limit, b2, sizeof b2));
+    }
+    be->max_parallel = best;
+    *need = best_need;
+    return SPECTRAL_OK;
+}
+
+/* Points the getters at document i of the last pass. */
+static void show_document(spectral_context *c, int64_t i) {
+    c->cur_row0 = c->offsets[i];
+    c->n_tokens = c->offsets[i + 1] - c->offsets[i];
+    c->embedding = c->emb + i * c->model->info.n_embd;
+    c->states_fresh = 0;
+}
+
+/* Runs n_docs already checked documents as one pass. */
+static spectral_status encode_pass(spectral_context *c, const int32_t *const *tokens,
+                                   const int64_t *n_tokens, int64_t n_docs) {
+    const spectral_model *m = c->model;
+    c->has_output = 0;
+    spectral_status s = ensure_docs(c, n_docs);
+    if (s) return s;
+    c->offsets[0] = 0;
+    for (int64_t i = 0; i < n_docs; i++) c->offsets[i + 1] = c->offsets[i] + n_tokens[i];
+    size_t need = 0;
+    s = plan(c, c->offsets, n_docs, &need);
+    if (s) return s;
+    char b1[32];
     if (need > c->arena_size) {
-        /* Grow to exactly what this document needs: never past the cap. */
+        /* Grow to exactly what this pass needs: never past the cap. */
         if (c->arena_buf) c->be->ops->buffer_free(c->be, c->arena_buf);
         c->arena_size = 0;
         c->arena_buf = c->be->ops->buffer_alloc(c->be, need);
-        if (!c->arena_buf)
+        if (!c->arena_buf) {
+            c->be->max_parallel = 0;
             return fail(SPECTRAL_ERR_OUT_OF_MEMORY, "cannot allocate %s of activation memory: %s",
                         fmt_bytes(need, b1, sizeof b1), c->be->err);
+        }
         c->arena_size = need;
     }
     sp_arena a;
     sp_arena_init(&a, c->arena_buf, c->arena_size);
     float *states = NULL, *pooled = NULL;
-    if (run_graph(c, &a, tokens, T, &states, &pooled))
-        return fail(SPECTRAL_ERR_BACKEND, "%s", c->be->err);
+    int rc = run_graph(c, &a, tokens, c->offsets, n_docs, &states, &pooled);
+    c->be->max_parallel = 0;
+    if (rc) return fail(SPECTRAL_ERR_BACKEND, "%s", c->be->err);
     if (a.used > c->peak) c->peak = a.used;
 
     const int64_t E = m->info.n_embd;
@@ -488,18 +597,28 @@ spectral_status spectral_encode(spectral_context *c, const int32_t *tokens, int6
         sp_pool_op op = c->pooling == SPECTRAL_POOLING_CLS ? SP_POOL_FIRST
                         : c->pooling == SPECTRAL_POOLING_LAST ? SP_POOL_LAST
                                                               : SP_POOL_MEAN;
-        /* A model's pooling head gave one row: pooling it copies it to the host. */
-        if (pooled ? c->be->ops->pool(c->be, pooled, 1, E, SP_POOL_FIRST, c->embedding)
-                   : c->be->ops->pool(c->be, states, T, E, op, c->embedding))
-            return fail(SPECTRAL_ERR_BACKEND, "%s", c->be->err);
-        if (c->params.normalize) l2_normalize(c->embedding, E);
+        for (int64_t i = 0; i < n_docs; i++) {
+            float *e = c->emb + i * E;
+            /* A model's pooling head gave one row: pooling it copies it to the host. */
+            if (pooled ? c->be->ops->pool(c->be, pooled, 1, E, SP_POOL_FIRST, e)
+                       : c->be->ops->pool(c->be, states + c->offsets[i] * E, n_tokens[i], E, op, e))
+                return fail(SPECTRAL_ERR_BACKEND, "%s", c->be->err);
+            if (c->params.normalize) l2_normalize(e, E);
+        }
     }
     if (c->be->ops->synchronize(c->be)) return fail(SPECTRAL_ERR_BACKEND, "%s", c->be->err);
     c->states = states;
-    c->n_tokens = T;
-    c->states_fresh = 0;
     c->has_output = 1;
+    show_document(c, 0);
     return SPECTRAL_OK;
+}
+
+spectral_status spectral_encode(spectral_context *c, const int32_t *tokens, int64_t T) {
+    if (!c) return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "NULL argument");
+    c->has_output = 0;
+    spectral_status s = check_document(c->model, tokens, T);
+    if (s) return s;
+    return encode_pass(c, &tokens, &T, 1);
 }
 
 const float *spectral_get_embedding(spectral_context *c) {
@@ -511,9 +630,11 @@ const float *spectral_get_token_states(spectral_context *c, int64_t *n_tokens) {
     if (n_tokens) *n_tokens = 0;
     if (!c || !c->has_output) return NULL;
     if (n_tokens) *n_tokens = c->n_tokens;
-    if (c->be->host_memory) return c->states;
+    const int64_t E = c->model->info.n_embd;
+    const float *rows = c->states + c->cur_row0 * E;
+    if (c->be->host_memory) return rows;
     if (!c->states_fresh) {
-        size_t bytes = (size_t)c->n_tokens * (size_t)c->model->info.n_embd * sizeof(float);
+        size_t bytes = (size_t)c->n_tokens * (size_t)E * sizeof(float);
         if (bytes > c->states_host_cap) {
             float *nb = realloc(c->states_host, bytes);
             if (!nb) {
@@ -523,7 +644,7 @@ const float *spectral_get_token_states(spectral_context *c, int64_t *n_tokens) {
             c->states_host = nb;
             c->states_host_cap = bytes;
         }
-        if (c->be->ops->download(c->be, c->states_host, c->states, bytes)) {
+        if (c->be->ops->download(c->be, c->states_host, rows, bytes)) {
             fail(SPECTRAL_ERR_BACKEND, "%s", c->be->err);
             return NULL;
         }
@@ -537,11 +658,33 @@ spectral_status spectral_encode_batch(spectral_context *c, const int32_t *const 
                                       spectral_doc_callback on_done, void *user_data) {
     if (!c || n_docs < 0 || (n_docs > 0 && (!tokens || !n_tokens)))
         return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "invalid argument to spectral_encode_batch");
+    const int64_t budget = c->model->arch->batched ? c->params.batch_tokens : 1;
     spectral_status first = SPECTRAL_OK;
-    for (int64_t i = 0; i < n_docs; i++) {
-        spectral_status s = spectral_encode(c, tokens[i], n_tokens[i]);
-        if (s != SPECTRAL_OK && first == SPECTRAL_OK) first = s;
-        if (on_done && on_done(c, i, s, user_data)) break;
+    int64_t i = 0;
+    while (i < n_docs) {
+        spectral_status s = check_document(c->model, tokens[i], n_tokens[i]);
+        int64_t j = i + 1;
+        if (s == SPECTRAL_OK) {
+            /* A pack: the following valid documents up to the token budget
+             * (a longer document goes alone). */
+            int64_t total = n_tokens[i];
+            while (j < n_docs && n_tokens[j] > 0 && total + n_tokens[j] <= budget &&
+                   check_document(c->model, tokens[j], n_tokens[j]) == SPECTRAL_OK)
+                total += n_tokens[j++];
+            s = encode_pass(c, tokens + i, n_tokens + i, j - i);
+            if (s != SPECTRAL_OK && j - i > 1) {
+                /* The pack failed (over mem_limit, say): this document alone,
+                 * then the rest in new packs, so each gets its own status. */
+                j = i + 1;
+                s = encode_pass(c, tokens + i, n_tokens + i, 1);
+            }
+        }
+        for (int64_t k = i; k < j; k++) {
+            if (s == SPECTRAL_OK) show_document(c, k - i);
+            else if (first == SPECTRAL_OK) first = s;
+            if (on_done && on_done(c, k, s, user_data)) return first;
+        }
+        i = j;
     }
     return first;
 }

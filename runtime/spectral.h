@@ -29,7 +29,17 @@
  * Thread safety: a spectral_model is read-only after loading and may back any
  * number of contexts used concurrently from different threads. A
  * spectral_context must be used by one thread at a time. spectral_last_error()
- * is per thread. The CPU backend's BLAS thread count is process-wide (OpenBLAS).
+ * is per thread.
+ *
+ * Threads: each CPU context owns a pool of n_threads threads (created with
+ * the context, blocked when idle) and calls BLAS single-threaded inside it;
+ * results are bit-identical for any n_threads and whatever other contexts
+ * exist. A thread that cannot be created makes spectral_context_create fail
+ * with SPECTRAL_ERR_BACKEND. OpenBLAS has no per-call thread count, so
+ * creating a CPU context sets OpenBLAS's process-wide thread count to 1
+ * (openblas_set_num_threads): the only process-wide setting the library
+ * changes. An app that runs its own BLAS work should not raise it again
+ * while spectral contexts exist.
  *
  * Errors: functions return spectral_status (0 = SPECTRAL_OK). The library
  * never exits or aborts on bad input; spectral_last_error() describes the last
@@ -90,6 +100,10 @@ typedef struct {
     size_t mem_limit;            /* hard cap on activation memory in bytes; 0 = none */
     spectral_pooling pooling;    /* default SPECTRAL_POOLING_UNSPECIFIED */
     bool normalize;              /* L2-normalize pooled embeddings (default true) */
+    int64_t batch_tokens;        /* spectral_encode_batch packs consecutive short documents
+                                    into one pass up to this many tokens in all (the MLP
+                                    runs on all their rows at once, the mixing per
+                                    document); 0 = default (4096), 1 = one at a time */
 } spectral_context_params;
 
 /* Library */
@@ -133,8 +147,13 @@ spectral_status spectral_context_create(spectral_model *model, spectral_context_
 void spectral_context_free(spectral_context *ctx);
 
 /* Bytes of activation memory one document of n_tokens needs in this context
- * (what mem_limit is compared against). */
+ * with every thread busy. Under a tighter mem_limit the context runs fewer
+ * tiles at once (less scratch, less parallelism) and refuses the document
+ * only when even one tile at a time does not fit. */
 size_t spectral_context_memory_needed(spectral_context *ctx, int64_t n_tokens);
+/* The least activation memory that document can run in (one tile at a time):
+ * a mem_limit below it refuses the document with SPECTRAL_ERR_MEMORY_LIMIT. */
+size_t spectral_context_memory_minimum(spectral_context *ctx, int64_t n_tokens);
 /* Largest arena size used so far by this context. */
 size_t spectral_context_peak_memory(const spectral_context *ctx);
 spectral_pooling spectral_context_pooling(const spectral_context *ctx);
@@ -151,10 +170,13 @@ const float *spectral_get_token_states(spectral_context *ctx, int64_t *n_tokens)
 
 /* Encode several documents, calling on_done for each one, in order, as soon
  * as it is finished (its outputs are readable through the getters inside the
- * callback). A document that fails (e.g. over the memory limit) is reported
- * with its status and the others still run. Returns SPECTRAL_OK when every
- * document succeeded, else the first failure's status. Returning non-zero
- * from the callback stops the batch. */
+ * callback; the callback must not encode on this context). Consecutive short
+ * documents are packed into one pass of up to batch_tokens tokens; on the CPU
+ * the results are bit-identical to encoding them one at a time. A document
+ * that fails (e.g. over the memory limit) is
+ * reported with its status and the others still run. Returns SPECTRAL_OK
+ * when every document succeeded, else the first failure's status. Returning
+ * non-zero from the callback stops the batch. */
 typedef int (*spectral_doc_callback)(spectral_context *ctx, int64_t doc_index,
                                      spectral_status status, void *user_data);
 spectral_status spectral_encode_batch(spectral_context *ctx, const int32_t *const *tokens,

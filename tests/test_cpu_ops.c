@@ -170,6 +170,122 @@ static void test_mix(sp_backend **bes, const char **names, int nbe) {
     }
 }
 
+/* ------------------------------------------------- fused sub-blocks */
+
+/* LayerNorm in double, the reference for the fused ops' pre-norm. */
+static void ref_layer_norm(const float *x, const float *w, const float *b, double eps, int64_t T,
+                           int64_t D, float *out) {
+    for (int64_t t = 0; t < T; t++) {
+        double m = 0, v = 0;
+        for (int64_t d = 0; d < D; d++) m += x[t * D + d];
+        m /= (double)D;
+        for (int64_t d = 0; d < D; d++) v += (x[t * D + d] - m) * (x[t * D + d] - m);
+        const double r = 1.0 / sqrt(v / (double)D + eps);
+        for (int64_t d = 0; d < D; d++) out[t * D + d] = (float)((x[t * D + d] - m) * r * w[d] + b[d]);
+    }
+}
+
+/* mix_block on packed documents of lengths that take both paths (FFT for
+ * long lengths FFTW handles well, the DFT GEMMs for short or awkward ones)
+ * against LN then the naive DFT reference, one document at a time. */
+static void test_mix_block(sp_backend *be, const char *name) {
+    static const int64_t lens[] = {1, 3, 7, 100, 1000, 1025, 1536, 4097, 2};
+    const int64_t n_docs = sizeof lens / sizeof lens[0], D = 37, K = 40;
+    int64_t offsets[sizeof lens / sizeof lens[0] + 1] = {0};
+    for (int64_t i = 0; i < n_docs; i++) offsets[i + 1] = offsets[i] + lens[i];
+    const int64_t T = offsets[n_docs];
+    float *h = malloc(sizeof(float) * (size_t)(T * D)), *h0 = malloc(sizeof(float) * (size_t)(T * D));
+    float *u = malloc(sizeof(float) * (size_t)(T * D)), *filt = malloc(sizeof(float) * (size_t)(D * K * 2));
+    float *lw = malloc(sizeof(float) * (size_t)D), *lb = malloc(sizeof(float) * (size_t)D);
+    float *bias = malloc(sizeof(float) * (size_t)D);
+    double *ref = malloc(sizeof(double) * (size_t)(T * D));
+    fill(h0, T * D, 1.0f, 0.2f);
+    fill(filt, D * K * 2, 1.0f, 0.0f);
+    fill(lw, D, 0.5f, 1.0f);
+    fill(lb, D, 0.3f, 0.0f);
+    fill(bias, D, 0.5f, 0.0f);
+    ref_layer_norm(h0, lw, lb, 1e-5, T, D, u);
+    for (int64_t i = 0; i < n_docs; i++)
+        ref_mix(u + offsets[i] * D, filt, bias, K, lens[i], D, h0 + offsets[i] * D, ref + offsets[i] * D);
+    const size_t ws = be->ops->mix_block_workspace_size(be, offsets, n_docs, D, K);
+    unsigned char *base = NULL;
+    const size_t canary = 64;
+    CHECK(posix_memalign((void **)&base, 256, ws + canary) == 0, "posix_memalign");
+    memset(base, 0xA5, ws + canary);
+    memcpy(h, h0, sizeof(float) * (size_t)(T * D));
+    int rc = be->ops->mix_block(be, h, lw, lb, 1e-5f, filt, bias, K, D, offsets, n_docs, base);
+    CHECK(rc == 0, "mix_block %s: rc %d: %s", name, rc, be->err);
+    int ok_canary = 1;
+    for (size_t i = 0; i < canary; i++) ok_canary &= base[ws + i] == 0xA5;
+    CHECK(ok_canary, "mix_block %s: workspace overrun (ws=%zu)", name, ws);
+    for (int64_t i = 0; i < n_docs; i++) {
+        double e = rel_err(h + offsets[i] * D, ref + offsets[i] * D, lens[i] * D);
+        CHECK(e <= TOL, "mix_block %s: document of T=%lld: rel err %.3g", name, (long long)lens[i], e);
+    }
+    /* bad offsets are refused */
+    int64_t bad[3] = {0, 5, 5};
+    CHECK(be->ops->mix_block(be, h, lw, lb, 1e-5f, filt, bias, K, D, bad, 2, base) != 0,
+          "empty document refused");
+    free(base);
+    free(h);
+    free(h0);
+    free(u);
+    free(filt);
+    free(lw);
+    free(lb);
+    free(bias);
+    free(ref);
+}
+
+/* ffn_block on packed documents against a double-precision reference. */
+static void test_ffn_block(sp_backend *be, const char *name) {
+    static const int64_t lens[] = {1, 127, 128, 129, 300};
+    const int64_t n_docs = 5, D = 24, F = 40;
+    int64_t offsets[6] = {0};
+    for (int64_t i = 0; i < n_docs; i++) offsets[i + 1] = offsets[i] + lens[i];
+    const int64_t T = offsets[n_docs];
+    float *h = malloc(sizeof(float) * (size_t)(T * D)), *x = malloc(sizeof(float) * (size_t)(T * D));
+    float *wu = malloc(sizeof(float) * (size_t)(F * D)), *bu = malloc(sizeof(float) * (size_t)F);
+    float *wd = malloc(sizeof(float) * (size_t)(D * F)), *bd = malloc(sizeof(float) * (size_t)D);
+    float *lw = malloc(sizeof(float) * (size_t)D), *lb = malloc(sizeof(float) * (size_t)D);
+    double *ref = malloc(sizeof(double) * (size_t)(T * D));
+    fill(h, T * D, 1.0f, 0.1f);
+    fill(wu, F * D, 0.3f, 0.0f);
+    fill(bu, F, 0.2f, 0.0f);
+    fill(wd, D * F, 0.3f, 0.0f);
+    fill(bd, D, 0.2f, 0.0f);
+    fill(lw, D, 0.5f, 1.0f);
+    fill(lb, D, 0.3f, 0.0f);
+    ref_layer_norm(h, lw, lb, 1e-5, T, D, x);
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t d = 0; d < D; d++) {
+            double y = h[t * D + d] + bd[d];
+            for (int64_t f = 0; f < F; f++) {
+                double a = bu[f];
+                for (int64_t i = 0; i < D; i++) a += (double)x[t * D + i] * wu[f * D + i];
+                y += 0.5 * a * (1.0 + erf(a / sqrt(2.0))) * wd[d * F + f];
+            }
+            ref[t * D + d] = y;
+        }
+    const size_t ws = be->ops->ffn_block_workspace_size(be, offsets, n_docs, D, F);
+    void *w = malloc(ws ? ws : 1);
+    int rc = be->ops->ffn_block(be, h, lw, lb, 1e-5f, wu, bu, SP_ACT_GELU, wd, bd, D, F, offsets,
+                                n_docs, w);
+    CHECK(rc == 0, "ffn_block %s: rc %d: %s", name, rc, be->err);
+    double e = rel_err(h, ref, T * D);
+    CHECK(e <= TOL, "ffn_block %s: rel err %.3g", name, e);
+    free(w);
+    free(h);
+    free(x);
+    free(wu);
+    free(bu);
+    free(wd);
+    free(bd);
+    free(lw);
+    free(lb);
+    free(ref);
+}
+
 /* ------------------------------------------------------------- linear */
 
 static void test_linear(sp_backend *be, const char *name) {
@@ -360,6 +476,10 @@ int main(void) {
     unsetenv("SPECTRAL_CPU_MIX_TILE");
 
     test_mix(bes, names, NBE);
+    for (int i = 0; i < NBE; i++) {
+        test_mix_block(bes[i], names[i]);
+        if (i < 3) test_ffn_block(bes[i], names[i]);
+    }
     for (int i = 0; i < 3; i++) {
         test_linear(bes[i], names[i]);
         test_layer_norm(bes[i], names[i]);

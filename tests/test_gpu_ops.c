@@ -9,7 +9,10 @@
  * then what gets checked), over T in {1, 2, 3, 7, 8, ..., 65536} and one
  * 1,048,576-token sequence. Every mixing run also checks that u is left
  * unchanged. FNet's 2-D Fourier op is compared the same way (input unchanged
- * too), and the linear op with every activation.
+ * too), and the linear op with every activation. The fused sub-blocks
+ * mix_block (several documents packed in one h, under auto, dftgemm and
+ * cufft) and ffn_block (several documents, one to three row chunks) are
+ * compared with the CPU backend's, and their argument checks exercised.
  *
  * Built with -DSPECTRAL_GPU_STUB_TEST (CUDA-less builds) it instead checks
  * that the stub constructor fails cleanly. */
@@ -451,6 +454,263 @@ static void test_fourier2d(sp_backend *gpu) {
     printf("fourier2d: done\n");
 }
 
+/* ------------------------------------------------------- fused sub-blocks */
+
+/* h_out = mix_block(h0) on backend be, documents at offsets. 0 on success. */
+static int run_mix_block(sp_backend *be, const float *h0, const float *lnw, const float *lnb,
+                         const float *filt, const float *bias, int64_t K, int64_t D,
+                         const int64_t *offsets, int64_t n_docs, float *h_out) {
+    const int64_t T = offsets[n_docs];
+    const size_t nh = (size_t)(T * D) * sizeof(float);
+    int rc = 1;
+    float *dh = to_be(be, h0, nh);
+    float *dw = to_be(be, lnw, (size_t)D * sizeof(float));
+    float *db = to_be(be, lnb, (size_t)D * sizeof(float));
+    float *df = K > 0 ? to_be(be, filt, (size_t)(D * K * 2) * sizeof(float)) : NULL;
+    float *dbias = bias ? to_be(be, bias, (size_t)D * sizeof(float)) : NULL;
+    const size_t ws = be->ops->mix_block_workspace_size(be, offsets, n_docs, D, K);
+    void *dws = to_be(be, NULL, ws ? ws : 256);
+    if (!dh || !dw || !db || (K > 0 && !df) || (bias && !dbias) || !dws) goto done;
+    if (be->ops->mix_block(be, dh, dw, db, 1e-5f, df, dbias, K, D, offsets, n_docs, dws)) {
+        fprintf(stderr, "FAIL %s mix_block T=%lld docs=%lld D=%lld K=%lld: %s\n", be->ops->name,
+                (long long)T, (long long)n_docs, (long long)D, (long long)K, be->err);
+        g_fail++;
+        goto done;
+    }
+    if (from_be(be, h_out, dh, nh)) goto done;
+    rc = 0;
+done:
+    be->ops->buffer_free(be, dh);
+    be->ops->buffer_free(be, dw);
+    be->ops->buffer_free(be, db);
+    be->ops->buffer_free(be, df);
+    be->ops->buffer_free(be, dbias);
+    be->ops->buffer_free(be, dws);
+    return rc;
+}
+
+/* Documents of the given lengths packed in one h, against the CPU backend. */
+static void check_mix_block(sp_backend *gpu, const char *mix, const int64_t *lens, int64_t n_docs,
+                            int64_t D, int64_t K, int with_bias) {
+    int64_t *offsets = xmalloc((size_t)(n_docs + 1) * sizeof(int64_t));
+    offsets[0] = 0;
+    for (int64_t i = 0; i < n_docs; i++) offsets[i + 1] = offsets[i] + lens[i];
+    const int64_t n = offsets[n_docs] * D;
+    float *h0 = xmalloc((size_t)n * sizeof(float));
+    float *hc = xmalloc((size_t)n * sizeof(float)), *hg = xmalloc((size_t)n * sizeof(float));
+    float *lnw = xmalloc((size_t)D * sizeof(float)), *lnb = xmalloc((size_t)D * sizeof(float));
+    float *filt = xmalloc((size_t)(D * K * 2 + 1) * sizeof(float));
+    float *bias = xmalloc((size_t)D * sizeof(float));
+    fill(h0, n, 2.0f, 0.5f); /* an offset, so the LayerNorm has a mean to remove */
+    fill(lnw, D, 0.5f, 1.0f);
+    fill(lnb, D, 0.5f, 0.0f);
+    fill(filt, D * K * 2, 1.0f, 0.0f);
+    fill(bias, D, 1.0f, 0.0f);
+    const float *b = with_bias ? bias : NULL;
+    if (!run_mix_block(g_cpu, h0, lnw, lnb, filt, b, K, D, offsets, n_docs, hc) &&
+        !run_mix_block(gpu, h0, lnw, lnb, filt, b, K, D, offsets, n_docs, hg)) {
+        double e = rel_err(hg, hc, n);
+        CHECK(e <= TOL, "mix_block mix=%s docs=%lld T=%lld D=%lld K=%lld bias=%d: rel err %.3g",
+              mix, (long long)n_docs, (long long)offsets[n_docs], (long long)D, (long long)K,
+              with_bias, e);
+    }
+    free(offsets);
+    free(h0);
+    free(hc);
+    free(hg);
+    free(lnw);
+    free(lnb);
+    free(filt);
+    free(bias);
+}
+
+static void test_mix_block(void) {
+    if (!g_cpu->ops->mix_block || !g_cpu->ops->mix_block_workspace_size) {
+        fprintf(stderr, "FAIL the CPU backend has no mix_block to compare with\n");
+        g_fail++;
+        return;
+    }
+    static const char *modes[] = {"auto", "dftgemm", "cufft"};
+    /* one document; lengths 1 (bias only), 2, odd, powers of two and not;
+     * a long non-power-of-two document between short ones */
+    static const int64_t one[] = {100}, mixed[] = {1, 2, 7, 64, 1000, 1024, 5},
+                         longs[] = {3, 4097, 8192, 1};
+    for (size_t m = 0; m < sizeof modes / sizeof *modes; m++) {
+        sp_backend *gpu = make_gpu(modes[m]);
+        if (!gpu) continue;
+        int fails_before = g_fail;
+        static const int64_t Ks[] = {0, 3, 100};
+        for (int ki = 0; ki < 3; ki++) {
+            check_mix_block(gpu, modes[m], one, 1, 64, Ks[ki], 1);
+            check_mix_block(gpu, modes[m], mixed, 7, 64, Ks[ki], ki != 1);
+            check_mix_block(gpu, modes[m], mixed, 7, 3, Ks[ki], 1);
+        }
+        check_mix_block(gpu, modes[m], longs, 4, 16, 32, 1);
+        static const int64_t wide[] = {128, 300, 77};
+        check_mix_block(gpu, modes[m], wide, 3, 768, 64, 1);
+        printf("mix_block mix=%s: %s\n", modes[m], g_fail == fails_before ? "ok" : "FAILED");
+        gpu->ops->destroy(gpu);
+    }
+}
+
+/* h_out = ffn_block(h0) on backend be, documents at offsets. 0 on success. */
+static int run_ffn_block(sp_backend *be, const float *h0, const float *lnw, const float *lnb,
+                         const float *Wu, const float *bu, sp_act act, const float *Wd,
+                         const float *bd, int64_t D, int64_t F, const int64_t *offsets,
+                         int64_t n_docs, float *h_out) {
+    const int64_t T = offsets[n_docs];
+    const size_t nh = (size_t)(T * D) * sizeof(float), nw = (size_t)(D * F) * sizeof(float);
+    int rc = 1;
+    float *dh = to_be(be, h0, nh);
+    float *dlw = to_be(be, lnw, (size_t)D * sizeof(float));
+    float *dlb = to_be(be, lnb, (size_t)D * sizeof(float));
+    float *dWu = to_be(be, Wu, nw), *dWd = to_be(be, Wd, nw);
+    float *dbu = bu ? to_be(be, bu, (size_t)F * sizeof(float)) : NULL;
+    float *dbd = bd ? to_be(be, bd, (size_t)D * sizeof(float)) : NULL;
+    const size_t ws = be->ops->ffn_block_workspace_size(be, offsets, n_docs, D, F);
+    void *dws = to_be(be, NULL, ws ? ws : 256);
+    if (!dh || !dlw || !dlb || !dWu || !dWd || (bu && !dbu) || (bd && !dbd) || !dws) goto done;
+    if (be->ops->ffn_block(be, dh, dlw, dlb, 1e-5f, dWu, dbu, act, dWd, dbd, D, F, offsets, n_docs,
+                           dws)) {
+        fprintf(stderr, "FAIL %s ffn_block T=%lld docs=%lld D=%lld F=%lld: %s\n", be->ops->name,
+                (long long)T, (long long)n_docs, (long long)D, (long long)F, be->err);
+        g_fail++;
+        goto done;
+    }
+    if (from_be(be, h_out, dh, nh)) goto done;
+    rc = 0;
+done:
+    be->ops->buffer_free(be, dh);
+    be->ops->buffer_free(be, dlw);
+    be->ops->buffer_free(be, dlb);
+    be->ops->buffer_free(be, dWu);
+    be->ops->buffer_free(be, dWd);
+    be->ops->buffer_free(be, dbu);
+    be->ops->buffer_free(be, dbd);
+    be->ops->buffer_free(be, dws);
+    return rc;
+}
+
+static void test_ffn_block(sp_backend *gpu) {
+    if (!g_cpu->ops->ffn_block || !g_cpu->ops->ffn_block_workspace_size) {
+        fprintf(stderr, "FAIL the CPU backend has no ffn_block to compare with\n");
+        g_fail++;
+        return;
+    }
+    /* one row; two documents in one chunk; a chunk (2048 rows) and a bit, the
+     * chunk boundary inside a document; three chunks; BERT-base widths */
+    static const int64_t o1[] = {0, 1}, o2[] = {0, 30, 100}, o3[] = {0, 2000, 2049},
+                         o4[] = {0, 1, 4099, 4100}, o5[] = {0, 300};
+    struct {
+        const int64_t *offsets;
+        int64_t n_docs, D, F;
+    } shapes[] = {{o1, 1, 8, 32}, {o2, 2, 64, 256}, {o3, 2, 64, 128}, {o4, 3, 128, 512},
+                  {o5, 1, 768, 3072}};
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+        for (int variant = 0; variant < 3; variant++) {
+            /* 0: gelu + biases, 1: gelu_tanh + biases, 2: gelu, no biases */
+            const int64_t *off = shapes[s].offsets, nd = shapes[s].n_docs;
+            const int64_t T = off[nd], D = shapes[s].D, F = shapes[s].F;
+            const sp_act act = variant == 1 ? SP_ACT_GELU_TANH : SP_ACT_GELU;
+            const int has_b = variant != 2;
+            float *h0 = xmalloc((size_t)(T * D) * sizeof(float));
+            float *hc = xmalloc((size_t)(T * D) * sizeof(float));
+            float *hg = xmalloc((size_t)(T * D) * sizeof(float));
+            float *lnw = xmalloc((size_t)D * sizeof(float));
+            float *lnb = xmalloc((size_t)D * sizeof(float));
+            float *Wu = xmalloc((size_t)(D * F) * sizeof(float));
+            float *Wd = xmalloc((size_t)(D * F) * sizeof(float));
+            float *bu = xmalloc((size_t)F * sizeof(float));
+            float *bd = xmalloc((size_t)D * sizeof(float));
+            fill(h0, T * D, 2.0f, 0.5f);
+            fill(lnw, D, 0.5f, 1.0f);
+            fill(lnb, D, 0.5f, 0.0f);
+            fill(Wu, D * F, 1.0f / sqrtf((float)D), 0.0f);
+            fill(Wd, D * F, 1.0f / sqrtf((float)F), 0.0f);
+            fill(bu, F, 0.5f, 0.0f);
+            fill(bd, D, 0.5f, 0.0f);
+            const float *pbu = has_b ? bu : NULL, *pbd = has_b ? bd : NULL;
+            if (!run_ffn_block(g_cpu, h0, lnw, lnb, Wu, pbu, act, Wd, pbd, D, F, off, nd, hc) &&
+                !run_ffn_block(gpu, h0, lnw, lnb, Wu, pbu, act, Wd, pbd, D, F, off, nd, hg)) {
+                double e = rel_err(hg, hc, T * D);
+                CHECK(e <= TOL, "ffn_block T=%lld docs=%lld D=%lld F=%lld variant=%d: rel err %.3g",
+                      (long long)T, (long long)nd, (long long)D, (long long)F, variant, e);
+            }
+            free(h0);
+            free(hc);
+            free(hg);
+            free(lnw);
+            free(lnb);
+            free(Wu);
+            free(Wd);
+            free(bu);
+            free(bd);
+        }
+    printf("ffn_block: done\n");
+}
+
+/* The sub-blocks' argument checks: each bad call fails with a message. */
+static int fails_with_message(sp_backend *be, int rc) { return rc != 0 && be->err[0] != '\0'; }
+
+static void block_errors(sp_backend *gpu, float *h, float *w, void *ws) {
+    const int64_t D = 4, K = 2;
+    static const int64_t start1[] = {1, 5}, empty[] = {0, 5, 5}, down[] = {0, 5, 3},
+                         ok[] = {0, 3, 10};
+    struct {
+        const int64_t *offsets;
+        int64_t n_docs;
+        const char *what;
+    } bad[] = {
+        {start1, 1, "offsets[0] != 0"}, {empty, 2, "an empty document"},
+        {down, 2, "decreasing offsets"}, {ok, 0, "n_docs = 0"},
+        {NULL, 1, "NULL offsets"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        gpu->err[0] = '\0';
+        int rc = gpu->ops->mix_block(gpu, h, w, w, 1e-5f, w, NULL, K, D, bad[i].offsets,
+                                     bad[i].n_docs, ws);
+        CHECK(fails_with_message(gpu, rc), "mix_block with %s should fail", bad[i].what);
+        CHECK(gpu->ops->mix_block_workspace_size(gpu, bad[i].offsets, bad[i].n_docs, D, K) == 0,
+              "mix_block_workspace_size with %s should be 0", bad[i].what);
+        gpu->err[0] = '\0';
+        rc = gpu->ops->ffn_block(gpu, h, w, w, 1e-5f, w, NULL, SP_ACT_GELU, w, NULL, D, 8,
+                                 bad[i].offsets, bad[i].n_docs, ws);
+        CHECK(fails_with_message(gpu, rc), "ffn_block with %s should fail", bad[i].what);
+        CHECK(gpu->ops->ffn_block_workspace_size(gpu, bad[i].offsets, bad[i].n_docs, D, 8) == 0,
+              "ffn_block_workspace_size with %s should be 0", bad[i].what);
+    }
+    gpu->err[0] = '\0';
+    int rc = gpu->ops->mix_block(gpu, h, w, w, 1e-5f, NULL, NULL, K, D, ok, 2, ws);
+    CHECK(fails_with_message(gpu, rc), "mix_block with a NULL filter should fail");
+    gpu->err[0] = '\0';
+    rc = gpu->ops->mix_block(gpu, h, w, w, 1e-5f, w, NULL, K, D, ok, 2, NULL);
+    CHECK(fails_with_message(gpu, rc), "mix_block with a NULL workspace should fail");
+    gpu->err[0] = '\0';
+    rc = gpu->ops->mix_block(gpu, h, w, w, 1e-5f, w, NULL, K, 0, ok, 2, ws);
+    CHECK(fails_with_message(gpu, rc), "mix_block with D = 0 should fail");
+    gpu->err[0] = '\0';
+    rc = gpu->ops->ffn_block(gpu, h, w, w, 1e-5f, w, NULL, SP_ACT_GELU, w, NULL, D, 8, ok, 2, NULL);
+    CHECK(fails_with_message(gpu, rc), "ffn_block with a NULL workspace should fail");
+    gpu->err[0] = '\0';
+    rc = gpu->ops->ffn_block(gpu, h, w, w, 1e-5f, w, NULL, (sp_act)99, w, NULL, D, 8, ok, 2, ws);
+    CHECK(fails_with_message(gpu, rc), "ffn_block with an unknown activation should fail");
+    gpu->err[0] = '\0';
+    rc = gpu->ops->ffn_block(gpu, h, w, w, 1e-5f, w, NULL, SP_ACT_GELU, w, NULL, D, 0, ok, 2, ws);
+    CHECK(fails_with_message(gpu, rc), "ffn_block with F = 0 should fail");
+    CHECK(gpu->ops->synchronize(gpu) == 0, "synchronize after the failed calls: %s", gpu->err);
+}
+
+static void test_block_errors(sp_backend *gpu) {
+    float *h = to_be(gpu, NULL, 64 * 4 * sizeof(float));
+    float *w = to_be(gpu, NULL, 4096 * sizeof(float));
+    void *ws = to_be(gpu, NULL, (size_t)1 << 20);
+    if (h && w && ws) block_errors(gpu, h, w, ws);
+    gpu->ops->buffer_free(gpu, h);
+    gpu->ops->buffer_free(gpu, w);
+    gpu->ops->buffer_free(gpu, ws);
+    printf("block errors: done\n");
+}
+
 static void test_errors(void) {
     char err[512] = "";
     sp_backend *be = sp_backend_cuda_create(-1, err, sizeof err);
@@ -504,9 +764,12 @@ int main(void) {
         test_linear(gpu);
         test_pool(gpu);
         test_fourier2d(gpu);
+        test_ffn_block(gpu);
+        test_block_errors(gpu);
         gpu->ops->destroy(gpu);
     }
     test_mix();
+    test_mix_block();
     test_mix_long();
     g_cpu->ops->destroy(g_cpu);
     printf("test_gpu_ops: %d checks, %d failures\n", g_checks, g_fail);

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "runtime/arena.h"
@@ -67,6 +69,8 @@ static void test_memory_limit(spectral_model *model) {
           spectral_context_peak_memory(ctx), need);
     float ref[64];
     memcpy(ref, spectral_get_embedding(ctx), sizeof(float) * (size_t)spectral_model_n_embd(model));
+    const size_t least = spectral_context_memory_minimum(ctx, T);
+    CHECK(least > 0 && least < need, "one tile at a time needs less: %zu < %zu", least, need);
     spectral_context_free(ctx);
 
     /* exact fit succeeds */
@@ -77,6 +81,22 @@ static void test_memory_limit(spectral_model *model) {
     const float *e = spectral_get_embedding(ctx);
     CHECK(e && !memcmp(e, ref, sizeof(float) * (size_t)spectral_model_n_embd(model)),
           "same result under a limit");
+    spectral_context_free(ctx);
+
+    /* below the full plan: fewer tiles in flight, same result bit for bit */
+    const size_t limits[2] = {need - 1, least};
+    for (int i = 0; i < 2; i++) {
+        p.mem_limit = limits[i];
+        CHECK(spectral_context_create(model, p, &ctx) == SPECTRAL_OK, "%s", spectral_last_error());
+        CHECK(spectral_encode(ctx, tok, T) == SPECTRAL_OK, "limit %zu: %s", limits[i],
+              spectral_last_error());
+        CHECK(spectral_context_peak_memory(ctx) <= limits[i], "peak %zu within the cap %zu",
+              spectral_context_peak_memory(ctx), limits[i]);
+        e = spectral_get_embedding(ctx);
+        CHECK(e && !memcmp(e, ref, sizeof(float) * (size_t)spectral_model_n_embd(model)),
+              "same result with fewer tiles in flight");
+        if (i == 0) spectral_context_free(ctx);
+    }
     /* a longer document no longer fits: refused with how much it needs */
     int32_t *tok2 = make_tokens(T + 100, 9);
     CHECK(spectral_encode(ctx, tok2, T + 100) == SPECTRAL_ERR_MEMORY_LIMIT, "longer doc refused");
@@ -87,8 +107,8 @@ static void test_memory_limit(spectral_model *model) {
     CHECK(spectral_encode(ctx, tok, T) == SPECTRAL_OK, "usable after refusal");
     spectral_context_free(ctx);
 
-    /* one byte short fails cleanly */
-    p.mem_limit = need - 1;
+    /* one byte short of the minimum fails cleanly */
+    p.mem_limit = least - 1;
     CHECK(spectral_context_create(model, p, &ctx) == SPECTRAL_OK, "%s", spectral_last_error());
     CHECK(spectral_encode(ctx, tok, T) == SPECTRAL_ERR_MEMORY_LIMIT, "one byte short");
     CHECK(spectral_context_peak_memory(ctx) == 0, "nothing allocated when refused");
@@ -175,6 +195,157 @@ static void test_batch(spectral_model *model) {
     free(a);
     free(b);
     free(c);
+}
+
+/* ---- results do not depend on the thread count or on packing ---- */
+
+/* Encodes docs with n_threads and batch_tokens; fills emb (n x E) and the
+ * token states of every document, concatenated (sum of lens x E). */
+typedef struct {
+    float *emb, *states;
+    int64_t E, row;
+    int n, errors;
+    const int64_t *lens;
+} collect;
+
+static int on_collect(spectral_context *ctx, int64_t i, spectral_status s, void *user) {
+    collect *c = user;
+    int64_t T = 0;
+    const float *st = s == SPECTRAL_OK ? spectral_get_token_states(ctx, &T) : NULL;
+    const float *e = s == SPECTRAL_OK ? spectral_get_embedding(ctx) : NULL;
+    if (!st || !e || T != c->lens[i] || i != c->n) {
+        c->errors++;
+        return 0;
+    }
+    memcpy(c->emb + i * c->E, e, (size_t)c->E * sizeof(float));
+    memcpy(c->states + c->row * c->E, st, (size_t)(T * c->E) * sizeof(float));
+    c->row += T;
+    c->n++;
+    return 0;
+}
+
+static void run_docs(spectral_model *model, int n_threads, int64_t batch_tokens,
+                     const int32_t *const *docs, const int64_t *lens, int n, collect *out) {
+    spectral_context_params p = spectral_context_default_params();
+    p.n_threads = n_threads;
+    p.batch_tokens = batch_tokens;
+    spectral_context *ctx = NULL;
+    CHECK(spectral_context_create(model, p, &ctx) == SPECTRAL_OK, "%s", spectral_last_error());
+    if (!ctx) return;
+    out->row = 0;
+    out->n = 0;
+    out->errors = 0;
+    out->lens = lens;
+    CHECK(spectral_encode_batch(ctx, docs, lens, n, on_collect, out) == SPECTRAL_OK, "%s",
+          spectral_last_error());
+    CHECK(out->errors == 0 && out->n == n, "batch outputs (%d errors, %d docs)", out->errors, out->n);
+    spectral_context_free(ctx);
+}
+
+static void test_deterministic(spectral_model *model) {
+    enum { N = 7 };
+    const int64_t lens[N] = {1, 3, 130, 257, 1000, 129, 3000};
+    int32_t *docs[N];
+    int64_t rows = 0;
+    for (int i = 0; i < N; i++) {
+        docs[i] = make_tokens(lens[i], 40 + i);
+        rows += lens[i];
+    }
+    const int64_t E = spectral_model_n_embd(model);
+    collect ref = {malloc((size_t)(N * E) * sizeof(float)), malloc((size_t)(rows * E) * sizeof(float)), E};
+    collect got = {malloc((size_t)(N * E) * sizeof(float)), malloc((size_t)(rows * E) * sizeof(float)), E};
+    run_docs(model, 1, 1, (const int32_t *const *)docs, lens, N, &ref);
+    /* any thread count, one document per pass: bit-identical */
+    const int threads[3] = {2, 3, 8};
+    for (int k = 0; k < 3; k++) {
+        run_docs(model, threads[k], 1, (const int32_t *const *)docs, lens, N, &got);
+        CHECK(!memcmp(ref.emb, got.emb, (size_t)(N * E) * sizeof(float)) &&
+                  !memcmp(ref.states, got.states, (size_t)(rows * E) * sizeof(float)),
+              "%d threads give the 1-thread result bit for bit", threads[k]);
+    }
+    /* packed passes too: every document meets the same GEMM row tiles */
+    const int64_t budgets[2] = {0, 2000};
+    for (int k = 0; k < 2; k++) {
+        run_docs(model, 3, budgets[k], (const int32_t *const *)docs, lens, N, &got);
+        CHECK(!memcmp(ref.emb, got.emb, (size_t)(N * E) * sizeof(float)) &&
+                  !memcmp(ref.states, got.states, (size_t)(rows * E) * sizeof(float)),
+              "packed (budget %lld) gives the one-at-a-time result bit for bit",
+              (long long)budgets[k]);
+    }
+    for (int i = 0; i < N; i++) free(docs[i]);
+    free(ref.emb);
+    free(ref.states);
+    free(got.emb);
+    free(got.states);
+}
+
+/* ---- memory does not grow with the thread count ---- */
+static void test_memory_vs_threads(spectral_model *model) {
+    const int64_t T = 100000, D = spectral_model_n_embd(model);
+    size_t need[2] = {0, 0};
+    const int threads[2] = {1, 64};
+    for (int k = 0; k < 2; k++) {
+        spectral_context_params p = spectral_context_default_params();
+        p.n_threads = threads[k];
+        spectral_context *ctx = NULL;
+        CHECK(spectral_context_create(model, p, &ctx) == SPECTRAL_OK, "%s", spectral_last_error());
+        if (!ctx) return;
+        need[k] = spectral_context_memory_needed(ctx, T);
+        spectral_context_free(ctx);
+    }
+    /* The documented bound: all of one document's channels in flight in the
+     * mixing (about T x D floats) plus the MLP's tiles, at most
+     * max(T x D floats, 32 MiB). */
+    const size_t bound = need[0] + 2 * (size_t)(T * D) * sizeof(float) + ((size_t)32 << 20);
+    CHECK(need[1] <= bound, "64 threads need %zu bytes, more than 1 thread's %zu + the bound", need[1],
+          need[0]);
+}
+
+/* ---- a thread that cannot be created is an error, not an exit ---- */
+#if defined(__SANITIZE_ADDRESS__)
+#define SP_NO_RLIMIT_TEST 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SP_NO_RLIMIT_TEST 1
+#endif
+#endif
+
+static void test_thread_create_failure(spectral_model *model) {
+#ifdef SP_NO_RLIMIT_TEST
+    (void)model;
+    printf("test_runtime: thread-creation failure check skipped under AddressSanitizer\n");
+#else
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* Address space for no more than a few 8 MiB thread stacks. */
+        struct rlimit rl;
+        getrlimit(RLIMIT_AS, &rl);
+        FILE *f = fopen("/proc/self/statm", "r");
+        unsigned long pages = 0;
+        if (!f || fscanf(f, "%lu", &pages) != 1) _exit(3);
+        fclose(f);
+        rl.rlim_cur = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + ((rlim_t)48 << 20);
+        if (setrlimit(RLIMIT_AS, &rl)) _exit(3);
+        spectral_context_params p = spectral_context_default_params();
+        p.n_threads = 256;
+        spectral_context *ctx = NULL;
+        spectral_status s = spectral_context_create(model, p, &ctx);
+        if (s == SPECTRAL_OK) _exit(4);
+        if (s != SPECTRAL_ERR_BACKEND || !strstr(spectral_last_error(), "thread")) _exit(5);
+        /* still usable with what the machine allows */
+        p.n_threads = 1;
+        if (spectral_context_create(model, p, &ctx) != SPECTRAL_OK) _exit(6);
+        int32_t tok[5] = {1, 2, 3, 4, 5};
+        if (spectral_encode(ctx, tok, 5) != SPECTRAL_OK) _exit(7);
+        spectral_context_free(ctx);
+        _exit(0);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "thread-creation failure: child status %d (%s)",
+          WIFEXITED(st) ? WEXITSTATUS(st) : -1, WIFSIGNALED(st) ? "signal" : "exit");
+#endif
 }
 
 /* ---- one model, several threads ---- */
@@ -268,6 +439,9 @@ int main(void) {
     test_bad_arguments(model);
     test_batch(model);
     test_threads(model);
+    test_deterministic(model);
+    test_memory_vs_threads(model);
+    test_thread_create_failure(model);
     spectral_model_free(model);
 
     /* use_mmap = false path gives the same model */

@@ -7,27 +7,26 @@
  *
  * Every row reports tokens/s (mean +- stddev over the repetitions), ms per
  * document, peak activation memory and the share of the machine's GEMM
- * roofline, calibrated in the same run (a large cblas_sgemm; a large memcpy
- * for the bandwidth). See docs/bench.md for the columns and FLOP counts.
+ * roofline, calibrated in the same run. See docs/bench.md for the columns
+ * and FLOP counts.
  *
- * The attention baseline is a standard pre-LN Transformer encoder of the same
- * width (heads of 64 dims), the same MLP and the same number of layers, with
- * random weights. On the CPU its projections and MLP go through the CPU
- * backend (OpenBLAS) and its attention is blockwise (flash-style, online
- * softmax, O(T) memory) on cblas_sgemm, parallel over (head, query block). */
+ * This file is the driver: options, the model under test, rows, timing and
+ * the output formats. What it measures against lives elsewhere:
+ *   bench_attention.[ch]  the attention baseline (a same-width pre-LN
+ *                         Transformer encoder, blockwise attention)
+ *   bench_calibrate.[ch]  the roofline: n concurrent single-threaded sgemms,
+ *                         a threaded memcpy, a backend's linear op (CUDA) */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime, mkstemp, sysconf */
+#include "bench_attention.h"
+#include "bench_calibrate.h"
 #include "formats/gguf.h"
 #include "kernels/backend.h"
 #include "spectral.h"
 
-#include <cblas.h>
 #include <errno.h>
-#include <float.h>
 #include <limits.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,8 +36,6 @@
 
 #define MAX_LIST 64
 #define MAX_REPS 1000
-#define ATTN_BQ 128 /* query rows per attention block */
-#define ATTN_BK 256 /* key rows per attention block */
 #define EXIT_BAD_OPTION 2
 
 /* ------------------------------------------------------------ utilities */
@@ -200,25 +197,6 @@ static void csv_str(FILE *f, const char *s) {
         fputc(*s, f);
     }
     fputc('"', f);
-}
-
-/* ------------------------------------------------------ memory accounting */
-
-/* Every activation buffer of the bench's own code paths (attention and the
- * op modes) goes through here, so their peak is the bench's own count. */
-typedef struct {
-    size_t cur, peak;
-} mem_count;
-
-static void *counted_alloc(mem_count *mc, size_t bytes) {
-    size_t n = (bytes + 255) / 256 * 256;
-    if (n == 0) n = 256;
-    if (n < bytes) return NULL;
-    void *p = aligned_alloc(256, n);
-    if (!p) return NULL;
-    mc->cur += n;
-    if (mc->cur > mc->peak) mc->peak = mc->cur;
-    return p;
 }
 
 /* ------------------------------------------------------------ options */
@@ -543,469 +521,15 @@ static double flops_attn_mix(int64_t T, int64_t D) {
 
 /* ------------------------------------------------------------ calibration */
 
+/* What bench_calibrate measured before the rows; every row refers to it. */
 typedef struct {
-    double gemm_gflops; /* best of a few large square sgemms */
+    double gemm_gflops; /* CPU: n concurrent single-threaded sgemms; CUDA: the linear op */
     double bw_gbs;      /* memcpy, bytes read + written per second */
     int64_t gemm_n;
+    int gemm_threads; /* CPU: concurrent sgemms (one per thread); 0 on CUDA */
     size_t bw_bytes;
     int have_bw;
 } calib;
-
-typedef struct {
-    char *dst;
-    const char *src;
-    size_t n;
-} copy_job;
-
-static void *copy_worker(void *arg) {
-    copy_job *j = arg;
-    memcpy(j->dst, j->src, j->n);
-    return NULL;
-}
-
-static double calib_sgemm_cpu(int64_t N, int threads) {
-    float *a = malloc((size_t)(N * N) * sizeof(float));
-    float *b = malloc((size_t)(N * N) * sizeof(float));
-    float *c = malloc((size_t)(N * N) * sizeof(float));
-    double best = 0;
-    if (a && b && c) {
-        fill_uniform(a, (size_t)(N * N), 1.0f);
-        fill_uniform(b, (size_t)(N * N), 1.0f);
-        openblas_set_num_threads(threads);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)N, (int)N, 1.0f, a,
-                    (int)N, b, (int)N, 0.0f, c, (int)N); /* warm-up */
-        double t_total = 0;
-        for (int i = 0; i < 10 && (i < 3 || t_total < 1.0); i++) {
-            double t0 = now_s();
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)N, (int)N, 1.0f,
-                        a, (int)N, b, (int)N, 0.0f, c, (int)N);
-            double dt = now_s() - t0;
-            t_total += dt;
-            double g = 2.0 * (double)N * N * N / dt / 1e9;
-            if (g > best) best = g;
-        }
-    }
-    free(a);
-    free(b);
-    free(c);
-    return best;
-}
-
-static double calib_memcpy(size_t bytes, int threads) {
-    char *src = malloc(bytes), *dst = malloc(bytes);
-    double best = 0;
-    if (src && dst) {
-        memset(src, 1, bytes);
-        memset(dst, 2, bytes);
-        if (threads < 1) threads = 1;
-        if (threads > 64) threads = 64;
-        pthread_t tid[64];
-        copy_job jobs[64];
-        size_t chunk = bytes / (size_t)threads / 4096 * 4096;
-        for (int rep = 0; rep < 5; rep++) {
-            double t0 = now_s();
-            int started = 0; /* workers 0..started-1 run in threads, the rest here */
-            for (int i = 0; i < threads; i++) {
-                size_t off = (size_t)i * chunk;
-                jobs[i].dst = dst + off;
-                jobs[i].src = src + off;
-                jobs[i].n = i == threads - 1 ? bytes - off : chunk;
-            }
-            for (int i = 0; i < threads - 1; i++) {
-                if (pthread_create(&tid[i], NULL, copy_worker, &jobs[i])) break;
-                started = i + 1;
-            }
-            for (int i = started; i < threads; i++) copy_worker(&jobs[i]);
-            for (int i = 0; i < started; i++) pthread_join(tid[i], NULL);
-            double dt = now_s() - t0;
-            double g = 2.0 * (double)bytes / dt / 1e9;
-            if (g > best) best = g;
-        }
-    }
-    free(src);
-    free(dst);
-    return best;
-}
-
-/* GEMM peak on a backend through its linear op (used for CUDA). */
-static double calib_linear(sp_backend *be, int64_t N) {
-    size_t bytes = (size_t)(N * N) * sizeof(float);
-    float *h = malloc(bytes);
-    float *x = be->ops->buffer_alloc(be, bytes);
-    float *w = be->ops->buffer_alloc(be, bytes);
-    float *y = be->ops->buffer_alloc(be, bytes);
-    double best = 0;
-    if (h && x && w && y) {
-        fill_uniform(h, (size_t)(N * N), 1.0f);
-        if (!be->ops->upload(be, x, h, bytes) && !be->ops->upload(be, w, h, bytes)) {
-            be->ops->linear(be, x, w, NULL, N, N, N, SP_ACT_NONE, 0, y);
-            be->ops->synchronize(be);
-            for (int i = 0; i < 5; i++) {
-                double t0 = now_s();
-                for (int k = 0; k < 4; k++) be->ops->linear(be, x, w, NULL, N, N, N, SP_ACT_NONE, 0, y);
-                if (be->ops->synchronize(be)) break;
-                double dt = now_s() - t0;
-                double g = 4 * 2.0 * (double)N * N * N / dt / 1e9;
-                if (g > best) best = g;
-            }
-        }
-    }
-    free(h);
-    if (x) be->ops->buffer_free(be, x);
-    if (w) be->ops->buffer_free(be, w);
-    if (y) be->ops->buffer_free(be, y);
-    return best;
-}
-
-/* ------------------------------------------------------------ attention (CPU) */
-
-/* 2^x for x <= 0 (below -126 it returns 2^-126), free of branches and of
- * float compares (which -ftrapping-math keeps from being if-converted), so
- * the loop over a row vectorizes: floor split, degree-6 Taylor polynomial of
- * 2^f on [0, 1) (relative error ~2e-6), exponent bits. */
-static inline float exp2_neg(float x) {
-    uint32_t xb;
-    memcpy(&xb, &x, sizeof xb);
-    const uint32_t lim = 0xC2FC0000u; /* bits of -126.0f */
-    xb = (xb > lim && (xb >> 31)) ? lim : xb;
-    memcpy(&x, &xb, sizeof x);
-    int32_t i = (int32_t)x;
-    float d = x - (float)i;
-    uint32_t db;
-    memcpy(&db, &d, sizeof db);
-    i -= (int32_t)(db >> 31); /* floor */
-    float f = x - (float)i;
-    float p = 1.0f + f * (0.69314718f +
-                          f * (0.24022651f +
-                               f * (0.05550411f + f * (0.00961813f + f * (0.00133336f + f * 0.00015404f)))));
-    int32_t eb = (i + 127) << 23;
-    float s;
-    memcpy(&s, &eb, sizeof s);
-    return p * s;
-}
-
-/* Row maximum on order-preserving integer keys of the float bits (no NaNs
- * here): integer compares vectorize where float ones do not. */
-static float row_max(const float *r, int64_t n) {
-    int32_t m8[8];
-    for (int k = 0; k < 8; k++) m8[k] = INT32_MIN;
-    int64_t j = 0;
-    for (; j + 8 <= n; j += 8)
-        for (int k = 0; k < 8; k++) {
-            int32_t v;
-            memcpy(&v, &r[j + k], sizeof v);
-            v ^= (v >> 31) & 0x7FFFFFFF;
-            m8[k] = v > m8[k] ? v : m8[k];
-        }
-    for (; j < n; j++) {
-        int32_t v;
-        memcpy(&v, &r[j], sizeof v);
-        v ^= (v >> 31) & 0x7FFFFFFF;
-        m8[0] = v > m8[0] ? v : m8[0];
-    }
-    int32_t m = INT32_MIN;
-    for (int k = 0; k < 8; k++) m = m8[k] > m ? m8[k] : m;
-    m ^= (m >> 31) & 0x7FFFFFFF;
-    float f;
-    memcpy(&f, &m, sizeof f);
-    return f;
-}
-
-/* r[j] = 2^(r[j] - m); returns the sum. Separate passes so each vectorizes. */
-static float row_exp2_sum(float *restrict r, int64_t n, float m) {
-    for (int64_t j = 0; j < n; j++) r[j] = exp2_neg(r[j] - m);
-    float s8[8] = {0};
-    int64_t j = 0;
-    for (; j + 8 <= n; j += 8)
-        for (int k = 0; k < 8; k++) s8[k] += r[j + k];
-    float s = 0;
-    for (; j < n; j++) s += r[j];
-    for (int k = 0; k < 8; k++) s += s8[k];
-    return s;
-}
-
-typedef struct {
-    const float *qkv; /* T x 3D: q | k | v */
-    float *out;       /* T x D */
-    int64_t T, D, hd, nh, nqb;
-    float alpha; /* log2(e) / sqrt(hd) */
-    atomic_llong next;
-    float *scratch; /* per worker: S[BQ*BK], O[BQ*hd], m[BQ], l[BQ] */
-    size_t scratch_floats;
-} attn_job;
-
-typedef struct {
-    attn_job *job;
-    int tid;
-} attn_worker_arg;
-
-static void *attn_worker(void *arg) {
-    attn_worker_arg *wa = arg;
-    attn_job *j = wa->job;
-    const int64_t T = j->T, D = j->D, hd = j->hd, ld = 3 * D;
-    float *S = j->scratch + (size_t)wa->tid * j->scratch_floats;
-    float *O = S + ATTN_BQ * ATTN_BK;
-    float *M = O + (size_t)ATTN_BQ * hd;
-    float *Lsum = M + ATTN_BQ;
-    const long long n_items = (long long)(j->nh * j->nqb);
-    for (;;) {
-        long long it = atomic_fetch_add(&j->next, 1);
-        if (it >= n_items) break;
-        const int64_t h = it / j->nqb, i0 = (it % j->nqb) * ATTN_BQ;
-        const int64_t bq = T - i0 < ATTN_BQ ? T - i0 : ATTN_BQ;
-        const float *Q = j->qkv + i0 * ld + h * hd;
-        const float *K0 = j->qkv + D + h * hd;
-        const float *V0 = j->qkv + 2 * D + h * hd;
-        for (int64_t r = 0; r < bq; r++) {
-            M[r] = -1e30f;
-            Lsum[r] = 0;
-        }
-        memset(O, 0, (size_t)(bq * hd) * sizeof(float));
-        for (int64_t j0 = 0; j0 < T; j0 += ATTN_BK) {
-            const int64_t bk = T - j0 < ATTN_BK ? T - j0 : ATTN_BK;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)bq, (int)bk, (int)hd,
-                        j->alpha, Q, (int)ld, K0 + j0 * ld, (int)ld, 0.0f, S, (int)bk);
-            for (int64_t r = 0; r < bq; r++) {
-                float *row = S + r * bk;
-                float mx = row_max(row, bk);
-                float mnew = mx > M[r] ? mx : M[r];
-                float corr = exp2_neg(M[r] - mnew);
-                Lsum[r] = Lsum[r] * corr + row_exp2_sum(row, bk, mnew);
-                if (corr != 1.0f) {
-                    float *o = O + r * hd;
-                    for (int64_t c = 0; c < hd; c++) o[c] *= corr;
-                }
-                M[r] = mnew;
-            }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)bq, (int)hd, (int)bk, 1.0f,
-                        S, (int)bk, V0 + j0 * ld, (int)ld, 1.0f, O, (int)hd);
-        }
-        for (int64_t r = 0; r < bq; r++) {
-            const float inv = 1.0f / Lsum[r];
-            float *dst = j->out + (i0 + r) * D + h * hd;
-            const float *o = O + r * hd;
-            for (int64_t c = 0; c < hd; c++) dst[c] = o[c] * inv;
-        }
-    }
-    return NULL;
-}
-
-/* A same-width pre-LN Transformer encoder with random weights. */
-typedef struct {
-    int64_t D, F, L, hd, nh;
-    int threads;
-    sp_backend *be; /* CPU backend: layer_norm, linear, get_rows, pool */
-    float *emb;     /* 256 x D */
-    float **ln1w, **ln1b, **wqkv, **bqkv, **wo, **bo, **ln2w, **ln2b, **wup, **bup, **wdn, **bdn;
-    /* activations (counted) */
-    mem_count mc;
-    int64_t T_alloc;
-    float *h, *x, *big, *scratch;
-    int32_t *ids;
-} attn_model;
-
-static int64_t head_dim_for(int64_t D) {
-    if (D % 64 == 0) return 64;
-    if (D < 64) return D;
-    for (int64_t d = 64; d > 1; d--)
-        if (D % d == 0) return d;
-    return 1;
-}
-
-static size_t attn_scratch_floats(int64_t hd) {
-    return (size_t)ATTN_BQ * ATTN_BK + (size_t)ATTN_BQ * hd + 2 * ATTN_BQ;
-}
-
-/* Activation bytes a document of T tokens needs (model: full encoder;
- * mix_only: the token-mixing sublayer alone). */
-static size_t attn_bytes_needed(const attn_model *m, int64_t T, int mix_only) {
-    size_t r = 0;
-    const int64_t wide = mix_only || 3 * m->D > m->F ? 3 * m->D : m->F;
-#define R256(b) (((size_t)(b) + 255) / 256 * 256)
-    r += R256((size_t)(T * m->D) * 4) * 2; /* h, x */
-    r += R256((size_t)(T * wide) * 4);     /* qkv / MLP hidden */
-    r += R256(attn_scratch_floats(m->hd) * (size_t)m->threads * 4);
-    if (!mix_only) r += R256((size_t)T * 4); /* token ids */
-#undef R256
-    return r;
-}
-
-static void attn_free_acts(attn_model *m) {
-    free(m->h);
-    free(m->x);
-    free(m->big);
-    free(m->scratch);
-    free(m->ids);
-    m->h = m->x = m->big = m->scratch = NULL;
-    m->ids = NULL;
-    m->mc.cur = 0;
-    m->T_alloc = 0;
-}
-
-static int attn_alloc_acts(attn_model *m, int64_t T, int mix_only) {
-    attn_free_acts(m);
-    m->mc.peak = 0;
-    const int64_t wide = mix_only || 3 * m->D > m->F ? 3 * m->D : m->F;
-    m->h = counted_alloc(&m->mc, (size_t)(T * m->D) * 4);
-    m->x = counted_alloc(&m->mc, (size_t)(T * m->D) * 4);
-    m->big = counted_alloc(&m->mc, (size_t)(T * wide) * 4);
-    m->scratch = counted_alloc(&m->mc, attn_scratch_floats(m->hd) * (size_t)m->threads * 4);
-    if (!mix_only) m->ids = counted_alloc(&m->mc, (size_t)T * 4);
-    if (!m->h || !m->x || !m->big || !m->scratch || (!mix_only && !m->ids)) {
-        attn_free_acts(m);
-        return -1;
-    }
-    m->T_alloc = T;
-    fill_uniform(m->h, (size_t)(T * m->D), 1.0f);
-    fill_uniform(m->x, (size_t)(T * m->D), 1.0f);
-    if (!mix_only)
-        for (int64_t t = 0; t < T; t++) m->ids[t] = (int32_t)(rng_u64() % 256);
-    return 0;
-}
-
-static float *alloc_rand(size_t n, float a) {
-    float *p = malloc(n * sizeof *p);
-    if (p) fill_uniform(p, n, a);
-    return p;
-}
-
-static void attn_model_free(attn_model *m) {
-    if (!m) return;
-    attn_free_acts(m);
-    float **lists[] = {m->ln1w, m->ln1b, m->wqkv, m->bqkv, m->wo,  m->bo,
-                       m->ln2w, m->ln2b, m->wup,  m->bup,  m->wdn, m->bdn};
-    for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) {
-        if (!lists[i]) continue;
-        for (int64_t l = 0; l < m->L; l++) free(lists[i][l]);
-        free(lists[i]);
-    }
-    free(m->emb);
-    if (m->be) m->be->ops->destroy(m->be);
-    free(m);
-}
-
-static attn_model *attn_model_new(int64_t D, int64_t F, int64_t L, int threads, char *err,
-                                  size_t err_len) {
-    attn_model *m = calloc(1, sizeof *m);
-    if (!m) {
-        snprintf(err, err_len, "out of memory");
-        return NULL;
-    }
-    m->D = D;
-    m->F = F;
-    m->L = L;
-    m->hd = head_dim_for(D);
-    m->nh = D / m->hd;
-    m->be = sp_backend_cpu_create(threads, err, err_len);
-    if (!m->be) {
-        free(m);
-        return NULL;
-    }
-    m->threads = m->be->n_threads;
-    float ***lists[] = {&m->ln1w, &m->ln1b, &m->wqkv, &m->bqkv, &m->wo,  &m->bo,
-                        &m->ln2w, &m->ln2b, &m->wup,  &m->bup,  &m->wdn, &m->bdn};
-    int bad = 0;
-    for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) {
-        *lists[i] = calloc((size_t)L, sizeof(float *));
-        bad |= !*lists[i];
-    }
-    m->emb = alloc_rand((size_t)(256 * D), 1.0f);
-    bad |= !m->emb;
-    const float sd = 1.0f / sqrtf((float)D), sf = 1.0f / sqrtf((float)F);
-    for (int64_t l = 0; l < L && !bad; l++) {
-        m->ln1w[l] = malloc((size_t)D * 4);
-        m->ln2w[l] = malloc((size_t)D * 4);
-        m->ln1b[l] = calloc((size_t)D, 4);
-        m->ln2b[l] = calloc((size_t)D, 4);
-        if (m->ln1w[l]) fill_const(m->ln1w[l], (size_t)D, 1.0f);
-        if (m->ln2w[l]) fill_const(m->ln2w[l], (size_t)D, 1.0f);
-        m->wqkv[l] = alloc_rand((size_t)(3 * D * D), sd);
-        m->bqkv[l] = alloc_rand((size_t)(3 * D), 0.02f);
-        m->wo[l] = alloc_rand((size_t)(D * D), sd);
-        m->bo[l] = alloc_rand((size_t)D, 0.02f);
-        m->wup[l] = alloc_rand((size_t)(F * D), sd);
-        m->bup[l] = alloc_rand((size_t)F, 0.02f);
-        m->wdn[l] = alloc_rand((size_t)(D * F), sf);
-        m->bdn[l] = alloc_rand((size_t)D, 0.02f);
-        bad |= !m->ln1w[l] || !m->ln2w[l] || !m->ln1b[l] || !m->ln2b[l] || !m->wqkv[l] ||
-               !m->bqkv[l] || !m->wo[l] || !m->bo[l] || !m->wup[l] || !m->bup[l] ||
-               !m->wdn[l] || !m->bdn[l];
-    }
-    if (bad) {
-        snprintf(err, err_len, "out of memory creating the attention baseline");
-        attn_model_free(m);
-        return NULL;
-    }
-    return m;
-}
-
-/* Blockwise multi-head attention over qkv (T x 3D) into out (T x D). */
-static int attn_core(attn_model *m, const float *qkv, float *out, int64_t T) {
-    attn_job job;
-    job.qkv = qkv;
-    job.out = out;
-    job.T = T;
-    job.D = m->D;
-    job.hd = m->hd;
-    job.nh = m->nh;
-    job.nqb = (T + ATTN_BQ - 1) / ATTN_BQ;
-    job.alpha = (float)(1.4426950408889634 / sqrt((double)m->hd));
-    atomic_init(&job.next, 0);
-    job.scratch = m->scratch;
-    job.scratch_floats = attn_scratch_floats(m->hd);
-    int nt = m->threads;
-    if (nt > 256) nt = 256;
-    if ((int64_t)nt > job.nh * job.nqb) nt = (int)(job.nh * job.nqb);
-    if (nt < 1) nt = 1;
-    /* One sgemm per worker thread: OpenBLAS's own pool would fight ours. */
-    openblas_set_num_threads(1);
-    pthread_t tid[256];
-    attn_worker_arg args[256];
-    int started = 0;
-    for (int i = 1; i < nt; i++) {
-        args[i].job = &job;
-        args[i].tid = i;
-        if (pthread_create(&tid[i], NULL, attn_worker, &args[i])) break;
-        started = i;
-    }
-    args[0].job = &job;
-    args[0].tid = 0;
-    attn_worker(&args[0]);
-    for (int i = 1; i <= started; i++) pthread_join(tid[i], NULL);
-    openblas_set_num_threads(m->threads);
-    return 0;
-}
-
-/* QKV projection + attention + output projection added into h. */
-static int attn_mix_sublayer(attn_model *m, int64_t l, const float *x, float *o, float *qkv,
-                             float *h, int64_t T) {
-    sp_backend *be = m->be;
-    const int64_t D = m->D;
-    if (be->ops->linear(be, x, m->wqkv[l], m->bqkv[l], T, D, 3 * D, SP_ACT_NONE, 0, qkv)) return -1;
-    if (attn_core(m, qkv, o, T)) return -1;
-    return be->ops->linear(be, o, m->wo[l], m->bo[l], T, D, D, SP_ACT_NONE, 1, h) ? -1 : 0;
-}
-
-/* Full encoder on one document: embed, L x (LN, attention, LN, MLP), mean pool. */
-static int attn_forward(attn_model *m, int64_t T, float *pooled) {
-    sp_backend *be = m->be;
-    const int64_t D = m->D, F = m->F;
-    if (be->ops->get_rows(be, m->emb, D, m->ids, T, m->h)) return -1;
-    for (int64_t l = 0; l < m->L; l++) {
-        if (be->ops->layer_norm(be, m->h, m->ln1w[l], m->ln1b[l], 1e-5f, T, D, m->x)) return -1;
-        /* the attention output reuses x (its input is no longer needed after QKV) */
-        if (be->ops->linear(be, m->x, m->wqkv[l], m->bqkv[l], T, D, 3 * D, SP_ACT_NONE, 0, m->big))
-            return -1;
-        if (attn_core(m, m->big, m->x, T)) return -1;
-        if (be->ops->linear(be, m->x, m->wo[l], m->bo[l], T, D, D, SP_ACT_NONE, 1, m->h)) return -1;
-        if (be->ops->layer_norm(be, m->h, m->ln2w[l], m->ln2b[l], 1e-5f, T, D, m->x)) return -1;
-        if (be->ops->linear(be, m->x, m->wup[l], m->bup[l], T, D, F, SP_ACT_GELU, 0, m->big))
-            return -1;
-        if (be->ops->linear(be, m->big, m->wdn[l], m->bdn[l], T, F, D, SP_ACT_NONE, 1, m->h))
-            return -1;
-    }
-    return be->ops->pool(be, m->h, T, D, SP_POOL_MEAN, pooled) ? -1 : 0;
-}
 
 /* ------------------------------------------------------------ results */
 
@@ -1085,11 +609,17 @@ static void print_header(const out_ctx *oc) {
                  (double)c->bw_bytes / 1048576.0, oc->threads, c->bw_gbs);
     else
         snprintf(bw, sizeof bw, "memory bandwidth n/a on this backend");
+    char gemm[96];
+    if (c->gemm_threads > 0)
+        snprintf(gemm, sizeof gemm, "sgemm %lld^3 x %d threads = %.1f GFLOP/s",
+                 (long long)c->gemm_n, c->gemm_threads, c->gemm_gflops);
+    else
+        snprintf(gemm, sizeof gemm, "sgemm %lld^3 = %.1f GFLOP/s", (long long)c->gemm_n,
+                 c->gemm_gflops);
     FILE *f = oc->o->fmt == OUT_MD ? stdout : stderr;
     fprintf(f, "spectral-bench (spectral %s, %s): backend %s, %d threads | roofline calibration: "
-               "sgemm %lld^3 = %.1f GFLOP/s, %s\n",
-            spectral_version(), oc->build, oc->backend, oc->threads, (long long)c->gemm_n,
-            c->gemm_gflops, bw);
+               "%s, %s\n",
+            spectral_version(), oc->build, oc->backend, oc->threads, gemm, bw);
     if (oc->o->fmt == OUT_MD) {
         static const char *names[MD_COLS] = {"model", "backend", "threads", "mode", "impl",
                                              "T", "batch", "t/s", "ms/doc", "peak mem",
@@ -1330,7 +860,7 @@ done:
 /* Op modes run on a bare backend: the mixing op or one MLP, one layer. */
 typedef struct {
     sp_backend *be;
-    mem_count mc; /* activations only (weights excluded, as in the arena) */
+    size_t mem_cur, mem_peak; /* activations only (weights excluded, as in the arena) */
     float *ln_w, *ln_b, *filter, *fbias, *wup, *bup, *wdn, *bdn; /* weights (backend memory) */
 } op_bench;
 
@@ -1357,8 +887,8 @@ static float *be_rand(sp_backend *be, size_t n, float a, float c, int is_const) 
 static float *be_act(op_bench *ob, size_t bytes) {
     float *p = ob->be->ops->buffer_alloc(ob->be, bytes ? bytes : 1);
     if (p) {
-        ob->mc.cur += (bytes + 255) / 256 * 256;
-        if (ob->mc.cur > ob->mc.peak) ob->mc.peak = ob->mc.cur;
+        ob->mem_cur += (bytes + 255) / 256 * 256;
+        if (ob->mem_cur > ob->mem_peak) ob->mem_peak = ob->mem_cur;
     }
     return p;
 }
@@ -1367,7 +897,7 @@ static void spectral_op_row(op_bench *ob, const options *o, const model_shape *s
                             int64_t T, int64_t b, row *r) {
     sp_backend *be = ob->be;
     const int64_t D = s->D, F = s->F, K = s->K;
-    ob->mc.cur = ob->mc.peak = 0;
+    ob->mem_cur = ob->mem_peak = 0;
     size_t ws_bytes = mix ? be->ops->mix_workspace_size(be, T, D) : 0;
     size_t need = mix ? 2 * (size_t)(T * D) * 4 + ws_bytes
                       : 2 * (size_t)(T * D) * 4 + (size_t)(T * F) * 4;
@@ -1410,7 +940,7 @@ static void spectral_op_row(op_bench *ob, const options *o, const model_shape *s
         }
         if (i >= 0) r->samples_ns[r->n++] = dt * 1e9;
     }
-    r->peak_mem = ob->mc.peak;
+    r->peak_mem = ob->mem_peak;
     snprintf(r->status, sizeof r->status, "ok");
 done:
     free(hostbuf);
@@ -1428,8 +958,9 @@ typedef struct {
     int warmed;
 } attn_series;
 
-static void attention_row(attn_model *am, const options *o, int mix, int64_t T, int64_t b,
+static void attention_row(bench_attn *am, const options *o, int mix, int64_t T, int64_t b,
                           attn_series *ser, row *r) {
+    const bench_attn_mode mode = mix ? BENCH_ATTN_MIX : BENCH_ATTN_MODEL;
     if (ser->T > 0 && T > ser->T) {
         double pred = ser->sec * ((double)T / ser->T) * ((double)T / ser->T);
         if (pred > o->attn_budget) {
@@ -1437,18 +968,12 @@ static void attention_row(attn_model *am, const options *o, int mix, int64_t T, 
             return;
         }
     }
-    if (o->mem_limit && attn_bytes_needed(am, T, mix) > o->mem_limit) {
+    if (o->mem_limit && bench_attn_memory_needed(am, T, mode) > o->mem_limit) {
         snprintf(r->status, sizeof r->status, "over mem limit");
         return;
     }
-    if (attn_alloc_acts(am, T, mix)) {
+    if (bench_attn_prepare(am, T, mode)) {
         snprintf(r->status, sizeof r->status, "error: out of memory");
-        return;
-    }
-    float *pooled = malloc((size_t)am->D * sizeof(float));
-    if (!pooled) {
-        snprintf(r->status, sizeof r->status, "error: out of memory");
-        attn_free_acts(am);
         return;
     }
     /* One warm-up, only while it is cheap (thread pools, page faults). */
@@ -1458,12 +983,10 @@ static void attention_row(attn_model *am, const options *o, int mix, int64_t T, 
     for (int i = warm ? -1 : 0; i < o->reps && i < MAX_REPS; i++) {
         double t0 = now_s();
         int rc = 0;
-        for (int64_t d = 0; d < b && !rc; d++)
-            rc = mix ? attn_mix_sublayer(am, 0, am->x, am->x, am->big, am->h, T)
-                     : attn_forward(am, T, pooled);
+        for (int64_t d = 0; d < b && !rc; d++) rc = bench_attn_run(am);
         double dt = now_s() - t0;
         if (rc) {
-            snprintf(r->status, sizeof r->status, "error: %.140s", am->be->err);
+            snprintf(r->status, sizeof r->status, "error: %.140s", bench_attn_error(am));
             goto done;
         }
         if (i < 0) {
@@ -1474,13 +997,12 @@ static void attention_row(attn_model *am, const options *o, int mix, int64_t T, 
         total += dt;
         if (total > o->attn_budget) break; /* keep what was measured */
     }
-    r->peak_mem = am->mc.peak;
+    r->peak_mem = bench_attn_peak_memory(am);
     snprintf(r->status, sizeof r->status, "ok");
     ser->T = T;
     ser->sec = total / r->n;
 done:
-    free(pooled);
-    attn_free_acts(am);
+    bench_attn_release(am);
 }
 
 /* ------------------------------------------------------------ main */
@@ -1581,31 +1103,35 @@ int main(int argc, char **argv) {
             return 1;
         }
         fprintf(stderr, "calibrating (cuda linear %lld^3)...\n", (long long)o.calib_n);
-        cal.gemm_gflops = calib_linear(op_be, o.calib_n);
+        cal.gemm_gflops = bench_calib_linear(op_be, o.calib_n);
     } else {
-        fprintf(stderr, "calibrating (sgemm %lld^3, memcpy %zu MiB)...\n", (long long)o.calib_n,
-                o.calib_mem >> 20);
-        cal.gemm_gflops = calib_sgemm_cpu(o.calib_n, threads);
+        fprintf(stderr, "calibrating (%d x sgemm %lld^3 concurrently, memcpy %zu MiB)...\n",
+                threads, (long long)o.calib_n, o.calib_mem >> 20);
+        cal.gemm_threads = threads;
+        cal.gemm_gflops = bench_calib_sgemm(o.calib_n, threads);
         cal.bw_bytes = o.calib_mem;
-        cal.bw_gbs = calib_memcpy(o.calib_mem, threads);
+        cal.bw_gbs = bench_calib_memcpy(o.calib_mem, threads);
         cal.have_bw = cal.bw_gbs > 0;
     }
 
-    attn_model *am = NULL;
+    if (!(cal.gemm_gflops > 0))
+        fprintf(stderr, "spectral-bench: the GEMM calibration failed (out of memory?): no %%peak\n");
+
+    bench_attn *am = NULL;
     int attn_possible = o.attn && shape.have_shape && !o.cuda;
     if (o.attn && !shape.have_shape)
         fprintf(stderr, "spectral-bench: attention baseline skipped: the model's shape is unknown\n");
     if (o.attn && o.cuda) fprintf(stderr, "attention on cuda: not implemented\n");
     if (attn_possible && (o.modes & (MODE_MODEL | MODE_MIX))) {
-        am = attn_model_new(shape.D, shape.F, shape.L, threads, err, sizeof err);
+        am = bench_attn_create(shape.D, shape.F, shape.L, threads, err, sizeof err);
         if (!am) {
             fprintf(stderr, "spectral-bench: attention baseline: %s\n", err);
             rc_main = 1;
             goto out;
         }
         snprintf(attn_label, sizeof attn_label, "attention D%lld F%lld L%lld h%lldx%lld",
-                 (long long)shape.D, (long long)shape.F, (long long)shape.L, (long long)am->nh,
-                 (long long)am->hd);
+                 (long long)shape.D, (long long)shape.F, (long long)shape.L,
+                 (long long)bench_attn_n_heads(am), (long long)bench_attn_head_dim(am));
     }
     if (!o.cuda && (o.modes & (MODE_MIX | MODE_MLP))) {
         op_be = sp_backend_cpu_create(threads, err, sizeof err);
@@ -1615,8 +1141,6 @@ int main(int argc, char **argv) {
             goto out;
         }
     }
-    /* Restore OpenBLAS's pool size (the last backend created sets it). */
-    openblas_set_num_threads(threads);
 
     out_ctx oc = {&o, &cal, o.cuda ? "cuda" : "cpu", threads, 0,
 #ifdef NDEBUG
@@ -1723,7 +1247,7 @@ out:
             if (ws[i]) op_be->ops->buffer_free(op_be, ws[i]);
         op_be->ops->destroy(op_be);
     }
-    attn_model_free(am);
+    bench_attn_free(am);
     spectral_model_free(model);
     return rc_main;
 }

@@ -27,6 +27,7 @@ typedef struct {
     int threads;
     spectral_backend device;
     size_t mem_limit;
+    int64_t batch_tokens;
     bool verbose;
 } options;
 
@@ -48,6 +49,8 @@ static void print_usage(FILE *f) {
         "  -d, --device DEV          cpu | cuda (default: cpu)\n"
         "      --mem-limit SIZE      hard cap on activation memory, e.g. 512M, 2G\n"
         "                            (suffixes K, M, G, T are powers of 1024; default: none)\n"
+        "  -b, --batch-tokens N      pack consecutive short inputs into one forward pass of\n"
+        "                            up to N tokens (default: 4096; 1 = one input at a time)\n"
         "  -v, --verbose             model details, per-input timing and arena peak on stderr\n"
         "  -h, --help                show this help and exit\n"
         "      --version             show the version and exit\n"
@@ -160,6 +163,14 @@ static int parse_args(int argc, char **argv, options *o) {
             NEEDS_VALUE();
             if (parse_size(val, &o->mem_limit))
                 return usage_error("--mem-limit needs a size such as 512M or 2G, got '%s'", val);
+        } else if (!strcmp(a, "-b") || !strcmp(a, "--batch-tokens")) {
+            NEEDS_VALUE();
+            char *end;
+            errno = 0;
+            long long v = strtoll(val, &end, 10);
+            if (end == val || *end || errno || v < 1 || v > (1LL << 34))
+                return usage_error("--batch-tokens needs a number from 1 to 2^34, got '%s'", val);
+            o->batch_tokens = v;
         } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
             o->verbose = true;
         } else {
@@ -276,6 +287,51 @@ static double now_s(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* Inputs read and tokenized, waiting to be encoded as one packed pass. */
+typedef struct {
+    int n, cap;
+    const char **labels;
+    int32_t **tokens;
+    int64_t *lens;
+    int64_t total;
+    double t0;
+} pending;
+
+typedef struct {
+    const options *o;
+    pending *p;
+    int64_t n_embd;
+    int *n_written, *n_failed;
+    bool progress;
+} flush_state;
+
+static int on_document(spectral_context *ctx, int64_t i, spectral_status s, void *user) {
+    flush_state *fs = user;
+    const char *label = fs->p->labels[i];
+    if (s != SPECTRAL_OK) {
+        fprintf(stderr, "%sspectral-embed: %s: %s\n", fs->progress ? "\n" : "", label,
+                spectral_last_error());
+        (*fs->n_failed)++;
+        return 0;
+    }
+    write_record(stdout, fs->o, ctx, label, fs->p->lens[i], fs->n_embd, fs->n_written);
+    if (fs->o->verbose)
+        fprintf(stderr, "spectral-embed: %s: %lld tokens, %.1f ms since read (pass of %d inputs), arena peak %.2f MiB\n",
+                label, (long long)fs->p->lens[i], (now_s() - fs->p->t0) * 1e3, fs->p->n,
+                spectral_context_peak_memory(ctx) / 1048576.0);
+    return 0;
+}
+
+/* Encodes and writes every pending input, in order. */
+static void flush_pending(spectral_context *ctx, flush_state *fs) {
+    pending *p = fs->p;
+    if (!p->n) return;
+    spectral_encode_batch(ctx, (const int32_t *const *)p->tokens, p->lens, p->n, on_document, fs);
+    for (int i = 0; i < p->n; i++) free(p->tokens[i]);
+    p->n = 0;
+    p->total = 0;
+}
+
 int main(int argc, char **argv) {
     options o;
     int rc = parse_args(argc, argv, &o);
@@ -296,6 +352,7 @@ int main(int argc, char **argv) {
     cp.mem_limit = o.mem_limit;
     cp.pooling = o.pooling;
     cp.normalize = o.normalize;
+    cp.batch_tokens = o.batch_tokens;
     spectral_context *ctx = NULL;
     if (spectral_context_create(model, cp, &ctx) != SPECTRAL_OK) {
         fprintf(stderr, "spectral-embed: %s\n", spectral_last_error());
@@ -314,6 +371,16 @@ int main(int argc, char **argv) {
 
     const bool progress = isatty(STDERR_FILENO) && !o.verbose && o.n_inputs > 1;
     int n_failed = 0, n_written = 0;
+    const int64_t budget = o.batch_tokens ? o.batch_tokens : 4096;
+    pending p = {0};
+    p.labels = calloc((size_t)o.n_inputs, sizeof *p.labels);
+    p.tokens = calloc((size_t)o.n_inputs, sizeof *p.tokens);
+    p.lens = calloc((size_t)o.n_inputs, sizeof *p.lens);
+    if (!p.labels || !p.tokens || !p.lens) {
+        fprintf(stderr, "spectral-embed: out of memory\n");
+        return EXIT_USAGE;
+    }
+    flush_state fs = {&o, &p, n_embd, &n_written, &n_failed, progress};
     for (int i = 0; i < o.n_inputs; i++) {
         const char *path = o.inputs[i];
         const char *label = strcmp(path, "-") ? path : "<stdin>";
@@ -322,47 +389,42 @@ int main(int argc, char **argv) {
         char *text = NULL;
         size_t len = 0;
         int32_t *tokens = NULL;
-        double t0 = now_s();
+        const char *problem = NULL;
+        int64_t n = 0;
         if (read_input(path, &text, &len, err, sizeof err)) {
-            fprintf(stderr, "%sspectral-embed: %s: %s\n", progress ? "\n" : "", label, err);
-            n_failed++;
-            continue;
+            problem = err;
+        } else if ((n = spectral_tokenize(model, text, len, NULL, 0)) == 0) {
+            problem = "empty input";
+        } else if (!(tokens = n > 0 ? malloc((size_t)n * sizeof *tokens) : NULL) ||
+                   spectral_tokenize(model, text, len, tokens, n) != n) {
+            snprintf(err, sizeof err, "%s", tokens ? spectral_last_error() : "out of memory for tokens");
+            problem = err;
         }
-        int64_t n = spectral_tokenize(model, text, len, NULL, 0);
-        if (n == 0) {
-            fprintf(stderr, "%sspectral-embed: %s: empty input\n", progress ? "\n" : "", label);
+        free(text);
+        if (problem) {
+            /* Everything read before this input is written before its error. */
+            flush_pending(ctx, &fs);
+            fprintf(stderr, "%sspectral-embed: %s: %s\n", progress ? "\n" : "", label, problem);
             n_failed++;
-            free(text);
-            continue;
-        }
-        tokens = n > 0 ? malloc((size_t)n * sizeof *tokens) : NULL;
-        if (!tokens || spectral_tokenize(model, text, len, tokens, n) != n) {
-            fprintf(stderr, "%sspectral-embed: %s: %s\n", progress ? "\n" : "", label,
-                    tokens ? spectral_last_error() : "out of memory for tokens");
-            n_failed++;
-            free(text);
             free(tokens);
             continue;
         }
-        free(text);
         if (n_ctx > 0 && n > n_ctx)
             fprintf(stderr,
                     "%sspectral-embed: warning: %s: %lld tokens is longer than the model's training context (%lld); the mixing is defined for any length, quality may drop\n",
                     progress ? "\n" : "", label, (long long)n, (long long)n_ctx);
-        if (spectral_encode(ctx, tokens, n) != SPECTRAL_OK) {
-            fprintf(stderr, "%sspectral-embed: %s: %s\n", progress ? "\n" : "", label,
-                    spectral_last_error());
-            n_failed++;
-            free(tokens);
-            continue;
-        }
-        free(tokens);
-        write_record(stdout, &o, ctx, label, n, n_embd, &n_written);
-        if (o.verbose)
-            fprintf(stderr, "spectral-embed: %s: %lld tokens in %.1f ms, arena peak %.2f MiB\n",
-                    label, (long long)n, (now_s() - t0) * 1e3,
-                    spectral_context_peak_memory(ctx) / 1048576.0);
+        if (p.n && p.total + n > budget) flush_pending(ctx, &fs);
+        if (!p.n) p.t0 = now_s();
+        p.labels[p.n] = label;
+        p.tokens[p.n] = tokens;
+        p.lens[p.n++] = n;
+        p.total += n;
+        if (p.total >= budget) flush_pending(ctx, &fs);
     }
+    flush_pending(ctx, &fs);
+    free(p.labels);
+    free(p.tokens);
+    free(p.lens);
     if (progress) fputs("\r\033[K", stderr);
     if (o.format == OUT_JSON) fputs(n_written ? "\n]\n" : "[]\n", stdout);
     fflush(stdout);

@@ -7,12 +7,12 @@
  * so Re X[t][k] = Re Y[(T - t) % T][D - k] for k > D/2.
  *
  * Plans: one per (T, D, flags), made once under the same process-wide mutex
- * that kernels/cpu/backend_cpu.c holds while it plans (FFTW's planner is not
+ * that kernels/cpu/mix_cpu.c holds while it plans (FFTW's planner is not
  * thread-safe, whichever op plans), kept for the life of the process and
  * executed with the new-array interface, which is thread-safe. */
-#include "kernels/backend.h"
+#include "kernels/cpu/cpu_internal.h"
 
-/* As in backend_cpu.c: fftwf_complex stays a float[2]. */
+/* As in mix_cpu.c: fftwf_complex stays a float[2]. */
 #define FFTW_NO_Complex
 #include <fftw3.h>
 #include <limits.h>
@@ -25,10 +25,30 @@
  * scratch the plans are made on). */
 #define SP_F2D_ALIGN 64
 
-/* Defined in backend_cpu.c: guards every FFTW planner call in the process. */
-extern pthread_mutex_t sp_fft_mutex;
+/* Rows per task of the Hermitian expansion below. */
+#define SP_F2D_ROWS 64
 
-size_t sp_cpu_fourier2d_workspace(int64_t T, int64_t D);
+typedef struct {
+    const fftwf_complex *c;
+    float *out;
+    int64_t T, D, nc;
+} f2d_expand_job;
+
+/* Re of the full spectrum from the half one: bins past D/2 mirror row T-t. */
+static void f2d_expand_task(void *arg, int64_t task, int worker) {
+    (void)worker;
+    const f2d_expand_job *j = arg;
+    const int64_t T = j->T, D = j->D, nc = j->nc;
+    const int64_t t1 = (task + 1) * SP_F2D_ROWS < T ? (task + 1) * SP_F2D_ROWS : T;
+    for (int64_t t = task * SP_F2D_ROWS; t < t1; t++) {
+        const fftwf_complex *row = j->c + t * nc;
+        const fftwf_complex *mirror = j->c + ((T - t) % T) * nc;
+        float *o = j->out + t * D;
+        for (int64_t k = 0; k < nc; k++) o[k] = row[k][0];
+        for (int64_t k = nc; k < D; k++) o[k] = mirror[D - k][0];
+    }
+}
+
 int sp_cpu_fourier2d_real(sp_backend *be, const float *x, int64_t T, int64_t D, void *workspace,
                           float *out);
 
@@ -128,13 +148,8 @@ int sp_cpu_fourier2d_real(sp_backend *be, const float *x, int64_t T, int64_t D, 
     }
     /* FFTW_PRESERVE_INPUT: x is only read. */
     fftwf_execute_dft_r2c(p->r2c, (float *)x, c);
-#pragma omp parallel for num_threads(be->n_threads) schedule(static)
-    for (int64_t t = 0; t < T; t++) {
-        const fftwf_complex *row = c + t * nc;
-        const fftwf_complex *mirror = c + ((T - t) % T) * nc;
-        float *o = out + t * D;
-        for (int64_t k = 0; k < nc; k++) o[k] = row[k][0];
-        for (int64_t k = nc; k < D; k++) o[k] = mirror[D - k][0];
-    }
+    f2d_expand_job j = {c, out, T, D, nc};
+    const int64_t n_tasks = (T + SP_F2D_ROWS - 1) / SP_F2D_ROWS;
+    sp_pool_run(sp_cpu_pool(be), n_tasks, sp_cpu_slots(be, n_tasks), f2d_expand_task, &j);
     return 0;
 }

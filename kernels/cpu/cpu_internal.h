@@ -1,0 +1,80 @@
+/* Shared by the CPU backend's files (backend_cpu.c, linear_cpu.c,
+ * mix_cpu.c, fourier2d_cpu.c); not part of the backend interface. */
+#ifndef SP_CPU_INTERNAL_H
+#define SP_CPU_INTERNAL_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/backend.h"
+#include "kernels/cpu/threadpool.h"
+
+/* Rows per GEMM task. Fixed, never derived from the thread count, so every
+ * row meets the same sgemm calls whatever the number of threads (results are
+ * bit-identical), and 128 rows is where single-threaded sgemm reaches its
+ * peak here while the MLP's hidden tile (128 x F) stays in L2. */
+#ifndef SP_CPU_ROW_TILE
+#define SP_CPU_ROW_TILE 128
+#endif
+/* Alignment of every workspace slice. */
+#define SP_CPU_ALIGN 64
+
+typedef struct {
+    sp_pool *pool;
+    int tile;           /* channels per mixing tile */
+    unsigned fft_flags; /* FFTW_ESTIMATE, or FFTW_MEASURE on request */
+} sp_cpu_impl;
+
+void sp_cpu_set_err(sp_backend *be, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Threads to use for a job of n_tasks: min(n_threads, max_parallel, n_tasks), >= 1. */
+int sp_cpu_slots(const sp_backend *be, int64_t n_tasks);
+
+static inline sp_pool *sp_cpu_pool(const sp_backend *be) {
+    return ((const sp_cpu_impl *)be->impl)->pool;
+}
+
+static inline int64_t sp_cpu_round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+static inline void *sp_cpu_align(void *p) {
+    return (void *)(((uintptr_t)p + SP_CPU_ALIGN - 1) & ~(uintptr_t)(SP_CPU_ALIGN - 1));
+}
+
+/* FFTW's planner is not thread-safe: every plan is made under this mutex. */
+extern pthread_mutex_t sp_fft_mutex;
+
+/* linear_cpu.c */
+int sp_cpu_linear(sp_backend *be, const float *x, const float *W, const float *b, int64_t T,
+                  int64_t IN, int64_t OUT, sp_act act, int accumulate, float *out);
+size_t sp_cpu_ffn_block_workspace_size(sp_backend *be, const int64_t *offsets, int64_t n_docs,
+                                       int64_t D, int64_t F);
+int sp_cpu_ffn_block(sp_backend *be, float *h, const float *ln_w, const float *ln_b, float eps,
+                     const float *W_up, const float *b_up, sp_act act, const float *W_down,
+                     const float *b_down, int64_t D, int64_t F, const int64_t *offsets,
+                     int64_t n_docs, void *workspace);
+/* Row tiles of SP_CPU_ROW_TILE cut at document starts: fills tile_start[]
+ * (n + 1 entries, may be NULL to count) and returns the number of tiles. */
+int64_t sp_cpu_doc_tiles(const int64_t *offsets, int64_t n_docs, int64_t *tile_start);
+/* A row's LayerNorm statistics (mean, 1/sqrt(var + eps)) in double. */
+void sp_cpu_row_stats(const float *x, int64_t D, float eps, double *mean, double *rstd);
+/* One row of LayerNorm, exactly as the layer_norm op computes it. */
+void sp_cpu_layer_norm_row(const float *x, const float *w, const float *b, float eps, int64_t D,
+                           float *y);
+
+/* mix_cpu.c */
+size_t sp_cpu_mix_workspace_size(sp_backend *be, int64_t T, int64_t D);
+int sp_cpu_spectral_mix(sp_backend *be, const float *u, const float *filter, const float *bias,
+                        int64_t K, int64_t T, int64_t D, void *workspace, float *h);
+size_t sp_cpu_mix_block_workspace_size(sp_backend *be, const int64_t *offsets, int64_t n_docs,
+                                       int64_t D, int64_t K);
+int sp_cpu_mix_block(sp_backend *be, float *h, const float *ln_w, const float *ln_b, float eps,
+                     const float *filter, const float *bias, int64_t K, int64_t D,
+                     const int64_t *offsets, int64_t n_docs, void *workspace);
+
+/* fourier2d_cpu.c */
+size_t sp_cpu_fourier2d_workspace(int64_t T, int64_t D);
+int sp_cpu_fourier2d_real(sp_backend *be, const float *x, int64_t T, int64_t D, void *workspace,
+                          float *out);
+
+#endif
