@@ -464,25 +464,20 @@ static size_t measure(spectral_context *c, const int64_t *offsets, int64_t n_doc
     return a.used;
 }
 
-size_t spectral_context_memory_needed(spectral_context *c, int64_t T) {
+/* One document's arena with at most max_parallel tiles in flight (0: all). */
+static size_t memory_for(spectral_context *c, int64_t T, int max_parallel) {
     if (!c || T <= 0 || T > MAX_TOKENS) return 0;
     const int64_t offsets[2] = {0, T};
     const int saved = c->be->max_parallel;
-    c->be->max_parallel = 0;
+    c->be->max_parallel = max_parallel;
     size_t need = measure(c, offsets, 1);
     c->be->max_parallel = saved;
     return need;
 }
 
-size_t spectral_context_memory_minimum(spectral_context *c, int64_t T) {
-    if (!c || T <= 0 || T > MAX_TOKENS) return 0;
-    const int64_t offsets[2] = {0, T};
-    const int saved = c->be->max_parallel;
-    c->be->max_parallel = 1;
-    size_t need = measure(c, offsets, 1);
-    c->be->max_parallel = saved;
-    return need;
-}
+size_t spectral_context_memory_needed(spectral_context *c, int64_t T) { return memory_for(c, T, 0); }
+
+size_t spectral_context_memory_minimum(spectral_context *c, int64_t T) { return memory_for(c, T, 1); }
 
 size_t spectral_context_peak_memory(const spectral_context *c) { return c ? c->peak : 0; }
 

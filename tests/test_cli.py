@@ -124,11 +124,25 @@ with tempfile.TemporaryDirectory() as d:
     rc, out, err = run("-m", MODEL, "--mem-limit", "512M", "--verbose", good1, good2)
     check(rc == 0 and "arena peak" in err, "verbose reports the arena peak")
 
-    # threads do not change results beyond float noise
+    # threads do not change results: bit for bit
     rc1, out1, _ = run("-m", MODEL, "-t", "1", good2)
     rc2, out2, _ = run("-m", MODEL, "-t", "2", good2)
-    a, b = json.loads(out1)["embedding"], json.loads(out2)["embedding"]
-    check(rc1 == rc2 == 0 and max(abs(x - y) for x, y in zip(a, b)) < 1e-5, "threads agree")
+    rc3, out3, _ = run("-m", MODEL, "-t", "3", good2)
+    check(rc1 == rc2 == rc3 == 0 and out1 == out2 == out3, "threads give identical output")
+
+    # packing short inputs into one pass changes nothing in the output
+    many = [write(f"short{i}.txt", bytes((i * 7 + j) % 251 for j in range(20 + 37 * i))) for i in range(12)]
+    rc1, packed, err1 = run("-m", MODEL, "--pooling", "none", *many)
+    rc2, single, err2 = run("-m", MODEL, "--pooling", "none", "--batch-tokens", "1", *many)
+    rc3, small, err3 = run("-m", MODEL, "--pooling", "none", "-b", "300", *many)
+    check(rc1 == rc2 == rc3 == 0 and packed == single == small and len(packed.splitlines()) == 12,
+          "--batch-tokens: identical output packed or one at a time")
+    rc, out, err = run("-m", MODEL, "-b", "3", many[0], empty, many[1])
+    check(rc == 1 and [json.loads(l)["input"] for l in out.decode().splitlines()] == [many[0], many[1]],
+          "a bad input between packed ones: order kept, others emitted")
+    for bad in ("0", "-5", "x", "99999999999999"):
+        rc, out, err = run("-m", MODEL, "--batch-tokens", bad, good1)
+        check(rc == 2 and out == b"", f"--batch-tokens {bad} is a usage error")
 
 if failures:
     print(f"{failures} check(s) failed")

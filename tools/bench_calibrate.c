@@ -115,6 +115,33 @@ static void *sgemm_worker(void *arg) {
     return NULL;
 }
 
+/* One N^3 sgemm on OpenBLAS's own n threads (best of 3 after a warm-up),
+ * or 0 when the library is not threaded. Restores its thread count. */
+static double sgemm_threaded(int64_t N, int n) {
+    if (!openblas_get_parallel() || n < 2) return 0;
+    const size_t nn = (size_t)N * (size_t)N;
+    float *a = malloc(nn * sizeof(float)), *b = malloc(nn * sizeof(float)), *y = malloc(nn * sizeof(float));
+    double best = 0;
+    if (a && b && y) {
+        fill_pattern(a, nn, 7u);
+        fill_pattern(b, nn, 8u);
+        const int prev = openblas_get_num_threads();
+        openblas_set_num_threads(n);
+        for (int r = 0; r < 4; r++) {
+            const double t0 = now_s();
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)N, (int)N, 1.0f, a,
+                        (int)N, b, (int)N, 0.0f, y, (int)N);
+            const double dt = now_s() - t0, g = 2.0 * (double)N * N * N / dt / 1e9;
+            if (r > 0 && g > best) best = g; /* r = 0 warms up */
+        }
+        openblas_set_num_threads(prev);
+    }
+    free(a);
+    free(b);
+    free(y);
+    return best;
+}
+
 double bench_calib_sgemm(int64_t N, int n_threads) {
     if (N < 1 || N > 65536) return 0;
     const int n = n_threads > 0 ? n_threads : 1;
@@ -161,12 +188,16 @@ double bench_calib_sgemm(int64_t N, int n_threads) {
     pthread_mutex_destroy(&c.mu);
 
     if (blas_prev > 1) openblas_set_num_threads(blas_prev);
-    const double best = all && !atomic_load(&c.failed) ? c.best : 0;
+    double best = all && !atomic_load(&c.failed) ? c.best : 0;
     free(c.t0);
     free(c.t1);
     free(tid);
     free(args);
-    return best;
+    /* A threaded OpenBLAS shares one packed panel among its threads and can
+     * beat n independent sgemms (measured here: 172 vs 99 GFLOP/s on 2
+     * cores). The peak is the better of the two, so %peak never flatters. */
+    const double threaded = sgemm_threaded(N, n);
+    return threaded > best ? threaded : best;
 }
 
 /* ------------------------------------------------------------ memory bandwidth */

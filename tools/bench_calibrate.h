@@ -22,9 +22,11 @@ typedef struct sp_backend sp_backend;
  * first start to the last finish. At least 3 rounds, up to 10 until a second
  * has passed; the best round's aggregate GFLOP/s is returned.
  *
- * With a threaded OpenBLAS its thread count is set to 1 for the measurement
- * and restored afterwards. This is the roof for our CPU backend, which runs
- * serial BLAS calls on its own threads. */
+ * With a threaded OpenBLAS its thread count is set to 1 for that measurement;
+ * then one N^3 sgemm also runs on OpenBLAS's own n threads, and the better of
+ * the two rates is returned (its thread count is restored afterwards). The
+ * threaded call can be faster (one packed panel shared by all threads), and
+ * the roof must be the machine's best sgemm, not our way of calling it. */
 double bench_calib_sgemm(int64_t N, int n_threads);
 
 /* Memory bandwidth: a memcpy of `bytes` split over n_threads threads, best

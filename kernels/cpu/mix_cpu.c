@@ -1,12 +1,13 @@
-/* The CPU backend's spectral mixing: FFTW real transforms along the
- * sequence, a tile of channels at a time.
+/* The CPU backend's spectral mixing, along the sequence of each document.
  *
- * One task = one tile of `tile` channels of one document: gather the
- * channels (applying the pre-LayerNorm on the fly in mix_block) into
- * contiguous rows, a batched in-place r2c, the filter on the first k bins,
- * an in-place c2r, and a scatter-add (with the bias) back into h. Tasks
- * touch disjoint columns, so they run in any order on any thread with the
- * same result. */
+ * Two routes to the same maths (see "the job" below for which one runs):
+ * FFTW real transforms a tile of channels at a time — gather the channels
+ * (applying the pre-LayerNorm on the fly in mix_block) into contiguous rows,
+ * a batched in-place r2c, the filter on the first k bins, an in-place c2r,
+ * and a scatter-add (with the bias) back into h — or, for short and
+ * FFT-unfriendly lengths, the k kept bins as two GEMMs against a cos/sin
+ * table. Tasks write disjoint parts of h, so they run in any order on any
+ * thread with the same result. */
 #include <cblas.h>
 #include <limits.h>
 #include <math.h>
@@ -15,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* OpenBLAS's cblas.h pulls in <complex.h> elsewhere; keep fftwf_complex a float[2]. */
+/* OpenBLAS's cblas.h pulls in <complex.h>; keep fftwf_complex a float[2]. */
 #define FFTW_NO_Complex
 #include <fftw3.h>
 

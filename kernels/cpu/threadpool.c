@@ -98,6 +98,16 @@ static void stop_and_join(sp_pool *p, int n_started) {
     for (int i = 0; i < n_started; i++) pthread_join(p->threads[i], NULL);
 }
 
+/* Frees a pool whose workers have all been joined. */
+static void pool_free(sp_pool *p) {
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->wake);
+    pthread_cond_destroy(&p->done_cv);
+    free(p->threads);
+    free(p->workers);
+    free(p);
+}
+
 sp_pool *sp_pool_create(int n_threads, char *err, size_t err_len) {
     if (n_threads < 1) {
         snprintf(err, err_len, "thread pool: n_threads must be >= 1, got %d", n_threads);
@@ -142,12 +152,7 @@ sp_pool *sp_pool_create(int n_threads, char *err, size_t err_len) {
         stop_and_join(p, started);
         snprintf(err, err_len, "thread pool: cannot create thread %d of %d: %s", started + 2,
                  n_threads, strerror(rc));
-        pthread_mutex_destroy(&p->mu);
-        pthread_cond_destroy(&p->wake);
-        pthread_cond_destroy(&p->done_cv);
-        free(p->threads);
-        free(p->workers);
-        free(p);
+        pool_free(p);
         return NULL;
     }
     return p;
@@ -156,12 +161,7 @@ sp_pool *sp_pool_create(int n_threads, char *err, size_t err_len) {
 void sp_pool_destroy(sp_pool *p) {
     if (!p) return;
     stop_and_join(p, p->n - 1);
-    pthread_mutex_destroy(&p->mu);
-    pthread_cond_destroy(&p->wake);
-    pthread_cond_destroy(&p->done_cv);
-    free(p->threads);
-    free(p->workers);
-    free(p);
+    pool_free(p);
 }
 
 int sp_pool_size(const sp_pool *p) { return p ? p->n : 0; }
