@@ -147,16 +147,19 @@ static void fft_release(sp_fft_plan *p) {
 
 /* Two ways to one result, chosen per document from T alone (so the choice,
  * like the result, never depends on the thread count):
- *  - FFT: batched FFTW transforms, a tile of channels per task. Best for long
- *    documents, but FFTW_ESTIMATE still spends 2-20 ms planning each new
- *    length and lengths with a large prime factor run ~10x slower (measured
- *    here), which dominated corpora of short files of many lengths.
+ *  - FFT: batched FFTW transforms, a tile of channels per task. The fastest
+ *    where FFTW has codelets for every prime factor of T (measured: 512 and
+ *    1024 tokens 12-18% faster than the DFT below), but FFTW_ESTIMATE still
+ *    spends 3-20 ms planning each new length, and lengths with a large prime
+ *    factor run ~10x slower: together they took half the time on a corpus of
+ *    short files of many lengths (and planning every 13-smooth length still
+ *    cost 20% there).
  *  - DFT: only k of T/2 bins are kept, so the transforms are two GEMMs with a
  *    2k x T table of cos and sin rows B: [Re U; -Im U] = B u, and
  *    y = Re(IFFT(Z)) = B^T [Re Z; -Im Z] / T (the bins T-f are zero in the
  *    maths: no doubling here, unlike c2r's Hermitian half spectrum).
  *    4 T k D flops at sgemm speed and nothing to plan. */
-#define SP_DFT_T_ALWAYS 1024 /* DFT at or below this length */
+#define SP_DFT_T_SHORT 1024  /* see use_dft */
 #define SP_DFT_T_MAX 16384   /* FFT above it (the table B grows as k x T) */
 #define SP_DFT_COLS 64       /* channels per forward DFT task */
 
@@ -168,9 +171,13 @@ static int fft_friendly(int64_t n) {
     return n == 1;
 }
 
+/* Short documents of many lengths would each pay FFTW's planning: below
+ * SP_DFT_T_SHORT only powers of two (few lengths, FFTW's fastest case) take
+ * the FFT. Longer ones take it whenever FFTW has codelets for T. */
 static int use_dft(int64_t T, int64_t k) {
     if (k == 0) return 0;
-    return T <= SP_DFT_T_ALWAYS || (T <= SP_DFT_T_MAX && !fft_friendly(T));
+    if (T <= SP_DFT_T_SHORT) return (T & (T - 1)) != 0;
+    return T <= SP_DFT_T_MAX && !fft_friendly(T);
 }
 
 typedef struct {
