@@ -6,6 +6,7 @@ usage: test_cli.py SPECTRAL_EMBED MODEL.gguf
 """
 import json
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -143,6 +144,49 @@ with tempfile.TemporaryDirectory() as d:
     for bad in ("0", "-5", "x", "99999999999999"):
         rc, out, err = run("-m", MODEL, "--batch-tokens", bad, good1)
         check(rc == 2 and out == b"", f"--batch-tokens {bad} is a usage error")
+
+    # the output cannot be written: an error and exit 3 at once, never a silent 0
+    with open("/dev/full", "wb") as full:
+        p = subprocess.run([EMBED, "-m", MODEL, good1, good2], stdout=full, stderr=subprocess.PIPE, timeout=300)
+    check(p.returncode == 3 and b"cannot write the output" in p.stderr, f"/dev/full: {p.returncode} {p.stderr!r}")
+    p = subprocess.run([EMBED, "-m", MODEL, good1], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       preexec_fn=lambda: os.close(1), timeout=300)
+    check(p.returncode == 3 and b"cannot write the output" in p.stderr, f"closed stdout: {p.returncode} {p.stderr!r}")
+    with open("/dev/full", "wb") as full:
+        p = subprocess.run([EMBED, "--help"], stdout=full, stderr=subprocess.PIPE, timeout=300)
+    check(p.returncode == 3, f"--help to /dev/full: {p.returncode}")
+    # a reader that goes away, with SIGPIPE ignored: EPIPE stops the run
+    p = subprocess.Popen([EMBED, "-m", MODEL, *([good2] * 200)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGPIPE, signal.SIG_IGN))
+    p.stdout.readline()
+    p.stdout.close()
+    err = p.stderr.read()
+    rc = p.wait(timeout=300)
+    check(rc == 3 and b"Broken pipe" in err, f"closed pipe: {rc} {err!r}")
+
+    # a name that is not UTF-8 still gives valid JSON, with a lossless form
+    raw_name = os.path.join(os.fsencode(d), b"caf\xe9-\xff.txt")
+    with open(raw_name, "wb") as f:
+        f.write(b"hello")
+    p = subprocess.run([os.fsencode(EMBED), b"-m", os.fsencode(MODEL), raw_name], capture_output=True, timeout=300)
+    try:
+        rec = json.loads(p.stdout)
+        ok = "\ufffd" in rec["input"] and rec["input_percent"].endswith("caf%E9-%FF.txt")
+    except ValueError:
+        ok = False
+    check(p.returncode == 0 and ok, f"non-UTF-8 name: {p.stdout[:200]!r}")
+    rc, out, err = run("-m", MODEL, "-o", "json", good1)
+    check("input_percent" not in out.decode(), "valid names have no input_percent")
+
+    # standard input closed: an input error, not garbage
+    p = subprocess.run([EMBED, "-m", MODEL], capture_output=True, preexec_fn=lambda: os.close(0), timeout=300)
+    check(p.returncode == 1 and b"cannot read" in p.stderr and p.stdout == b"", f"closed stdin: {p.returncode} {p.stderr!r}")
+
+    # --option=value
+    rc, out, err = run(f"--model={MODEL}", "--pooling=none", "--batch-tokens=7", good1)
+    check(rc == 0 and len(json.loads(out)["embeddings"]) == 45, f"--opt=value: {rc} {err!r}")
+    rc, out, err = run("-m", MODEL, "--no-normalize=1", good1)
+    check(rc == 2 and "takes no value" in err, f"--flag=value refused: {err!r}")
 
 if failures:
     print(f"{failures} check(s) failed")

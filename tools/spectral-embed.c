@@ -14,7 +14,7 @@
 
 #include "spectral.h"
 
-enum { EXIT_INPUT_FAILED = 1, EXIT_USAGE = 2 };
+enum { EXIT_INPUT_FAILED = 1, EXIT_USAGE = 2, EXIT_OUTPUT = 3 };
 enum output_format { OUT_JSONL, OUT_JSON, OUT_RAW };
 
 typedef struct {
@@ -30,6 +30,19 @@ typedef struct {
     int64_t batch_tokens;
     bool verbose;
 } options;
+
+/* 0 when everything written to f so far has reached it, else an errno. */
+static int output_status(FILE *f) {
+    errno = 0;
+    if (fflush(f) == EOF || ferror(f)) return errno ? errno : EIO;
+    return 0;
+}
+
+/* Ends the program when stdout cannot take what was written to it. */
+static int output_failed(int e) {
+    fprintf(stderr, "spectral-embed: cannot write the output: %s\n", strerror(e));
+    return EXIT_OUTPUT;
+}
 
 static void print_usage(FILE *f) {
     fprintf(f,
@@ -63,7 +76,11 @@ static void print_usage(FILE *f) {
         "         of n_embd values, no separators\n"
         "\n"
         "exit status: 0 every input embedded; 1 some inputs failed (each error is on\n"
-        "stderr, every other input is still written); 2 usage or model error.\n");
+        "stderr, every other input is still written); 2 usage or model error; 3 the\n"
+        "output could not be written (stops at once).\n"
+        "\n"
+        "An input name that is not valid UTF-8 is written with U+FFFD in \"input\" and\n"
+        "byte for byte, percent-encoded, in \"input_percent\".\n");
 }
 
 static int usage_error(const char *fmt, const char *arg) {
@@ -114,13 +131,27 @@ static int parse_args(int argc, char **argv, options *o) {
     o->inputs = calloc((size_t)argc + 1, sizeof *o->inputs);
     if (!o->inputs) return usage_error("%s", "out of memory");
     bool only_files = false;
+    char name[64];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        const char *val = NULL;
+        const char *val = NULL, *inline_val = NULL;
+        /* --option=value, for every long option that takes a value */
+        const char *eq = !only_files && !strncmp(a, "--", 2) ? strchr(a, '=') : NULL;
+        if (eq && (size_t)(eq - a) < sizeof name) {
+            memcpy(name, a, (size_t)(eq - a));
+            name[eq - a] = 0;
+            inline_val = eq + 1;
+            a = name;
+        }
 #define NEEDS_VALUE()                                                            \
     do {                                                                         \
-        if (i + 1 >= argc) return usage_error("option %s needs a value", a);     \
-        val = argv[++i];                                                         \
+        if (inline_val) {                                                        \
+            val = inline_val;                                                    \
+            inline_val = NULL;                                                   \
+        } else {                                                                 \
+            if (i + 1 >= argc) return usage_error("option %s needs a value", a); \
+            val = argv[++i];                                                     \
+        }                                                                        \
     } while (0)
         if (only_files || a[0] != '-' || !strcmp(a, "-")) {
             o->inputs[o->n_inputs++] = a;
@@ -128,10 +159,12 @@ static int parse_args(int argc, char **argv, options *o) {
             only_files = true;
         } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             print_usage(stdout);
-            exit(0);
+            const int e = output_status(stdout);
+            exit(e ? output_failed(e) : 0);
         } else if (!strcmp(a, "--version")) {
             printf("spectral-embed %s\n", spectral_version());
-            exit(0);
+            const int e = output_status(stdout);
+            exit(e ? output_failed(e) : 0);
         } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
             NEEDS_VALUE();
             o->model_path = val;
@@ -176,6 +209,7 @@ static int parse_args(int argc, char **argv, options *o) {
         } else {
             return usage_error("unknown option '%s'", a);
         }
+        if (inline_val) return usage_error("option %s takes no value", a);
 #undef NEEDS_VALUE
     }
     if (!o->model_path) return usage_error("%s", "no model given (-m MODEL)");
@@ -191,7 +225,12 @@ static int read_input(const char *path, char **data, size_t *size, char *err, si
         return -1;
     }
     struct stat st;
-    if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+    if (fstat(fileno(f), &st) != 0) {
+        snprintf(err, err_len, "cannot read: %s", strerror(errno));
+        if (f != stdin) fclose(f);
+        return -1;
+    }
+    if (S_ISDIR(st.st_mode)) {
         if (f != stdin) fclose(f);
         snprintf(err, err_len, "is a directory");
         return -1;
@@ -227,14 +266,63 @@ static int read_input(const char *path, char **data, size_t *size, char *err, si
     return 0;
 }
 
-static void json_string(FILE *f, const char *s) {
+/* Length of the valid UTF-8 sequence at p (1-4), or 0 when it is not one
+ * (stray continuation, overlong form, surrogate, past U+10FFFF). */
+static int utf8_len(const unsigned char *p) {
+    const unsigned c = p[0];
+    int n;
+    unsigned lo = 0x80, hi = 0xBF;
+    if (c < 0x80) return 1;
+    if (c >= 0xC2 && c <= 0xDF) n = 2;
+    else if (c >= 0xE0 && c <= 0xEF) n = 3, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+    else if (c >= 0xF0 && c <= 0xF4) n = 4, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+    else return 0;
+    if (p[1] < lo || p[1] > hi) return 0;
+    for (int i = 2; i < n; i++)
+        if (p[i] < 0x80 || p[i] > 0xBF) return 0;
+    return n;
+}
+
+/* A JSON string. Bytes that are not valid UTF-8 become U+FFFD, so the output
+ * always parses; returns 0 when that happened (the caller then adds a
+ * lossless form). */
+static int json_string(FILE *f, const char *s) {
+    int lossless = 1;
     fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        const int n = utf8_len(p);
+        if (n == 0) {
+            fputs("\\ufffd", f);
+            lossless = 0;
+            p++;
+            continue;
+        }
+        if (n > 1) {
+            fwrite(p, 1, (size_t)n, f);
+            p += n;
+            continue;
+        }
         if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
         else if (*p == '\n') fputs("\\n", f);
         else if (*p == '\t') fputs("\\t", f);
         else if (*p < 0x20 || *p == 0x7f) fprintf(f, "\\u%04x", *p);
         else fputc(*p, f);
+        p++;
+    }
+    fputc('"', f);
+    return lossless;
+}
+
+/* The raw bytes of s, percent-encoded (RFC 3986 unreserved bytes and '/'
+ * kept): the lossless form of a name that is not valid UTF-8. */
+static void json_percent(FILE *f, const char *s) {
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+            strchr("-._~/", *p))
+            fputc(*p, f);
+        else
+            fprintf(f, "%%%02X", *p);
     }
     fputc('"', f);
 }
@@ -250,8 +338,10 @@ static void json_floats(FILE *f, const float *v, int64_t n) {
     fputc(']', f);
 }
 
-static void write_record(FILE *f, const options *o, spectral_context *ctx, const char *input,
-                         int64_t n_tokens, int64_t n_embd, int *n_written) {
+/* Writes one record and flushes it; returns 0, or errno when the output
+ * cannot be written (a full disk, a closed pipe, a closed descriptor). */
+static int write_record(FILE *f, const options *o, spectral_context *ctx, const char *input,
+                        int64_t n_tokens, int64_t n_embd, int *n_written) {
     const float *pooled = spectral_get_embedding(ctx);
     int64_t rows = 0;
     const float *states = pooled ? NULL : spectral_get_token_states(ctx, &rows);
@@ -261,7 +351,10 @@ static void write_record(FILE *f, const options *o, spectral_context *ctx, const
     } else {
         if (o->format == OUT_JSON) fputs(*n_written ? ",\n" : "[\n", f);
         fputs("{\"input\": ", f);
-        json_string(f, input);
+        if (!json_string(f, input)) {
+            fputs(", \"input_percent\": ", f);
+            json_percent(f, input);
+        }
         fprintf(f, ", \"n_tokens\": %lld, ", (long long)n_tokens);
         if (pooled) {
             fputs("\"embedding\": ", f);
@@ -278,7 +371,7 @@ static void write_record(FILE *f, const options *o, spectral_context *ctx, const
         if (o->format == OUT_JSONL) fputc('\n', f);
     }
     (*n_written)++;
-    fflush(f);
+    return output_status(f);
 }
 
 static double now_s(void) {
@@ -303,6 +396,7 @@ typedef struct {
     int64_t n_embd;
     int *n_written, *n_failed;
     bool progress;
+    int write_errno; /* set when stdout failed: everything stops */
 } flush_state;
 
 static int on_document(spectral_context *ctx, int64_t i, spectral_status s, void *user) {
@@ -314,7 +408,8 @@ static int on_document(spectral_context *ctx, int64_t i, spectral_status s, void
         (*fs->n_failed)++;
         return 0;
     }
-    write_record(stdout, fs->o, ctx, label, fs->p->lens[i], fs->n_embd, fs->n_written);
+    fs->write_errno = write_record(stdout, fs->o, ctx, label, fs->p->lens[i], fs->n_embd, fs->n_written);
+    if (fs->write_errno) return 1; /* stop the batch */
     if (fs->o->verbose)
         fprintf(stderr, "spectral-embed: %s: %lld tokens, %.1f ms since read (pass of %d inputs), arena peak %.2f MiB\n",
                 label, (long long)fs->p->lens[i], (now_s() - fs->p->t0) * 1e3, fs->p->n,
@@ -380,8 +475,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "spectral-embed: out of memory\n");
         return EXIT_USAGE;
     }
-    flush_state fs = {&o, &p, n_embd, &n_written, &n_failed, progress};
-    for (int i = 0; i < o.n_inputs; i++) {
+    flush_state fs = {&o, &p, n_embd, &n_written, &n_failed, progress, 0};
+    for (int i = 0; i < o.n_inputs && !fs.write_errno; i++) {
         const char *path = o.inputs[i];
         const char *label = strcmp(path, "-") ? path : "<stdin>";
         if (progress) fprintf(stderr, "\r[%d/%d] %.60s\033[K", i + 1, o.n_inputs, label);
@@ -421,18 +516,20 @@ int main(int argc, char **argv) {
         p.total += n;
         if (p.total >= budget) flush_pending(ctx, &fs);
     }
-    flush_pending(ctx, &fs);
+    if (!fs.write_errno) flush_pending(ctx, &fs);
+    for (int i = 0; i < p.n; i++) free(p.tokens[i]); /* left by a write failure */
     free(p.labels);
     free(p.tokens);
     free(p.lens);
     if (progress) fputs("\r\033[K", stderr);
-    if (o.format == OUT_JSON) fputs(n_written ? "\n]\n" : "[]\n", stdout);
-    fflush(stdout);
+    if (!fs.write_errno && o.format == OUT_JSON) fputs(n_written ? "\n]\n" : "[]\n", stdout);
+    if (!fs.write_errno) fs.write_errno = output_status(stdout);
     if (o.verbose)
         fprintf(stderr, "spectral-embed: %d of %d inputs embedded, arena peak %zu bytes\n",
                 n_written, o.n_inputs, spectral_context_peak_memory(ctx));
     spectral_context_free(ctx);
     spectral_model_free(model);
     free(o.inputs);
+    if (fs.write_errno) return output_failed(fs.write_errno);
     return n_failed ? EXIT_INPUT_FAILED : 0;
 }
