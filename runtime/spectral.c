@@ -1,5 +1,9 @@
 /* The public API: model loading, contexts, planning and encoding. */
+#define _POSIX_C_SOURCE 200809L /* stat, sysconf */
 #include "spectral.h"
+
+#include <errno.h>
+#include <sys/stat.h>
 
 #include <math.h>
 #include <pthread.h>
@@ -173,6 +177,13 @@ spectral_status spectral_model_load(const char *path, spectral_model_params para
                                     spectral_model **out) {
     if (!path || !out) return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "NULL argument");
     *out = NULL;
+    if (!path[0]) return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "empty model path");
+    /* Only regular files: open() on a FIFO would block until a writer comes,
+     * and a device or directory is never a model. */
+    struct stat st;
+    if (stat(path, &st) != 0) return fail(SPECTRAL_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    if (!S_ISREG(st.st_mode))
+        return fail(SPECTRAL_ERR_IO, "cannot open %s: not a regular file", path);
     spectral_model *m = NULL;
     spectral_status s = model_new(&m);
     if (s) return s;

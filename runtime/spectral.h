@@ -90,7 +90,10 @@ typedef enum {
 } spectral_pooling;
 
 typedef struct {
-    bool use_mmap; /* map the file instead of reading it (default true) */
+    bool use_mmap; /* map the file instead of reading it (default true). A mapped
+                      file must not change while the model is loaded: overwritten
+                      in place it changes results, truncated it ends the process
+                      with SIGBUS. Set false to read a copy into memory. */
 } spectral_model_params;
 
 typedef struct {

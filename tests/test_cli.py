@@ -182,6 +182,16 @@ with tempfile.TemporaryDirectory() as d:
     p = subprocess.run([EMBED, "-m", MODEL], capture_output=True, preexec_fn=lambda: os.close(0), timeout=300)
     check(p.returncode == 1 and b"cannot read" in p.stderr and p.stdout == b"", f"closed stdin: {p.returncode} {p.stderr!r}")
 
+    # a FIFO (or any non-regular file) as the model is refused at once, not waited on
+    fifo = os.path.join(d, "model.fifo")
+    os.mkfifo(fifo)
+    rc, out, err = run("-m", fifo, good1)
+    check(rc == 2 and "not a regular file" in err, f"FIFO model: {rc} {err!r}")
+    rc, out, err = run("-m", "", good1)
+    check(rc == 2 and "empty model path" in err, f"empty model path: {rc} {err!r}")
+    rc, out2, err = run("-m", MODEL, "--no-mmap", good1)
+    check(rc == 0 and out2 == run("-m", MODEL, good1)[1], "--no-mmap gives the same output")
+
     # --option=value
     rc, out, err = run(f"--model={MODEL}", "--pooling=none", "--batch-tokens=7", good1)
     check(rc == 0 and len(json.loads(out)["embeddings"]) == 45, f"--opt=value: {rc} {err!r}")

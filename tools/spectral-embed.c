@@ -28,6 +28,7 @@ typedef struct {
     spectral_backend device;
     size_t mem_limit;
     int64_t batch_tokens;
+    bool no_mmap;
     bool verbose;
 } options;
 
@@ -64,6 +65,8 @@ static void print_usage(FILE *f) {
         "                            (suffixes K, M, G, T are powers of 1024; default: none)\n"
         "  -b, --batch-tokens N      pack consecutive short inputs into one forward pass of\n"
         "                            up to N tokens (default: 4096; 1 = one input at a time)\n"
+        "      --no-mmap             read the model into memory instead of mapping it (a\n"
+        "                            mapped model must not be changed or truncated meanwhile)\n"
         "  -v, --verbose             model details, per-input timing and arena peak on stderr\n"
         "  -h, --help                show this help and exit\n"
         "      --version             show the version and exit\n"
@@ -204,6 +207,8 @@ static int parse_args(int argc, char **argv, options *o) {
             if (end == val || *end || errno || v < 1 || v > (1LL << 34))
                 return usage_error("--batch-tokens needs a number from 1 to 2^34, got '%s'", val);
             o->batch_tokens = v;
+        } else if (!strcmp(a, "--no-mmap")) {
+            o->no_mmap = true;
         } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
             o->verbose = true;
         } else {
@@ -436,7 +441,9 @@ int main(int argc, char **argv) {
     }
 
     spectral_model *model = NULL;
-    if (spectral_model_load(o.model_path, spectral_model_default_params(), &model) != SPECTRAL_OK) {
+    spectral_model_params mp = spectral_model_default_params();
+    mp.use_mmap = !o.no_mmap;
+    if (spectral_model_load(o.model_path, mp, &model) != SPECTRAL_OK) {
         fprintf(stderr, "spectral-embed: %s\n", spectral_last_error());
         free(o.inputs);
         return EXIT_USAGE;
