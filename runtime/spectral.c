@@ -548,9 +548,10 @@ static spectral_status plan(spectral_context *c, const int64_t *offsets, int64_t
         const int64_t T = offsets[n_docs];
         char b1[32], b2[32];
         return fail(SPECTRAL_ERR_MEMORY_LIMIT,
-                    "%s of %lld tokens needs %s of activation memory, over the limit of %s",
+                    "%s of %lld tokens needs %s (%zu bytes) of activation memory, over the limit "
+                    "of %s (%zu bytes)",
                     n_docs == 1 ? "a document" : "a batch", (long long)T,
-                    fmt_bytes(*need, b1, sizeof b1), fmt_bytes(limit, b2, sizeof b2));
+                    fmt_bytes(*need, b1, sizeof b1), *need, fmt_bytes(limit, b2, sizeof b2), limit);
     }
     be->max_parallel = best;
     *need = best_need;

@@ -50,6 +50,7 @@ with tempfile.TemporaryDirectory() as d:
     for args, why in [((good1,), "no model"), (("-m", MODEL, "--pooling", "max", good1), "bad pooling"),
                       (("-m", MODEL, "--threads", "x", good1), "bad threads"),
                       (("-m", MODEL, "--mem-limit", "lots", good1), "bad size"),
+                      (("-m", MODEL, "--mem-limit", "1.5", good1), "a fraction of a byte"),
                       (("-m", MODEL, "--frobnicate"), "unknown option"),
                       (("-m", MODEL, "-o"), "missing value")]:
         rc, out, err = run(*args)
@@ -119,7 +120,7 @@ with tempfile.TemporaryDirectory() as d:
     # memory limit: too small for the big input, fine for the small one
     rc, out, err = run("-m", MODEL, "--mem-limit", "64K", good1, good2)
     lines = out.decode().splitlines()
-    check(rc == 1 and "needs" in err and "limit" in err, f"mem-limit refusal message: {err!r}")
+    check(rc == 1 and "needs" in err and "limit" in err and "bytes)" in err, f"mem-limit refusal message: {err!r}")
     rc, out, err = run("-m", MODEL, "--mem-limit", "1K", good1)
     check(rc == 1 and out == b"" and "needs" in err, "nothing fits")
     rc, out, err = run("-m", MODEL, "--mem-limit", "512M", "--verbose", good1, good2)

@@ -107,6 +107,8 @@ static int parse_size(const char *s, size_t *out) {
     case 't': case 'T': mul = 1024.0 * 1024 * 1024 * 1024; end++; break;
     default: break;
     }
+    /* A fraction needs a unit: "1.5" alone would silently mean 1 byte. */
+    if (mul == 1 && v != floor(v)) return -1;
     if (*end == 'i' && mul > 1) end++;
     if (*end == 'B' || *end == 'b') end++;
     if (*end) return -1;
