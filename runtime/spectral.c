@@ -256,6 +256,7 @@ int32_t spectral_model_n_vocab(const spectral_model *m) { return (int32_t)m->inf
 int32_t spectral_model_n_ctx_train(const spectral_model *m) {
     return m->info.n_ctx_train > INT32_MAX ? INT32_MAX : (int32_t)m->info.n_ctx_train;
 }
+int64_t spectral_model_max_tokens(const spectral_model *m) { return m->info.max_tokens; }
 spectral_pooling spectral_model_pooling(const spectral_model *m) {
     return (spectral_pooling)m->info.pooling;
 }

@@ -133,6 +133,9 @@ int32_t spectral_model_n_embd(const spectral_model *model);
 int32_t spectral_model_n_layer(const spectral_model *model);
 int32_t spectral_model_n_vocab(const spectral_model *model);
 int32_t spectral_model_n_ctx_train(const spectral_model *model);
+/* Hard maximum document length in tokens (FNet: its position table), or 0
+ * when any length runs (spectralmlp: the mixing is defined for any T). */
+int64_t spectral_model_max_tokens(const spectral_model *model);
 spectral_pooling spectral_model_pooling(const spectral_model *model);
 /* Parameter count and bytes of weight data in the file. */
 uint64_t spectral_model_n_params(const spectral_model *model);

@@ -193,6 +193,14 @@ with tempfile.TemporaryDirectory() as d:
     rc, out2, err = run("-m", MODEL, "--no-mmap", good1)
     check(rc == 0 and out2 == run("-m", MODEL, good1)[1], "--no-mmap gives the same output")
 
+    # a model with a hard length limit (FNet's positions) does not claim any length runs
+    fnet = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "fnet", "model.gguf")
+    if os.path.exists(fnet):
+        long_text = write("long.txt", b"word " * 2000)
+        rc, out, err = run("-m", fnet, long_text)
+        check(rc == 1 and "defined for any length" not in err and "longer than the maximum" in err,
+              f"FNet over its positions: {rc} {err!r}")
+
     # --option=value
     rc, out, err = run(f"--model={MODEL}", "--pooling=none", "--batch-tokens=7", good1)
     check(rc == 0 and len(json.loads(out)["embeddings"]) == 45, f"--opt=value: {rc} {err!r}")

@@ -513,7 +513,9 @@ int main(int argc, char **argv) {
             free(tokens);
             continue;
         }
-        if (n_ctx > 0 && n > n_ctx)
+        /* A model with a hard maximum refuses longer inputs itself (with
+         * its own message); only one without says that any length runs. */
+        if (n_ctx > 0 && n > n_ctx && !spectral_model_max_tokens(model))
             fprintf(stderr,
                     "%sspectral-embed: warning: %s: %lld tokens is longer than the model's training context (%lld); the mixing is defined for any length, quality may drop\n",
                     progress ? "\n" : "", label, (long long)n, (long long)n_ctx);
