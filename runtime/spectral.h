@@ -17,7 +17,7 @@
  *     spectral_context *ctx = NULL;
  *     if (spectral_context_create(model, cp, &ctx)) { ... }
  *
- *     int32_t n = spectral_tokenize(model, text, len, NULL, 0);   // count only
+ *     int64_t n = spectral_tokenize(model, text, len, NULL, 0);   // count only
  *     int32_t *tok = malloc(n * sizeof *tok);
  *     spectral_tokenize(model, text, len, tok, n);
  *     if (spectral_encode(ctx, tok, n) == SPECTRAL_OK) {
