@@ -201,6 +201,19 @@ with tempfile.TemporaryDirectory() as d:
         check(rc == 1 and "defined for any length" not in err and "longer than the maximum" in err,
               f"FNet over its positions: {rc} {err!r}")
 
+    # SIGTERM / SIGINT in the middle of long records: whole lines only, exit 143 / 130
+    big = write("big.txt", bytes(range(256)) * 200)
+    for sig, code in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
+        p = subprocess.Popen([EMBED, "-m", MODEL, "--pooling", "none", *([big] * 40)],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        first = p.stdout.readline()
+        p.send_signal(sig)
+        rest = p.stdout.read()
+        rc = p.wait(timeout=300)
+        lines = (first + rest).split(b"\n")
+        whole = lines[-1] == b"" and all(json.loads(l)["n_tokens"] == 51200 for l in lines[:-1])
+        check(rc == code and whole, f"signal {sig}: rc {rc}, {len(lines) - 1} lines, last torn: {not whole}")
+
     # --option=value
     rc, out, err = run(f"--model={MODEL}", "--pooling=none", "--batch-tokens=7", good1)
     check(rc == 0 and len(json.loads(out)["embeddings"]) == 45, f"--opt=value: {rc} {err!r}")

@@ -3,6 +3,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -381,6 +382,25 @@ static int write_record(FILE *f, const options *o, spectral_context *ctx, const 
     return output_status(f);
 }
 
+/* SIGINT / SIGTERM: between records the process ends at once (everything
+ * written so far was flushed as whole records); while a record is being
+ * written it ends right after that record, so no line is ever torn. */
+static volatile sig_atomic_t g_writing, g_stop_signal;
+
+static void on_stop_signal(int sig) {
+    if (!g_writing) _exit(128 + sig);
+    g_stop_signal = sig;
+}
+
+static void install_stop_handlers(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -415,7 +435,10 @@ static int on_document(spectral_context *ctx, int64_t i, spectral_status s, void
         (*fs->n_failed)++;
         return 0;
     }
+    g_writing = 1;
     fs->write_errno = write_record(stdout, fs->o, ctx, label, fs->p->lens[i], fs->n_embd, fs->n_written);
+    g_writing = 0;
+    if (g_stop_signal) _exit(128 + g_stop_signal); /* the record is complete and flushed */
     if (fs->write_errno) return 1; /* stop the batch */
     if (fs->o->verbose)
         fprintf(stderr, "spectral-embed: %s: %lld tokens, %.1f ms since read (pass of %d inputs), arena peak %.2f MiB\n",
@@ -473,6 +496,7 @@ int main(int argc, char **argv) {
                 (long long)n_embd, spectral_model_n_vocab(model), (long long)n_ctx,
                 (unsigned long long)spectral_model_n_params(model));
 
+    install_stop_handlers();
     const bool progress = isatty(STDERR_FILENO) && !o.verbose && o.n_inputs > 1;
     int n_failed = 0, n_written = 0;
     const int64_t budget = o.batch_tokens ? o.batch_tokens : 4096;
