@@ -4,6 +4,7 @@
  * kernels against float64 references; FFT round-off at T = 4097 is ~1e-6). */
 #define _POSIX_C_SOURCE 200809L
 #include "kernels/backend.h"
+#include "kernels/cpu/cpu_internal.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -286,6 +287,30 @@ static void test_ffn_block(sp_backend *be, const char *name) {
     free(ref);
 }
 
+/* The FFTW plan cache stays bounded over many distinct lengths (a server
+ * sees thousands), and evicted lengths plan again correctly. */
+static void test_plan_cache_bound(sp_backend *be) {
+    const int64_t D = 1, K = 1;
+    float u[600], h[600], filt[2] = {1.0f, 0.0f};
+    unsigned char ws[65536] __attribute__((aligned(256)));
+    for (int64_t i = 0; i < 600; i++) u[i] = (float)(i % 7) - 3.0f;
+    int peak = 0;
+    for (int64_t T = 2; T < 2 + 300; T++) {
+        memset(h, 0, sizeof h);
+        CHECK(be->ops->mix_workspace_size(be, T, D) <= sizeof ws, "workspace fits");
+        CHECK(be->ops->spectral_mix(be, u, filt, NULL, K, T, D, ws, h) == 0, "mix T=%lld", (long long)T);
+        /* k = 1 keeps the mean: every output is mean(u) */
+        double mean = 0;
+        for (int64_t t = 0; t < T; t++) mean += u[t];
+        mean /= (double)T;
+        CHECK(fabs(h[T - 1] - mean) < 1e-5, "T=%lld: got %g, mean %g", (long long)T, h[T - 1], mean);
+        const int n = sp_cpu_fft_plans_cached(NULL);
+        if (n > peak) peak = n;
+    }
+    CHECK(peak <= 256, "the plan cache grew to %d plans over 300 lengths (bound 256)", peak);
+    CHECK(peak >= 200, "the plan cache kept only %d plans (it should fill before evicting)", peak);
+}
+
 /* ------------------------------------------------------------- linear */
 
 static void test_linear(sp_backend *be, const char *name) {
@@ -485,6 +510,7 @@ int main(void) {
         test_layer_norm(bes[i], names[i]);
     }
     test_misc(bes[0]);
+    test_plan_cache_bound(bes[0]);
 
     for (int i = 0; i < NBE; i++) bes[i]->ops->destroy(bes[i]);
     if (g_fail) {

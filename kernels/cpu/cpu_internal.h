@@ -72,6 +72,10 @@ int sp_cpu_mix_block(sp_backend *be, float *h, const float *ln_w, const float *l
                      const float *filter, const float *bias, int64_t K, int64_t D,
                      const int64_t *offsets, int64_t n_docs, void *workspace);
 
+/* Plans in mix_cpu.c's bounded FFTW cache, and their summed n x howmany
+ * (for tests). */
+int sp_cpu_fft_plans_cached(int64_t *elems);
+
 /* fourier2d_cpu.c */
 size_t sp_cpu_fourier2d_workspace(int64_t T, int64_t D);
 int sp_cpu_fourier2d_real(sp_backend *be, const float *x, int64_t T, int64_t D, void *workspace,

@@ -26,8 +26,11 @@
  * stay in L1 (a 1 KiB stride maps 64 rows onto too few L1 sets). */
 #define SP_MIX_TB 16
 #define SP_MIX_TILE_MAX 64
-/* Plans kept at once; past it the least recently used idle plan goes. */
+/* Plans kept at once, and their summed lengths x batch (a plan's memory,
+ * mostly twiddles, grows with it): past either bound the least recently
+ * used idle plans go. */
 #define SP_FFT_CACHE_MAX 256
+#define SP_FFT_CACHE_ELEMS (INT64_C(1) << 25)
 
 /* ------------------------------------------------------ FFTW plan cache */
 
@@ -62,17 +65,31 @@ static void fft_plan_destroy(sp_fft_plan *p) {
     free(p);
 }
 
-/* Drops the least recently used idle plan when the cache is full. */
-static void fft_cache_trim(void) {
-    if (sp_fft_n < SP_FFT_CACHE_MAX) return;
-    int victim = -1;
-    for (int i = 0; i < sp_fft_n; i++)
-        if (!sp_fft_cache[i]->refs &&
-            (victim < 0 || sp_fft_cache[i]->last_use < sp_fft_cache[victim]->last_use))
-            victim = i;
-    if (victim < 0) return; /* all busy: grow past the bound for now */
-    fft_plan_destroy(sp_fft_cache[victim]);
-    sp_fft_cache[victim] = sp_fft_cache[--sp_fft_n];
+static int64_t sp_fft_elems; /* sum of n x howmany over the cache */
+
+/* Drops least recently used idle plans until a plan of `adding` elements
+ * fits both bounds (or no idle plan is left: the cache then runs over until
+ * the busy ones are released). */
+static void fft_cache_trim(int64_t adding) {
+    while (sp_fft_n >= SP_FFT_CACHE_MAX || (sp_fft_n && sp_fft_elems + adding > SP_FFT_CACHE_ELEMS)) {
+        int victim = -1;
+        for (int i = 0; i < sp_fft_n; i++)
+            if (!sp_fft_cache[i]->refs &&
+                (victim < 0 || sp_fft_cache[i]->last_use < sp_fft_cache[victim]->last_use))
+                victim = i;
+        if (victim < 0) return;
+        sp_fft_elems -= sp_fft_cache[victim]->n * sp_fft_cache[victim]->howmany;
+        fft_plan_destroy(sp_fft_cache[victim]);
+        sp_fft_cache[victim] = sp_fft_cache[--sp_fft_n];
+    }
+}
+
+int sp_cpu_fft_plans_cached(int64_t *elems) {
+    pthread_mutex_lock(&sp_fft_mutex);
+    const int n = sp_fft_n;
+    if (elems) *elems = sp_fft_elems;
+    pthread_mutex_unlock(&sp_fft_mutex);
+    return n;
 }
 
 static sp_fft_plan *fft_plan_make(int64_t n, int howmany, unsigned flags) {
@@ -116,7 +133,7 @@ static sp_fft_plan *fft_acquire(int64_t n, int howmany, unsigned flags) {
         }
     }
     if (!found) {
-        fft_cache_trim();
+        fft_cache_trim(n * howmany);
         if (sp_fft_n == sp_fft_cap) {
             int cap = sp_fft_cap ? 2 * sp_fft_cap : 64;
             sp_fft_plan **nc = realloc(sp_fft_cache, (size_t)cap * sizeof *nc);
@@ -125,8 +142,10 @@ static sp_fft_plan *fft_acquire(int64_t n, int howmany, unsigned flags) {
                 sp_fft_cap = cap;
             }
         }
-        if (sp_fft_n < sp_fft_cap && (found = fft_plan_make(n, howmany, flags)))
+        if (sp_fft_n < sp_fft_cap && (found = fft_plan_make(n, howmany, flags))) {
             sp_fft_cache[sp_fft_n++] = found;
+            sp_fft_elems += n * howmany;
+        }
     }
     if (found) {
         found->refs++;
@@ -487,9 +506,10 @@ static int mix_run(sp_backend *be, mix_job *j, const mix_layout *L, char *doc_me
         }
         n1 += j->n_tiles;
         if (!d->k || rc) continue;
-        d->full = fft_acquire(d->T, tile, flags);
+        /* a full tile exists unless all channels fit in the last one */
+        d->full = j->n_tiles > 1 || last == tile ? fft_acquire(d->T, tile, flags) : NULL;
         d->last = last == tile ? d->full : fft_acquire(d->T, last, flags);
-        if (!d->full || !d->last) {
+        if ((!d->full && (j->n_tiles > 1 || last == tile)) || !d->last) {
             sp_cpu_set_err(be, "cpu spectral_mix: FFTW could not plan n=%lld", (long long)d->T);
             rc = 1;
         }
