@@ -16,8 +16,6 @@
 /* OpenBLAS's cblas.h pulls in <complex.h>; keep fftwf_complex a float[2]. */
 #define FFTW_NO_Complex
 #include <fftw3.h>
-#include <limits.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
