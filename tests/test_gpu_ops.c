@@ -13,6 +13,14 @@
  * mix_block (several documents packed in one h, under auto, dftgemm and
  * cufft) and ffn_block (several documents, one to three row chunks) are
  * compared with the CPU backend's, and their argument checks exercised.
+ * Issue 12's cases: forced paths under SPECTRAL_CUDA_STRICT=1 (no silent
+ * fallback), two live backends alternating fused lengths, odd widths, cuFFT
+ * chunking, fifty distinct lengths, argument checks of add / get_rows /
+ * fourier2d_real, an allocation failure followed by an op, TF32, elementwise
+ * add above 2^28 elements and sampled channels of T x D > 2^31 mixes.
+ * SPECTRAL_GPU_TEST_QUICK=1 runs a reduced matrix (for compute-sanitizer).
+ * When nvidia-smi lists a GPU that the backend cannot use, it fails rather
+ * than skips.
  *
  * Built with -DSPECTRAL_GPU_STUB_TEST (CUDA-less builds) it instead checks
  * that the stub constructor fails cleanly. */
@@ -24,11 +32,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define TOL 1e-4
 
 static int g_fail;
 static int g_checks;
+/* SPECTRAL_GPU_TEST_QUICK=1: a reduced matrix (for compute-sanitizer, which
+ * runs kernels 10-100x slower): short lengths, no 2^20-token cases. */
+static int g_quick;
 
 #define CHECK(cond, ...)                                                                           \
     do {                                                                                           \
@@ -200,12 +212,16 @@ static void check_mix(sp_backend *gpu, const char *mix, int64_t T, int64_t D, in
 
 static void test_mix(void) {
     static const char *modes[] = {"auto", "fused", "dftgemm", "cufft"};
-    static const int64_t Ts[] = {1, 2, 3, 7, 8, 64, 100, 1000, 1024, 4096, 4097, 8192, 16384, 65536};
+    static const int64_t Ts_all[] = {1,    2,    3,    7,    8,    64,    100,
+                                     1000, 1024, 4096, 4097, 8192, 16384, 65536};
+    static const int64_t Ts_quick[] = {1, 3, 8, 100, 1024, 4097};
+    const int64_t *Ts = g_quick ? Ts_quick : Ts_all;
+    const size_t nT = g_quick ? sizeof Ts_quick / sizeof *Ts_quick : sizeof Ts_all / sizeof *Ts_all;
     for (size_t m = 0; m < sizeof modes / sizeof *modes; m++) {
         sp_backend *gpu = make_gpu(modes[m]);
         if (!gpu) continue;
         int fails_before = g_fail;
-        for (size_t ti = 0; ti < sizeof Ts / sizeof *Ts; ti++) {
+        for (size_t ti = 0; ti < nT; ti++) {
             const int64_t T = Ts[ti];
             const int64_t Ds_small[] = {1, 3, 64, 768}, Ds_big[] = {3, 64};
             const int64_t *Ds = T <= 8192 ? Ds_small : Ds_big;
@@ -417,7 +433,8 @@ static void test_pool(sp_backend *gpu) {
 /* FNet's Re(FFT2(x)): cuFFT 2-D R2C + Hermitian expansion vs FFTW's. */
 static void test_fourier2d(sp_backend *gpu) {
     struct { int64_t T, D; } shapes[] = {{1, 1}, {1, 8}, {2, 3}, {7, 5}, {64, 64}, {128, 768},
-                                         {1000, 768}, {4097, 33}, {512, 4096}};
+                                         {1000, 768}, {4097, 33}, {512, 4096}, {5, 1},
+                                         {4097, 1}};
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
         const int64_t T = shapes[s].T, D = shapes[s].D;
         const size_t bytes = (size_t)(T * D) * sizeof(float);
@@ -736,7 +753,301 @@ static void test_errors(void) {
     printf("errors: done\n");
 }
 
+/* -------------------------------------------- issue 12: paths and limits */
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* SPECTRAL_CUDA_STRICT=1: a forced path that cannot take a shape fails
+ * instead of falling back, so a passing check of a forced path proves that
+ * path ran. */
+static void test_strict(void) {
+    setenv("SPECTRAL_CUDA_STRICT", "1", 1);
+    sp_backend *gpu = make_gpu("fused");
+    if (gpu) {
+        int before = g_fail;
+        check_mix(gpu, "fused(strict)", 4096, 64, 32, 1);
+        check_mix(gpu, "fused(strict)", 16384, 64, 100, 0);
+        CHECK(g_fail == before, "strict fused failed on shapes it takes");
+        float *d = to_be(gpu, NULL, 100 * 4 * sizeof(float) + 4096);
+        if (d) {
+            gpu->err[0] = '\0';
+            int rc = gpu->ops->spectral_mix(gpu, d, d, NULL, 2, 100, 4, d, d);
+            CHECK(rc != 0 && strstr(gpu->err, "STRICT"), "strict fused took T=100: '%s'",
+                  gpu->err);
+            CHECK(gpu->ops->synchronize(gpu) == 0, "synchronize after the refusal: %s", gpu->err);
+        }
+        gpu->ops->buffer_free(gpu, d);
+        gpu->ops->destroy(gpu);
+    }
+    gpu = make_gpu("dftgemm");
+    if (gpu) {
+        int before = g_fail;
+        check_mix(gpu, "dftgemm(strict)", 1000, 64, 3, 1);
+        check_mix(gpu, "dftgemm(strict)", 4097, 768, 100, 0);
+        CHECK(g_fail == before, "strict dftgemm failed on shapes it takes");
+        gpu->ops->destroy(gpu);
+    }
+    unsetenv("SPECTRAL_CUDA_STRICT");
+    printf("strict: done\n");
+}
+
+/* Two live backends on one device alternating fused T = 16384 and 2048: the
+ * shared-memory opt-in belongs to the device, not to one backend. */
+static void test_two_backends(void) {
+    setenv("SPECTRAL_CUDA_STRICT", "1", 1);
+    sp_backend *a = make_gpu("fused"), *b = make_gpu("fused");
+    if (a && b) {
+        check_mix(a, "fused A", 16384, 64, 100, 1);
+        check_mix(b, "fused B", 2048, 64, 100, 1);
+        check_mix(a, "fused A", 16384, 64, 100, 1);
+        check_mix(b, "fused B", 16384, 64, 100, 0);
+        check_mix(a, "fused A", 2048, 64, 100, 0);
+    }
+    if (a) a->ops->destroy(a);
+    if (b) b->ops->destroy(b);
+    unsetenv("SPECTRAL_CUDA_STRICT");
+    printf("two backends: done\n");
+}
+
+/* D not a multiple of the fused kernel's channel packing (8, 4, 2 channels
+ * a block); cuFFT chunking (several chunks, an odd last one). */
+static void test_odd_widths(void) {
+    static const int64_t Ds[] = {771, 1023}, Ts[] = {1024, 4096, 16384};
+    sp_backend *gpu = make_gpu(NULL);
+    if (!gpu) return;
+    for (int di = 0; di < 2; di++)
+        for (int ti = 0; ti < 3; ti++) check_mix(gpu, "auto", Ts[ti], Ds[di], 100, 1);
+    gpu->ops->destroy(gpu);
+    gpu = g_quick ? NULL : make_gpu("cufft");
+    if (gpu) {
+        check_mix(gpu, "cufft", 65537, 768, 100, 1);
+        check_mix(gpu, "cufft", ((int64_t)1 << 20) + 1, 64, 16, 0);
+        gpu->ops->destroy(gpu);
+    }
+    printf("odd widths and chunking: done\n");
+}
+
+/* Fifty distinct lengths in a row on one backend: results, and what the
+ * plan cache costs (a miss plans; the workspace query never does). */
+static void test_many_lengths(void) {
+    static const char *modes[] = {"cufft", "auto"};
+    for (int m = 0; m < 2; m++) {
+        sp_backend *gpu = make_gpu(modes[m]);
+        if (!gpu) continue;
+        double t0 = now_s();
+        for (int i = 0; i < 50; i++) check_mix(gpu, modes[m], 1001 + 37 * i, 64, 40, i & 1);
+        printf("50 lengths (mix=%s): %.3f s including the CPU reference\n", modes[m],
+               now_s() - t0);
+        t0 = now_s();
+        size_t ws = 0;
+        for (int i = 0; i < 1000; i++) {
+            int64_t off[2] = {0, 20001 + i};
+            ws += gpu->ops->mix_block_workspace_size(gpu, off, 1, 768, 128);
+        }
+        printf("1000 workspace queries of distinct lengths (mix=%s): %.3f s\n", modes[m],
+               now_s() - t0);
+        CHECK(ws > 0, "mix_block_workspace_size returned 0");
+        gpu->ops->destroy(gpu);
+    }
+}
+
+/* add, get_rows and fourier2d_real check their arguments as the CPU backend
+ * does; an allocation failure leaves the backend usable. */
+static void test_arg_checks(sp_backend *gpu) {
+    float *x = to_be(gpu, NULL, 4096 * sizeof(float));
+    float *y = to_be(gpu, NULL, 4096 * sizeof(float));
+    int32_t ids[3] = {0, -1, 2};
+    int32_t *dids = to_be(gpu, ids, sizeof ids);
+    if (!x || !y || !dids) goto done;
+    gpu->err[0] = '\0';
+    CHECK(fails_with_message(gpu, gpu->ops->add(gpu, x, -1, y)), "add n=-1 should fail");
+    gpu->err[0] = '\0';
+    CHECK(fails_with_message(gpu, gpu->ops->add(gpu, NULL, 5, y)), "add NULL x should fail");
+    CHECK(gpu->ops->add(gpu, NULL, 0, NULL) == 0, "add n=0 should succeed: %s", gpu->err);
+    gpu->err[0] = '\0';
+    int rc = gpu->ops->get_rows(gpu, x, 4, dids, 3, y);
+    CHECK(fails_with_message(gpu, rc) && strstr(gpu->err, "negative id"),
+          "get_rows with a negative id: '%s'", gpu->err);
+    ids[1] = 1;
+    CHECK(gpu->ops->upload(gpu, dids, ids, sizeof ids) == 0 &&
+              gpu->ops->get_rows(gpu, x, 4, dids, 3, y) == 0,
+          "get_rows after a refused call: %s", gpu->err);
+    gpu->err[0] = '\0';
+    rc = gpu->ops->fourier2d_real(gpu, x, 8, 8, y, x + 3);
+    CHECK(fails_with_message(gpu, rc), "fourier2d_real with overlapping out should fail");
+    CHECK(gpu->ops->fourier2d_real(gpu, x, 8, 0, y, y) == 0, "fourier2d_real D=0: %s", gpu->err);
+    gpu->err[0] = '\0';
+    rc = gpu->ops->fourier2d_real(gpu, x, -1, 8, y, y);
+    CHECK(fails_with_message(gpu, rc), "fourier2d_real T=-1 should fail");
+    CHECK(gpu->ops->mix_workspace_size(gpu, 1000, 64) > 0, "mix_workspace_size(1000, 64) = 0");
+    void *huge = gpu->ops->buffer_alloc(gpu, (size_t)1 << 50);
+    CHECK(huge == NULL && gpu->err[0], "2^50-byte alloc should fail with a message");
+    CHECK(gpu->ops->add(gpu, x, 4096, y) == 0 && gpu->ops->synchronize(gpu) == 0,
+          "add after a failed allocation: %s", gpu->err);
+done:
+    gpu->ops->buffer_free(gpu, x);
+    gpu->ops->buffer_free(gpu, y);
+    gpu->ops->buffer_free(gpu, dids);
+    printf("argument checks: done\n");
+}
+
+/* SPECTRAL_CUDA_TF32=1: the linears on tensor cores, a looser bound. */
+static void test_tf32(void) {
+    setenv("SPECTRAL_CUDA_TF32", "1", 1);
+    sp_backend *gpu = make_gpu(NULL);
+    unsetenv("SPECTRAL_CUDA_TF32");
+    if (!gpu) return;
+    const int64_t T = 256, IN = 768, OUT = 768;
+    float *x = xmalloc((size_t)(T * IN) * 4), *W = xmalloc((size_t)(IN * OUT) * 4);
+    float *oc = xmalloc((size_t)(T * OUT) * 4), *og = xmalloc((size_t)(T * OUT) * 4);
+    fill(x, T * IN, 1.0f, 0.0f);
+    fill(W, IN * OUT, 0.05f, 0.0f);
+    sp_backend *bes[2] = {g_cpu, gpu};
+    float *outs[2] = {oc, og};
+    int ok = 1;
+    for (int i = 0; i < 2; i++) {
+        sp_backend *be = bes[i];
+        float *dx = to_be(be, x, (size_t)(T * IN) * 4), *dW = to_be(be, W, (size_t)(IN * OUT) * 4);
+        float *dout = to_be(be, NULL, (size_t)(T * OUT) * 4);
+        if (!dx || !dW || !dout ||
+            be->ops->linear(be, dx, dW, NULL, T, IN, OUT, SP_ACT_NONE, 0, dout) ||
+            from_be(be, outs[i], dout, (size_t)(T * OUT) * 4)) {
+            fprintf(stderr, "FAIL %s tf32 linear: %s\n", be->ops->name, be->err);
+            g_fail++;
+            ok = 0;
+        }
+        be->ops->buffer_free(be, dx);
+        be->ops->buffer_free(be, dW);
+        be->ops->buffer_free(be, dout);
+    }
+    if (ok) {
+        double e = rel_err(og, oc, T * OUT);
+        CHECK(e <= 1e-2, "tf32 linear: rel err %.3g (bound 1e-2)", e);
+        printf("tf32 linear: rel err %.3g\n", e);
+    }
+    free(x);
+    free(W);
+    free(oc);
+    free(og);
+    gpu->ops->destroy(gpu);
+}
+
+/* Beyond 32-bit element offsets. Elementwise add above 2^28 elements
+ * (exact); then the mixing with T x D > 2^31 (cufft at T = 2^21 + 1,
+ * D = 1025; dftgemm at T = 2^21, D = 1024, forced under strict mode), compared
+ * on sampled channels (chunk edges, the last ones) whose rows straddle the
+ * 2^31 element offset, against the CPU backend run on those channels alone.
+ * h starts as u, so one host buffer of T x D floats suffices. */
+static void check_mix_sampled(const char *mix, int64_t T, int64_t D, int64_t K) {
+    setenv("SPECTRAL_CUDA_STRICT", "1", 1);
+    sp_backend *gpu = make_gpu(mix);
+    unsetenv("SPECTRAL_CUDA_STRICT");
+    if (!gpu) return;
+    const int64_t want[] = {0, 1, 13, 14, 31, 32, 511, 512, D - 4, D - 3, D - 2, D - 1};
+    int64_t ch[12];
+    int nch = 0;
+    for (int i = 0; i < 12; i++)
+        if (want[i] >= 0 && want[i] < D && (nch == 0 || want[i] > ch[nch - 1])) ch[nch++] = want[i];
+    const int64_t n = T * D;
+    float *u = xmalloc((size_t)n * sizeof(float));
+    float *filt = xmalloc((size_t)(D * K * 2) * sizeof(float));
+    float *bias = xmalloc((size_t)D * sizeof(float));
+    float *uc = xmalloc((size_t)(T * nch) * sizeof(float)), *hc = xmalloc((size_t)(T * nch) * 4);
+    float *ref = xmalloc((size_t)(T * nch) * sizeof(float));
+    float *fc = xmalloc((size_t)(nch * K * 2) * sizeof(float)), *bc = xmalloc((size_t)nch * 4);
+    fill(u, n, 1.0f, 0.25f);
+    fill(filt, D * K * 2, 1.0f, 0.0f);
+    fill(bias, D, 1.0f, 0.0f);
+    for (int j = 0; j < nch; j++) {
+        for (int64_t t = 0; t < T; t++) uc[t * nch + j] = u[t * D + ch[j]];
+        memcpy(fc + (int64_t)j * K * 2, filt + ch[j] * K * 2, (size_t)(K * 2) * sizeof(float));
+        bc[j] = bias[ch[j]];
+    }
+    const double t0 = now_s();
+    float *du = to_be(gpu, u, (size_t)n * 4), *dh = to_be(gpu, u, (size_t)n * 4);
+    float *df = to_be(gpu, filt, (size_t)(D * K * 2) * 4), *db = to_be(gpu, bias, (size_t)D * 4);
+    const size_t wsb = gpu->ops->mix_workspace_size(gpu, T, D);
+    void *ws = to_be(gpu, NULL, wsb ? wsb : 256);
+    int ok = du && dh && df && db && ws;
+    if (ok && (gpu->ops->spectral_mix(gpu, du, df, db, K, T, D, ws, dh) ||
+               gpu->ops->synchronize(gpu))) {
+        fprintf(stderr, "FAIL spectral_mix mix=%s T=%lld D=%lld K=%lld: %s\n", mix, (long long)T,
+                (long long)D, (long long)K, gpu->err);
+        g_fail++;
+        ok = 0;
+    }
+    if (ok && from_be(gpu, u, dh, (size_t)n * 4)) ok = 0;
+    printf("mix=%s T=%lld D=%lld K=%lld on the GPU (with transfers): %.2f s\n", mix, (long long)T,
+           (long long)D, (long long)K, now_s() - t0);
+    if (ok && !run_mix(g_cpu, uc, fc, bc, K, T, nch, uc, ref)) {
+        for (int j = 0; j < nch; j++)
+            for (int64_t t = 0; t < T; t++) hc[t * nch + j] = u[t * D + ch[j]];
+        double e = rel_err(hc, ref, T * nch);
+        CHECK(e <= TOL, "sampled spectral_mix mix=%s T=%lld D=%lld K=%lld: rel err %.3g", mix,
+              (long long)T, (long long)D, (long long)K, e);
+    }
+    gpu->ops->buffer_free(gpu, du);
+    gpu->ops->buffer_free(gpu, dh);
+    gpu->ops->buffer_free(gpu, df);
+    gpu->ops->buffer_free(gpu, db);
+    gpu->ops->buffer_free(gpu, ws);
+    gpu->ops->destroy(gpu);
+    free(u);
+    free(filt);
+    free(bias);
+    free(uc);
+    free(hc);
+    free(ref);
+    free(fc);
+    free(bc);
+}
+
+static void test_big(void) {
+    sp_backend *gpu = make_gpu(NULL);
+    if (gpu) {
+        const int64_t n = ((int64_t)1 << 28) + 3;
+        float *x = xmalloc((size_t)n * sizeof(float)), *y = xmalloc((size_t)n * sizeof(float));
+        fill(x, n, 1.0f, 0.0f);
+        float *dx = to_be(gpu, x, (size_t)n * 4), *dy = to_be(gpu, x, (size_t)n * 4);
+        if (dx && dy && !gpu->ops->add(gpu, dx, n, dy) && !from_be(gpu, y, dy, (size_t)n * 4)) {
+            int64_t bad = -1;
+            for (int64_t i = 0; i < n && bad < 0; i++)
+                if (y[i] != 2.0f * x[i]) bad = i;
+            CHECK(bad < 0, "add over 2^28 + 3 elements: wrong at %lld", (long long)bad);
+        } else {
+            CHECK(0, "add over 2^28 + 3 elements failed: %s", gpu->err);
+        }
+        gpu->ops->buffer_free(gpu, dx);
+        gpu->ops->buffer_free(gpu, dy);
+        free(x);
+        free(y);
+        gpu->ops->destroy(gpu);
+    }
+    check_mix_sampled("cufft", ((int64_t)1 << 21) + 1, 1025, 100);
+    check_mix_sampled("dftgemm", (int64_t)1 << 21, 1024, 8);
+    printf("beyond 2^31 elements: done\n");
+}
+
+/* When nvidia-smi lists a GPU, the runtime must be able to use it: an old
+
+ * driver or a broken install fails the test instead of skipping it. */
+static int smi_sees_gpu(void) {
+    FILE *f = popen("nvidia-smi -L 2>/dev/null", "r");
+    if (!f) return 0;
+    char line[512];
+    int seen = 0;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "GPU ", 4)) seen = 1;
+    pclose(f);
+    return seen;
+}
+
 int main(void) {
+
     int n = sp_backend_cuda_device_count();
     if (n == 0) {
         char err[512] = "";
@@ -746,10 +1057,18 @@ int main(void) {
                     be ? "succeeded" : "gave no message");
             return 1;
         }
+        if (smi_sees_gpu()) {
+            fprintf(stderr, "FAIL: nvidia-smi lists a GPU but the CUDA backend cannot use it: %s\n",
+                    err);
+            return 1;
+        }
         printf("SKIP: no CUDA device (%s)\n", err);
         return 77;
     }
     unsetenv("SPECTRAL_CUDA_TF32"); /* FP32 GEMMs for the 1e-4 bound */
+    unsetenv("SPECTRAL_CUDA_STRICT");
+    const char *quick = getenv("SPECTRAL_GPU_TEST_QUICK");
+    g_quick = quick && !strcmp(quick, "1");
     char err[512] = "";
     g_cpu = sp_backend_cpu_create(0, err, sizeof err);
     if (!g_cpu) {
@@ -766,11 +1085,18 @@ int main(void) {
         test_fourier2d(gpu);
         test_ffn_block(gpu);
         test_block_errors(gpu);
+        test_arg_checks(gpu);
         gpu->ops->destroy(gpu);
     }
+    test_strict();
+    test_two_backends();
+    test_odd_widths();
+    if (!g_quick) test_many_lengths();
+    test_tf32();
     test_mix();
     test_mix_block();
-    test_mix_long();
+    if (!g_quick) test_mix_long();
+    if (!g_quick) test_big();
     g_cpu->ops->destroy(g_cpu);
     printf("test_gpu_ops: %d checks, %d failures\n", g_checks, g_fail);
     return g_fail ? 1 : 0;

@@ -14,8 +14,9 @@
  * sp_cuda_module_* functions are exported.
  *
  * SPECTRAL_CUDA_MIX=auto|fused|dftgemm|cufft (read at create time) forces a
- * mixing path; SPECTRAL_CUDA_TF32=1 lets cuBLAS use TF32 tensor cores
- * (default: FP32).
+ * mixing path (SPECTRAL_CUDA_STRICT=1: a forced path that cannot take a
+ * shape fails instead of falling back to cufft); SPECTRAL_CUDA_TF32=1 lets
+ * cuBLAS use TF32 tensor cores (default: FP32).
  *
  * Nothing here exits or aborts: every CUDA / cuFFT / cuBLAS status is checked
  * and turned into a non-zero return with a message in be->err. */
@@ -91,11 +92,20 @@ int64_t sp_cuda_longest_doc(const int64_t *offsets, int64_t n_docs, int64_t D, i
 
 /* --------------------------------------------------------------- kernels */
 
+/* A negative id gives a zero row (never a read before the table) and
+ * records the first such row in *bad (left at BAD_NONE when there is none). */
+#define BAD_NONE 0x7f7f7f7f /* what cudaMemsetAsync(0x7f) leaves in an int */
 __global__ void k_get_rows(const float *__restrict__ table, int64_t D,
-                           const int32_t *__restrict__ ids, int64_t T, float *__restrict__ out) {
-    GRID_STRIDE(i, T * D) {
-        int64_t t = i / D, d = i - t * D;
-        out[i] = table[(int64_t)ids[t] * D + d];
+                           const int32_t *__restrict__ ids, int64_t T, float *__restrict__ out,
+                           int *bad) {
+    ROWS_COLS(t, d, T, D) {
+        const int32_t id = ids[t];
+        if (id < 0) {
+            out[t * D + d] = 0.0f;
+            if (d == 0) atomicMin(bad, t < BAD_NONE ? (int)t : BAD_NONE - 1);
+        } else {
+            out[t * D + d] = table[(int64_t)id * D + d];
+        }
     }
 }
 
@@ -208,6 +218,11 @@ static int cuda_download(sp_backend *be, void *dst, const void *src, size_t byte
     return 0;
 }
 
+int sp_cuda_evict_sync(sp_backend *be) {
+    CU_CHECK(be, cudaStreamSynchronize(IMPL(be)->stream));
+    return 0;
+}
+
 static int cuda_synchronize(sp_backend *be) {
     if (sp_cuda_enter(be)) return -1;
     CU_CHECK(be, cudaStreamSynchronize(IMPL(be)->stream));
@@ -216,14 +231,33 @@ static int cuda_synchronize(sp_backend *be) {
 
 /* ------------------------------------------------------------------- ops */
 
+static int ensure_scratch(sp_backend *be, size_t bytes);
+
+/* As the CPU op, a negative id is an error (ids >= the vocabulary are the
+ * caller's to check: the table's height is not known here). The ids live on
+ * the device, so the check costs one small download and a synchronize. */
 static int cuda_get_rows(sp_backend *be, const float *table, int64_t D, const int32_t *ids,
                          int64_t T, float *out) {
-    if (T < 0 || D < 0) return sp_cuda_set_err(be, "cuda get_rows: bad shape");
+    if (T < 0 || D < 0)
+        return sp_cuda_set_err(be, "cuda get_rows: negative shape T=%lld D=%lld", (long long)T,
+                               (long long)D);
     if (T == 0 || D == 0) return 0;
     if (!table || !ids || !out) return sp_cuda_set_err(be, "cuda get_rows: NULL argument");
     if (sp_cuda_enter(be)) return -1;
-    k_get_rows<<<grid_for(T * D, 256), 256, 0, IMPL(be)->stream>>>(table, D, ids, T, out);
+    struct cuda_impl *im = IMPL(be);
+    if (ensure_scratch(be, sizeof(int))) return -1;
+    int *bad = (int *)im->scratch;
+    CU_CHECK(be, cudaMemsetAsync(bad, 0x7f, sizeof(int), im->stream));
+    k_get_rows<<<grid2d(T, D, 256), 256, 0, im->stream>>>(table, D, ids, T, out, bad);
     LAUNCH_CHECK(be, "get_rows");
+    int first = BAD_NONE;
+    CU_CHECK(be, cudaMemcpyAsync(&first, bad, sizeof(int), cudaMemcpyDeviceToHost, im->stream));
+    CU_CHECK(be, cudaStreamSynchronize(im->stream));
+    if (first != BAD_NONE) {
+        int32_t id = 0;
+        CU_CHECK(be, cudaMemcpy(&id, ids + first, sizeof id, cudaMemcpyDeviceToHost));
+        return sp_cuda_set_err(be, "cuda get_rows: negative id %d at row %d", (int)id, first);
+    }
     return 0;
 }
 
@@ -246,12 +280,19 @@ static int ensure_scratch(sp_backend *be, size_t bytes) {
     struct cuda_impl *im = IMPL(be);
     if (im->scratch_bytes >= bytes) return 0;
     if (im->scratch) {
-        CU_CHECK(be, cudaStreamSynchronize(im->stream));
+        if (sp_cuda_evict_sync(be)) return -1;
         cudaFree(im->scratch);
         im->scratch = NULL;
         im->scratch_bytes = 0;
     }
-    CU_CHECK(be, cudaMalloc(&im->scratch, bytes));
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, bytes);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return sp_cuda_set_err(be, "cuda: cudaMalloc of %zu bytes of scratch failed: %s", bytes,
+                               cudaGetErrorString(e));
+    }
+    im->scratch = p;
     im->scratch_bytes = bytes;
     return 0;
 }
@@ -301,15 +342,9 @@ static void cuda_destroy(sp_backend *be) {
     if (im) {
         cudaSetDevice(im->device);
         if (im->stream) cudaStreamSynchronize(im->stream);
-        for (int i = 0; i < PLAN_CACHE; i++)
-            if (im->plans[i].valid) {
-                cufftDestroy(im->plans[i].r2c);
-                cufftDestroy(im->plans[i].c2r);
-            }
-        for (int i = 0; i < F2D_PLAN_CACHE; i++)
-            if (im->f2d[i].valid) cufftDestroy(im->f2d[i].r2c);
+        sp_cuda_mix_release(im);
+        sp_cuda_f2d_release(im);
         if (im->blas) cublasDestroy(im->blas);
-        if (im->tw) cudaFree(im->tw);
         if (im->scratch) cudaFree(im->scratch);
         if (im->stream) cudaStreamDestroy(im->stream);
         free(im);
@@ -318,6 +353,9 @@ static void cuda_destroy(sp_backend *be) {
 }
 
 static int cuda_add(sp_backend *be, const float *x, int64_t n, float *y) {
+    if (n < 0 || (n > 0 && (!x || !y)))
+        return sp_cuda_set_err(be, "cuda add: bad arguments (n=%lld)", (long long)n);
+    if (n == 0) return 0;
     if (sp_cuda_enter(be)) return -1; /* the device, as every other entry point */
     struct cuda_impl *im = IMPL(be);
     const float one = 1.0f;
@@ -399,6 +437,7 @@ SP_CUDA_EXPORT sp_backend *sp_cuda_module_create(int device, char *err, size_t e
     }
     const char *tf32 = getenv("SPECTRAL_CUDA_TF32");
     const int use_tf32 = tf32 && !strcmp(tf32, "1");
+    const char *strict = getenv("SPECTRAL_CUDA_STRICT");
 
     sp_backend *be = (sp_backend *)calloc(1, sizeof *be);
     struct cuda_impl *im = (struct cuda_impl *)calloc(1, sizeof *im);
@@ -416,6 +455,8 @@ SP_CUDA_EXPORT sp_backend *sp_cuda_module_create(int device, char *err, size_t e
     be->impl = im;
     im->device = device;
     im->mix_mode = mode;
+    im->strict = strict && !strcmp(strict, "1");
+    im->last_path = -1;
 
     if ((e = cudaSetDevice(device)) != cudaSuccess)
         return create_fail(be, err, err_len, "cuda: cudaSetDevice(%d): %s", device,
@@ -440,7 +481,9 @@ SP_CUDA_EXPORT sp_backend *sp_cuda_module_create(int device, char *err, size_t e
                            cudaGetErrorString(e));
     im->smem_optin = optin;
     im->fused_max_T = sp_cuda_fused_max_T(optin);
-    im->fused_smem_set = 48 * 1024; /* allowed without opting in */
+    /* A device that refuses the opt-in runs fused only up to 48 KiB of
+     * shared memory (fused_max_T is lowered); not a reason to fail. */
+    if (sp_cuda_fused_prepare(be)) be->err[0] = '\0';
     return be;
 }
 

@@ -18,14 +18,24 @@
 /* Mixing paths (SPECTRAL_CUDA_MIX). */
 enum { MIX_AUTO = 0, MIX_FUSED = 1, MIX_DFTGEMM = 2, MIX_CUFFT = 3 };
 
-#define PLAN_CACHE 8
-#define F2D_PLAN_CACHE 4
+/* cuFFT plan caches: LRU, bounded by entries and by the summed transform
+ * length x batch of the plans they hold (cuFFT keeps per-plan device data,
+ * twiddles and the like, roughly proportional to it; the work areas are the
+ * caller's). A hit costs a scan, never a synchronize; an eviction waits for
+ * the stream (the plan may be in use by queued work). */
+#define PLAN_CACHE 256
+#define F2D_PLAN_CACHE 64
+#define PLAN_CACHE_ELEMS ((int64_t)1 << 28)
+/* dftgemm twiddle tables: LRU, at most this many and this many bytes. */
+#define TW_CACHE 64
+#define TW_CACHE_BYTES ((size_t)128 << 20)
 /* Alignment of every workspace slice (cudaMalloc's, and the arena's). */
 #define WS_ALIGN 256
 
 /* Cached cuFFT plan pair of the cufft mixing path. */
 struct fft_plan {
     int valid;
+    uint64_t used; /* LRU stamp */
     int64_t T, D, nc; /* length, row stride of u, channels in the batch */
     cufftHandle r2c, c2r;
     size_t work; /* max work-area bytes of the two plans */
@@ -34,9 +44,27 @@ struct fft_plan {
 /* 2-D R2C plans for FNet's fourier2d_real. */
 struct f2d_plan {
     int valid;
+    uint64_t used;
     int64_t T, D;
     cufftHandle r2c;
     size_t work;
+};
+
+/* Memo of the cufft path's work-area bound for (T, D, nc), found without
+ * planning (cufftGetSizeMany64), raised to a real plan's need when one was made. */
+struct ws_memo {
+    int valid;
+    uint64_t used;
+    int64_t T, D, nc;
+    size_t work;
+};
+
+/* A cached dftgemm twiddle table (device memory). */
+struct tw_table {
+    float *p; /* NULL: free slot */
+    int64_t T, k;
+    size_t bytes;
+    uint64_t used;
 };
 
 struct cuda_impl {
@@ -46,16 +74,17 @@ struct cuda_impl {
     int mix_mode;
     int fused_max_T; /* largest power-of-two T the fused kernel takes, 0 if none */
     int smem_optin;
-    int fused_smem_set; /* dynamic smem bytes already allowed on the fused kernel */
+    int strict; /* SPECTRAL_CUDA_STRICT=1: a forced path that cannot run fails */
+    int last_path; /* MIX_* of the last spectral_mix with k >= 1 (-1: none yet) */
+    uint64_t clock; /* LRU stamps */
     struct fft_plan plans[PLAN_CACHE];
-    int plan_next;
+    int64_t plans_elems; /* summed T x nc of the valid entries */
+    struct ws_memo memo[PLAN_CACHE];
     struct f2d_plan f2d[F2D_PLAN_CACHE];
-    int f2d_next;
-    /* dftgemm twiddle table cache */
-    float *tw;
-    int64_t tw_T, tw_k;
-    size_t tw_bytes;
-    /* small scratch for pooling */
+    int64_t f2d_elems;
+    struct tw_table tw[TW_CACHE];
+    size_t tw_total;
+    /* small scratch for pooling and get_rows' id check */
     void *scratch;
     size_t scratch_bytes;
 };
@@ -124,6 +153,26 @@ int64_t sp_cuda_longest_doc(const int64_t *offsets, int64_t n_docs, int64_t D, i
 
 /* --------------------------------------------------------------- kernels */
 
+/* Row-by-column loops for elementwise kernels over a rows x cols matrix,
+ * launched on grid2d(rows, cols, threads): no 64-bit division per element. */
+#define ROWS_COLS(r, c, rows, cols)                                                                \
+    for (int64_t r = blockIdx.y; r < (rows); r += gridDim.y)                                       \
+        for (int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; c < (cols);             \
+             c += (int64_t)gridDim.x * blockDim.x)
+
+static inline dim3 grid2d(int64_t rows, int64_t cols, int threads) {
+    int64_t bx = (cols + threads - 1) / threads;
+    if (bx < 1) bx = 1;
+    if (bx > 4096) bx = 4096;
+    int64_t by = rows < 1 ? 1 : rows;
+    /* about 2^20 blocks in all at most; gridDim.y <= 65535 */
+    int64_t ymax = ((int64_t)1 << 20) / bx;
+    if (ymax > 65535) ymax = 65535;
+    if (ymax < 1) ymax = 1;
+    if (by > ymax) by = ymax;
+    return dim3((unsigned)bx, (unsigned)by);
+}
+
 #define GRID_STRIDE(i, n)                                                                          \
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);                     \
          i += (int64_t)gridDim.x * blockDim.x)
@@ -160,6 +209,15 @@ int sp_cuda_mix_block(sp_backend *be, float *h, const float *ln_w, const float *
 /* Largest power-of-two T the fused mixing kernel takes with this much opt-in
  * shared memory per block (0 if none). */
 int sp_cuda_fused_max_T(int smem_optin);
+/* Allows the fused kernel the dynamic shared memory it needs at its longest
+ * T on this device: once per device and process, thread-safe (the attribute
+ * belongs to the kernel in the device's context, shared by every backend). */
+int sp_cuda_fused_prepare(sp_backend *be);
+/* Frees the backend's cached plans and tables (at destroy). */
+void sp_cuda_mix_release(struct cuda_impl *im);
+void sp_cuda_f2d_release(struct cuda_impl *im);
+/* Waits for the backend's stream before a cached object is freed. */
+int sp_cuda_evict_sync(sp_backend *be);
 /* One cuFFT plan for the stream, with the work area left to the caller (it
  * comes from the arena): cufftMakePlanMany64's layout arguments. On failure
  * nothing is left allocated and *what names the failing call. */

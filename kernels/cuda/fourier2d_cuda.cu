@@ -15,9 +15,9 @@
 __global__ void k_f2d_expand(const float2 *__restrict__ Y, int64_t T, int64_t D,
                              float *__restrict__ out) {
     const int64_t nc = D / 2 + 1;
-    GRID_STRIDE(i, T * D) {
-        const int64_t t = i / D, k = i % D;
-        out[i] = k < nc ? Y[t * nc + k].x : Y[((T - t) % T) * nc + (D - k)].x;
+    ROWS_COLS(t, k, T, D) {
+        const int64_t tm = t == 0 ? 0 : T - t;
+        out[t * D + k] = k < nc ? Y[t * nc + k].x : Y[tm * nc + (D - k)].x;
     }
 }
 
@@ -25,19 +25,44 @@ __global__ void k_f2d_expand_1d(const float2 *__restrict__ Z, int64_t n, float *
     GRID_STRIDE(i, n) { out[i] = Z[i <= n / 2 ? i : n - i].x; }
 }
 
-/* Cached 2-D plan for (T, D); NULL + err on failure. */
+static void drop_f2d(struct cuda_impl *im, struct f2d_plan *p) {
+    cufftDestroy(p->r2c);
+    im->f2d_elems -= p->T * p->D;
+    p->valid = 0;
+}
+
+void sp_cuda_f2d_release(struct cuda_impl *im) {
+    for (int i = 0; i < F2D_PLAN_CACHE; i++)
+        if (im->f2d[i].valid) drop_f2d(im, &im->f2d[i]);
+}
+
+/* Cached 2-D plan for (T, D), LRU (F2D_PLAN_CACHE entries, PLAN_CACHE_ELEMS
+ * summed T x D); NULL + err on failure. A hit does not synchronize. */
 static struct f2d_plan *get_f2d_plan(sp_backend *be, int64_t T, int64_t D) {
     struct cuda_impl *im = IMPL(be);
     for (int i = 0; i < F2D_PLAN_CACHE; i++) {
-        struct f2d_plan *p = &im->f2d[i];
-        if (p->valid && p->T == T && p->D == D) return p;
+        struct f2d_plan *q = &im->f2d[i];
+        if (q->valid && q->T == T && q->D == D) {
+            q->used = ++im->clock;
+            return q;
+        }
     }
-    struct f2d_plan *p = &im->f2d[im->f2d_next];
-    im->f2d_next = (im->f2d_next + 1) % F2D_PLAN_CACHE;
-    if (p->valid) {
-        cudaStreamSynchronize(im->stream); /* the plan may still be in use */
-        cufftDestroy(p->r2c);
-        p->valid = 0;
+    struct f2d_plan *p;
+    int synced = 0;
+    for (;;) {
+        struct f2d_plan *lru = NULL;
+        p = NULL;
+        for (int i = 0; i < F2D_PLAN_CACHE; i++) {
+            struct f2d_plan *q = &im->f2d[i];
+            if (!q->valid) p = p ? p : q;
+            else if (!lru || q->used < lru->used) lru = q;
+        }
+        if (p && (im->f2d_elems + T * D <= PLAN_CACHE_ELEMS || !lru)) break;
+        if (!synced) { /* the plan may still be in use by queued work */
+            if (sp_cuda_evict_sync(be)) return NULL;
+            synced = 1;
+        }
+        drop_f2d(im, lru);
     }
     cufftHandle h = 0;
     cufftResult r;
@@ -53,10 +78,12 @@ static struct f2d_plan *get_f2d_plan(sp_backend *be, int64_t T, int64_t D) {
         return NULL;
     }
     p->valid = 1;
+    p->used = ++im->clock;
     p->T = T;
     p->D = D;
     p->r2c = h;
     p->work = work;
+    im->f2d_elems += T * D;
     return p;
 }
 
@@ -65,21 +92,26 @@ static size_t f2d_spec_bytes(int64_t T, int64_t D) {
 }
 
 size_t sp_cuda_fourier2d_workspace_size(sp_backend *be, int64_t T, int64_t D) {
-    if (T <= 0 || D <= 0 || sp_cuda_enter(be)) return 0;
+    if (T <= 0 || D <= 0) return 0;
     if (T * D == 1) return f2d_spec_bytes(1, 1); /* unused: a copy, no plan */
+    /* A failure is reported by fourier2d_real; size the spectrum (and as
+     * much again for cuFFT's work) anyway: never 0. */
+    if (sp_cuda_enter(be)) return 2 * f2d_spec_bytes(T, D);
     struct f2d_plan *p = get_f2d_plan(be, T, D);
-    /* A failed plan is reported by fourier2d_real; size the spectrum anyway. */
-    return f2d_spec_bytes(T, D) + (p ? align_up(p->work) : 0);
+    return f2d_spec_bytes(T, D) + (p ? align_up(p->work) : f2d_spec_bytes(T, D));
 }
 
 int sp_cuda_fourier2d_real(sp_backend *be, const float *x, int64_t T, int64_t D, void *ws,
                            float *out) {
-    if (T == 0 && D >= 0) return 0; /* as the CPU op */
-    if (T <= 0 || D <= 0 || T > INT32_MAX || D > INT32_MAX)
+    /* the CPU op's checks, in its order */
+    if (T < 0 || D < 0 || T > INT32_MAX || D > INT32_MAX)
         return sp_cuda_set_err(be, "cuda fourier2d_real: bad shape T=%lld D=%lld", (long long)T,
                                (long long)D);
+    if (T == 0 || D == 0) return 0;
     if (!x || !ws || !out) return sp_cuda_set_err(be, "cuda fourier2d_real: NULL argument");
-    if (x == out) return sp_cuda_set_err(be, "cuda fourier2d_real: out must not alias x");
+    if ((const char *)x < (const char *)(out + T * D) &&
+        (const char *)out < (const char *)(x + T * D))
+        return sp_cuda_set_err(be, "cuda fourier2d_real: out must not alias x");
     if (sp_cuda_enter(be)) return -1;
     struct cuda_impl *im = IMPL(be);
     if (T * D == 1) { /* the DFT of one value is itself */
@@ -96,7 +128,7 @@ int sp_cuda_fourier2d_real(sp_backend *be, const float *x, int64_t T, int64_t D,
     if (T == 1 || D == 1)
         k_f2d_expand_1d<<<grid_for(T * D, 256), 256, 0, im->stream>>>(spec, T * D, out);
     else
-        k_f2d_expand<<<grid_for(T * D, 256), 256, 0, im->stream>>>(spec, T, D, out);
+        k_f2d_expand<<<grid2d(T, D, 256), 256, 0, im->stream>>>(spec, T, D, out);
     LAUNCH_CHECK(be, "f2d_expand");
     return 0;
 }

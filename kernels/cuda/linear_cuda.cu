@@ -11,9 +11,10 @@
 /* out[t, o] = act(out[t, o] + b[o]), act an sp_act */
 __global__ void k_bias_act(float *out, const float *__restrict__ b, int64_t T, int64_t OUT,
                            int act) {
-    GRID_STRIDE(i, T * OUT) {
+    ROWS_COLS(t, o, T, OUT) {
+        const int64_t i = t * OUT + o;
         float v = out[i];
-        if (b) v += b[i % OUT];
+        if (b) v += b[o];
         if (act == SP_ACT_GELU) v = 0.5f * v * (1.0f + erff(v * 0.70710678118654752440f));
         else if (act == SP_ACT_GELU_TANH)
             v = 0.5f * v * (1.0f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
@@ -41,7 +42,7 @@ int sp_cuda_linear(sp_backend *be, const float *x, const float *W, const float *
     BLAS_CHECK(be, cublasSgemm(im->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)OUT, (int)T, (int)IN, &one,
                                W, (int)IN, x, (int)IN, &beta, out, (int)OUT));
     if (b || act != SP_ACT_NONE) {
-        k_bias_act<<<grid_for(T * OUT, 256), 256, 0, im->stream>>>(out, b, T, OUT, (int)act);
+        k_bias_act<<<grid2d(T, OUT, 256), 256, 0, im->stream>>>(out, b, T, OUT, (int)act);
         LAUNCH_CHECK(be, "bias_act");
     }
     return 0;

@@ -13,9 +13,11 @@
  *            bounded; cuFFT's work area comes from the caller's workspace.
  *
  * SPECTRAL_CUDA_MIX=auto|fused|dftgemm|cufft (read at create time) forces a
- * path; a forced path that cannot take a shape falls back to cufft. */
+ * path; a forced path that cannot take a shape falls back to cufft, or fails
+ * with SPECTRAL_CUDA_STRICT=1 (so that a test of a path proves it ran). */
 #include "kernels/cuda/cuda_internal.cuh"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -25,8 +27,9 @@
 #define DFTGEMM_AUTO_KMAX 32
 /* ... and when its twiddle table (T x 2k floats) is at most this many bytes. */
 #define DFTGEMM_AUTO_TW_BYTES ((int64_t)128 << 20)
-/* A forced dftgemm falls back to cufft above this twiddle size. */
-#define DFTGEMM_FORCED_TW_BYTES ((int64_t)1 << 30)
+/* A forced dftgemm falls back to cufft above this twiddle size: the tables
+ * live outside the arena, in the backend's bounded cache (TW_CACHE_BYTES). */
+#define DFTGEMM_FORCED_TW_BYTES ((int64_t)TW_CACHE_BYTES)
 /* cufft path: channels per chunk are chosen so that the spectrum and the
  * real temp of one chunk fit in about this many bytes. */
 #define CUFFT_CHUNK_BYTES ((int64_t)256 << 20)
@@ -35,7 +38,7 @@
 
 /* h[t, d] += bias[d] (the k = 0 mixing). */
 __global__ void k_add_bias_rows(float *h, const float *__restrict__ bias, int64_t T, int64_t D) {
-    GRID_STRIDE(i, T * D) { h[i] += bias[i % D]; }
+    ROWS_COLS(t, d, T, D) { h[t * D + d] += bias[d]; }
 }
 
 /* cufft path: scale the R2C spectrum (T/2+1 rows x nc channels, row-major)
@@ -43,8 +46,8 @@ __global__ void k_add_bias_rows(float *h, const float *__restrict__ bias, int64_
  * G_0 = Re(W_0)/T (real), G_f = W_f/(2T) for 1 <= f < k, 0 above. */
 __global__ void k_cufft_filter(float2 *spec, const float *__restrict__ filter, int64_t K, int64_t k,
                                int64_t nbins, int64_t nc, int64_t c0, float invT) {
-    GRID_STRIDE(i, nbins * nc) {
-        const int64_t f = i / nc, c = i - f * nc;
+    ROWS_COLS(f, c, nbins, nc) {
+        const int64_t i = f * nc + c;
         float2 r = make_float2(0.0f, 0.0f);
         if (f < k) {
             const float *wp = filter + ((c0 + c) * K + f) * 2;
@@ -63,9 +66,8 @@ __global__ void k_cufft_filter(float2 *spec, const float *__restrict__ filter, i
 /* cufft path: h[t, c0 + c] += y[t, c] + bias[c0 + c] */
 __global__ void k_cufft_add(float *h, const float *__restrict__ y, const float *__restrict__ bias,
                             int64_t T, int64_t D, int64_t nc, int64_t c0) {
-    GRID_STRIDE(i, T * nc) {
-        const int64_t t = i / nc, c = i - t * nc;
-        float v = y[i];
+    ROWS_COLS(t, c, T, nc) {
+        float v = y[t * nc + c];
         if (bias) v += bias[c0 + c];
         h[t * D + c0 + c] += v;
     }
@@ -75,8 +77,7 @@ __global__ void k_cufft_add(float *h, const float *__restrict__ y, const float *
  * row-major T x 2k. The angle is reduced exactly ((f t) mod T) and evaluated
  * in double, so every entry is correctly rounded to about 1 ulp. */
 __global__ void k_twiddles(float *tw, int64_t T, int64_t k) {
-    GRID_STRIDE(i, T * k) {
-        const int64_t t = i / k, f = i - t * k;
+    ROWS_COLS(t, f, T, k) {
         const int64_t r = (f * t) % T;
         double s, c;
         sincospi(2.0 * (double)r / (double)T, &s, &c);
@@ -92,8 +93,7 @@ __global__ void k_twiddles(float *tw, int64_t T, int64_t k) {
 __global__ void k_dft_filter(float *S, const float *__restrict__ filter,
                              const float *__restrict__ bias, int64_t K, int64_t k, int64_t D,
                              float invT) {
-    GRID_STRIDE(i, k * D) {
-        const int64_t f = i / D, d = i - f * D;
+    ROWS_COLS(f, d, k, D) {
         const float A = S[f * D + d], B = S[(k + f) * D + d];
         const float wr = filter[(d * K + f) * 2], wi = filter[(d * K + f) * 2 + 1];
         float zr = (A * wr + B * wi) * invT;
@@ -235,6 +235,40 @@ int sp_cuda_fused_max_T(int smem_optin) {
     return best;
 }
 
+/* Process-wide: the largest dynamic shared memory already allowed on
+ * k_fused_mix per device (the attribute lives in the device's primary
+ * context, shared by every backend on it). */
+#define FUSED_MAX_DEVICES 64
+static pthread_mutex_t g_fused_lock = PTHREAD_MUTEX_INITIALIZER;
+static int g_fused_smem[FUSED_MAX_DEVICES];
+
+int sp_cuda_fused_prepare(sp_backend *be) {
+    struct cuda_impl *im = IMPL(be);
+    if (im->fused_max_T < 2) return 0;
+    int need = 0; /* the largest over every T the kernel takes */
+    for (int64_t T = 2; T <= im->fused_max_T; T *= 2)
+        if ((int)fused_smem(T) > need) need = (int)fused_smem(T);
+    if (need <= 48 * 1024) return 0; /* allowed without opting in */
+    pthread_mutex_lock(&g_fused_lock);
+    const int dev = im->device;
+    cudaError_t e = cudaSuccess;
+    if (dev >= FUSED_MAX_DEVICES || g_fused_smem[dev] < need) {
+        /* Always the device's largest size, never lowered: any backend's
+         * launch at any T then fits, whatever the order. */
+        e = cudaFuncSetAttribute(k_fused_mix, cudaFuncAttributeMaxDynamicSharedMemorySize, need);
+        if (e == cudaSuccess && dev < FUSED_MAX_DEVICES) g_fused_smem[dev] = need;
+    }
+    pthread_mutex_unlock(&g_fused_lock);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        /* without the opt-in only what fits 48 KiB can run fused */
+        im->fused_max_T = sp_cuda_fused_max_T(48 * 1024);
+        return sp_cuda_set_err(be, "cuda: cudaFuncSetAttribute(fused_mix, %d bytes): %s", need,
+                               cudaGetErrorString(e));
+    }
+    return 0;
+}
+
 static int fused_ok(struct cuda_impl *im, int64_t T) {
     return T >= 2 && is_pow2(T) && T <= im->fused_max_T;
 }
@@ -307,20 +341,52 @@ cufftResult sp_cuda_make_plan(cudaStream_t stream, int rank, long long *n, long 
     return CUFFT_SUCCESS;
 }
 
-/* Cached cuFFT plan pair for (T, row stride D, batch nc); NULL + err on failure. */
+static void drop_plan(struct cuda_impl *im, struct fft_plan *p) {
+    cufftDestroy(p->r2c);
+    cufftDestroy(p->c2r);
+    im->plans_elems -= p->T * p->nc;
+    p->valid = 0;
+}
+
+void sp_cuda_mix_release(struct cuda_impl *im) {
+    for (int i = 0; i < PLAN_CACHE; i++)
+        if (im->plans[i].valid) drop_plan(im, &im->plans[i]);
+    for (int i = 0; i < TW_CACHE; i++)
+        if (im->tw[i].p) {
+            cudaFree(im->tw[i].p);
+            im->tw[i].p = NULL;
+        }
+    im->tw_total = 0;
+}
+
+/* Cached cuFFT plan pair for (T, row stride D, batch nc), LRU; NULL + err on
+ * failure. A hit neither plans nor synchronizes. */
 static struct fft_plan *get_plan(sp_backend *be, int64_t T, int64_t D, int64_t nc) {
     struct cuda_impl *im = IMPL(be);
+    struct fft_plan *p = NULL;
     for (int i = 0; i < PLAN_CACHE; i++) {
-        struct fft_plan *p = &im->plans[i];
-        if (p->valid && p->T == T && p->D == D && p->nc == nc) return p;
+        struct fft_plan *q = &im->plans[i];
+        if (q->valid && q->T == T && q->D == D && q->nc == nc) {
+            q->used = ++im->clock;
+            return q;
+        }
     }
-    struct fft_plan *p = &im->plans[im->plan_next];
-    im->plan_next = (im->plan_next + 1) % PLAN_CACHE;
-    if (p->valid) {
-        cudaStreamSynchronize(im->stream); /* the plan may still be in use */
-        cufftDestroy(p->r2c);
-        cufftDestroy(p->c2r);
-        p->valid = 0;
+    /* make room: a free slot, and the summed length x batch within bounds */
+    int synced = 0;
+    for (;;) {
+        struct fft_plan *lru = NULL;
+        p = NULL;
+        for (int i = 0; i < PLAN_CACHE; i++) {
+            struct fft_plan *q = &im->plans[i];
+            if (!q->valid) p = p ? p : q;
+            else if (!lru || q->used < lru->used) lru = q;
+        }
+        if (p && (im->plans_elems + T * nc <= PLAN_CACHE_ELEMS || !lru)) break;
+        if (!synced) { /* an evicted plan may still be used by queued work */
+            if (sp_cuda_evict_sync(be)) return NULL;
+            synced = 1;
+        }
+        drop_plan(im, lru);
     }
     cufftHandle r2c = 0, c2r = 0;
     cufftResult r;
@@ -342,12 +408,20 @@ static struct fft_plan *get_plan(sp_backend *be, int64_t T, int64_t D, int64_t n
         goto fail;
     }
     p->valid = 1;
+    p->used = ++im->clock;
     p->T = T;
     p->D = D;
     p->nc = nc;
     p->r2c = r2c;
     p->c2r = c2r;
     p->work = w1 > w2 ? w1 : w2;
+    im->plans_elems += T * nc;
+    /* a later workspace query for this shape then asks at least this much */
+    for (int i = 0; i < PLAN_CACHE; i++) {
+        struct ws_memo *m = &im->memo[i];
+        if (m->valid && m->T == T && m->D == D && m->nc == nc && m->work < p->work)
+            m->work = p->work;
+    }
     return p;
 fail:
     sp_cuda_set_err(be, "cuda spectral_mix: %s failed for T=%lld batch=%lld: %s (%d)", what,
@@ -355,21 +429,73 @@ fail:
     return NULL;
 }
 
-/* Workspace of the cufft path: spectrum, real temp, cuFFT work area. Returns
- * non-zero (message in err) if a plan cannot be made. */
+/* The work area a plan pair for (T, D, nc) will want, found without making
+ * a plan (cufftGetSizeMany64 on an unplanned handle: host work only), or a
+ * cached plan's exact need, whichever is larger; memoized, LRU. The run
+ * checks the real plan's need against it (mix_cufft). */
+static int work_bound(sp_backend *be, int64_t T, int64_t D, int64_t nc, size_t *out) {
+    struct cuda_impl *im = IMPL(be);
+    struct ws_memo *m = NULL, *lru = NULL;
+    for (int i = 0; i < PLAN_CACHE; i++) {
+        struct ws_memo *q = &im->memo[i];
+        if (q->valid && q->T == T && q->D == D && q->nc == nc) {
+            q->used = ++im->clock;
+            *out = q->work;
+            return 0;
+        }
+        if (!q->valid) m = m ? m : q;
+        else if (!lru || q->used < lru->used) lru = q;
+    }
+    if (!m) m = lru;
+    long long n[1] = {(long long)T};
+    long long emb_real[1] = {(long long)T};
+    long long emb_cplx[1] = {(long long)(T / 2 + 1)};
+    size_t w[2] = {0, 0};
+    for (int j = 0; j < 2; j++) {
+        cufftHandle h = 0;
+        cufftResult r = cufftCreate(&h);
+        if (r == CUFFT_SUCCESS) r = cufftSetAutoAllocation(h, 0);
+        if (r == CUFFT_SUCCESS)
+            r = j == 0 ? cufftGetSizeMany64(h, 1, n, emb_real, (long long)D, 1, emb_cplx,
+                                            (long long)nc, 1, CUFFT_R2C, (long long)nc, &w[0])
+                       : cufftGetSizeMany64(h, 1, n, emb_cplx, (long long)nc, 1, emb_real,
+                                            (long long)nc, 1, CUFFT_C2R, (long long)nc, &w[1]);
+        if (h) cufftDestroy(h);
+        if (r != CUFFT_SUCCESS)
+            return sp_cuda_set_err(be, "cuda spectral_mix: cufftGetSizeMany64 failed for T=%lld "
+                                   "batch=%lld: %s (%d)", (long long)T, (long long)nc,
+                                   sp_cuda_cufft_str(r), (int)r);
+    }
+    size_t work = w[0] > w[1] ? w[0] : w[1];
+    for (int i = 0; i < PLAN_CACHE; i++) {
+        struct fft_plan *p = &im->plans[i];
+        if (p->valid && p->T == T && p->D == D && p->nc == nc && p->work > work) work = p->work;
+    }
+    m->valid = 1;
+    m->used = ++im->clock;
+    m->T = T;
+    m->D = D;
+    m->nc = nc;
+    m->work = work;
+    *out = work;
+    return 0;
+}
+
+/* Workspace of the cufft path: spectrum, real temp, cuFFT work area (sized
+ * without planning). Without the work bound (non-zero return, message in
+ * err), *work_b is a guess as large as spectrum + temp, never 0. */
 static int cufft_ws(sp_backend *be, int64_t T, int64_t D, size_t *spec_b, size_t *tmp_b,
                     size_t *work_b) {
     int64_t nc, nlast;
     cufft_chunks(T, D, &nc, &nlast);
     *spec_b = align_up((size_t)(T / 2 + 1) * (size_t)nc * sizeof(float2));
     *tmp_b = align_up((size_t)T * (size_t)nc * sizeof(float));
-    struct fft_plan *p = get_plan(be, T, D, nc);
-    if (!p) return -1;
-    size_t w = p->work;
+    *work_b = *spec_b + *tmp_b;
+    size_t w = 0, w2 = 0;
+    if (work_bound(be, T, D, nc, &w)) return -1;
     if (nlast != nc) {
-        struct fft_plan *q = get_plan(be, T, D, nlast);
-        if (!q) return -1;
-        if (q->work > w) w = q->work;
+        if (work_bound(be, T, D, nlast, &w2)) return -1;
+        if (w2 > w) w = w2;
     }
     *work_b = align_up(w);
     return 0;
@@ -379,9 +505,21 @@ static size_t dft_ws(int64_t k, int64_t D) {
     return align_up((size_t)(2 * k) * (size_t)D * sizeof(float));
 }
 
+/* The cufft path's need when even the work bound is unknown: never 0. */
+static size_t cufft_guess(int64_t T, int64_t D) {
+    int64_t nc, nlast;
+    cufft_chunks(T, D, &nc, &nlast);
+    return 2 * (align_up((size_t)(T / 2 + 1) * (size_t)nc * sizeof(float2)) +
+                align_up((size_t)T * (size_t)nc * sizeof(float)));
+}
+
+/* Scratch of spectral_mix for k >= 1 bins on the path it will take; plans
+ * nothing. Non-zero (message in err) with *need a guess on failure. */
+static int mix_ws_for(sp_backend *be, int64_t T, int64_t D, int64_t k, size_t *need);
+
 size_t sp_cuda_mix_workspace_size(sp_backend *be, int64_t T, int64_t D) {
     if (T < 2 || D <= 0) return 0;
-    if (sp_cuda_enter(be)) return 0;
+    if (sp_cuda_enter(be)) return cufft_guess(T, D); /* the op will fail and say why */
     struct cuda_impl *im = IMPL(be);
     const int64_t kmax = T / 2;
     size_t need = 0;
@@ -409,13 +547,24 @@ size_t sp_cuda_mix_workspace_size(sp_backend *be, int64_t T, int64_t D) {
     }
     if (may_cufft) {
         size_t s, t, w;
-        if (cufft_ws(be, T, D, &s, &t, &w)) {
-            /* Plans failed; spectral_mix will report it. Return a guess. */
-            w = s;
-        }
+        (void)cufft_ws(be, T, D, &s, &t, &w); /* on failure w is a guess; the op reports it */
         if (s + t + w > need) need = s + t + w;
     }
     return need;
+}
+
+static int mix_ws_for(sp_backend *be, int64_t T, int64_t D, int64_t k, size_t *need) {
+    *need = 0;
+    switch (choose_path(IMPL(be), T, D, k)) {
+    case MIX_FUSED: return 0;
+    case MIX_DFTGEMM: *need = dft_ws(k, D); return 0;
+    default: {
+        size_t s, t, w;
+        const int rc = cufft_ws(be, T, D, &s, &t, &w);
+        *need = s + t + w;
+        return rc;
+    }
+    }
 }
 
 static int mix_fused(sp_backend *be, const float *u, const float *filter, const float *bias,
@@ -425,11 +574,8 @@ static int mix_fused(sp_backend *be, const float *u, const float *filter, const 
     const size_t smem = fused_smem(T);
     int logT = 0;
     while ((1LL << logT) < T) logT++;
-    if ((int)smem > im->fused_smem_set) {
-        CU_CHECK(be, cudaFuncSetAttribute(k_fused_mix, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          (int)smem));
-        im->fused_smem_set = (int)smem;
-    }
+    /* the shared-memory opt-in was set for the device's longest T at create
+     * (sp_cuda_fused_prepare), once per device: nothing to set per launch */
     const int64_t nblocks = (D + 2 * P - 1) / (2 * P);
     if (nblocks > INT32_MAX) return sp_cuda_set_err(be, "cuda spectral_mix: D too large");
     int threads = P * (int)(T / 2);
@@ -440,26 +586,64 @@ static int mix_fused(sp_backend *be, const float *u, const float *filter, const 
     return 0;
 }
 
-static int ensure_twiddles(sp_backend *be, int64_t T, int64_t k) {
+/* The twiddle table for (T, k) from the LRU cache (at most TW_CACHE tables
+ * and TW_CACHE_BYTES bytes), made on a miss; NULL + err on failure. A hit
+ * neither allocates nor synchronizes. */
+static float *get_twiddles(sp_backend *be, int64_t T, int64_t k) {
     struct cuda_impl *im = IMPL(be);
-    if (im->tw && im->tw_T == T && im->tw_k == k) return 0;
-    const size_t bytes = (size_t)T * (size_t)(2 * k) * sizeof(float);
-    if (im->tw_bytes < bytes) {
-        if (im->tw) {
-            CU_CHECK(be, cudaStreamSynchronize(im->stream));
-            cudaFree(im->tw);
-            im->tw = NULL;
-            im->tw_bytes = 0;
+    for (int i = 0; i < TW_CACHE; i++) {
+        struct tw_table *t = &im->tw[i];
+        if (t->p && t->T == T && t->k == k) {
+            t->used = ++im->clock;
+            return t->p;
         }
-        CU_CHECK(be, cudaMalloc((void **)&im->tw, bytes));
-        im->tw_bytes = bytes;
     }
-    im->tw_T = im->tw_k = 0;
-    k_twiddles<<<grid_for(T * k, 256), 256, 0, im->stream>>>(im->tw, T, k);
-    LAUNCH_CHECK(be, "twiddles");
-    im->tw_T = T;
-    im->tw_k = k;
-    return 0;
+    const size_t bytes = (size_t)T * (size_t)(2 * k) * sizeof(float);
+    if (bytes > TW_CACHE_BYTES) {
+        sp_cuda_set_err(be, "cuda spectral_mix: twiddle table T=%lld k=%lld too large",
+                        (long long)T, (long long)k);
+        return NULL;
+    }
+    struct tw_table *slot;
+    int synced = 0;
+    for (;;) {
+        struct tw_table *lru = NULL;
+        slot = NULL;
+        for (int i = 0; i < TW_CACHE; i++) {
+            struct tw_table *t = &im->tw[i];
+            if (!t->p) slot = slot ? slot : t;
+            else if (!lru || t->used < lru->used) lru = t;
+        }
+        if (slot && (im->tw_total + bytes <= TW_CACHE_BYTES || !lru)) break;
+        if (!synced) { /* queued GEMMs may still read the evicted table */
+            if (sp_cuda_evict_sync(be)) return NULL;
+            synced = 1;
+        }
+        cudaFree(lru->p);
+        lru->p = NULL;
+        im->tw_total -= lru->bytes;
+    }
+    float *p = NULL;
+    cudaError_t e = cudaMalloc((void **)&p, bytes);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        sp_cuda_set_err(be, "cuda spectral_mix: cudaMalloc of a %zu-byte twiddle table failed: %s",
+                        bytes, cudaGetErrorString(e));
+        return NULL; /* the slot stays free, the cache consistent */
+    }
+    k_twiddles<<<grid2d(T, k, 256), 256, 0, im->stream>>>(p, T, k);
+    if ((e = cudaGetLastError()) != cudaSuccess) {
+        cudaFree(p);
+        sp_cuda_set_err(be, "cuda: kernel twiddles failed: %s", cudaGetErrorString(e));
+        return NULL;
+    }
+    slot->p = p;
+    slot->T = T;
+    slot->k = k;
+    slot->bytes = bytes;
+    slot->used = ++im->clock;
+    im->tw_total += bytes;
+    return p;
 }
 
 static int mix_dftgemm(sp_backend *be, const float *u, const float *filter, const float *bias,
@@ -468,19 +652,20 @@ static int mix_dftgemm(sp_backend *be, const float *u, const float *filter, cons
     if (D > INT32_MAX || 2 * k > INT32_MAX || T > INT32_MAX)
         return sp_cuda_set_err(be, "cuda spectral_mix: shape too large for dftgemm");
     if (!ws) return sp_cuda_set_err(be, "cuda spectral_mix: NULL workspace");
-    if (ensure_twiddles(be, T, k)) return -1;
+    const float *tw = get_twiddles(be, T, k);
+    if (!tw) return -1;
     float *S = (float *)ws; /* 2k x D row-major */
     const float one = 1.0f, zero = 0.0f;
     const int iD = (int)D, iT = (int)T, k2 = (int)(2 * k);
     /* S^T (D x 2k, col-major) = u^T (D x T) * Tw (T x 2k); Tw is stored as
      * a column-major 2k x T matrix (ld 2k), hence OP_T. */
-    BLAS_CHECK(be, cublasSgemm(im->blas, CUBLAS_OP_N, CUBLAS_OP_T, iD, k2, iT, &one, u, iD, im->tw,
+    BLAS_CHECK(be, cublasSgemm(im->blas, CUBLAS_OP_N, CUBLAS_OP_T, iD, k2, iT, &one, u, iD, tw,
                                k2, &zero, S, iD));
-    k_dft_filter<<<grid_for(k * D, 256), 256, 0, im->stream>>>(S, filter, bias, K, k, D,
+    k_dft_filter<<<grid2d(k, D, 256), 256, 0, im->stream>>>(S, filter, bias, K, k, D,
                                                                1.0f / (float)T);
     LAUNCH_CHECK(be, "dft_filter");
     /* h^T (D x T) += Z^T (D x 2k) * Tw^T (2k x T) */
-    BLAS_CHECK(be, cublasSgemm(im->blas, CUBLAS_OP_N, CUBLAS_OP_N, iD, iT, k2, &one, S, iD, im->tw,
+    BLAS_CHECK(be, cublasSgemm(im->blas, CUBLAS_OP_N, CUBLAS_OP_N, iD, iT, k2, &one, S, iD, tw,
                                k2, &one, h, iD));
     return 0;
 }
@@ -495,24 +680,26 @@ static int mix_cufft(sp_backend *be, const float *u, const float *filter, const 
     cufft_chunks(T, D, &nc, &nlast);
     float2 *spec = (float2 *)ws;
     float *tmp = (float *)((char *)ws + spec_b);
-    void *work = work_b ? (void *)((char *)ws + spec_b + tmp_b) : NULL;
+    void *work = (char *)ws + spec_b + tmp_b;
     const int64_t nbins = T / 2 + 1;
     for (int64_t c0 = 0; c0 < D; c0 += nc) {
         const int64_t n = (D - c0) < nc ? (D - c0) : nc;
         /* get_plan hits the cache filled by cufft_ws above */
         struct fft_plan *p = get_plan(be, T, D, n);
         if (!p) return -1;
-        if (work) {
-            FFT_CHECK(be, cufftSetWorkArea(p->r2c, work));
-            FFT_CHECK(be, cufftSetWorkArea(p->c2r, work));
-        }
+        if (p->work > work_b) /* cufftGetSizeMany64 underestimated: never overrun */
+            return sp_cuda_set_err(be, "cuda spectral_mix: cuFFT wants a %zu-byte work area for "
+                                   "T=%lld batch=%lld, the workspace was sized for %zu",
+                                   p->work, (long long)T, (long long)n, work_b);
+        FFT_CHECK(be, cufftSetWorkArea(p->r2c, work));
+        FFT_CHECK(be, cufftSetWorkArea(p->c2r, work));
         /* out-of-place R2C leaves its input intact (u is const for us) */
         FFT_CHECK(be, cufftExecR2C(p->r2c, (cufftReal *)(u + c0), (cufftComplex *)spec));
-        k_cufft_filter<<<grid_for(nbins * n, 256), 256, 0, im->stream>>>(spec, filter, K, k, nbins,
+        k_cufft_filter<<<grid2d(nbins, n, 256), 256, 0, im->stream>>>(spec, filter, K, k, nbins,
                                                                          n, c0, 1.0f / (float)T);
         LAUNCH_CHECK(be, "cufft_filter");
         FFT_CHECK(be, cufftExecC2R(p->c2r, (cufftComplex *)spec, (cufftReal *)tmp));
-        k_cufft_add<<<grid_for(T * n, 256), 256, 0, im->stream>>>(h, tmp, bias, T, D, n, c0);
+        k_cufft_add<<<grid2d(T, n, 256), 256, 0, im->stream>>>(h, tmp, bias, T, D, n, c0);
         LAUNCH_CHECK(be, "cufft_add");
     }
     return 0;
@@ -531,12 +718,19 @@ int sp_cuda_spectral_mix(sp_backend *be, const float *u, const float *filter, co
     const int64_t k = K < T / 2 ? K : T / 2;
     if (k == 0) {
         if (bias) {
-            k_add_bias_rows<<<grid_for(T * D, 256), 256, 0, im->stream>>>(h, bias, T, D);
+            k_add_bias_rows<<<grid2d(T, D, 256), 256, 0, im->stream>>>(h, bias, T, D);
             LAUNCH_CHECK(be, "add_bias");
         }
         return 0;
     }
-    switch (choose_path(im, T, D, k)) {
+    const int path = choose_path(im, T, D, k);
+    if (im->strict && im->mix_mode != MIX_AUTO && path != im->mix_mode)
+        return sp_cuda_set_err(be, "cuda spectral_mix: SPECTRAL_CUDA_STRICT: the forced %s path "
+                               "cannot take T=%lld D=%lld k=%lld",
+                               im->mix_mode == MIX_FUSED ? "fused" : "dftgemm", (long long)T,
+                               (long long)D, (long long)k);
+    im->last_path = path;
+    switch (path) {
     case MIX_FUSED: return mix_fused(be, u, filter, bias, K, k, T, D, h);
     case MIX_DFTGEMM: return mix_dftgemm(be, u, filter, bias, K, k, T, D, workspace, h);
     default: return mix_cufft(be, u, filter, bias, K, k, T, D, workspace, h);
@@ -555,24 +749,29 @@ int sp_cuda_spectral_mix(sp_backend *be, const float *u, const float *filter, co
  *   max over documents of align(T_i D floats) + align(mix_workspace_size(T_i, D)),
  * plus WS_ALIGN so that a caller's pointer can be aligned. */
 
-/* Bytes of workspace for one document of T rows: u, then the mixing's scratch. */
-static size_t doc_workspace(sp_backend *be, int64_t T, int64_t D) {
-    return align_up((size_t)T * (size_t)D * sizeof(float)) +
-           align_up(sp_cuda_mix_workspace_size(be, T, D));
+/* Bytes of workspace for one document of T rows: u, then the mixing's
+ * scratch for the path that K gives at this T (so nothing is planned: a
+ * measuring pass over thousands of lengths costs no cuFFT plan). */
+static size_t doc_workspace(sp_backend *be, int64_t T, int64_t D, int64_t K) {
+    const int64_t k = K < T / 2 ? K : T / 2;
+    size_t mix = 0;
+    if (k >= 1) (void)mix_ws_for(be, T, D, k, &mix); /* a failure leaves a guess */
+    return align_up((size_t)T * (size_t)D * sizeof(float)) + align_up(mix);
 }
 
 size_t sp_cuda_mix_block_workspace_size(sp_backend *be, const int64_t *offsets, int64_t n_docs,
                                         int64_t D, int64_t K) {
-    (void)K; /* the CUDA mixing's scratch does not depend on K */
     int64_t bad;
-    if (sp_cuda_longest_doc(offsets, n_docs, D, &bad) < 0) return 0; /* mix_block reports it */
+    if (K < 0 || sp_cuda_longest_doc(offsets, n_docs, D, &bad) < 0)
+        return 0; /* mix_block reports it */
+    if (sp_cuda_enter(be)) return WS_ALIGN; /* mix_block will fail and say why */
     size_t need = 0;
     for (int64_t i = 0; i < n_docs; i++) {
         const int64_t T = offsets[i + 1] - offsets[i];
         /* the mixing's scratch is not monotonic in T (a power of two may need
          * none), so every length counts; a repeated one needs no new call */
         if (i > 0 && T == offsets[i] - offsets[i - 1]) continue;
-        const size_t n = doc_workspace(be, T, D);
+        const size_t n = doc_workspace(be, T, D, K);
         if (n > need) need = n;
     }
     return need + WS_ALIGN;
