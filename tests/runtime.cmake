@@ -5,7 +5,7 @@ target_link_libraries(test_runtime PRIVATE Threads::Threads)
 # The CLI: exit codes, formats, streaming order, bad inputs mixed with good ones.
 if(TARGET spectral-embed)
   add_test(NAME test_cli COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/test_cli.py
-           $<TARGET_FILE:spectral-embed> ${PROJECT_SOURCE_DIR}/models/spectral-default.gguf)
+           $<TARGET_FILE:spectral-embed> ${PROJECT_SOURCE_DIR}/tests/data/byte-model/spectral-byte.gguf)
 endif()
 
 # An app builds against the installed package (CMake and pkg-config).

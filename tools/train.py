@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Train the default byte-level `spectralmlp` document encoder (models/spectral-default.gguf).
+"""Train the byte-level `spectralmlp` document encoder that was the default model until issue 10 (now tests/data/byte-model/spectral-byte.gguf; the default is distilled by tools/distill.py).
 
     apt-get install python3-doc && pip install torch numpy gguf
     python3 tools/train.py --threads 2 --out /tmp/train   # defaults = stage 1 of the shipped model

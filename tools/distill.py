@@ -1,0 +1,359 @@
+#!/usr/bin/env python3
+"""Distill all-MiniLM-L6-v2 into the default `spectralmlp` model (models/spectral-default.gguf).
+
+    python3 tools/distill.py --teacher /work/data/teacher --out /work/data/run1 \
+        [--dim 256 --ffn 1024 --layers 4 --filters 128] [--deadline 20:30] [--threads 2]
+    python3 tools/distill.py --teacher /work/data/teacher --out /work/data/run1 --export-only \
+        [--ckpt best|last] -o model.gguf
+    python3 tools/distill.py --teacher /work/data/teacher --out /work/data/static --init-only -o static.gguf
+
+Inputs (made by tools/distill_teacher.py): static.npz (teacher output for every vocabulary
+id alone, word-piece counts of the training split) and train.npz (training documents as
+teacher word-piece ids, one cached teacher embedding per 254-id chunk).
+
+Student: tools/seed_model.py's DocumentEncoder with the teacher's vocabulary (30,522
+WordPiece ids; the GGUF carries tokenizer.ggml.model = bert and the teacher's vocab), an
+output projection D -> 384 into the teacher's embedding space, mean pooling.
+
+Initialisation (the student starts as a bag-of-tokens embedder):
+  token_embd[t] = w_t * PCA_D(x_t - mu), x_t = the teacher's mean-pooled output for
+      [CLS] t [SEP], PCA over the vocabulary, w_t = a / (a + p_t) (SIF weighting, p_t the
+      smoothed word-piece frequency in the training split, a = --sif); [CLS], [SEP], [PAD]
+      rows are zero.
+  output.weight = the PCA basis (D -> 384), output.bias = 0.
+  In every block the mixing filter and the MLP's down projection start at zero, so each
+  residual branch adds nothing: the initial model's embedding is the weighted mean of the
+  static token vectors, mapped back to the teacher's space.
+`--init-only` exports exactly that model (the "static embeddings" anchor).
+
+Objective, per step: B documents with at least n_a + n_b whole chunks; two adjacent spans
+(n_a and n_b chunks, drawn per step from 1..--max-span, cut at a random chunk boundary),
+each fed as [CLS] ids [SEP] (what the runtime's bert tokenizer emits). Loss =
+  (1 - cos(student(A), t(A))) + (1 - cos(student(B), t(B)))
+  + --con * symmetric InfoNCE(student(A), student(B); in-batch negatives, --temp)
+where t(span) = mean of the span's teacher chunk embeddings minus the mean teacher chunk
+embedding of the training set (the student learns a centred target).
+AdamW, linear warm-up then cosine decay over the step count estimated from the first steps
+and --deadline (UTC HH:MM); checkpoints every --ckpt-every steps (resumed automatically from
+OUT/last.pt), validation (adjacent-span top-1 on --n-val training documents kept out of
+training) every --val-every steps; the best validation checkpoint is OUT/best.pt.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+CHUNK = 254
+V = 30522
+
+
+def teacher_vocab():
+    from distill_teacher import teacher_path
+    with open(os.path.join(teacher_path(), "vocab.txt"), encoding="utf-8") as fh:
+        toks = [ln.rstrip("\n") for ln in fh]
+    assert len(toks) == V, len(toks)
+    return toks
+
+
+def static_init(static_path: str, dim: int, sif: float):
+    z = np.load(static_path)
+    x = z["emb"].astype(np.float64)
+    counts = z["counts"].astype(np.float64)
+    mu = x.mean(0)
+    xc = x - mu
+    _, _, vt = np.linalg.svd(xc, full_matrices=False)
+    P = vt[:dim]                                  # (dim, 384)
+    e = xc @ P.T                                  # (V, dim)
+    p = (counts + 1.0) / (counts.sum() + len(counts))
+    w = sif / (sif + p)
+    e = e * w[:, None]
+    toks = teacher_vocab()
+    for s in ("[CLS]", "[SEP]", "[PAD]"):
+        e[toks.index(s)] = 0.0
+    return e.astype(np.float32), P.astype(np.float32)
+
+
+def export_gguf(sd: dict, path: str, *, name: str, dtype: str = "f16", ctx: int = 8192,
+                eps: float = 1e-5) -> None:
+    """State dict (numpy) -> spectralmlp GGUF with the teacher's WordPiece tokenizer."""
+    import gguf
+    from convert_seed import ARCH, map_state_dict
+
+    tensors, hp = map_state_dict(sd)
+    toks = teacher_vocab()
+    special = {s: toks.index(s) for s in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")}
+    wr = gguf.GGUFWriter(path, ARCH)
+    wr.add_string("general.name", name)
+    wr.add_string("general.description",
+                  "spectralmlp document encoder distilled from sentence-transformers/all-MiniLM-L6-v2 "
+                  "(Apache-2.0); see docs/default-model.md")
+    wr.add_uint32(f"{ARCH}.embedding_length", hp["n_embd"])
+    wr.add_uint32(f"{ARCH}.feed_forward_length", hp["n_ff"])
+    wr.add_uint32(f"{ARCH}.block_count", hp["n_layer"])
+    wr.add_uint32(f"{ARCH}.mixing.n_filters", hp["n_filters"])
+    wr.add_uint32(f"{ARCH}.context_length", ctx)
+    wr.add_float32(f"{ARCH}.attention.layer_norm_epsilon", eps)
+    wr.add_uint32(f"{ARCH}.pooling_type", 1)
+    wr.add_tokenizer_model("bert")
+    wr.add_token_list(toks)
+    wr.add_token_types([3 if t in special else 1 for t in toks])
+    wr.add_uint32("tokenizer.ggml.cls_token_id", special["[CLS]"])
+    wr.add_sep_token_id(special["[SEP]"])
+    wr.add_unk_token_id(special["[UNK]"])
+    wr.add_pad_token_id(special["[PAD]"])
+    wr.add_mask_token_id(special["[MASK]"])
+    wr.add_bool("tokenizer.ggml.do_lower_case", True)
+    for tname, a in tensors.items():
+        a = np.ascontiguousarray(a, dtype=np.float32)
+        if dtype == "f16" and a.ndim >= 2:
+            a = a.astype(np.float16)
+        wr.add_tensor(tname, a)
+    wr.write_header_to_file()
+    wr.write_kv_data_to_file()
+    wr.write_tensors_to_file()
+    wr.close()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--teacher", required=True, help="directory of distill_teacher.py outputs")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("-o", "--output", help="GGUF to write (default OUT/model.gguf)")
+    ap.add_argument("--dim", type=int, default=256)
+    ap.add_argument("--ffn", type=int, default=1024)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--filters", type=int, default=128)
+    ap.add_argument("--sif", type=float, default=3e-3)
+    ap.add_argument("--batch", type=int, default=16, help="document pairs per step")
+    ap.add_argument("--max-span", type=int, default=3, help="chunks per span, at most")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--emb-lr", type=float, default=2e-4, help="lr of the token embeddings")
+    ap.add_argument("--wd", type=float, default=0.01)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--temp", type=float, default=0.05)
+    ap.add_argument("--con", type=float, default=0.5, help="weight of the InfoNCE term")
+    ap.add_argument("--deadline", default=None, help="UTC HH:MM at which training stops")
+    ap.add_argument("--steps", type=int, default=0, help="fixed step count instead of --deadline")
+    ap.add_argument("--n-val", type=int, default=200)
+    ap.add_argument("--val-every", type=int, default=50)
+    ap.add_argument("--ckpt-every", type=int, default=25)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init-only", action="store_true", help="export the initial (static) model")
+    ap.add_argument("--export-only", action="store_true")
+    ap.add_argument("--ckpt", choices=["best", "last"], default="best")
+    ap.add_argument("--name", default="spectral-default")
+    a = ap.parse_args(argv)
+
+    import torch
+    import torch.nn.functional as Fn
+    from seed_model import DocumentEncoder
+
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    rng = np.random.default_rng(a.seed)
+    os.makedirs(a.out, exist_ok=True)
+    out_gguf = a.output or os.path.join(a.out, "model.gguf")
+
+    model = DocumentEncoder(vocab=V, dim=a.dim, ffn=a.ffn, n_layers=a.layers, n_filters=a.filters,
+                            dropout=0.0, out_dim=384)
+
+    def to_np(m):
+        return {k: v.detach().float().cpu().numpy() for k, v in m.state_dict().items()}
+
+    last_pt, best_pt = os.path.join(a.out, "last.pt"), os.path.join(a.out, "best.pt")
+    if a.export_only:
+        ck = torch.load(best_pt if a.ckpt == "best" else last_pt, map_location="cpu", weights_only=False)
+        model.load_state_dict(ck["model"])
+        export_gguf(to_np(model), out_gguf, name=a.name)
+        print(f"distill: wrote {out_gguf} from {a.ckpt} (step {ck['step']}, val {ck.get('val')})")
+        return 0
+
+    emb, P = static_init(os.path.join(a.teacher, "static.npz"), a.dim, a.sif)
+    with torch.no_grad():
+        model.embedding.weight.copy_(torch.from_numpy(emb))
+        for blk in model.blocks:
+            blk.spectral_mix.weight_real.zero_()
+            blk.spectral_mix.weight_imag.zero_()
+            blk.mlp[3].weight.zero_()
+            blk.mlp[3].bias.zero_()
+        model.output.weight.copy_(torch.from_numpy(P.T.copy()))
+        model.output.bias.zero_()
+    if a.init_only:
+        export_gguf(to_np(model), out_gguf, name=a.name + " (static init)")
+        print(f"distill: wrote {out_gguf} (initial bag-of-tokens model)")
+        return 0
+
+    z = np.load(os.path.join(a.teacher, "train.npz"))
+    tokens, doc_off = z["tokens"], z["doc_off"]
+    chunk_emb, chunk_doc, chunk_start = z["chunk_emb"], z["chunk_doc"], z["chunk_start"]
+    n_docs = len(doc_off) - 1
+    t_mean = chunk_emb.mean(0)
+    first_chunk = np.full(n_docs, -1, dtype=np.int64)
+    n_full = np.zeros(n_docs, dtype=np.int64)
+    for c in range(len(chunk_doc)):
+        d = chunk_doc[c]
+        if first_chunk[d] < 0:
+            first_chunk[d] = c
+        if doc_off[d] + chunk_start[c] + CHUNK <= doc_off[d + 1]:
+            n_full[d] += 1
+    eligible = np.nonzero(n_full >= 2)[0]
+    perm = np.random.default_rng(1234).permutation(eligible)
+    val_docs, train_docs = perm[:a.n_val], perm[a.n_val:]
+    print(f"distill: {n_docs} documents, {len(chunk_doc)} chunks; {len(train_docs)} train "
+          f"and {len(val_docs)} validation documents with >= 2 whole chunks", flush=True)
+    cls_id, sep_id = 101, 102
+
+    def span(d, c0, n):
+        """(ids with [CLS]/[SEP], centred teacher target) for whole chunks c0..c0+n-1 of doc d."""
+        s = doc_off[d] + c0 * CHUNK
+        ids = np.concatenate([[cls_id], tokens[s:s + n * CHUNK], [sep_id]]).astype(np.int64)
+        fc = first_chunk[d] + c0
+        t = chunk_emb[fc:fc + n].mean(0) - t_mean
+        return ids, t
+
+    def batch(docs, n_a, n_b, r):
+        xa, xb, ta, tb = [], [], [], []
+        for d in docs:
+            cut = r.integers(n_a, n_full[d] - n_b + 1)
+            ia, t1 = span(d, cut - n_a, n_a)
+            ib, t2 = span(d, cut, n_b)
+            xa.append(ia); xb.append(ib); ta.append(t1); tb.append(t2)
+        return (torch.from_numpy(np.stack(xa)), torch.from_numpy(np.stack(xb)),
+                torch.from_numpy(np.stack(ta)), torch.from_numpy(np.stack(tb)))
+
+    def embed(x):
+        return Fn.normalize(model(x).mean(1), dim=-1)
+
+    def validate():
+        model.eval()
+        with torch.no_grad():
+            xa, xb, ta, tb = batch(val_docs, 1, 1, np.random.default_rng(7))
+            ea = torch.cat([embed(xa[i:i + 50]) for i in range(0, len(xa), 50)])
+            eb = torch.cat([embed(xb[i:i + 50]) for i in range(0, len(xb), 50)])
+            s = ea @ eb.T
+            lab = torch.arange(len(ea))
+            top1 = 0.5 * ((s.argmax(1) == lab).float().mean() + (s.argmax(0) == lab).float().mean())
+            cos = 0.5 * (Fn.cosine_similarity(ea, ta.float()).mean() + Fn.cosine_similarity(eb, tb.float()).mean())
+        model.train()
+        return float(top1), float(cos)
+
+    emb_params = [model.embedding.weight]
+    other = [p for n, p in model.named_parameters() if n != "embedding.weight"]
+    decay = [p for p in other if p.ndim >= 2]
+    nodecay = [p for p in other if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": a.wd, "base": a.lr},
+                             {"params": nodecay, "weight_decay": 0.0, "base": a.lr},
+                             {"params": emb_params, "weight_decay": 0.0, "base": a.emb_lr}],
+                            lr=a.lr, betas=(0.9, 0.98))
+    step, total, best, hist = 0, a.steps or None, -1.0, []
+    if os.path.exists(last_pt):
+        ck = torch.load(last_pt, map_location="cpu", weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        step, total, best, hist = ck["step"], ck["total"], ck["best"], ck["hist"]
+        rng = np.random.default_rng([a.seed, step])
+        print(f"distill: resumed from {last_pt} at step {step} (total {total}, best val {best})", flush=True)
+    else:
+        v = validate()
+        hist.append({"step": 0, "val_top1": v[0], "val_cos": v[1]})
+        print(f"distill: step 0 validation top-1 {v[0]:.3f} cos {v[1]:.3f}", flush=True)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"distill: D={a.dim} F={a.ffn} L={a.layers} K={a.filters} params={n_params}", flush=True)
+
+    deadline = None
+    if a.deadline:
+        hh, mm = map(int, a.deadline.split(":"))
+        now = dt.datetime.now(dt.timezone.utc)
+        deadline = now.replace(hour=hh, minute=mm, second=0, microsecond=0).timestamp()
+    logf = open(os.path.join(a.out, "log.jsonl"), "a")
+    t_run, s_run = time.time(), step
+
+    def save(path, val=None):
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "total": total,
+                    "best": best, "hist": hist, "val": val, "args": vars(a)}, path + ".tmp")
+        os.replace(path + ".tmp", path)
+
+    ema = None
+    while True:
+        if total is not None and step >= total:
+            break
+        if deadline and time.time() > deadline:
+            print("distill: deadline reached", flush=True)
+            break
+        if total is None and step - s_run == 10:
+            per = (time.time() - t_run) / 10
+            total = step + int(0.95 * (deadline - time.time()) / per) if deadline else 1000
+            print(f"distill: {per:.1f}s per step; planning {total} steps", flush=True)
+        T = total or 10 ** 6
+        if step < a.warmup:
+            f = (step + 1) / a.warmup
+        else:
+            f = 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / T)))
+        for g in opt.param_groups:
+            g["lr"] = g["base"] * f
+        while True:  # span lengths with enough documents for a batch
+            n_a, n_b = int(rng.integers(1, a.max_span + 1)), int(rng.integers(1, a.max_span + 1))
+            pool = train_docs[n_full[train_docs] >= n_a + n_b]
+            if len(pool) >= min(a.batch, 4):
+                break
+        docs = rng.choice(pool, size=min(a.batch, len(pool)), replace=False)
+        xa, xb, ta, tb = batch(docs, n_a, n_b, rng)
+        ea, eb = embed(xa), embed(xb)
+        l_cos = (1 - Fn.cosine_similarity(ea, ta.float()).mean()) + (1 - Fn.cosine_similarity(eb, tb.float()).mean())
+        sim = ea @ eb.T / a.temp
+        lab = torch.arange(len(docs))
+        l_con = 0.5 * (Fn.cross_entropy(sim, lab) + Fn.cross_entropy(sim.T, lab))
+        loss = l_cos + a.con * l_con
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        rec = {"step": step, "t": round(time.time() - t_run, 1), "lr_f": round(f, 4), "n_a": n_a,
+               "n_b": n_b, "cos": l_cos.item() / 2, "con": l_con.item(),
+               "acc": (sim.argmax(1) == lab).float().mean().item()}
+        logf.write(json.dumps(rec) + "\n")
+        ema = rec if ema is None else {k: 0.9 * ema[k] + 0.1 * v if k in ("cos", "con", "acc") else v
+                                       for k, v in rec.items()}
+        if step % 10 == 0:
+            logf.flush()
+            print(f"step {step}/{total} t={rec['t']}s lr_f={f:.3f} 1-cos={ema['cos']:.4f} "
+                  f"nce={ema['con']:.3f} acc={ema['acc']:.3f}", flush=True)
+        if step % a.val_every == 0:
+            v = validate()
+            hist.append({"step": step, "val_top1": v[0], "val_cos": v[1]})
+            print(f"distill: step {step} validation top-1 {v[0]:.3f} cos {v[1]:.3f}", flush=True)
+            if v[0] + v[1] > best:
+                best = v[0] + v[1]
+                save(best_pt, v)
+        if step % a.ckpt_every == 0:
+            save(last_pt)
+    v = validate()
+    hist.append({"step": step, "val_top1": v[0], "val_cos": v[1]})
+    print(f"distill: final step {step} validation top-1 {v[0]:.3f} cos {v[1]:.3f}", flush=True)
+    if v[0] + v[1] > best:
+        best = v[0] + v[1]
+        save(best_pt, v)
+    save(last_pt)
+    ck = torch.load(best_pt, map_location="cpu", weights_only=False)
+    model.load_state_dict(ck["model"])
+    export_gguf(to_np(model), out_gguf, name=a.name)
+    with open(os.path.join(a.out, "summary.json"), "w") as fh:
+        json.dump({"args": vars(a), "steps": step, "best_step": ck["step"], "best_val": ck["val"],
+                   "hist": hist, "n_params": n_params}, fh, indent=1)
+    print(f"distill: wrote {out_gguf} (best validation at step {ck['step']}: {ck['val']})", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

