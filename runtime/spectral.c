@@ -688,8 +688,12 @@ spectral_status spectral_encode_batch(spectral_context *c, const int32_t *const 
             }
         }
         for (int64_t k = i; k < j; k++) {
-            if (s == SPECTRAL_OK) show_document(c, k - i);
-            else if (first == SPECTRAL_OK) first = s;
+            if (s == SPECTRAL_OK) {
+                show_document(c, k - i);
+            } else {
+                c->has_output = 0; /* no stale output from an earlier pass */
+                if (first == SPECTRAL_OK) first = s;
+            }
             if (on_done && on_done(c, k, s, user_data)) return first;
         }
         i = j;

@@ -168,6 +168,8 @@ static int on_doc(spectral_context *ctx, int64_t i, spectral_status s, void *use
     log->seen[log->n] = i;
     log->status[log->n++] = s;
     if (s == SPECTRAL_OK) CHECK(spectral_get_embedding(ctx) != NULL, "output readable in callback");
+    else CHECK(spectral_get_embedding(ctx) == NULL && spectral_get_token_states(ctx, NULL) == NULL,
+               "no stale output in the callback of failed document %lld", (long long)i);
     return 0;
 }
 
