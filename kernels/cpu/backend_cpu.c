@@ -24,9 +24,6 @@
 
 #include "kernels/cpu/cpu_internal.h"
 
-/* Mirrors mix_cpu.c: the default and largest channel tile of the mixing. */
-#define SP_MIX_TILE_DEFAULT 16
-#define SP_MIX_TILE_MAX 64
 /* Rows per task of the memory-bound row ops. */
 #define SP_ROWS_PER_TASK 256
 

@@ -17,6 +17,10 @@
 #ifndef SP_CPU_ROW_TILE
 #define SP_CPU_ROW_TILE 128
 #endif
+/* Channels per FFT mixing tile: 16 floats fill a 64-byte cache line on the
+ * strided gather; SPECTRAL_CPU_MIX_TILE (1..64) overrides it for benchmarks. */
+#define SP_MIX_TILE_DEFAULT 16
+#define SP_MIX_TILE_MAX 64
 /* Alignment of every workspace slice. */
 #define SP_CPU_ALIGN 64
 

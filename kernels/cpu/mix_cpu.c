@@ -25,7 +25,6 @@
 /* Rows per block of the gather / scatter transposes: 16 strided source lines
  * stay in L1 (a 1 KiB stride maps 64 rows onto too few L1 sets). */
 #define SP_MIX_TB 16
-#define SP_MIX_TILE_MAX 64
 /* Plans kept at once, and their summed lengths x batch (a plan's memory,
  * mostly twiddles, grows with it): past either bound the least recently
  * used idle plans go. */
