@@ -157,6 +157,20 @@ def map_state_dict(sd: dict, ignore=()) -> tuple[dict, dict]:
     return out, dict(n_vocab=V, n_embd=D, n_ff=F, n_layer=L, n_filters=K, n_out=E)
 
 
+def write_tensors_and_close(wr, tensors: dict, dtype: str) -> None:
+    """Adds the tensors (matrices as F16 when dtype is "f16", vectors always
+    F32) to a gguf.GGUFWriter whose keys are set, and writes the file."""
+    for tname, a in tensors.items():
+        a = np.ascontiguousarray(a, dtype=np.float32)
+        if dtype == "f16" and a.ndim >= 2:
+            a = a.astype(np.float16)
+        wr.add_tensor(tname, a)
+    wr.write_header_to_file()
+    wr.write_kv_data_to_file()
+    wr.write_tensors_to_file()
+    wr.close()
+
+
 def write_gguf(path: str, tensors: dict, hp: dict, *, name: str, pooling: str, tokenizer: str,
                dtype: str, ctx: int, eps: float) -> None:
     import gguf
@@ -171,15 +185,7 @@ def write_gguf(path: str, tensors: dict, hp: dict, *, name: str, pooling: str, t
     wr.add_float32(f"{ARCH}.attention.layer_norm_epsilon", eps)
     wr.add_uint32(f"{ARCH}.pooling_type", POOLING_IDS[pooling])
     wr.add_string("tokenizer.ggml.model", tokenizer)
-    for tname, a in tensors.items():
-        a = np.ascontiguousarray(a, dtype=np.float32)
-        if dtype == "f16" and a.ndim >= 2:
-            a = a.astype(np.float16)
-        wr.add_tensor(tname, a)
-    wr.write_header_to_file()
-    wr.write_kv_data_to_file()
-    wr.write_tensors_to_file()
-    wr.close()
+    write_tensors_and_close(wr, tensors, dtype)
 
 
 def main(argv=None) -> int:

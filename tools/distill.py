@@ -86,7 +86,7 @@ def export_gguf(sd: dict, path: str, *, name: str, dtype: str = "f16", ctx: int 
                 eps: float = 1e-5) -> None:
     """State dict (numpy) -> spectralmlp GGUF with the teacher's WordPiece tokenizer."""
     import gguf
-    from convert_seed import ARCH, map_state_dict
+    from convert_seed import ARCH, map_state_dict, write_tensors_and_close
 
     tensors, hp = map_state_dict(sd)
     toks = teacher_vocab()
@@ -112,15 +112,7 @@ def export_gguf(sd: dict, path: str, *, name: str, dtype: str = "f16", ctx: int 
     wr.add_pad_token_id(special["[PAD]"])
     wr.add_mask_token_id(special["[MASK]"])
     wr.add_bool("tokenizer.ggml.do_lower_case", True)
-    for tname, a in tensors.items():
-        a = np.ascontiguousarray(a, dtype=np.float32)
-        if dtype == "f16" and a.ndim >= 2:
-            a = a.astype(np.float16)
-        wr.add_tensor(tname, a)
-    wr.write_header_to_file()
-    wr.write_kv_data_to_file()
-    wr.write_tensors_to_file()
-    wr.close()
+    write_tensors_and_close(wr, tensors, dtype)
 
 
 def main(argv=None) -> int:

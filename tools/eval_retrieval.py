@@ -70,21 +70,7 @@ sys.path.insert(0, HERE)
 
 def scores(q: np.ndarray, t: np.ndarray) -> dict:
     """q, t: (N, E) L2-normalized rows; row i of q matches row i of t."""
-    s = q @ t.T
-    n = s.shape[0]
-    idx = np.arange(n)
-
-    def one(sim):
-        hit = np.argmax(sim, axis=1) == idx
-        own = sim[idx, idx][:, None]
-        rank = 1 + np.sum(sim > own, axis=1)
-        return hit, float(np.mean(1.0 / rank))
-
-    a, mrr_a = one(s)
-    b, mrr_b = one(s.T)
-    return {"top1_q2t": float(a.mean()), "top1_t2q": float(b.mean()),
-            "top1": float((a.mean() + b.mean()) / 2), "mrr": (mrr_a + mrr_b) / 2, "n": n,
-            "hits": (a.astype(np.float64) + b) / 2}  # per document, both directions
+    return scores_sim(q @ t.T)
 
 
 def paired_bootstrap(x: np.ndarray, y: np.ndarray, reps: int = 10000, seed: int = 0):
