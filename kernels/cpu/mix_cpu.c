@@ -414,6 +414,19 @@ typedef struct {
 
 static size_t aligned(int64_t bytes) { return (size_t)sp_cpu_round_up(bytes, SP_CPU_ALIGN); }
 
+/* A DFT document's memory: the cos/sin table (2T floats), B (2k x T) and Z
+ * (2k x D), each aligned. Points d's arrays into mem when given; returns the
+ * bytes, so the size query and the run carve the same way. */
+static size_t dft_doc_carve(int64_t T, int64_t k, int64_t D, char *mem, mix_doc *d) {
+    const size_t table = aligned(2 * T * 4), B = aligned(2 * k * T * 4), Z = aligned(2 * k * D * 4);
+    if (mem && d) {
+        d->table = (float *)mem;
+        d->B = (float *)(mem + table);
+        d->Z = (float *)(mem + table + B);
+    }
+    return table + B + Z;
+}
+
 static mix_layout layout(const sp_backend *be, const int64_t *offsets, int64_t n_docs, int64_t D,
                          int64_t K, int with_stats) {
     mix_layout L = {0};
@@ -423,7 +436,7 @@ static mix_layout layout(const sp_backend *be, const int64_t *offsets, int64_t n
     for (int64_t i = 0; i < n_docs; i++) {
         const int64_t T = offsets[i + 1] - offsets[i], k = K < T / 2 ? K : T / 2;
         if (use_dft(T, k)) {
-            L.docs += aligned(2 * T * 4) + aligned(2 * k * T * 4) + aligned(2 * k * D * 4);
+            L.docs += dft_doc_carve(T, k, D, NULL, NULL);
             L.n_phase1 += n_cols;
             if (T * SP_DFT_COLS * 4 > slot) slot = T * SP_DFT_COLS * 4;
         } else {
@@ -487,12 +500,7 @@ static int mix_run(sp_backend *be, mix_job *j, const mix_layout *L, char *doc_me
         d->tile0 = n2;
         if (d->dft) {
             const int64_t T = d->T, k = d->k;
-            d->table = (float *)doc_mem;
-            doc_mem += aligned(2 * T * 4);
-            d->B = (float *)doc_mem;
-            doc_mem += aligned(2 * k * T * 4);
-            d->Z = (float *)doc_mem;
-            doc_mem += aligned(2 * k * j->D * 4);
+            doc_mem += dft_doc_carve(T, k, j->D, doc_mem, d);
             for (int64_t t = 0; t < T; t++) {
                 const double a = 6.283185307179586476925 * (double)t / (double)T;
                 d->table[t] = (float)cos(a);
