@@ -6,6 +6,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include "formats/gguf.h"
+#include "formats/quant.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -77,8 +78,20 @@ size_t sp_tensor_type_size(int type) {
     case SP_TENSOR_F32: return 4;
     case SP_TENSOR_F16: return 2;
     case SP_TENSOR_BF16: return 2;
+    case SP_TENSOR_I32: return 4;
     default: return 0;
     }
+}
+
+int64_t sp_tensor_block_size(int type) {
+    if (sp_quant_is_block_type(type)) return SP_QK;
+    return sp_tensor_type_size(type) ? 1 : 0;
+}
+
+size_t sp_tensor_block_bytes(int type) {
+    if (type == SP_TENSOR_Q8_0) return SP_Q8_0_BLOCK_BYTES;
+    if (type == SP_TENSOR_Q4_0) return SP_Q4_0_BLOCK_BYTES;
+    return sp_tensor_type_size(type);
 }
 
 const char *sp_tensor_type_name(int type) {
@@ -86,6 +99,9 @@ const char *sp_tensor_type_name(int type) {
     case SP_TENSOR_F32: return "f32";
     case SP_TENSOR_F16: return "f16";
     case SP_TENSOR_BF16: return "bf16";
+    case SP_TENSOR_Q8_0: return "q8_0";
+    case SP_TENSOR_Q4_0: return "q4_0";
+    case SP_TENSOR_I32: return "i32";
     default: return "unknown";
     }
 }
@@ -161,6 +177,11 @@ void sp_convert_to_f32(int type, const void *src, float *dst, size_t n) {
         break;
     case SP_TENSOR_BF16:
         for (size_t i = 0; i < n; i++) dst[i] = sp_bf16_to_f32((uint16_t)(s[2 * i] | (s[2 * i + 1] << 8)));
+        break;
+    case SP_TENSOR_Q8_0:
+    case SP_TENSOR_Q4_0:
+        if (sp_dequantize_row(type, src, dst, (int64_t)n) == 0) break;
+        memset(dst, 0, n * sizeof(float)); /* n not whole blocks */
         break;
     default:
         /* unknown type: zero-fill rather than read an unknown layout */
@@ -447,10 +468,19 @@ static int parse_tensor_info(sp_gguf *g, cursor *c, uint64_t i, char *err, size_
         set_err(err, err_len, "truncated header: file ends inside tensor info of '%s'", name);
         return -1;
     }
-    size_t tsz = sp_tensor_type_size((int)type);
+    const int64_t blck = type > (uint32_t)INT32_MAX ? 0 : sp_tensor_block_size((int)type);
+    const size_t tsz = blck ? sp_tensor_block_bytes((int)type) : 0;
     if (tsz == 0) {
-        set_err(err, err_len, "tensor '%s' has unsupported tensor type %u (supported: f32, f16, bf16)",
+        set_err(err, err_len,
+                "tensor '%s' has unsupported tensor type %u (supported: f32, f16, bf16, q8_0, q4_0, i32)",
                 name, type);
+        return -1;
+    }
+    /* as ggml's gguf.cpp: a row holds whole blocks */
+    if (t->ne[0] % blck != 0) {
+        set_err(err, err_len,
+                "tensor '%s' of type %s has ne[0] = %lld, not a multiple of its block size %lld", name,
+                sp_tensor_type_name((int)type), (long long)t->ne[0], (long long)blck);
         return -1;
     }
     t->type = (int)type;
@@ -465,11 +495,11 @@ static int parse_tensor_info(sp_gguf *g, cursor *c, uint64_t i, char *err, size_
         }
         nel *= v;
     }
-    if (nel > limit / tsz) {
+    if (nel / (uint64_t)blck > limit / tsz) {
         set_err(err, err_len, "tensor '%s' byte size overflows (shape too large)", name);
         return -1;
     }
-    t->nbytes = nel * tsz;
+    t->nbytes = nel / (uint64_t)blck * tsz;
     t->offset = off;
     return 0;
 }

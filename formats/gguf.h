@@ -44,6 +44,9 @@ typedef enum {
 typedef enum {
     SP_TENSOR_F32 = 0,
     SP_TENSOR_F16 = 1,
+    SP_TENSOR_Q4_0 = 2,  /* 32-value blocks of 18 bytes (formats/quant.h) */
+    SP_TENSOR_Q8_0 = 8,  /* 32-value blocks of 34 bytes (formats/quant.h) */
+    SP_TENSOR_I32 = 26,  /* integers (sparse spectral tensor indices); never a weight */
     SP_TENSOR_BF16 = 30,
 } sp_tensor_type;
 
@@ -109,12 +112,17 @@ int64_t sp_gguf_n_tensors(const sp_gguf *g);
 int64_t sp_gguf_find_tensor(const sp_gguf *g, const char *name);
 const sp_gguf_tensor *sp_gguf_tensor_at(const sp_gguf *g, int64_t i);
 
-/* Bytes per element of a tensor type, 0 if unknown. */
+/* Bytes per element of a tensor type, 0 if unknown or block-quantized. */
 size_t sp_tensor_type_size(int type);
+/* ggml's blck_size and type_size: values per block (1 for plain types, 32
+ * for Q8_0/Q4_0) and bytes per block; 0 if the type is unknown. */
+int64_t sp_tensor_block_size(int type);
+size_t sp_tensor_block_bytes(int type);
 const char *sp_tensor_type_name(int type);
 const char *sp_gguf_type_name(sp_gguf_type t);
 
-/* Element conversion to f32 (F32/F16/BF16). */
+/* Element conversion to f32 (F32/F16/BF16, and Q8_0/Q4_0 when n is a
+ * multiple of 32; I32 and unknown types give zeros). */
 void sp_convert_to_f32(int type, const void *src, float *dst, size_t n);
 float sp_fp16_to_f32(uint16_t h);
 uint16_t sp_f32_to_fp16(float f);
@@ -144,9 +152,12 @@ int sp_gguf_writer_set_arr(sp_gguf_writer *w, const char *key, sp_gguf_type elem
                            const void *data, uint64_t n);
 int sp_gguf_writer_set_arr_str(sp_gguf_writer *w, const char *key, const char *const *strs,
                                uint64_t n);
-/* Tensor: data (nbytes = product(ne) * type size) is copied. */
+/* Tensor: data (nbytes = product(ne) / block size * block bytes; ne[0] a
+ * multiple of the block size) is copied. */
 int sp_gguf_writer_add_tensor(sp_gguf_writer *w, const char *name, int type, uint32_t n_dims,
                               const int64_t *ne, const void *data);
+/* Copies key i of a reader (any type, strings byte for byte) into w. */
+int sp_gguf_writer_copy_kv(sp_gguf_writer *w, const sp_gguf *g, int64_t i);
 /* Writes header, metadata, tensor infos and aligned data. 0 on success. */
 int sp_gguf_writer_write(sp_gguf_writer *w, const char *path, char *err, size_t err_len);
 

@@ -252,15 +252,16 @@ int sp_gguf_writer_set_arr_str(sp_gguf_writer *w, const char *key, const char *c
 int sp_gguf_writer_add_tensor(sp_gguf_writer *w, const char *name, int type, uint32_t n_dims,
                               const int64_t *ne, const void *data) {
     if (!w || !name || !ne || n_dims < 1 || n_dims > SP_GGUF_MAX_DIMS) return -1;
-    size_t ts = sp_tensor_type_size(type);
-    if (ts == 0) return -1;
+    const int64_t blck = sp_tensor_block_size(type);
+    const size_t ts = sp_tensor_block_bytes(type);
+    if (blck == 0 || ts == 0 || ne[0] % blck != 0) return -1;
     uint64_t nel = 1;
     for (uint32_t d = 0; d < n_dims; d++) {
         if (ne[d] <= 0 || nel > (uint64_t)INT64_MAX / (uint64_t)ne[d]) return -1;
         nel *= (uint64_t)ne[d];
     }
-    if (nel > SIZE_MAX / ts) return -1;
-    size_t nbytes = (size_t)nel * ts;
+    if (nel / (uint64_t)blck > SIZE_MAX / ts) return -1;
+    size_t nbytes = (size_t)(nel / (uint64_t)blck) * ts;
     if (!data) return -1;
     for (size_t i = 0; i < w->n_t; i++)
         if (strcmp(w->t[i].name, name) == 0) return -1;
@@ -287,6 +288,65 @@ int sp_gguf_writer_add_tensor(sp_gguf_writer *w, const char *name, int type, uin
     t->nbytes = nbytes;
     w->n_t++;
     return 0;
+}
+
+int sp_gguf_writer_copy_kv(sp_gguf_writer *w, const sp_gguf *g, int64_t i) {
+    const char *key = sp_gguf_key_name(g, i);
+    if (!w || !key) return -1;
+    const sp_gguf_type t = sp_gguf_kv_type(g, i);
+    bbuf b = {0};
+    if (t == SP_GGUF_TYPE_STRING) {
+        /* by length, not strlen: a GGUF string may hold NUL bytes */
+        const sp_gguf_str v = sp_gguf_get_str(g, i);
+        bb_str(&b, v.ptr, (size_t)v.len);
+    } else if (t == SP_GGUF_TYPE_ARRAY) {
+        const sp_gguf_type et = sp_gguf_arr_type(g, i);
+        const uint64_t n = sp_gguf_arr_n(g, i);
+        bb_le(&b, (uint64_t)et, 4);
+        bb_le(&b, n, 8);
+        if (et == SP_GGUF_TYPE_STRING) {
+            for (uint64_t j = 0; j < n; j++) {
+                const sp_gguf_str v = sp_gguf_arr_str(g, i, j);
+                bb_str(&b, v.ptr, (size_t)v.len);
+            }
+        } else if ((unsigned)et < SP_GGUF_TYPE_COUNT && elem_size[et]) {
+            /* the reader's copy holds the file's little-endian bytes */
+            bb_put(&b, sp_gguf_arr_data(g, i), (size_t)n * (size_t)elem_size[et]);
+        } else {
+            free(b.p);
+            return -1;
+        }
+    } else if ((unsigned)t < SP_GGUF_TYPE_COUNT && elem_size[t]) {
+        uint64_t v = 0;
+        switch (t) {
+        case SP_GGUF_TYPE_UINT8: v = sp_gguf_get_u8(g, i); break;
+        case SP_GGUF_TYPE_INT8: v = (uint8_t)sp_gguf_get_i8(g, i); break;
+        case SP_GGUF_TYPE_UINT16: v = sp_gguf_get_u16(g, i); break;
+        case SP_GGUF_TYPE_INT16: v = (uint16_t)sp_gguf_get_i16(g, i); break;
+        case SP_GGUF_TYPE_UINT32: v = sp_gguf_get_u32(g, i); break;
+        case SP_GGUF_TYPE_INT32: v = (uint32_t)sp_gguf_get_i32(g, i); break;
+        case SP_GGUF_TYPE_UINT64: v = sp_gguf_get_u64(g, i); break;
+        case SP_GGUF_TYPE_INT64: v = (uint64_t)sp_gguf_get_i64(g, i); break;
+        case SP_GGUF_TYPE_BOOL: v = (uint64_t)sp_gguf_get_bool(g, i); break;
+        case SP_GGUF_TYPE_FLOAT32: {
+            const float f = sp_gguf_get_f32(g, i);
+            uint32_t u;
+            memcpy(&u, &f, 4);
+            v = u;
+            break;
+        }
+        case SP_GGUF_TYPE_FLOAT64: {
+            const double d = sp_gguf_get_f64(g, i);
+            memcpy(&v, &d, 8);
+            break;
+        }
+        default: break;
+        }
+        bb_le(&b, v, elem_size[t]);
+    } else {
+        return -1;
+    }
+    return add_kv(w, key, t, &b);
 }
 
 static uint64_t pad_to(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }

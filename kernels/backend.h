@@ -114,6 +114,12 @@ typedef struct sp_backend_ops {
                      const float *W_up, const float *b_up, sp_act act, const float *W_down,
                      const float *b_down, int64_t D, int64_t F, const int64_t *offsets,
                      int64_t n_docs, void *workspace);
+
+    /* Bytes the backend allocates itself during a pass whose longest document
+     * has T_max rows, outside the workspaces it is given (the CPU's FFTW
+     * twiddle tables): the runtime counts them against the memory limit with
+     * the arena. NULL means none. */
+    size_t (*external_memory)(sp_backend *be, int64_t T_max);
 } sp_backend_ops;
 
 struct sp_backend {

@@ -104,17 +104,22 @@ static int model_load(const sp_gguf *g, void **out, sp_model_info *info, sp_weig
             goto fail;
         }
     }
-    int64_t te = sp_gguf_find_tensor(g, "token_embd.weight");
-    int64_t tp = sp_gguf_find_tensor(g, "position_embd.weight");
-    int64_t tt = sp_gguf_find_tensor(g, "token_types.weight");
-    if (te < 0 || tp < 0 || tt < 0) {
-        snprintf(err, err_len, "missing tensor %s",
-                 te < 0 ? "token_embd.weight" : tp < 0 ? "position_embd.weight" : "token_types.weight");
-        goto fail;
+    /* shapes via sp_model_tensor_ne: a tensor may be stored as sst */
+    static const char *const table_names[3] = {"token_embd.weight", "position_embd.weight",
+                                                "token_types.weight"};
+    int64_t table_rows[3];
+    for (int i = 0; i < 3; i++) {
+        int64_t ne[SP_GGUF_MAX_DIMS];
+        const int rc = sp_model_tensor_ne(g, table_names[i], ne, err, err_len);
+        if (rc != 0) {
+            if (rc > 0) snprintf(err, err_len, "missing tensor %s", table_names[i]);
+            goto fail;
+        }
+        table_rows[i] = ne[1];
     }
-    m->V = sp_gguf_tensor_at(g, te)->ne[1];
-    m->P = sp_gguf_tensor_at(g, tp)->ne[1];
-    m->TT = sp_gguf_tensor_at(g, tt)->ne[1];
+    m->V = table_rows[0];
+    m->P = table_rows[1];
+    m->TT = table_rows[2];
     if (m->P < 1 || m->TT < 1) {
         snprintf(err, err_len, "position_embd.weight and token_types.weight need at least one row");
         goto fail;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "formats/codec_sst.h"
 #include "models/model.h"
 
 int sp_model_get_hparam(const sp_gguf *g, const char *key, int64_t min, int64_t max, int64_t *out,
@@ -50,11 +51,50 @@ static void format_shape(char *buf, size_t len, uint32_t n_dims, const int64_t *
         snprintf(buf + strlen(buf), len - strlen(buf), "%s%lld", d ? ", " : "", (long long)ne[d]);
 }
 
-int sp_model_take_tensor(const sp_gguf *g, sp_owned_buffers *owned, const char *name, int optional,
-                         uint32_t n_dims, const int64_t *ne, sp_weight_list *wl, int64_t *index,
-                         char *err, size_t err_len) {
+static int take_sst(const sp_sst_ref *sst, int also_dense, sp_owned_buffers *owned, const char *name,
+                    uint32_t n_dims, const int64_t *ne, sp_weight_list *wl, int64_t *index, char *err,
+                    size_t err_len) {
+    if (also_dense) {
+        snprintf(err, err_len, "tensor %s is stored both dense and as %s%s", name, name, SP_SST_VALUES_SUFFIX);
+        return -1;
+    }
+    int ok = n_dims <= 2 && sst->ne[0] == ne[0] && sst->ne[1] == (n_dims == 2 ? ne[1] : 1);
+    for (uint32_t d = 2; ok && d < n_dims; d++) ok = ne[d] == 1;
+    if (!ok) {
+        char got[96], exp[96];
+        format_shape(got, sizeof got, 2, sst->ne);
+        format_shape(exp, sizeof exp, n_dims, ne);
+        snprintf(err, err_len, "sparse spectral tensor %s has shape [%s], expected [%s]", name, got, exp);
+        return -1;
+    }
+    if (!wl) return 0;
+    const int64_t n = sst->ne[0] * sst->ne[1];
+    float *buf = malloc((size_t)n * sizeof(float));
+    if (!buf || sp_owned_add(owned, buf)) {
+        free(buf);
+        snprintf(err, err_len, "out of memory reconstructing tensor %s", name);
+        return -1;
+    }
+    if (sp_sst_decode_ref(sst, buf, err, err_len)) return -1;
+    if (sp_weight_list_push(wl, buf, n)) {
+        snprintf(err, err_len, "out of memory");
+        return -1;
+    }
+    *index = wl->n - 1;
+    return 0;
+}
+
+static int take_tensor(const sp_gguf *g, sp_owned_buffers *owned, const char *name, int optional,
+                       uint32_t n_dims, const int64_t *ne, sp_weight_list *wl, int64_t *index,
+                       char *err, size_t err_len) {
     *index = -1;
     int64_t ti = sp_gguf_find_tensor(g, name);
+    /* A sparse spectral tensor (NAME.sst_values + NAME.sst_index) stands for
+     * NAME and is reconstructed into a dense float32 copy here, once. */
+    sp_sst_ref sst;
+    const int sr = sp_sst_find(g, name, &sst, err, err_len);
+    if (sr < 0) return -1;
+    if (sr == 0) return take_sst(&sst, ti >= 0, owned, name, n_dims, ne, wl, index, err, err_len);
     if (ti < 0) {
         if (optional) return 0;
         snprintf(err, err_len, "missing tensor %s", name);
@@ -70,8 +110,11 @@ int sp_model_take_tensor(const sp_gguf *g, sp_owned_buffers *owned, const char *
         snprintf(err, err_len, "tensor %s has shape [%s], expected [%s]", name, got, exp);
         return -1;
     }
-    if (t->type != SP_TENSOR_F32 && t->type != SP_TENSOR_F16 && t->type != SP_TENSOR_BF16) {
-        snprintf(err, err_len, "tensor %s has type %s; supported: F32, F16, BF16", name,
+    /* Q8_0/Q4_0 are dequantized to float32 here, like F16: the backends
+     * compute on float32 weights (README.md, "Compressed weights", says why). */
+    if (t->type != SP_TENSOR_F32 && t->type != SP_TENSOR_F16 && t->type != SP_TENSOR_BF16 &&
+        t->type != SP_TENSOR_Q8_0 && t->type != SP_TENSOR_Q4_0) {
+        snprintf(err, err_len, "tensor %s has type %s; supported: F32, F16, BF16, Q8_0, Q4_0", name,
                  sp_tensor_type_name(t->type));
         return -1;
     }
@@ -93,6 +136,23 @@ int sp_model_take_tensor(const sp_gguf *g, sp_owned_buffers *owned, const char *
         return -1;
     }
     *index = wl->n - 1;
+    return 0;
+}
+
+int sp_model_tensor_ne(const sp_gguf *g, const char *name, int64_t ne[SP_GGUF_MAX_DIMS], char *err,
+                       size_t err_len) {
+    sp_sst_ref sst;
+    const int sr = sp_sst_find(g, name, &sst, err, err_len);
+    if (sr < 0) return -1;
+    for (int d = 0; d < SP_GGUF_MAX_DIMS; d++) ne[d] = 1;
+    if (sr == 0) {
+        ne[0] = sst.ne[0];
+        ne[1] = sst.ne[1];
+        return 0;
+    }
+    const int64_t ti = sp_gguf_find_tensor(g, name);
+    if (ti < 0) return 1;
+    for (int d = 0; d < SP_GGUF_MAX_DIMS; d++) ne[d] = sp_gguf_tensor_at(g, ti)->ne[d];
     return 0;
 }
 
@@ -123,15 +183,39 @@ int sp_weight_list_push(sp_weight_list *wl, const float *data, int64_t n) {
         int64_t *nn = realloc(wl->n_elems, (size_t)cap * sizeof *nn);
         if (!nn) return -1;
         wl->n_elems = nn;
+        char **nm = realloc(wl->names, (size_t)cap * sizeof *nm);
+        if (!nm) return -1;
+        wl->names = nm;
         wl->cap = cap;
     }
     wl->data[wl->n] = data;
     wl->n_elems[wl->n] = n;
+    wl->names[wl->n] = NULL;
     wl->n++;
     return 0;
 }
 
+/* Every tensor taken from the file is recorded under its name, so that
+ * runtime/adapter.c can find an adapter's targets in any architecture. */
+int sp_model_take_tensor(const sp_gguf *g, sp_owned_buffers *owned, const char *name, int optional,
+                         uint32_t n_dims, const int64_t *ne, sp_weight_list *wl, int64_t *index,
+                         char *err, size_t err_len) {
+    if (take_tensor(g, owned, name, optional, n_dims, ne, wl, index, err, err_len)) return -1;
+    if (!wl || *index < 0) return 0;
+    const size_t len = strlen(name);
+    char *copy = malloc(len + 1);
+    if (!copy) {
+        snprintf(err, err_len, "out of memory");
+        return -1;
+    }
+    memcpy(copy, name, len + 1);
+    wl->names[*index] = copy;
+    return 0;
+}
+
 void sp_weight_list_free(sp_weight_list *wl) {
+    for (int64_t i = 0; wl->names && i < wl->n; i++) free(wl->names[i]);
+    free(wl->names);
     free(wl->data);
     free(wl->n_elems);
     memset(wl, 0, sizeof *wl);

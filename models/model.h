@@ -34,6 +34,8 @@ typedef struct {
     int64_t n, cap;
     const float **data;
     int64_t *n_elems;
+    char **names; /* the GGUF tensor each came from (sp_model_take_tensor), NULL for
+                     tables an architecture derives; how adapters find their targets */
 } sp_weight_list;
 
 /* Float32 copies an architecture owns (tensors converted from F16/BF16). */
@@ -83,6 +85,11 @@ int sp_model_get_eps(const sp_gguf *g, const char *key, float *eps, char *err, s
 int sp_model_take_tensor(const sp_gguf *g, sp_owned_buffers *owned, const char *name, int optional,
                          uint32_t n_dims, const int64_t *ne, sp_weight_list *wl, int64_t *index,
                          char *err, size_t err_len);
+/* The shape of tensor `name` (ggml order, trailing 1s), whether stored
+ * dense or as a sparse spectral tensor: 0 found, 1 absent, -1 malformed
+ * (message in err). For hyperparameters read from a tensor's shape. */
+int sp_model_tensor_ne(const sp_gguf *g, const char *name, int64_t ne[SP_GGUF_MAX_DIMS], char *err,
+                       size_t err_len);
 int sp_owned_add(sp_owned_buffers *o, float *buf);
 void sp_owned_free(sp_owned_buffers *o);
 int sp_weight_list_push(sp_weight_list *wl, const float *data, int64_t n);

@@ -83,14 +83,17 @@ static int model_load(const sp_gguf *g, void **out, sp_model_info *info, sp_weig
     m->eps = 1e-5f;
     if (sp_model_get_eps(g, ARCH ".attention.layer_norm_epsilon", &m->eps, err, err_len))
         goto fail;
-    int64_t te = sp_gguf_find_tensor(g, "token_embd.weight");
-    if (te < 0) {
-        snprintf(err, err_len, "missing tensor token_embd.weight");
+    /* shapes via sp_model_tensor_ne: a tensor may be stored as sst */
+    int64_t te_ne[SP_GGUF_MAX_DIMS], to_ne[SP_GGUF_MAX_DIMS];
+    const int te = sp_model_tensor_ne(g, "token_embd.weight", te_ne, err, err_len);
+    if (te != 0) {
+        if (te > 0) snprintf(err, err_len, "missing tensor token_embd.weight");
         goto fail;
     }
-    m->V = sp_gguf_tensor_at(g, te)->ne[1];
-    int64_t to = sp_gguf_find_tensor(g, "output.weight");
-    m->E = to >= 0 ? sp_gguf_tensor_at(g, to)->ne[1] : m->D;
+    m->V = te_ne[1];
+    const int to = sp_model_tensor_ne(g, "output.weight", to_ne, err, err_len);
+    if (to < 0) goto fail;
+    m->E = to == 0 ? to_ne[1] : m->D;
 
     const int64_t D = m->D, F = m->F, K = m->K;
     if (take_tensor(g, m, "token_embd.weight", 0, 2, D, m->V, 1, wl, &m->i_embd, err, err_len))

@@ -17,6 +17,7 @@
 #include "formats/tokenizer.h"
 #include "kernels/backend.h"
 #include "models/model.h"
+#include "runtime/adapter.h"
 #include "runtime/arena.h"
 
 #define STR_(x) #x
@@ -35,6 +36,10 @@ static spectral_status fail(spectral_status s, const char *fmt, ...) {
 }
 
 const char *spectral_last_error(void) { return g_last_error; }
+
+/* For the runtime's other files (runtime/quantize.c, runtime/adapter.c):
+ * sets the last error to msg and returns s. */
+spectral_status sp_runtime_fail(spectral_status s, const char *msg) { return fail(s, "%s", msg); }
 
 const char *spectral_version(void) {
     return STR(SPECTRAL_VERSION_MAJOR) "." STR(SPECTRAL_VERSION_MINOR) "." STR(SPECTRAL_VERSION_PATCH);
@@ -239,8 +244,7 @@ void spectral_model_free(spectral_model *m) {
         free(d);
     }
     if (m->arch && m->arch_model) m->arch->free(m->arch_model);
-    free(m->weights.data);
-    free(m->weights.n_elems);
+    sp_weight_list_free(&m->weights);
     sp_tokenizer_free(m->tokenizer);
     sp_gguf_close(m->gguf);
     free(m->file_copy);
@@ -261,6 +265,8 @@ spectral_pooling spectral_model_pooling(const spectral_model *m) {
     return (spectral_pooling)m->info.pooling;
 }
 uint64_t spectral_model_n_params(const spectral_model *m) { return m->info.n_params; }
+const sp_weight_list *sp_model_weight_list(const spectral_model *m) { return &m->weights; }
+const sp_gguf *sp_model_gguf(const spectral_model *m) { return m->gguf; }
 
 int64_t spectral_tokenize(const spectral_model *m, const char *text, size_t len, int32_t *tokens,
                           int64_t n_max) {
@@ -334,7 +340,9 @@ struct spectral_context {
     spectral_context_params params;
     spectral_pooling pooling;
     sp_backend *be;
-    const float *const *w;
+    const float *const *w;      /* the weights the forward pass reads: w_base or the adapters' */
+    const float *const *w_base; /* the model's, in be's memory */
+    sp_adapter_set *adapters;   /* NULL without adapters (runtime/adapter.c) */
     void *arena_buf;
     size_t arena_size;
     size_t peak;
@@ -417,6 +425,7 @@ spectral_status spectral_context_create(spectral_model *m, spectral_context_para
         s = fail(SPECTRAL_ERR_INVALID_ARGUMENT, "unknown backend %d", (int)p.backend);
     }
     if (s == SPECTRAL_OK) s = model_weights_for(m, c->be, p.device, &c->w);
+    c->w_base = c->w;
     if (s != SPECTRAL_OK) {
         spectral_context_free(c);
         return s;
@@ -428,6 +437,7 @@ spectral_status spectral_context_create(spectral_model *m, spectral_context_para
 void spectral_context_free(spectral_context *c) {
     if (!c) return;
     if (c->be) {
+        sp_adapter_set_free(c->adapters, c->be);
         if (c->arena_buf) c->be->ops->buffer_free(c->be, c->arena_buf);
         c->be->ops->destroy(c->be);
     }
@@ -476,7 +486,18 @@ static size_t measure(spectral_context *c, const int64_t *offsets, int64_t n_doc
     return a.used;
 }
 
-/* One document's arena with at most max_parallel tiles in flight (0: all). */
+/* What the backend allocates itself for a pass (FFTW's tables), outside the
+ * arena: charged against mem_limit with it. */
+static size_t outside_arena(spectral_context *c, const int64_t *offsets, int64_t n_docs) {
+    if (!c->be->ops->external_memory) return 0;
+    int64_t T_max = 0;
+    for (int64_t i = 0; i < n_docs; i++)
+        if (offsets[i + 1] - offsets[i] > T_max) T_max = offsets[i + 1] - offsets[i];
+    return c->be->ops->external_memory(c->be, T_max);
+}
+
+/* One document's working memory with at most max_parallel tiles in flight
+ * (0: all). */
 static size_t memory_for(spectral_context *c, int64_t T, int max_parallel) {
     if (!c || T <= 0 || T > MAX_TOKENS) return 0;
     const int64_t offsets[2] = {0, T};
@@ -484,7 +505,7 @@ static size_t memory_for(spectral_context *c, int64_t T, int max_parallel) {
     c->be->max_parallel = max_parallel;
     size_t need = measure(c, offsets, 1);
     c->be->max_parallel = saved;
-    return need;
+    return need ? need + outside_arena(c, offsets, 1) : 0;
 }
 
 size_t spectral_context_memory_needed(spectral_context *c, int64_t T) { return memory_for(c, T, 0); }
@@ -492,6 +513,18 @@ size_t spectral_context_memory_needed(spectral_context *c, int64_t T) { return m
 size_t spectral_context_memory_minimum(spectral_context *c, int64_t T) { return memory_for(c, T, 1); }
 
 size_t spectral_context_peak_memory(const spectral_context *c) { return c ? c->peak : 0; }
+
+spectral_status spectral_context_set_mem_limit(spectral_context *c, size_t mem_limit) {
+    if (!c) return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "NULL context");
+    c->params.mem_limit = mem_limit;
+    if (mem_limit && c->arena_size > mem_limit) {
+        c->be->ops->buffer_free(c->be, c->arena_buf);
+        c->arena_buf = NULL;
+        c->arena_size = 0;
+        c->has_output = 0; /* the token states lived there */
+    }
+    return SPECTRAL_OK;
+}
 
 spectral_pooling spectral_context_pooling(const spectral_context *c) { return c->pooling; }
 
@@ -521,12 +554,14 @@ static spectral_status check_document(const spectral_model *m, const int32_t *to
  * over mem_limit, with the most tiles in flight that fit (be->max_parallel
  * is left at that value for the run). */
 static spectral_status plan(spectral_context *c, const int64_t *offsets, int64_t n_docs,
-                            size_t *need) {
+                            size_t *need, size_t *arena) {
     sp_backend *be = c->be;
     const size_t limit = c->params.mem_limit;
+    const size_t outside = outside_arena(c, offsets, n_docs);
     be->max_parallel = 0;
-    *need = measure(c, offsets, n_docs);
-    if (!*need) return fail(SPECTRAL_ERR_BACKEND, "planning failed: %s", be->err);
+    *arena = measure(c, offsets, n_docs);
+    if (!*arena) return fail(SPECTRAL_ERR_BACKEND, "planning failed: %s", be->err);
+    *need = *arena + outside;
     if (!limit || *need <= limit) return SPECTRAL_OK;
     /* Fewer tiles in flight need less scratch: find the most that fit. */
     int lo = 1, hi = be->n_threads - 1, best = 0;
@@ -534,7 +569,7 @@ static spectral_status plan(spectral_context *c, const int64_t *offsets, int64_t
     while (lo <= hi) {
         const int mid = lo + (hi - lo) / 2;
         be->max_parallel = mid;
-        const size_t n = measure(c, offsets, n_docs);
+        const size_t m = measure(c, offsets, n_docs), n = m ? m + outside : 0;
         if (n && n <= limit) {
             best = mid;
             best_need = n;
@@ -549,13 +584,14 @@ static spectral_status plan(spectral_context *c, const int64_t *offsets, int64_t
         const int64_t T = offsets[n_docs];
         char b1[32], b2[32];
         return fail(SPECTRAL_ERR_MEMORY_LIMIT,
-                    "%s of %lld tokens needs %s (%zu bytes) of activation memory, over the limit "
+                    "%s of %lld tokens needs %s (%zu bytes) of working memory, over the limit "
                     "of %s (%zu bytes)",
                     n_docs == 1 ? "a document" : "a batch", (long long)T,
                     fmt_bytes(*need, b1, sizeof b1), *need, fmt_bytes(limit, b2, sizeof b2), limit);
     }
     be->max_parallel = best;
     *need = best_need;
+    *arena = best_need - outside;
     return SPECTRAL_OK;
 }
 
@@ -576,21 +612,22 @@ static spectral_status encode_pass(spectral_context *c, const int32_t *const *to
     if (s) return s;
     c->offsets[0] = 0;
     for (int64_t i = 0; i < n_docs; i++) c->offsets[i + 1] = c->offsets[i] + n_tokens[i];
-    size_t need = 0;
-    s = plan(c, c->offsets, n_docs, &need);
+    size_t need = 0, arena = 0;
+    s = plan(c, c->offsets, n_docs, &need, &arena);
     if (s) return s;
     char b1[32];
-    if (need > c->arena_size) {
-        /* Grow to exactly what this pass needs: never past the cap. */
+    if (arena > c->arena_size || (c->params.mem_limit && c->arena_size + (need - arena) > c->params.mem_limit)) {
+        /* Grow (or, when what the backend allocates itself grew, shrink) to
+         * exactly what this pass needs: never past the cap. */
         if (c->arena_buf) c->be->ops->buffer_free(c->be, c->arena_buf);
         c->arena_size = 0;
-        c->arena_buf = c->be->ops->buffer_alloc(c->be, need);
+        c->arena_buf = c->be->ops->buffer_alloc(c->be, arena);
         if (!c->arena_buf) {
             c->be->max_parallel = 0;
             return fail(SPECTRAL_ERR_OUT_OF_MEMORY, "cannot allocate %s of activation memory: %s",
                         fmt_bytes(need, b1, sizeof b1), c->be->err);
         }
-        c->arena_size = need;
+        c->arena_size = arena;
     }
     sp_arena a;
     sp_arena_init(&a, c->arena_buf, c->arena_size);
@@ -598,7 +635,7 @@ static spectral_status encode_pass(spectral_context *c, const int32_t *const *to
     int rc = run_graph(c, &a, tokens, c->offsets, n_docs, &states, &pooled);
     c->be->max_parallel = 0;
     if (rc) return fail(SPECTRAL_ERR_BACKEND, "%s", c->be->err);
-    if (a.used > c->peak) c->peak = a.used;
+    if (a.used + (need - arena) > c->peak) c->peak = a.used + (need - arena);
 
     const int64_t E = m->info.n_embd;
     if (c->pooling != SPECTRAL_POOLING_NONE) {
@@ -618,6 +655,23 @@ static spectral_status encode_pass(spectral_context *c, const int32_t *const *to
     c->states = states;
     c->has_output = 1;
     show_document(c, 0);
+    return SPECTRAL_OK;
+}
+
+/* The merging itself is in runtime/adapter.c. */
+spectral_status spectral_context_set_adapters(spectral_context *c, spectral_adapter *const *adapters,
+                                              const float *scales, int32_t n) {
+    if (!c || n < 0 || (n > 0 && (!adapters || !scales)))
+        return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "invalid argument to spectral_context_set_adapters");
+    sp_adapter_set *set = NULL;
+    if (n > 0) {
+        spectral_status s = sp_adapter_set_build(c->model, c->be, c->w_base, adapters, scales, n, &set);
+        if (s) return s;
+    }
+    sp_adapter_set_free(c->adapters, c->be);
+    c->adapters = set;
+    c->w = set ? sp_adapter_set_weights(set) : c->w_base;
+    c->has_output = 0; /* the last outputs were made with other weights */
     return SPECTRAL_OK;
 }
 

@@ -100,7 +100,9 @@ typedef struct {
     int n_threads;               /* CPU threads; 0 = all online cores (default) */
     spectral_backend backend;    /* default SPECTRAL_BACKEND_CPU */
     int device;                  /* CUDA device ordinal (default 0) */
-    size_t mem_limit;            /* hard cap on activation memory in bytes; 0 = none */
+    size_t mem_limit;            /* hard cap on working memory in bytes: the activation
+                                    arena plus what the backend allocates itself for a
+                                    pass (FFTW's tables); 0 = none */
     spectral_pooling pooling;    /* default SPECTRAL_POOLING_UNSPECIFIED */
     bool normalize;              /* L2-normalize pooled embeddings (default true) */
     int64_t batch_tokens;        /* spectral_encode_batch packs consecutive short documents
@@ -152,16 +154,23 @@ spectral_status spectral_context_create(spectral_model *model, spectral_context_
                                         spectral_context **out);
 void spectral_context_free(spectral_context *ctx);
 
-/* Bytes of activation memory one document of n_tokens needs in this context
- * with every thread busy. Under a tighter mem_limit the context runs fewer
+/* Bytes of working memory (activations, plus the backend's own tables, e.g.
+ * 16 bytes per token for FFTW's on the CPU) one document of n_tokens needs in
+ * this context with every thread busy. Under a tighter mem_limit the context runs fewer
  * tiles at once (less scratch, less parallelism) and refuses the document
  * only when even one tile at a time does not fit. */
 size_t spectral_context_memory_needed(spectral_context *ctx, int64_t n_tokens);
-/* The least activation memory that document can run in (one tile at a time):
+/* The least working memory that document can run in (one tile at a time):
  * a mem_limit below it refuses the document with SPECTRAL_ERR_MEMORY_LIMIT. */
 size_t spectral_context_memory_minimum(spectral_context *ctx, int64_t n_tokens);
-/* Largest arena size used so far by this context. */
+/* Most working memory charged against mem_limit so far by this context. */
 size_t spectral_context_peak_memory(const spectral_context *ctx);
+/* Changes the cap on activation memory for later passes (0 = none), e.g. to
+ * leave room for what the caller holds itself (spectral-embed counts each
+ * input's text and tokens against --mem-limit this way). An arena already
+ * larger than the new cap is released at once (and with it the outputs of
+ * the last pass: call it between passes). */
+spectral_status spectral_context_set_mem_limit(spectral_context *ctx, size_t mem_limit);
 spectral_pooling spectral_context_pooling(const spectral_context *ctx);
 
 /* Encode one document. On success the outputs below are valid until the next
@@ -188,6 +197,112 @@ typedef int (*spectral_doc_callback)(spectral_context *ctx, int64_t doc_index,
 spectral_status spectral_encode_batch(spectral_context *ctx, const int32_t *const *tokens,
                                       const int64_t *n_tokens, int64_t n_docs,
                                       spectral_doc_callback on_done, void *user_data);
+
+/* ---- Adapters ----------------------------------------------------------
+ *
+ * FourierFT adapters (Hugging Face peft's FOURIERFT, converted by
+ * tools/convert_fourierft.py; file format in docs/adapters.md). Each targets
+ * some weight matrices W (out x in) of one base model with a few real
+ * coefficients s_k at locations (r_k, c_k):
+ *
+ *     delta_W = Re(IFFT2(S)) * scaling,   S = zeros(out, in), S[r_k, c_k] = s_k
+ *
+ * and a context encodes with W + sum_a scale_a * delta_W_a. One loaded model
+ * serves contexts with different adapters, or none, without reloading.
+ *
+ *     spectral_adapter *ad = NULL;
+ *     if (spectral_adapter_load(model, "style.gguf", &ad)) { ... }  // delta_W made here, once
+ *     const float scale = 1.0f;
+ *     if (spectral_context_set_adapters(ctx, &ad, &scale, 1)) { ... }
+ *     spectral_encode(ctx, tok, n);            // with the adapter; other contexts unchanged
+ *     spectral_context_set_adapters(ctx, NULL, NULL, 0);   // back to the base weights
+ *     spectral_adapter_free(ad);
+ *
+ * Thread safety: an adapter is read-only after loading and may be set on any
+ * number of contexts of its model from different threads. Setting adapters
+ * on a context is a use of that context (one thread at a time). The model
+ * must outlive its adapters; an adapter may be freed once it is set (the
+ * context keeps its own merged copy of the targeted matrices: memory of one
+ * more copy of each targeted matrix per context with adapters, plus delta_W
+ * per adapter). */
+typedef struct spectral_adapter spectral_adapter;
+
+/* Loads an adapter for `model` and materialises its delta_W. Refused with
+ * SPECTRAL_ERR_MODEL when it was made for another architecture or shapes or
+ * names a tensor the model lacks, SPECTRAL_ERR_FORMAT when the file is
+ * malformed (counts, locations out of range, non-finite values). */
+spectral_status spectral_adapter_load(spectral_model *model, const char *path,
+                                      spectral_adapter **out);
+void spectral_adapter_free(spectral_adapter *adapter);
+/* Number of weight matrices the adapter changes; general.name or "". */
+int32_t spectral_adapter_n_targets(const spectral_adapter *adapter);
+const char *spectral_adapter_name(const spectral_adapter *adapter);
+
+/* Replaces the context's adapter set: the next encode uses W + sum of
+ * scales[i] * delta_W of adapters[i] for every targeted W (n = 0 restores the
+ * base weights). Every adapter must have been loaded for this context's
+ * model; scales must be finite. On failure the previous set stays. */
+spectral_status spectral_context_set_adapters(spectral_context *ctx,
+                                              spectral_adapter *const *adapters,
+                                              const float *scales, int32_t n);
+
+/* ---- Quantization --------------------------------------------------------
+ *
+ * Writes a copy of a model with some weight matrices compressed (file format
+ * in README.md, "Compressed weights"): ggml's Q8_0 / Q4_0 blocks, sparse
+ * spectral tensors (sst: the largest 2-D FFT coefficients), or F16 / F32.
+ * What the tool tools/spectral-quantize does, as a call:
+ *
+ *     spectral_quantize_params qp = spectral_quantize_default_params();
+ *     qp.type = SPECTRAL_QUANT_Q8_0;
+ *     if (spectral_model_quantize("model.gguf", "model-q8_0.gguf", &qp)) {
+ *         fprintf(stderr, "%s\n", spectral_last_error());
+ *     }
+ *
+ * The input must load as a model; the output is written only when it loads
+ * too (else it is removed), and never over the input. Every other tensor and
+ * key is copied unchanged. Loading dequantizes / reconstructs compressed
+ * weights to float32 once: they save file size, not memory while running.
+ *
+ * Thread safety: reentrant; calls on different files may run concurrently. */
+typedef enum {
+    SPECTRAL_QUANT_F32 = 0,  /* numbered as ggml_type where ggml has the type */
+    SPECTRAL_QUANT_F16 = 1,
+    SPECTRAL_QUANT_Q4_0 = 2,
+    SPECTRAL_QUANT_Q8_0 = 8,
+    SPECTRAL_QUANT_SST = 1000, /* not a ggml type: a pair of ordinary tensors */
+} spectral_quant_type;
+
+typedef struct {
+    const char *name;
+    const char *from_type, *to_type; /* "f32", "f16", "bf16", "q8_0", "q4_0", "sst" */
+    int64_t n_elements;
+    uint64_t bytes_in, bytes_out;    /* tensor data; sst counts values and indices */
+    double rel_error;                /* ||W - W'||_F / ||W||_F (0 when copied) */
+    const char *note;                /* NULL, or why the tensor was copied unchanged */
+} spectral_quantize_report;
+
+typedef struct {
+    spectral_quant_type type;   /* default SPECTRAL_QUANT_Q8_0 */
+    /* POSIX extended regex searched in each tensor name; NULL = the default
+     * set: 2-D tensors named *.weight other than the embedding tables
+     * (token_embd, position_embd, token_types). A tensor the regex selects
+     * that cannot take the type (ne[0] not a multiple of 32 for Q8_0/Q4_0,
+     * not 2-D for sst) is an error; one of the default set is copied. */
+    const char *tensors;
+    double keep;                /* sst: fraction of a matrix's storable FFT
+                                   coefficients kept, (0, 1]; default 0.1 */
+    /* Optional: called once per tensor of the input, in file order. */
+    void (*on_tensor)(const spectral_quantize_report *report, void *user_data);
+    void *user_data;
+} spectral_quantize_params;
+
+spectral_quantize_params spectral_quantize_default_params(void);
+/* SPECTRAL_ERR_INVALID_ARGUMENT: bad params (type, keep, regex), output path
+ * equal to the input or a selected tensor that cannot take the type;
+ * SPECTRAL_ERR_IO / _FORMAT / _MODEL: the input; SPECTRAL_ERR_IO: writing. */
+spectral_status spectral_model_quantize(const char *in_path, const char *out_path,
+                                        const spectral_quantize_params *params);
 
 #ifdef __cplusplus
 }

@@ -148,13 +148,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         for (int64_t i = 0; i < sp_gguf_n_tensors(g); i++) {
             const sp_gguf_tensor *t = sp_gguf_tensor_at(g, i);
             if (!t || sp_gguf_find_tensor(g, t->name) != i) __builtin_trap();
-            size_t ts = sp_tensor_type_size(t->type);
-            if (ts == 0 || t->n_dims < 1 || t->n_dims > SP_GGUF_MAX_DIMS) __builtin_trap();
+            /* block types (Q8_0, Q4_0): 32 values per block, whole blocks per row */
+            const int64_t bs = sp_tensor_block_size(t->type);
+            const size_t bb = sp_tensor_block_bytes(t->type);
+            if (bs == 0 || bb == 0 || t->ne[0] % bs || t->n_dims < 1 || t->n_dims > SP_GGUF_MAX_DIMS)
+                __builtin_trap();
             touch(t->data, t->nbytes);
-            /* convert a bounded prefix: exercises the element readers on the mapping */
-            float buf[16];
-            uint64_t n = t->nbytes / ts;
-            sp_convert_to_f32(t->type, t->data, buf, (size_t)(n < 16 ? n : 16));
+            /* convert a bounded prefix (one block): exercises the element readers on the mapping */
+            float buf[32];
+            uint64_t n = t->nbytes / bb * (uint64_t)bs;
+            sp_convert_to_f32(t->type, t->data, buf, (size_t)(n < 32 ? n : 32));
         }
         sp_gguf_close(g);
     } else if (err[0] == '\0') {

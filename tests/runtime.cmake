@@ -6,6 +6,9 @@ target_link_libraries(test_runtime PRIVATE Threads::Threads)
 if(TARGET spectral-embed)
   add_test(NAME test_cli COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/test_cli.py
            $<TARGET_FILE:spectral-embed> ${PROJECT_SOURCE_DIR}/tests/data/byte-model/spectral-byte.gguf)
+  if(SPECTRAL_SANITIZE)
+    set_tests_properties(test_cli PROPERTIES ENVIRONMENT SPECTRAL_SANITIZED=1)
+  endif()
 endif()
 
 # An app builds against the installed package (CMake and pkg-config).

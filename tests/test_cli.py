@@ -6,11 +6,13 @@ usage: test_cli.py SPECTRAL_EMBED MODEL.gguf
 """
 import json
 import os
+import re
 import signal
 import struct
 import subprocess
 import sys
 import tempfile
+import threading
 
 EMBED, MODEL = sys.argv[1], sys.argv[2]
 failures = 0
@@ -21,6 +23,23 @@ def check(cond, what):
     if not cond:
         failures += 1
         print("FAIL:", what)
+
+
+def peak_rss_kib(args, feed=None):
+    """(exit status, stderr, peak RSS in KiB) of one --verbose run; feed() writes to
+    its stdin. The peak is the process's own (VmHWM, printed by --verbose): rusage's
+    ru_maxrss would include this Python process's RSS, inherited across fork+exec."""
+    p = subprocess.Popen([EMBED, "--verbose", *args], stdin=subprocess.PIPE if feed else subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    t = threading.Thread(target=feed, args=(p.stdin,)) if feed else None
+    if t:
+        t.start()
+    err = p.stderr.read().decode(errors="replace")
+    rc = p.wait(timeout=300)
+    if t:
+        t.join()
+    m = re.search(r"peak RSS (\d+) KiB", err)
+    return rc, err, int(m.group(1)) if m else None
 
 
 def run(*args, stdin=None):
@@ -213,6 +232,31 @@ with tempfile.TemporaryDirectory() as d:
         lines = (first + rest).split(b"\n")
         whole = lines[-1] == b"" and all(json.loads(l)["n_tokens"] == 51200 for l in lines[:-1])
         check(rc == code and whole, f"signal {sig}: rc {rc}, {len(lines) - 1} lines, last torn: {not whole}")
+
+    # --mem-limit bounds the process, not only activations: each input's text
+    # and tokens count against it (a file over it is refused before reading)
+    huge = write("huge.txt", b"a" * (3 << 20))
+    rc, out, err = run("-m", MODEL, "--mem-limit", "2M", huge, good1)
+    check(rc == 1 and "bytes of text are over" in err and len(out.splitlines()) == 1,
+          f"a file over --mem-limit: {rc} {err!r}")
+    mid = write("mid.txt", b"ab " * (400 << 10))  # 1.2 MB of text, 4.8 MB of byte tokens
+    rc, out, err = run("-m", MODEL, "--mem-limit", "4M", mid)
+    check(rc == 1 and "bytes of tokens are over" in err, f"text + tokens over --mem-limit: {rc} {err!r}")
+    # an endless stdin stops at the cap: an error, and peak RSS within cap + the
+    # process's own baseline (model, libraries) + 8 MiB
+    def endless(pipe):
+        try:
+            for _ in range(4096):  # 256 MiB at most, so that a reader with no bound ends too
+                pipe.write(b"x" * 65536)
+            pipe.close()
+        except BrokenPipeError:
+            pass
+    rc0, _, base = peak_rss_kib(["-m", MODEL, good1])
+    rc, err, peak = peak_rss_kib(["-m", MODEL, "--mem-limit", "16M", "-"], feed=endless)
+    check(rc0 == 0 and rc == 1 and "more than the" in err, f"endless stdin under --mem-limit: {rc} {err!r}")
+    if not os.environ.get("SPECTRAL_SANITIZED"):  # ASan's shadow memory inflates RSS
+        check(base and peak and peak <= base + (16 << 10) + (8 << 10),
+              f"peak RSS {peak} KiB over baseline {base} KiB + 16 MiB cap + 8 MiB")
 
     # --option=value
     rc, out, err = run(f"--model={MODEL}", "--pooling=none", "--batch-tokens=7", good1)

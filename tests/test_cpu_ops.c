@@ -186,11 +186,12 @@ static void ref_layer_norm(const float *x, const float *w, const float *b, doubl
     }
 }
 
-/* mix_block on packed documents of lengths that take both paths (FFT for
- * long lengths FFTW handles well, the DFT GEMMs for short or awkward ones)
- * against LN then the naive DFT reference, one document at a time. */
+/* mix_block on packed documents of lengths that take every path (FFT for
+ * long lengths FFTW handles well, the DFT GEMMs for short or awkward ones,
+ * the long DFT for awkward lengths past 16384: 20011 is prime, 20014 =
+ * 2 x 10007) against LN then the naive DFT reference, one document at a time. */
 static void test_mix_block(sp_backend *be, const char *name) {
-    static const int64_t lens[] = {1, 3, 7, 100, 1000, 1025, 1536, 4097, 2};
+    static const int64_t lens[] = {1, 3, 7, 100, 1000, 1025, 1536, 4097, 20011, 2, 20014};
     const int64_t n_docs = sizeof lens / sizeof lens[0], D = 37, K = 40;
     int64_t offsets[sizeof lens / sizeof lens[0] + 1] = {0};
     for (int64_t i = 0; i < n_docs; i++) offsets[i + 1] = offsets[i] + lens[i];
@@ -309,6 +310,22 @@ static void test_plan_cache_bound(sp_backend *be) {
     }
     CHECK(peak <= 256, "the plan cache grew to %d plans over 300 lengths (bound 256)", peak);
     CHECK(peak >= 200, "the plan cache kept only %d plans (it should fill before evicting)", peak);
+    /* long lengths: their summed rows stay under 2^18 (~4 MiB of FFTW tables) */
+    static const int64_t longs[] = {200000, 150000, 131072, 250000};
+    float *lu = calloc(250000, sizeof *lu), *lh = calloc(250000, sizeof *lh);
+    void *lws = malloc(be->ops->mix_workspace_size(be, 250000, D) + 256);
+    CHECK(lu && lh && lws, "alloc");
+    for (int i = 0; i < 4 && lu && lh && lws; i++) {
+        CHECK(be->ops->spectral_mix(be, lu, filt, NULL, K, longs[i], D, lws, lh) == 0, "mix T=%lld",
+              (long long)longs[i]);
+        int64_t rows = 0;
+        sp_cpu_fft_plans_cached(&rows);
+        CHECK(rows <= (1 << 18), "plans of %lld rows kept after T=%lld (bound 262144)", (long long)rows,
+              (long long)longs[i]);
+    }
+    free(lu);
+    free(lh);
+    free(lws);
 }
 
 /* ------------------------------------------------------------- linear */

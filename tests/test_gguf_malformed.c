@@ -286,8 +286,8 @@ int main(void) {
         hdr(&b, 3, 1, 0); ti(&b, "big2", 1, ne1, SP_TENSOR_F32, 0); pad(&b, 32); zeros(&b, 64);
         expect_fail("byte size overflow", &b, "tensor 'big2' byte size overflows");
     }
-    hdr(&b, 3, 1, 0); ti(&b, "q", 1, ne4, 2 /* Q4_0 */, 0); pad(&b, 32); zeros(&b, 64);
-    expect_fail("unknown tensor type", &b, "tensor 'q' has unsupported tensor type 2");
+    hdr(&b, 3, 1, 0); ti(&b, "q", 1, ne4, 3 /* Q4_1 */, 0); pad(&b, 32); zeros(&b, 64);
+    expect_fail("unknown tensor type", &b, "tensor 'q' has unsupported tensor type 3");
 
     hdr(&b, 3, 0, 1); kv_u64(&b, "general.alignment", 32);
     expect_fail("alignment type", &b, "general.alignment has type u64");

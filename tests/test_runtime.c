@@ -105,6 +105,17 @@ static void test_memory_limit(spectral_model *model) {
     CHECK(spectral_get_embedding(ctx) == NULL, "no stale output after a failure");
     /* and the context still works afterwards */
     CHECK(spectral_encode(ctx, tok, T) == SPECTRAL_OK, "usable after refusal");
+    /* the cap changed on a live context: lowered below its arena, the arena goes
+     * (and with it the last outputs); raised again, the same bits come back */
+    CHECK(spectral_context_set_mem_limit(ctx, 4096) == SPECTRAL_OK, "set_mem_limit");
+    CHECK(spectral_get_embedding(ctx) == NULL, "outputs gone with the arena");
+    CHECK(spectral_encode(ctx, tok, T) == SPECTRAL_ERR_MEMORY_LIMIT, "lowered cap refuses");
+    CHECK(spectral_context_set_mem_limit(ctx, 0) == SPECTRAL_OK, "no cap");
+    CHECK(spectral_encode(ctx, tok, T) == SPECTRAL_OK && spectral_context_peak_memory(ctx) == need,
+          "uncapped again: the full plan (%zu)", spectral_context_peak_memory(ctx));
+    e = spectral_get_embedding(ctx);
+    CHECK(e && !memcmp(e, ref, sizeof(float) * (size_t)spectral_model_n_embd(model)), "same bits");
+    CHECK(spectral_context_set_mem_limit(NULL, 1) == SPECTRAL_ERR_INVALID_ARGUMENT, "NULL context");
     spectral_context_free(ctx);
 
     /* one byte short of the minimum fails cleanly */

@@ -10,6 +10,10 @@ command -v python3 >/dev/null 2>&1 || spectral_need_apt+=(python3 python3-pip)
 if [ "${SPECTRAL_NEED_CLANG:-0}" = 1 ] && ! command -v clang >/dev/null 2>&1; then
   spectral_need_apt+=(clang)
 fi
+# spectral-server's HTTP and JSON libraries, and curl for its tests (docs/server.md).
+pkg-config --exists libmicrohttpd 2>/dev/null || spectral_need_apt+=(libmicrohttpd-dev)
+pkg-config --exists jansson 2>/dev/null || spectral_need_apt+=(libjansson-dev)
+command -v curl >/dev/null 2>&1 || spectral_need_apt+=(curl)
 if [ ${#spectral_need_apt[@]} -gt 0 ]; then
   echo "spectral: installing ${spectral_need_apt[*]}" >&2
   sudo_=""
@@ -20,4 +24,17 @@ fi
 if [ "${SPECTRAL_NEED_PYTHON:-0}" = 1 ] && ! python3 -c "import numpy, gguf" 2>/dev/null; then
   echo "spectral: installing numpy and gguf (pip)" >&2
   python3 -m pip install -q numpy gguf >&2 || python3 -m pip install -q --break-system-packages numpy gguf >&2
+fi
+# The Python package's build backend and tests, and the corpus tool's engine
+# and output format (python/, tools/embed_corpus.py, docs/python.md).
+spectral_py_pkgs=(scikit-build-core pytest pyarrow "dask[distributed]")
+if [ "${SPECTRAL_NEED_PYTHON:-0}" = 1 ] && ! python3 -c "import scikit_build_core, pytest, pyarrow, distributed" 2>/dev/null; then
+  echo "spectral: installing ${spectral_py_pkgs[*]} (pip)" >&2
+  python3 -m pip install -q "${spectral_py_pkgs[@]}" >&2 ||
+    python3 -m pip install -q --break-system-packages "${spectral_py_pkgs[@]}" >&2
+fi
+# The OpenAI client that spectral-server's tests talk to it with.
+if [ "${SPECTRAL_NEED_PYTHON:-0}" = 1 ] && ! python3 -c "import openai" 2>/dev/null; then
+  echo "spectral: installing openai (pip)" >&2
+  python3 -m pip install -q openai >&2 || python3 -m pip install -q --break-system-packages openai >&2
 fi

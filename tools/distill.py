@@ -143,6 +143,11 @@ def main(argv=None) -> int:
     ap.add_argument("--init-only", action="store_true", help="export the initial (static) model")
     ap.add_argument("--export-only", action="store_true")
     ap.add_argument("--ckpt", choices=["best", "last"], default="best")
+    ap.add_argument("--max-chunks", type=int, default=0,
+                    help="train on the documents of the first N teacher chunks only (0 = all; "
+                    "the document that crosses N is kept whole, as distill_teacher.py does)")
+    ap.add_argument("--init-from", help="start from this checkpoint's weights (not its optimizer or "
+                    "schedule) instead of the static embeddings, e.g. an earlier run's best.pt")
     ap.add_argument("--name", default="spectral-default")
     a = ap.parse_args(argv)
 
@@ -180,6 +185,10 @@ def main(argv=None) -> int:
             blk.mlp[3].bias.zero_()
         model.output.weight.copy_(torch.from_numpy(P.T.copy()))
         model.output.bias.zero_()
+    if a.init_from and not os.path.exists(os.path.join(a.out, "last.pt")):
+        ck = torch.load(a.init_from, map_location="cpu", weights_only=False)
+        model.load_state_dict(ck["model"])
+        print(f"distill: weights from {a.init_from} (step {ck['step']} of its run)", flush=True)
     if a.init_only:
         export_gguf(to_np(model), out_gguf, name=a.name + " (static init)")
         print(f"distill: wrote {out_gguf} (initial bag-of-tokens model)")
@@ -188,6 +197,12 @@ def main(argv=None) -> int:
     z = np.load(os.path.join(a.teacher, "train.npz"))
     tokens, doc_off = z["tokens"], z["doc_off"]
     chunk_emb, chunk_doc, chunk_start = z["chunk_emb"], z["chunk_doc"], z["chunk_start"]
+    if a.max_chunks and a.max_chunks < len(chunk_doc):
+        last = int(chunk_doc[a.max_chunks - 1])  # documents 0 .. last, chunks in document order
+        n_chunks = int(np.searchsorted(chunk_doc, last, side="right"))
+        chunk_emb, chunk_doc, chunk_start = chunk_emb[:n_chunks], chunk_doc[:n_chunks], chunk_start[:n_chunks]
+        doc_off = doc_off[:last + 2]
+        tokens = tokens[:doc_off[-1]]
     n_docs = len(doc_off) - 1
     t_mean = chunk_emb.mean(0)
     first_chunk = np.full(n_docs, -1, dtype=np.int64)

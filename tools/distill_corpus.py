@@ -26,7 +26,7 @@ come from files never seen in training.
 Documents: each file's text (whitespace runs inside a line collapsed, blank-line runs
 squeezed) is cut into paragraphs, which are packed greedily.
   train:           documents of 1..8 KB (at most 24 per file; per-source byte caps)
-  heldout / ood:   documents of 2..4 KB (>= 2048 bytes each): at most 8 per held-out
+  heldout / ood:   documents of 2..4 KB (>= 2048 bytes each): at most 12 per held-out
                    file; at most 2 per man page and 12 man pages per family (gcloud, git, ...)
 Files that are mostly not ASCII text are skipped. Deterministic given the installed
 packages and --seed.
@@ -51,7 +51,7 @@ sys.path.insert(0, HERE)
 HELDOUT_PERCENT = 15
 TRAIN_MIN, TRAIN_MAX, TRAIN_PER_FILE = 1024, 8192, 24
 EVAL_MIN, EVAL_MAX, EVAL_PER_FILE = 2048, 4096, 2
-HELDOUT_PER_FILE = 8  # in-domain held-out files are fewer and longer than man pages
+HELDOUT_PER_FILE = 12  # in-domain held-out files are fewer and longer than man pages (12: >= 1,000 documents)
 SRC_CAP = {"pydoc": 9_000_000, "pypi": 9_000_000, "debdoc": 5_000_000, "licenses": 400_000,
            "cmake": 3_000_000, "vim": 3_000_000, "rust": 3_000_000}
 

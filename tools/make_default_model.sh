@@ -6,12 +6,15 @@
 #   tools/make_default_model.sh [DATA_DIR] [DEADLINE_UTC_HH:MM]
 #
 # DATA_DIR (default /work/data) receives the corpus, the teacher cache and the training
-# run (resumable: rerunning continues from DATA_DIR/run/last.pt). Training stops at the
-# deadline (default: 50 minutes from now); the step count is planned from the first steps.
+# runs (resumable: rerunning continues from DATA_DIR/run*/last.pt). Two stages, as the
+# shipped model was made: stage 1 trains from the static embeddings on the documents of
+# the first 4,000 teacher chunks for 333 steps; stage 2 starts from stage 1's best
+# weights (new optimizer and schedule) on all 12,000 chunks and stops at the deadline
+# (default: 60 minutes from now), its step count planned from the first steps.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 data=${1:-/work/data}
-deadline=${2:-$(date -u -d '+50 min' +%H:%M)}
+deadline=${2:-$(date -u -d '+60 min' +%H:%M)}
 cli=${SPECTRAL_EMBED:-$root/build/tools/spectral-embed}
 export HF_HUB_OFFLINE=1
 py() { nice -n 19 python3 "$@"; }
@@ -20,12 +23,14 @@ cd "$root"
 [ -f "$data/corpus.jsonl" ] || py tools/distill_corpus.py --out "$data/corpus.jsonl"
 t="$data/teacher"
 [ -f "$t/static.npz" ] || py tools/distill_teacher.py --corpus "$data/corpus.jsonl" --out "$t" --part static
-[ -f "$t/train.npz" ] || py tools/distill_teacher.py --corpus "$data/corpus.jsonl" --out "$t" --part train --max-train-chunks 4000
+[ -f "$t/train.npz" ] || py tools/distill_teacher.py --corpus "$data/corpus.jsonl" --out "$t" --part train --max-train-chunks 12000
 [ -f "$t/eval_ood.npz" ] || py tools/distill_teacher.py --corpus "$data/corpus.jsonl" --out "$t" --part eval --threads 1
 py tools/distill.py --teacher "$t" --out "$data/static" --init-only -o "$data/static.gguf"
-py tools/distill.py --teacher "$t" --out "$data/run" --dim 256 --ffn 1024 --layers 3 --filters 128 \
-    --n-val 120 --deadline "$deadline"
-py tools/distill.py --teacher "$t" --out "$data/run" --export-only --ckpt best -o "$data/run/model.gguf"
+arch=(--dim 256 --ffn 1024 --layers 3 --filters 128)
+py tools/distill.py --teacher "$t" --out "$data/run1" "${arch[@]}" --max-chunks 4000 --n-val 120 --steps 333
+py tools/distill.py --teacher "$t" --out "$data/run" "${arch[@]}" --init-from "$data/run1/best.pt" \
+    --deadline "$deadline"
+py tools/distill.py --teacher "$t" --out "$data/run" "${arch[@]}" --export-only --ckpt best -o "$data/run/model.gguf"
 py tools/check_bert_tokenizer.py --cli "$cli" --model "$data/run/model.gguf" --corpus "$data/corpus.jsonl" --n 300
 py tools/distill_parity.py --cli "$cli" --ckpt "$data/run/best.pt" --gguf "$data/run/model.gguf" --corpus "$data/corpus.jsonl"
 py tools/eval_retrieval.py --cli "$cli" --teacher "$t" --threads 2 \

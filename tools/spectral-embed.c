@@ -31,6 +31,9 @@ typedef struct {
     int64_t batch_tokens;
     bool no_mmap;
     bool verbose;
+    const char **adapters; /* --adapter FILE[:SCALE], in order */
+    float *adapter_scales;
+    int n_adapters;
 } options;
 
 /* 0 when everything written to f so far has reached it, else an errno. */
@@ -68,6 +71,8 @@ static void print_usage(FILE *f) {
         "                            up to N tokens (default: 4096; 1 = one input at a time)\n"
         "      --no-mmap             read the model into memory instead of mapping it (a\n"
         "                            mapped model must not be changed or truncated meanwhile)\n"
+        "      --adapter FILE[:SCALE]  apply a FourierFT adapter GGUF (tools/convert_fourierft.py)\n"
+        "                            with weight SCALE (default 1); repeatable, the deltas add up\n"
         "  -v, --verbose             model details, per-input timing and arena peak on stderr\n"
         "  -h, --help                show this help and exit\n"
         "      --version             show the version and exit\n"
@@ -128,6 +133,13 @@ static int parse_int(const char *s, int *out) {
     return 0;
 }
 
+static void free_options(options *o) {
+    for (int i = 0; o->adapters && i < o->n_adapters; i++) free((char *)o->adapters[i]);
+    free(o->adapters);
+    free(o->adapter_scales);
+    free(o->inputs);
+}
+
 static int parse_args(int argc, char **argv, options *o) {
     memset(o, 0, sizeof *o);
     o->pooling = SPECTRAL_POOLING_UNSPECIFIED;
@@ -135,7 +147,9 @@ static int parse_args(int argc, char **argv, options *o) {
     o->format = OUT_JSONL;
     o->device = SPECTRAL_BACKEND_CPU;
     o->inputs = calloc((size_t)argc + 1, sizeof *o->inputs);
-    if (!o->inputs) return usage_error("%s", "out of memory");
+    o->adapters = calloc((size_t)argc + 1, sizeof *o->adapters);
+    o->adapter_scales = calloc((size_t)argc + 1, sizeof *o->adapter_scales);
+    if (!o->inputs || !o->adapters || !o->adapter_scales) return usage_error("%s", "out of memory");
     bool only_files = false;
     char name[64];
     for (int i = 1; i < argc; i++) {
@@ -212,6 +226,26 @@ static int parse_args(int argc, char **argv, options *o) {
             o->batch_tokens = v;
         } else if (!strcmp(a, "--no-mmap")) {
             o->no_mmap = true;
+        } else if (!strcmp(a, "--adapter")) {
+            NEEDS_VALUE();
+            /* FILE:SCALE when what follows the last ':' is a number, else all of it is FILE */
+            char *path = strdup(val);
+            if (!path) return usage_error("%s", "out of memory");
+            o->adapter_scales[o->n_adapters] = 1.0f;
+            o->adapters[o->n_adapters++] = path; /* freed with the options */
+            char *colon = strrchr(path, ':');
+            if (colon && colon[1]) {
+                char *end;
+                errno = 0;
+                double v = strtod(colon + 1, &end);
+                if (!*end && !errno) {
+                    if (!isfinite(v) || fabs(v) > 1e30)
+                        return usage_error("--adapter scale must be a finite number, got '%s'", val);
+                    o->adapter_scales[o->n_adapters - 1] = (float)v;
+                    *colon = 0;
+                }
+            }
+            if (!path[0]) return usage_error("--adapter needs FILE[:SCALE], got '%s'", val);
         } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
             o->verbose = true;
         } else {
@@ -225,8 +259,11 @@ static int parse_args(int argc, char **argv, options *o) {
     return 0;
 }
 
-/* Reads a whole file or stdin. Returns 0, or -1 with errno-based message. */
-static int read_input(const char *path, char **data, size_t *size, char *err, size_t err_len) {
+/* Reads a whole file or stdin, at most max bytes (0: no bound; a file
+ * known to be larger is refused before any is read). Returns 0, or -1 with
+ * a message. */
+static int read_input(const char *path, size_t max, char **data, size_t *size, char *err,
+                      size_t err_len) {
     FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
     if (!f) {
         snprintf(err, err_len, "cannot open: %s", strerror(errno));
@@ -243,12 +280,36 @@ static int read_input(const char *path, char **data, size_t *size, char *err, si
         snprintf(err, err_len, "is a directory");
         return -1;
     }
+    if (max && S_ISREG(st.st_mode) && (uintmax_t)st.st_size > max) {
+        if (f != stdin) fclose(f);
+        snprintf(err, err_len, "its %jd bytes of text are over the %zu bytes left under --mem-limit",
+                 (intmax_t)st.st_size, max);
+        return -1;
+    }
     size_t cap = 1 << 16, n = 0;
     if (S_ISREG(st.st_mode) && st.st_size > 0) cap = (size_t)st.st_size + 1;
+    if (max && cap > max + 1) cap = max + 1;
     char *buf = malloc(cap);
     while (buf) {
         n += fread(buf + n, 1, cap - n, f);
         if (n < cap || ferror(f)) break;
+        if (max && n > max) { /* a pipe, or a file that grew: stop reading */
+            free(buf);
+            if (f != stdin) fclose(f);
+            snprintf(err, err_len, "more than the %zu bytes of text left under --mem-limit", max);
+            return -1;
+        }
+        if (max && cap * 2 > max + 1) {
+            char *nb = realloc(buf, max + 1);
+            if (!nb) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nb;
+            cap = max + 1;
+            continue;
+        }
         char *nb = cap > SIZE_MAX / 2 ? NULL : realloc(buf, cap * 2);
         if (!nb) {
             free(buf);
@@ -401,6 +462,20 @@ static void install_stop_handlers(void) {
     sigaction(SIGTERM, &sa, NULL);
 }
 
+/* The process's peak resident set (Linux: VmHWM, which unlike getrusage's
+ * ru_maxrss is not inherited from the parent across fork and exec). */
+static const char *peak_rss(char *buf, size_t len) {
+    snprintf(buf, len, "unknown");
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return buf;
+    char line[256];
+    long kib;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %ld kB", &kib) == 1) snprintf(buf, len, "%ld KiB", kib);
+    fclose(f);
+    return buf;
+}
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -420,6 +495,7 @@ typedef struct {
 typedef struct {
     const options *o;
     pending *p;
+    size_t held; /* bytes of input text the caller holds during the pass */
     int64_t n_embd;
     int *n_written, *n_failed;
     bool progress;
@@ -430,8 +506,13 @@ static int on_document(spectral_context *ctx, int64_t i, spectral_status s, void
     flush_state *fs = user;
     const char *label = fs->p->labels[i];
     if (s != SPECTRAL_OK) {
-        fprintf(stderr, "%sspectral-embed: %s: %s\n", fs->progress ? "\n" : "", label,
-                spectral_last_error());
+        const size_t inputs = fs->held + (size_t)fs->p->total * sizeof(int32_t);
+        if (s == SPECTRAL_ERR_MEMORY_LIMIT && fs->o->mem_limit)
+            fprintf(stderr, "%sspectral-embed: %s: %s (--mem-limit %zu bytes less %zu bytes of input text and tokens)\n",
+                    fs->progress ? "\n" : "", label, spectral_last_error(), fs->o->mem_limit, inputs);
+        else
+            fprintf(stderr, "%sspectral-embed: %s: %s\n", fs->progress ? "\n" : "", label,
+                    spectral_last_error());
         (*fs->n_failed)++;
         return 0;
     }
@@ -447,10 +528,14 @@ static int on_document(spectral_context *ctx, int64_t i, spectral_status s, void
     return 0;
 }
 
-/* Encodes and writes every pending input, in order. */
+/* Encodes and writes every pending input, in order. Under --mem-limit the
+ * activations get what the inputs' text and tokens leave of it. */
 static void flush_pending(spectral_context *ctx, flush_state *fs) {
     pending *p = fs->p;
     if (!p->n) return;
+    if (fs->o->mem_limit)
+        spectral_context_set_mem_limit(ctx, fs->o->mem_limit - fs->held -
+                                                (size_t)p->total * sizeof(int32_t));
     spectral_encode_batch(ctx, (const int32_t *const *)p->tokens, p->lens, p->n, on_document, fs);
     for (int i = 0; i < p->n; i++) free(p->tokens[i]);
     p->n = 0;
@@ -461,7 +546,7 @@ int main(int argc, char **argv) {
     options o;
     int rc = parse_args(argc, argv, &o);
     if (rc) {
-        free(o.inputs);
+        free_options(&o);
         return rc;
     }
 
@@ -470,7 +555,7 @@ int main(int argc, char **argv) {
     mp.use_mmap = !o.no_mmap;
     if (spectral_model_load(o.model_path, mp, &model) != SPECTRAL_OK) {
         fprintf(stderr, "spectral-embed: %s\n", spectral_last_error());
-        free(o.inputs);
+        free_options(&o);
         return EXIT_USAGE;
     }
     spectral_context_params cp = spectral_context_default_params();
@@ -484,7 +569,29 @@ int main(int argc, char **argv) {
     if (spectral_context_create(model, cp, &ctx) != SPECTRAL_OK) {
         fprintf(stderr, "spectral-embed: %s\n", spectral_last_error());
         spectral_model_free(model);
-        free(o.inputs);
+        free_options(&o);
+        return EXIT_USAGE;
+    }
+    /* Adapters: each loaded (delta_W made) once, then merged into this context. */
+    spectral_adapter **ads = o.n_adapters ? calloc((size_t)o.n_adapters, sizeof *ads) : NULL;
+    spectral_status as = o.n_adapters && !ads ? SPECTRAL_ERR_OUT_OF_MEMORY : SPECTRAL_OK;
+    for (int i = 0; i < o.n_adapters && as == SPECTRAL_OK; i++) {
+        as = spectral_adapter_load(model, o.adapters[i], &ads[i]);
+        if (as == SPECTRAL_OK && o.verbose)
+            fprintf(stderr, "spectral-embed: adapter %s (%s): %d matrices, scale %g\n", o.adapters[i],
+                    spectral_adapter_name(ads[i]), (int)spectral_adapter_n_targets(ads[i]),
+                    (double)o.adapter_scales[i]);
+    }
+    if (as == SPECTRAL_OK && o.n_adapters)
+        as = spectral_context_set_adapters(ctx, ads, o.adapter_scales, o.n_adapters);
+    for (int i = 0; ads && i < o.n_adapters; i++) spectral_adapter_free(ads[i]); /* ctx keeps its merged copy */
+    free(ads);
+    if (as != SPECTRAL_OK) {
+        fprintf(stderr, "spectral-embed: adapter: %s\n",
+                as == SPECTRAL_ERR_OUT_OF_MEMORY && !spectral_last_error()[0] ? "out of memory" : spectral_last_error());
+        spectral_context_free(ctx);
+        spectral_model_free(model);
+        free_options(&o);
         return EXIT_USAGE;
     }
     const int64_t n_embd = spectral_model_n_embd(model);
@@ -508,7 +615,11 @@ int main(int argc, char **argv) {
         fprintf(stderr, "spectral-embed: out of memory\n");
         return EXIT_USAGE;
     }
-    flush_state fs = {&o, &p, n_embd, &n_written, &n_failed, progress, 0};
+    flush_state fs = {&o, &p, 0, n_embd, &n_written, &n_failed, progress, 0};
+    /* Under --mem-limit, each input's text and tokens count against the cap
+     * with the activations: text + tokens of the inputs held <= the cap,
+     * and the pass gets the rest. */
+    const size_t cap = o.mem_limit;
     for (int i = 0; i < o.n_inputs && !fs.write_errno; i++) {
         const char *path = o.inputs[i];
         const char *label = strcmp(path, "-") ? path : "<stdin>";
@@ -519,13 +630,33 @@ int main(int argc, char **argv) {
         int32_t *tokens = NULL;
         const char *problem = NULL;
         int64_t n = 0;
-        if (read_input(path, &text, &len, err, sizeof err)) {
+        if (cap && p.n) { /* room for this input, or encode what is pending first */
+            struct stat st;
+            const int known = (strcmp(path, "-") ? stat(path, &st) : fstat(STDIN_FILENO, &st)) == 0 &&
+                              S_ISREG(st.st_mode);
+            if (!known || (uintmax_t)st.st_size + (uintmax_t)p.total * 4 > cap) flush_pending(ctx, &fs);
+        }
+        const size_t held_tokens = (size_t)p.total * sizeof(int32_t);
+        if (read_input(path, cap ? cap - held_tokens : 0, &text, &len, err, sizeof err)) {
             problem = err;
         } else if ((n = spectral_tokenize(model, text, len, NULL, 0)) == 0) {
             problem = "empty input";
-        } else if (!(tokens = n > 0 ? malloc((size_t)n * sizeof *tokens) : NULL) ||
-                   spectral_tokenize(model, text, len, tokens, n) != n) {
-            snprintf(err, sizeof err, "%s", tokens ? spectral_last_error() : "out of memory for tokens");
+        } else if (n > 0 && cap && len + (size_t)n * sizeof *tokens + held_tokens > cap) {
+            if (p.n) { /* encode what is pending (with this text held) to make room */
+                fs.held = len;
+                flush_pending(ctx, &fs);
+                fs.held = 0;
+            }
+            if (len + (size_t)n * sizeof *tokens > cap) {
+                snprintf(err, sizeof err,
+                         "its %zu bytes of text and %zu bytes of tokens are over --mem-limit (%zu bytes)",
+                         len, (size_t)n * sizeof *tokens, cap);
+                problem = err;
+            }
+        }
+        if (!problem && (!(tokens = n > 0 ? malloc((size_t)n * sizeof *tokens) : NULL) ||
+                         spectral_tokenize(model, text, len, tokens, n) != n)) {
+            snprintf(err, sizeof err, "%s", tokens || n < 0 ? spectral_last_error() : "out of memory for tokens");
             problem = err;
         }
         free(text);
@@ -559,12 +690,13 @@ int main(int argc, char **argv) {
     if (progress) fputs("\r\033[K", stderr);
     if (!fs.write_errno && o.format == OUT_JSON) fputs(n_written ? "\n]\n" : "[]\n", stdout);
     if (!fs.write_errno) fs.write_errno = output_status(stdout);
+    char rss[32];
     if (o.verbose)
-        fprintf(stderr, "spectral-embed: %d of %d inputs embedded, arena peak %zu bytes\n",
-                n_written, o.n_inputs, spectral_context_peak_memory(ctx));
+        fprintf(stderr, "spectral-embed: %d of %d inputs embedded, arena peak %zu bytes, peak RSS %s\n",
+                n_written, o.n_inputs, spectral_context_peak_memory(ctx), peak_rss(rss, sizeof rss));
     spectral_context_free(ctx);
     spectral_model_free(model);
-    free(o.inputs);
+    free_options(&o);
     if (fs.write_errno) return output_failed(fs.write_errno);
     return n_failed ? EXIT_INPUT_FAILED : 0;
 }

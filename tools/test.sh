@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: installs what is missing, builds, runs CTest, then builds
 # and runs the suite again under AddressSanitizer + UndefinedBehaviorSanitizer,
-# then fuzzes the GGUF reader and model loader for SPECTRAL_FUZZ_SECONDS (60).
+# then fuzzes the GGUF reader and model loader for SPECTRAL_FUZZ_SECONDS (60)
+# and spectral-server's request parser for a third of that.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -32,3 +33,16 @@ cp tests/data/fuzz_seeds/* "$corpus"/ 2>/dev/null || true
 build-fuzz/tests/fuzz_gguf -max_total_time="$fuzz_seconds" -rss_limit_mb=2048 -max_len=65536 \
   -print_final_stats=1 "$corpus" 2>&1 | tail -n 15
 echo "fuzz: no crash in ${fuzz_seconds}s"
+
+# spectral-server's request parser and response writers, when the server is
+# built (its configure step writes the seeds).
+if [ -d build-fuzz/tests/fuzz_server_seeds ]; then
+  server_fuzz_seconds=$(( fuzz_seconds / 3 > 0 ? fuzz_seconds / 3 : 1 ))
+  echo "== fuzzing spectral-server's request parser for ${server_fuzz_seconds}s =="
+  cmake --build build-fuzz -j"$jobs" --target fuzz_server_request
+  mkdir "$corpus/server"
+  cp build-fuzz/tests/fuzz_server_seeds/* "$corpus/server"/
+  build-fuzz/tests/fuzz_server_request -max_total_time="$server_fuzz_seconds" -rss_limit_mb=2048 -max_len=65536 \
+    -print_final_stats=1 "$corpus/server" 2>&1 | tail -n 15
+  echo "fuzz: no crash in ${server_fuzz_seconds}s"
+fi

@@ -285,6 +285,7 @@ static const sp_backend_ops sp_cpu_ops = {
     .mix_block = sp_cpu_mix_block,
     .ffn_block_workspace_size = sp_cpu_ffn_block_workspace_size,
     .ffn_block = sp_cpu_ffn_block,
+    .external_memory = sp_cpu_external_memory,
 };
 
 /* A threaded OpenBLAS would run a second pool under ours: one thread. */

@@ -76,9 +76,10 @@ int sp_cpu_mix_block(sp_backend *be, float *h, const float *ln_w, const float *l
                      const float *filter, const float *bias, int64_t K, int64_t D,
                      const int64_t *offsets, int64_t n_docs, void *workspace);
 
-/* Plans in mix_cpu.c's bounded FFTW cache, and their summed n x howmany
- * (for tests). */
-int sp_cpu_fft_plans_cached(int64_t *elems);
+/* Plans in mix_cpu.c's bounded FFTW cache, and their summed lengths (for
+ * tests). */
+int sp_cpu_fft_plans_cached(int64_t *rows);
+size_t sp_cpu_external_memory(sp_backend *be, int64_t T_max);
 
 /* fourier2d_cpu.c */
 size_t sp_cpu_fourier2d_workspace(int64_t T, int64_t D);

@@ -25,11 +25,14 @@
 /* Rows per block of the gather / scatter transposes: 16 strided source lines
  * stay in L1 (a 1 KiB stride maps 64 rows onto too few L1 sets). */
 #define SP_MIX_TB 16
-/* Plans kept at once, and their summed lengths x batch (a plan's memory,
- * mostly twiddles, grows with it): past either bound the least recently
- * used idle plans go. */
+/* Plans kept at once, and their summed lengths (a plan's memory, mostly
+ * twiddle tables, grows with its length, ~9 bytes per row for the r2c + c2r
+ * pair: 2^18 rows keep under 4 MiB between passes): past either bound the
+ * least recently used idle plans go. */
 #define SP_FFT_CACHE_MAX 256
-#define SP_FFT_CACHE_ELEMS (INT64_C(1) << 25)
+#define SP_FFT_CACHE_ROWS (INT64_C(1) << 18)
+
+static size_t aligned(int64_t bytes) { return (size_t)sp_cpu_round_up(bytes, SP_CPU_ALIGN); }
 
 /* ------------------------------------------------------ FFTW plan cache */
 
@@ -64,29 +67,39 @@ static void fft_plan_destroy(sp_fft_plan *p) {
     free(p);
 }
 
-static int64_t sp_fft_elems; /* sum of n x howmany over the cache */
+static int64_t sp_fft_rows; /* sum of n over the cache */
 
 /* Drops least recently used idle plans until a plan of `adding` elements
  * fits both bounds (or no idle plan is left: the cache then runs over until
  * the busy ones are released). */
 static void fft_cache_trim(int64_t adding) {
-    while (sp_fft_n >= SP_FFT_CACHE_MAX || (sp_fft_n && sp_fft_elems + adding > SP_FFT_CACHE_ELEMS)) {
+    while (sp_fft_n >= SP_FFT_CACHE_MAX || (sp_fft_n && sp_fft_rows + adding > SP_FFT_CACHE_ROWS)) {
         int victim = -1;
         for (int i = 0; i < sp_fft_n; i++)
             if (!sp_fft_cache[i]->refs &&
                 (victim < 0 || sp_fft_cache[i]->last_use < sp_fft_cache[victim]->last_use))
                 victim = i;
         if (victim < 0) return;
-        sp_fft_elems -= sp_fft_cache[victim]->n * sp_fft_cache[victim]->howmany;
+        sp_fft_rows -= sp_fft_cache[victim]->n;
         fft_plan_destroy(sp_fft_cache[victim]);
         sp_fft_cache[victim] = sp_fft_cache[--sp_fft_n];
     }
 }
 
-int sp_cpu_fft_plans_cached(int64_t *elems) {
+/* FFTW's plans for a length n keep twiddle tables of their own, outside any
+ * workspace: measured ~9 bytes per row for the r2c + c2r pair at n = 2^20
+ * (peak RSS over the arena), so 16 bytes per row of the longest document
+ * bounds what one pass adds; plans of other lengths stay within the cache's
+ * bound below. */
+size_t sp_cpu_external_memory(sp_backend *be, int64_t T_max) {
+    (void)be;
+    return T_max > 0 ? (size_t)T_max * 16 : 0;
+}
+
+int sp_cpu_fft_plans_cached(int64_t *rows) {
     pthread_mutex_lock(&sp_fft_mutex);
     const int n = sp_fft_n;
-    if (elems) *elems = sp_fft_elems;
+    if (rows) *rows = sp_fft_rows;
     pthread_mutex_unlock(&sp_fft_mutex);
     return n;
 }
@@ -132,7 +145,7 @@ static sp_fft_plan *fft_acquire(int64_t n, int howmany, unsigned flags) {
         }
     }
     if (!found) {
-        fft_cache_trim(n * howmany);
+        fft_cache_trim(n);
         if (sp_fft_n == sp_fft_cap) {
             int cap = sp_fft_cap ? 2 * sp_fft_cap : 64;
             sp_fft_plan **nc = realloc(sp_fft_cache, (size_t)cap * sizeof *nc);
@@ -143,7 +156,7 @@ static sp_fft_plan *fft_acquire(int64_t n, int howmany, unsigned flags) {
         }
         if (sp_fft_n < sp_fft_cap && (found = fft_plan_make(n, howmany, flags))) {
             sp_fft_cache[sp_fft_n++] = found;
-            sp_fft_elems += n * howmany;
+            sp_fft_rows += n;
         }
     }
     if (found) {
@@ -176,10 +189,22 @@ static void fft_release(sp_fft_plan *p) {
  *    2k x T table of cos and sin rows B: [Re U; -Im U] = B u, and
  *    y = Re(IFFT(Z)) = B^T [Re Z; -Im Z] / T (the bins T-f are zero in the
  *    maths: no doubling here, unlike c2r's Hermitian half spectrum).
- *    4 T k D flops at sgemm speed and nothing to plan. */
-#define SP_DFT_T_SHORT 1024  /* see use_dft */
-#define SP_DFT_T_MAX 16384   /* FFT above it (the table B grows as k x T) */
+ *    4 T k D flops at sgemm speed and nothing to plan.
+ *  - Long DFT: the same GEMMs for longer FFT-unfriendly lengths, with B made
+ *    a tile of rows at a time from the cos/sin table instead of held whole
+ *    (2k x T floats would be 4 GiB at T = 4M): FFTW took 7x longer on a prime
+ *    length of 4M than on 4,000,000, and Rader's algorithm needs buffers of
+ *    its own. 8 T k D flops a layer at sgemm speed, a quarter of the MLP's at
+ *    k = 128 and F = 4 D, and memory of 2 T + 2 k D floats per document; for
+ *    k above SP_DFT_LONG_K_MAX the FFT is kept (the cost grows with k). */
+#define SP_DFT_T_SHORT 1024  /* see mix_mode */
+#define SP_DFT_T_MAX 16384   /* above it, the long DFT (the table B grows as k x T) */
 #define SP_DFT_COLS 64       /* channels per forward DFT task */
+#define SP_DFT_LONG_K_MAX 256
+#define SP_DFT_LONG_ROWS 512 /* rows of B made at a time by a long forward task */
+#define SP_DFT_LONG_COLS 32  /* channels per long forward task (fixed: results
+                                must not depend on the thread count) */
+enum { MIX_FFT = 0, MIX_DFT = 1, MIX_DFT_LONG = 2 };
 
 /* Whether FFTW has direct codelets for every prime factor of n. */
 static int fft_friendly(int64_t n) {
@@ -192,18 +217,21 @@ static int fft_friendly(int64_t n) {
 /* Short documents of many lengths would each pay FFTW's planning: below
  * SP_DFT_T_SHORT only powers of two (few lengths, FFTW's fastest case) take
  * the FFT. Longer ones take it whenever FFTW has codelets for T. */
-static int use_dft(int64_t T, int64_t k) {
-    if (k == 0) return 0;
-    if (T <= SP_DFT_T_SHORT) return (T & (T - 1)) != 0;
-    return T <= SP_DFT_T_MAX && !fft_friendly(T);
+static int mix_mode(int64_t T, int64_t k) {
+    if (k == 0) return MIX_FFT;
+    if (T <= SP_DFT_T_SHORT) return (T & (T - 1)) != 0 ? MIX_DFT : MIX_FFT;
+    if (fft_friendly(T)) return MIX_FFT;
+    if (T <= SP_DFT_T_MAX) return MIX_DFT;
+    return k <= SP_DFT_LONG_K_MAX ? MIX_DFT_LONG : MIX_FFT;
 }
 
 typedef struct {
     int64_t r0, T, k;         /* first row in h, length, bins kept */
-    int dft;                  /* 1: the GEMM path */
+    int mode;                 /* MIX_FFT, MIX_DFT or MIX_DFT_LONG */
     sp_fft_plan *full, *last; /* FFT: plans for a full tile and the last tile */
     float *table;             /* DFT: cos, sin of 2 pi j / T, j < T */
-    float *B;                 /* DFT: 2k x T, rows cos(2 pi f t/T) then sin */
+    float *B;                 /* DFT: 2k x T, rows cos(2 pi f t/T) then sin
+                                 (long DFT: none, made per tile) */
     float *Z;                 /* DFT: 2k x D filtered spectrum, scaled for the inverse */
     /* First task of this document in each phase, numbered across documents
      * (a document with no task in a phase gets the running count). */
@@ -212,7 +240,8 @@ typedef struct {
     int64_t tile0;   /* phase 2: DFT inverse, row tiles */
 } mix_doc;
 
-typedef struct {
+typedef struct mix_job mix_job;
+struct mix_job {
     /* source of the mixing input: u, or h normalized on the fly with stats */
     const float *u;
     const double *stats; /* mean, rstd per row of h (mix_block) */
@@ -227,7 +256,7 @@ typedef struct {
     int64_t n_docs;
     char *ws;
     size_t slot;
-} mix_job;
+};
 
 /* The mixing input at row `row` (of h), channel d. */
 static inline float mix_input(const mix_job *j, int64_t row, int64_t d) {
@@ -301,10 +330,12 @@ static void fft_task(const mix_job *j, const mix_doc *doc, int64_t it, int worke
     }
 }
 
+static void dft_filter(const mix_job *j, const mix_doc *doc, int64_t d0, int m);
+
 /* DFT path, forward: Z[:, block] = filter(B u[:, block]) for one block of
  * SP_DFT_COLS channels. */
 static void dft_forward_task(const mix_job *j, const mix_doc *doc, int64_t ib, int worker) {
-    const int64_t D = j->D, T = doc->T, K = j->K, k = doc->k;
+    const int64_t D = j->D, T = doc->T, k = doc->k;
     const int64_t d0 = ib * SP_DFT_COLS;
     const int m = (int)(D - d0 < SP_DFT_COLS ? D - d0 : SP_DFT_COLS);
     float *ub = (float *)(j->ws + (size_t)worker * j->slot); /* T x m */
@@ -313,6 +344,66 @@ static void dft_forward_task(const mix_job *j, const mix_doc *doc, int64_t ib, i
     float *Z = doc->Z + d0;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(2 * k), m, (int)T, 1.0f, doc->B,
                 (int)T, ub, m, 0.0f, Z, (int)D);
+    dft_filter(j, doc, d0, m);
+}
+
+/* Row r < rows of B (2k x rows, leading dimension ld) for sequence positions
+ * t0 .. t0+rows-1: cos(2 pi f t/T) in row f, sin in row k+f. */
+static void dft_make_b(const mix_doc *doc, int64_t t0, int64_t rows, float *Bt, int64_t ld) {
+    const int64_t T = doc->T, k = doc->k;
+    const float *tc = doc->table, *ts = doc->table + T;
+    for (int64_t f = 0; f < k; f++) {
+        float *bc = Bt + f * ld, *bs = Bt + (k + f) * ld;
+        int64_t idx = f * t0 % T; /* f t mod T, exactly */
+        for (int64_t r = 0; r < rows; r++) {
+            bc[r] = tc[idx];
+            bs[r] = ts[idx];
+            idx += f;
+            if (idx >= T) idx -= T;
+        }
+    }
+}
+
+/* Long DFT, forward, one block of SP_DFT_LONG_COLS channels: Z[:, block] =
+ * filter(sum over row tiles of B_tile u_tile). Each tile's product is added
+ * into a double accumulator, so the rounding does not grow with T / tile. */
+static void dft_long_forward_task(const mix_job *j, const mix_doc *doc, int64_t ib, int worker) {
+    const int64_t D = j->D, T = doc->T, k = doc->k, R = SP_DFT_LONG_ROWS;
+    const int64_t d0 = ib * SP_DFT_LONG_COLS;
+    const int m = (int)(D - d0 < SP_DFT_LONG_COLS ? D - d0 : SP_DFT_LONG_COLS);
+    char *slot = j->ws + (size_t)worker * j->slot;
+    double *acc = (double *)slot;                           /* 2k x m */
+    float *zt = (float *)(slot + aligned(2 * k * m * 8));   /* 2k x m */
+    float *ub = zt + sp_cpu_round_up(2 * k * m, 16);        /* R x m */
+    float *Bt = ub + R * m;                                 /* 2k x R */
+    memset(acc, 0, (size_t)(2 * k * m) * sizeof *acc);
+    for (int64_t t0 = 0; t0 < T; t0 += R) {
+        const int64_t rows = T - t0 < R ? T - t0 : R;
+        for (int64_t t = 0; t < rows; t++)
+            for (int c = 0; c < m; c++) ub[t * m + c] = mix_input(j, doc->r0 + t0 + t, d0 + c);
+        dft_make_b(doc, t0, rows, Bt, R);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(2 * k), m, (int)rows, 1.0f,
+                    Bt, (int)R, ub, m, 0.0f, zt, m);
+        for (int64_t i = 0; i < 2 * k * m; i++) acc[i] += zt[i];
+    }
+    float *Z = doc->Z + d0;
+    for (int64_t f = 0; f < 2 * k; f++)
+        for (int c = 0; c < m; c++) Z[f * D + c] = (float)acc[f * m + c];
+    dft_filter(j, doc, d0, m);
+}
+
+/* Bytes of a long forward task's slot (see dft_long_forward_task). */
+static int64_t dft_long_slot(int64_t k) {
+    const int64_t m = SP_DFT_LONG_COLS, R = SP_DFT_LONG_ROWS;
+    const int64_t fwd = (int64_t)aligned(2 * k * m * 8) + 4 * (sp_cpu_round_up(2 * k * m, 16) + R * m + 2 * k * R);
+    const int64_t inv = 4 * 2 * k * SP_CPU_ROW_TILE;
+    return fwd > inv ? fwd : inv;
+}
+
+/* The filter on a DFT document's bins, for channels d0 .. d0+m-1 of Z. */
+static void dft_filter(const mix_job *j, const mix_doc *doc, int64_t d0, int m) {
+    const int64_t D = j->D, T = doc->T, K = j->K, k = doc->k;
+    float *Z = doc->Z + d0;
     /* Rows f: Re U_f = sum u cos; rows k+f: S_f = sum u sin = -Im U_f.
      * Z = U W, stored as Re Z_f / T and -Im Z_f / T for the inverse; the DC
      * bin is real (Re(U_0 W_0) with U_0 real). */
@@ -330,14 +421,23 @@ static void dft_forward_task(const mix_job *j, const mix_doc *doc, int64_t ib, i
     }
 }
 
-/* DFT path, inverse: h[rows] += B[:, rows]^T Z + bias for one row tile. */
-static void dft_inverse_task(const mix_job *j, const mix_doc *doc, int64_t it) {
+/* DFT path, inverse: h[rows] += B[:, rows]^T Z + bias for one row tile (the
+ * long DFT makes those columns of B in the worker's slot first). */
+static void dft_inverse_task(const mix_job *j, const mix_doc *doc, int64_t it, int worker) {
     const int64_t D = j->D, T = doc->T, k = doc->k;
     const int64_t t0 = it * SP_CPU_ROW_TILE;
     const int64_t rows = T - t0 < SP_CPU_ROW_TILE ? T - t0 : SP_CPU_ROW_TILE;
     float *hd = j->h + (doc->r0 + t0) * D;
+    const float *B = doc->B + t0;
+    int64_t ld = T;
+    if (doc->mode == MIX_DFT_LONG) {
+        float *Bt = (float *)(j->ws + (size_t)worker * j->slot);
+        dft_make_b(doc, t0, rows, Bt, SP_CPU_ROW_TILE);
+        B = Bt;
+        ld = SP_CPU_ROW_TILE;
+    }
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)rows, (int)D, (int)(2 * k), 1.0f,
-                doc->B + t0, (int)T, doc->Z, (int)D, 1.0f, hd, (int)D);
+                B, (int)ld, doc->Z, (int)D, 1.0f, hd, (int)D);
     if (j->bias)
         for (int64_t r = 0; r < rows; r++)
             for (int64_t d = 0; d < D; d++) hd[r * D + d] += j->bias[d];
@@ -386,16 +486,16 @@ static void phase1_task(void *arg, int64_t task, int worker) {
     const mix_job *j = arg;
     int64_t local;
     const mix_doc *doc = doc_of(j, task, offsetof(mix_doc, task0), &local);
-    if (doc->dft) dft_forward_task(j, doc, local, worker);
+    if (doc->mode == MIX_DFT) dft_forward_task(j, doc, local, worker);
+    else if (doc->mode == MIX_DFT_LONG) dft_long_forward_task(j, doc, local, worker);
     else fft_task(j, doc, local, worker);
 }
 
 static void phase2_task(void *arg, int64_t task, int worker) {
-    (void)worker;
     const mix_job *j = arg;
     int64_t local;
     const mix_doc *doc = doc_of(j, task, offsetof(mix_doc, tile0), &local);
-    dft_inverse_task(j, doc, local);
+    dft_inverse_task(j, doc, local, worker);
 }
 
 /* ----------------------------------------------------------- sizes */
@@ -410,15 +510,17 @@ typedef struct {
     size_t stats, docs, slot, total;
     int slots;
     int64_t n_phase1;
+    int64_t n_long_tiles; /* phase-2 tasks of long-DFT documents (each uses a slot) */
 } mix_layout;
 
-static size_t aligned(int64_t bytes) { return (size_t)sp_cpu_round_up(bytes, SP_CPU_ALIGN); }
 
-/* A DFT document's memory: the cos/sin table (2T floats), B (2k x T) and Z
- * (2k x D), each aligned. Points d's arrays into mem when given; returns the
- * bytes, so the size query and the run carve the same way. */
-static size_t dft_doc_carve(int64_t T, int64_t k, int64_t D, char *mem, mix_doc *d) {
-    const size_t table = aligned(2 * T * 4), B = aligned(2 * k * T * 4), Z = aligned(2 * k * D * 4);
+/* A DFT document's memory: the cos/sin table (2T floats), B (2k x T; none
+ * for the long DFT) and Z (2k x D), each aligned. Points d's arrays into mem
+ * when given; returns the bytes, so the size query and the run carve the
+ * same way. */
+static size_t dft_doc_carve(int64_t T, int64_t k, int64_t D, int mode, char *mem, mix_doc *d) {
+    const size_t table = aligned(2 * T * 4), Z = aligned(2 * k * D * 4);
+    const size_t B = mode == MIX_DFT ? aligned(2 * k * T * 4) : 0;
     if (mem && d) {
         d->table = (float *)mem;
         d->B = (float *)(mem + table);
@@ -435,8 +537,14 @@ static mix_layout layout(const sp_backend *be, const int64_t *offsets, int64_t n
     int64_t slot = 0;
     for (int64_t i = 0; i < n_docs; i++) {
         const int64_t T = offsets[i + 1] - offsets[i], k = K < T / 2 ? K : T / 2;
-        if (use_dft(T, k)) {
-            L.docs += dft_doc_carve(T, k, D, NULL, NULL);
+        const int mode = mix_mode(T, k);
+        if (mode == MIX_DFT_LONG) {
+            L.docs += dft_doc_carve(T, k, D, mode, NULL, NULL);
+            L.n_phase1 += (D + SP_DFT_LONG_COLS - 1) / SP_DFT_LONG_COLS;
+            L.n_long_tiles += (T + SP_CPU_ROW_TILE - 1) / SP_CPU_ROW_TILE;
+            if (dft_long_slot(k) > slot) slot = dft_long_slot(k);
+        } else if (mode == MIX_DFT) {
+            L.docs += dft_doc_carve(T, k, D, mode, NULL, NULL);
             L.n_phase1 += n_cols;
             if (T * SP_DFT_COLS * 4 > slot) slot = T * SP_DFT_COLS * 4;
         } else {
@@ -446,7 +554,7 @@ static mix_layout layout(const sp_backend *be, const int64_t *offsets, int64_t n
     }
     L.stats = with_stats ? aligned(2 * offsets[n_docs] * (int64_t)sizeof(double)) : 0;
     L.slot = aligned(slot);
-    L.slots = sp_cpu_slots(be, L.n_phase1);
+    L.slots = sp_cpu_slots(be, L.n_phase1 > L.n_long_tiles ? L.n_phase1 : L.n_long_tiles);
     L.total = SP_CPU_ALIGN + L.stats + L.docs + (size_t)L.slots * L.slot;
     return L;
 }
@@ -498,16 +606,20 @@ static int mix_run(sp_backend *be, mix_job *j, const mix_layout *L, char *doc_me
         d->fblock0 = n0;
         d->task0 = n1;
         d->tile0 = n2;
-        if (d->dft) {
+        if (d->mode != MIX_FFT) {
             const int64_t T = d->T, k = d->k;
-            doc_mem += dft_doc_carve(T, k, j->D, doc_mem, d);
+            doc_mem += dft_doc_carve(T, k, j->D, d->mode, doc_mem, d);
             for (int64_t t = 0; t < T; t++) {
                 const double a = 6.283185307179586476925 * (double)t / (double)T;
                 d->table[t] = (float)cos(a);
                 d->table[T + t] = (float)sin(a);
             }
-            n0 += (k + SP_DFT_FBLOCK - 1) / SP_DFT_FBLOCK;
-            n1 += j->n_cols;
+            if (d->mode == MIX_DFT) {
+                n0 += (k + SP_DFT_FBLOCK - 1) / SP_DFT_FBLOCK;
+                n1 += j->n_cols;
+            } else {
+                n1 += (j->D + SP_DFT_LONG_COLS - 1) / SP_DFT_LONG_COLS;
+            }
             n2 += (T + SP_CPU_ROW_TILE - 1) / SP_CPU_ROW_TILE;
             continue;
         }
@@ -523,7 +635,10 @@ static int mix_run(sp_backend *be, mix_job *j, const mix_layout *L, char *doc_me
     }
     if (!rc && n0) sp_pool_run(sp_cpu_pool(be), n0, sp_cpu_slots(be, n0), phase0_task, j);
     if (!rc) sp_pool_run(sp_cpu_pool(be), n1, L->slots, phase1_task, j);
-    if (!rc && n2) sp_pool_run(sp_cpu_pool(be), n2, sp_cpu_slots(be, n2), phase2_task, j);
+    /* long-DFT inverse tasks make B in a slot: no more workers than slots */
+    if (!rc && n2)
+        sp_pool_run(sp_cpu_pool(be), n2, L->n_long_tiles ? L->slots : sp_cpu_slots(be, n2),
+                    phase2_task, j);
     for (int64_t i = 0; i < j->n_docs; i++) {
         if (docs[i].last && docs[i].last != docs[i].full) fft_release(docs[i].last);
         if (docs[i].full) fft_release(docs[i].full);
@@ -609,7 +724,7 @@ int sp_cpu_mix_block(sp_backend *be, float *h, const float *ln_w, const float *l
     }
     for (int64_t i = 0; i < n_docs; i++) {
         const int64_t Ti = offsets[i + 1] - offsets[i], k = K < Ti / 2 ? K : Ti / 2;
-        docs[i] = (mix_doc){.r0 = offsets[i], .T = Ti, .k = k, .dft = use_dft(Ti, k)};
+        docs[i] = (mix_doc){.r0 = offsets[i], .T = Ti, .k = k, .mode = mix_mode(Ti, k)};
     }
     const int tile = mix_tile(be);
     mix_job j = {.stats = stats, .ln_w = ln_w, .ln_b = ln_b, .filter = filter, .bias = bias,

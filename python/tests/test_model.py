@@ -1,0 +1,319 @@
+"""spectral.Model against spectral-embed (bit for bit), errors, threads, the memory cap, leaks."""
+
+import os
+import random
+import re
+import subprocess
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import spectral
+from conftest import BYTE_MODEL, DEFAULT_MODEL, run_cli, same_bits
+
+
+def corpus(seed=1, n=24):
+    """Texts of many shapes: ASCII, accents and CJK, newlines, 1 byte, ~40 KB, invalid UTF-8."""
+    rng = random.Random(seed)
+    words = ["spectral", "mixing", "Fourier", "naïve", "café", "日本語", "encoder", "the", "of",
+             "document", "ÆØÅ", "—", "tokens", "42", "3.14", "\t", "\n", "ﬁle", "Straße"]
+    out = [b"x", "hello world".encode(), "Ünïcödé text\nsecond line\n".encode(),
+           b"\xff\xfe invalid utf-8 \xc3\x28 bytes", (" ".join(rng.choice(words) for _ in range(1500))).encode()]
+    while len(out) < n:
+        out.append(" ".join(rng.choice(words) for _ in range(rng.randint(1, 300))).encode())
+    return out
+
+
+def write_files(tmp_path, texts):
+    paths = []
+    for i, t in enumerate(texts):
+        p = tmp_path / f"doc{i:03d}.txt"
+        p.write_bytes(t)
+        paths.append(p)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def model():
+    with spectral.Model(DEFAULT_MODEL, n_threads=2) as m:
+        yield m
+
+
+@pytest.fixture(scope="module")
+def byte_model():
+    with spectral.Model(BYTE_MODEL, n_threads=2) as m:
+        yield m
+
+
+# ---------------------------------------------------------------- equal to the CLI
+
+
+@pytest.mark.parametrize("options", [(), ("--pooling", "cls"), ("--pooling", "last", "--no-normalize"),
+                                     ("--batch-tokens", "1")])
+def test_embed_equals_cli_bit_for_bit(model, cli, tmp_path, options):
+    texts = corpus()
+    files = write_files(tmp_path, texts)
+    raw, recs, rc, err = run_cli(cli, DEFAULT_MODEL, files, "-t", "2", *options, check=False)
+    ok_files = {r["input"] for r in recs}
+    ok = [str(f) in ok_files for f in files]
+    assert sum(ok) >= len(texts) - 1, err  # at most the invalid UTF-8 text may be refused
+    pooling = options[1] if options and options[0] == "--pooling" else None
+    r = model.embed_batch(texts, pooling=pooling, normalize="--no-normalize" not in options)
+    assert [e is None for e in r.errors] == ok, (r.errors, err)
+    got = r.embeddings[np.array(ok)]
+    assert same_bits(got, raw.reshape(len(recs), model.n_embd))
+    assert [int(n) for n, k in zip(r.n_tokens, ok) if k] == [rec["n_tokens"] for rec in recs]
+    if options:
+        return
+    # embed() and embed_tokens(tokenize()) give the same bits
+    good = [t for t, k in zip(texts, ok) if k]
+    assert same_bits(model.embed(good, pooling=pooling, normalize="--no-normalize" not in options), got)
+    assert same_bits(model.embed_tokens([model.tokenize(t) for t in good], pooling=pooling,
+                                        normalize="--no-normalize" not in options), got)
+
+
+def test_byte_model_equals_cli(byte_model, cli, tmp_path):
+    texts = corpus(seed=2, n=12)
+    files = write_files(tmp_path, texts)
+    raw, recs, _, _ = run_cli(cli, BYTE_MODEL, files, "-t", "1")
+    assert same_bits(byte_model.embed(texts), raw.reshape(len(texts), byte_model.n_embd))
+    # the bytes tokenizer: each byte is its token
+    assert [r["n_tokens"] for r in recs] == [len(t) for t in texts]
+    assert np.array_equal(byte_model.tokenize(texts[3]), np.frombuffer(texts[3], np.uint8))
+
+
+def test_token_states_equal_cli(model, cli, tmp_path):
+    texts = [b"A spectral encoder reads the whole document.", corpus()[4][:3000]]
+    files = write_files(tmp_path, texts)
+    raw, recs, _, _ = run_cli(cli, DEFAULT_MODEL, files, "--pooling", "none")
+    rows = [model.token_states(t) for t in texts]
+    assert [h.shape for h in rows] == [(r["n_tokens"], model.n_embd) for r in recs]
+    assert same_bits(np.concatenate(rows), raw.reshape(-1, model.n_embd))
+    # str and bytes are the same text
+    assert same_bits(model.token_states(texts[0].decode()), rows[0])
+
+
+def test_properties_match_cli(model, cli):
+    p = subprocess.run([cli, "-m", str(DEFAULT_MODEL), "-v", "-"], input=b"x", capture_output=True)
+    m = re.search(rb"\((\w+)\): (\d+) layers, n_embd (\d+), vocab (\d+), trained context (\d+), (\d+) parameters",
+                  p.stderr)
+    assert m, p.stderr
+    assert model.arch == m.group(1).decode() == "spectralmlp"
+    assert (model.n_layer, model.n_embd, model.n_vocab, model.n_ctx_train, model.n_params) == \
+        tuple(int(g) for g in m.groups()[1:])
+    assert model.max_tokens == 0 and model.pooling == "mean" and model.name == "spectral-default"
+
+
+def test_tokenize_known_ids(model):
+    # all-MiniLM-L6-v2's (bert-base-uncased) vocabulary: [CLS] hello world [SEP]
+    t = model.tokenize("Hello world")
+    assert t.dtype == np.int32 and t.tolist() == [101, 7592, 2088, 102]
+    assert model.tokenize(b"Hello world").tolist() == t.tolist()
+
+
+def test_shapes_and_norms(model):
+    e = model.embed(["one", "two", "three"])
+    assert e.shape == (3, model.n_embd) and e.dtype == np.float32
+    assert np.allclose(np.linalg.norm(e, axis=1), 1, atol=1e-6)
+    assert model.embed("one").shape == (model.n_embd,)
+    assert same_bits(model.embed("one"), e[0])
+    assert model.embed([]).shape == (0, model.n_embd)
+    u = model.embed(["one"], normalize=False)[0]
+    assert np.allclose(u / np.linalg.norm(u), e[0], atol=1e-6) and abs(np.linalg.norm(u) - 1) > 1e-3
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(spectral.SpectralIOError) as e:
+        spectral.Model(tmp_path / "missing.gguf")
+    assert e.value.status == 2 and "missing.gguf" in str(e.value) and isinstance(e.value, OSError)
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + b"\x00" * 60)
+    with pytest.raises(spectral.FormatError) as e:
+        spectral.Model(bad)
+    assert e.value.status == 3 and e.value.message and e.value.status_name
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(BYTE_MODEL.read_bytes()[:5000])
+    with pytest.raises(spectral.FormatError):
+        spectral.Model(cut)
+
+
+def test_not_a_model(tmp_path):
+    gguf = pytest.importorskip("gguf")
+    p = tmp_path / "other.gguf"
+    w = gguf.GGUFWriter(str(p), "llama")
+    w.add_tensor("token_embd.weight", np.zeros((4, 8), np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(spectral.ModelError) as e:
+        spectral.Model(p)
+    assert e.value.status == 4 and "llama" in e.value.message
+
+
+def test_argument_errors(model):
+    for kw in ({"n_threads": -1}, {"device": "tpu"}, {"mem_limit": "lots"}, {"mem_limit": -5},
+               {"batch_tokens": -1}):
+        with pytest.raises(ValueError):
+            spectral.Model(BYTE_MODEL, **kw)
+    with pytest.raises(ValueError):
+        model.embed(["x"], pooling="max")
+    with pytest.raises(ValueError):
+        model.embed(["x"], pooling="none")
+    with pytest.raises(TypeError):
+        model.embed([1, 2, 3])
+    with pytest.raises(TypeError):
+        model.tokenize(12)
+    if not spectral.backend_available("cuda"):
+        with pytest.raises(spectral.SpectralError) as e:
+            spectral.Model(BYTE_MODEL, device="cuda")
+        assert e.value.status in (7, 8) and e.value.message
+
+
+def test_document_errors_are_per_document(model):
+    good = model.embed(["first", "third"])
+    r = model.embed_batch(["first", [1, 2, model.n_vocab + 5], "third", []])
+    assert r.errors[0] is None and r.errors[2] is None
+    bad = r.errors[1]
+    assert isinstance(bad, spectral.InvalidArgumentError) and bad.index == 1 and bad.status == 1
+    assert "vocabulary" in bad.message and str(bad).startswith("document 1: ")
+    assert isinstance(r.errors[3], spectral.InvalidArgumentError) and r.errors[3].index == 3
+    assert np.isnan(r.embeddings[1]).all() and np.isnan(r.embeddings[3]).all()
+    assert same_bits(r.embeddings[[0, 2]], good)  # the others as if alone
+    assert r.n_tokens.tolist() == [3, 3, 3, 0]
+    with pytest.raises(spectral.InvalidArgumentError) as e:
+        model.embed_tokens([[101, 102], [-1]])
+    assert e.value.index == 1
+
+
+def test_closed_model():
+    m = spectral.Model(BYTE_MODEL, n_threads=1)
+    m.embed("abc")
+    m.close()
+    m.close()  # twice is fine
+    assert m.closed
+    for call in (lambda: m.embed("abc"), lambda: m.tokenize("abc"), lambda: m.token_states("abc")):
+        with pytest.raises(ValueError):
+            call()
+
+
+# ---------------------------------------------------------------- the memory cap
+
+
+def test_memory_limit(byte_model, cli, tmp_path):
+    long_doc = bytes(random.Random(3).getrandbits(7) + 32 for _ in range(60000))
+    short = b"a short document"
+    need = byte_model.memory_minimum(len(long_doc))
+    assert byte_model.memory_minimum(len(short)) < need <= byte_model.memory_needed(len(long_doc))
+    cap = need - 1
+    free = byte_model.embed([short, long_doc])
+    with spectral.Model(BYTE_MODEL, n_threads=2, mem_limit=cap) as m:
+        with pytest.raises(spectral.MemoryLimitError) as e:
+            m.embed([short, long_doc])
+        assert e.value.status == 5 and e.value.index == 1 and isinstance(e.value, MemoryError)
+        assert str(cap) in e.value.message  # the library names the limit
+        r = m.embed_batch([short, long_doc, short])
+        assert [type(x) for x in r.errors] == [type(None), spectral.MemoryLimitError, type(None)]
+        assert same_bits(r.embeddings[0], free[0]) and same_bits(r.embeddings[2], free[0])
+    with spectral.Model(BYTE_MODEL, n_threads=2, mem_limit=need) as m:  # exactly enough
+        assert same_bits(m.embed([long_doc]), free[1:])
+    # the CLI refuses the same document under the same cap
+    files = write_files(tmp_path, [short, long_doc])
+    raw, recs, rc, err = run_cli(cli, BYTE_MODEL, files, "--mem-limit", str(cap), check=False)
+    assert rc == 1 and [r["input"] for r in recs] == [str(files[0])] and "memory" in err
+    assert spectral.parse_size("1.5K") == 1536 and spectral.parse_size("2GiB") == 2 << 30
+
+
+# ---------------------------------------------------------------- threads
+
+
+def test_threads_share_a_model(model):
+    texts = [t for t in corpus(seed=5, n=10)[5:]]
+    want = model.embed(texts)
+    results, failures = {}, []
+
+    def work(k):
+        try:
+            for rep in range(2):
+                results[(k, rep)] = model.embed(texts[k % 3:] + texts[:k % 3])
+        except BaseException as e:  # pragma: no cover - reported below
+            failures.append(e)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures
+    for (k, rep), got in results.items():
+        assert same_bits(np.roll(got, k % 3, axis=0), want)
+    assert len(results) == 6
+
+
+def test_gil_released_while_encoding(byte_model):
+    """White-box: between the callbacks of documents 0 and 1 only C runs (document 1,
+    ~1 s here). A thread woken in callback 0 needs the GIL to note the time: it gets it
+    at once if that C code released the GIL, and only when callback 1 starts if not.
+    (An order of events, not a speed: the bound is half the document's own time.)"""
+    woke = threading.Event()
+    ran_at = []
+
+    def other():
+        woke.wait()
+        ran_at.append(time.monotonic())
+
+    t = threading.Thread(target=other)
+    t.start()
+    marks = {}
+
+    def on_ok(k, ctx):
+        if k == 0:
+            woke.set()
+            marks[0] = time.monotonic()
+        else:
+            marks[1] = time.monotonic()
+
+    docs = [np.frombuffer(b"short", np.uint8).astype(np.int32),
+            np.frombuffer(bytes(range(32, 127)) * 300, np.uint8).astype(np.int32)]  # 28,500 tokens
+    byte_model._encode_batch(docs, spectral._lib.POOLING_MEAN, True, on_ok, None)
+    t.join()
+    assert marks[1] - marks[0] > 0.02, "document 1 was too quick to tell"
+    assert ran_at[0] - marks[0] < 0.5 * (marks[1] - marks[0]), \
+        (ran_at[0] - marks[0], marks[1] - marks[0])
+
+
+# ---------------------------------------------------------------- leaks
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc (Linux)")
+def test_no_leak_over_10000_calls():
+    with spectral.Model(BYTE_MODEL, n_threads=1) as m:
+        def calls(n):
+            for i in range(n):
+                m.embed(["leak check %d" % i])
+                if i % 10 == 0:
+                    m.token_states(b"states")
+                    m.embed_batch(["ok", [999999]])  # an error's path too
+        calls(1000)  # warm-up: contexts, arenas and Python's allocator reach their sizes
+        before = rss_bytes()
+        calls(10000)
+        grown = rss_bytes() - before
+    # one leaked output row per call would be 10,000 x 1 KiB = 10 MiB
+    assert grown < 4 << 20, f"RSS grew by {grown / 1048576:.1f} MiB over 10,000 calls"
+    # models and contexts opened and closed
+    before = rss_bytes()
+    for _ in range(100):
+        with spectral.Model(BYTE_MODEL, n_threads=2) as m:
+            m.embed("x")
+    grown = rss_bytes() - before
+    assert grown < 8 << 20, f"RSS grew by {grown / 1048576:.1f} MiB over 100 open/close cycles"
