@@ -1,5 +1,6 @@
 /* The backend interface: the one header that kernels/ implement and models/
- * call. A backend is a table of ops over float32 buffers that live in the
+ * call. A backend is a table of ops over float32 buffers (and, for
+ * dequantize_rows, ggml Q8_0/Q4_0 blocks) that live in the
  * backend's memory (host memory for the CPU, device memory for CUDA).
  *
  * Shapes follow llm.c: T tokens (rows), C or D channels (columns), row-major,
@@ -29,6 +30,16 @@ typedef enum {
 } sp_act;
 
 typedef enum { SP_POOL_MEAN = 1, SP_POOL_FIRST = 2, SP_POOL_LAST = 3 } sp_pool_op;
+
+/* How a weight is stored in backend memory. F32 is a float array; the block
+ * types are ggml's, byte for byte (ggml's type ids 8 and 2, formats/quant.h),
+ * blocks of 32 values, little-endian, not aligned:
+ *   Q8_0: 34 bytes = f16 d, int8 q[32];           x[j] = d * q[j]
+ *   Q4_0: 18 bytes = f16 d, uint8 nib[16];        x[j] = d * ((nib[j] & 15) - 8),
+ *                                                 x[j + 16] = d * ((nib[j] >> 4) - 8)
+ * The product d * q is one float32 multiplication, so every decoder gives
+ * the same floats. */
+typedef enum { SP_WEIGHT_F32 = 0, SP_WEIGHT_Q8_0 = 1, SP_WEIGHT_Q4_0 = 2 } sp_weight_type;
 
 typedef struct sp_backend_ops {
     const char *name; /* "cpu", "cuda" */
@@ -120,6 +131,17 @@ typedef struct sp_backend_ops {
      * twiddle tables): the runtime counts them against the memory limit with
      * the arena. NULL means none. */
     size_t (*external_memory)(sp_backend *be, int64_t T_max);
+
+    /* Decodes rows of a block-quantized matrix (type Q8_0 or Q4_0, rows of
+     * row_len values, row_len a multiple of 32, so a row is row_len / 32
+     * whole blocks):
+     *   dst[r, :] = decode(src row (ids ? ids[r] : r))   for r < n_rows
+     * With ids NULL it decodes the first n_rows rows (a whole matrix before a
+     * GEMM); with ids (in backend memory, each >= 0 and below the caller's
+     * row count) it is get_rows for a quantized table. May be NULL in a
+     * backend whose weights are all float32 (CUDA dequantizes at upload). */
+    int (*dequantize_rows)(sp_backend *be, sp_weight_type type, const void *src, int64_t row_len,
+                           const int32_t *ids, int64_t n_rows, float *dst);
 } sp_backend_ops;
 
 struct sp_backend {

@@ -64,6 +64,14 @@ static int take_tensor(const sp_gguf *g, fnet *m, const char *name, int optional
     return sp_model_take_tensor(g, &m->owned, name, optional, n_dims, ne, wl, index, err, err_len);
 }
 
+/* The tensors the forward pass may read quantized (the word table, a
+ * gather, and the GEMM matrices): Q8_0/Q4_0 stay in their blocks. */
+static int take_matrix(const sp_gguf *g, fnet *m, const char *name, int optional, int64_t ne0,
+                       int64_t ne1, sp_weight_list *wl, int64_t *index, char *err, size_t err_len) {
+    const int64_t ne[2] = {ne0, ne1};
+    return sp_model_take_matrix(g, &m->owned, name, optional, 2, ne, wl, index, err, err_len);
+}
+
 static int model_load(const sp_gguf *g, void **out, sp_model_info *info, sp_weight_list *wl,
                       char *err, size_t err_len) {
     *out = NULL;
@@ -131,15 +139,15 @@ static int model_load(const sp_gguf *g, void **out, sp_model_info *info, sp_weig
     }
 
     const int64_t D = m->D, F = m->F;
-    if (take_tensor(g, m, "token_embd.weight", 0, 2, D, m->V, wl, &m->i_embd, err, err_len) ||
+    if (take_matrix(g, m, "token_embd.weight", 0, D, m->V, wl, &m->i_embd, err, err_len) ||
         take_tensor(g, m, "position_embd.weight", 0, 2, D, m->P, wl, &m->i_pos, err, err_len) ||
         take_tensor(g, m, "token_types.weight", 0, 2, D, m->TT, wl, &m->i_types, err, err_len) ||
         take_tensor(g, m, "token_embd_norm.weight", 0, 1, D, 1, wl, &m->i_norm_w, err, err_len) ||
         take_tensor(g, m, "token_embd_norm.bias", 0, 1, D, 1, wl, &m->i_norm_b, err, err_len) ||
-        take_tensor(g, m, "token_embd_proj.weight", 0, 2, D, D, wl, &m->i_proj_w, err, err_len) ||
+        take_matrix(g, m, "token_embd_proj.weight", 0, D, D, wl, &m->i_proj_w, err, err_len) ||
         take_tensor(g, m, "token_embd_proj.bias", 0, 1, D, 1, wl, &m->i_proj_b, err, err_len))
         goto fail;
-    if (take_tensor(g, m, "pooler.weight", 1, 2, D, D, wl, &m->i_pool_w, err, err_len) ||
+    if (take_matrix(g, m, "pooler.weight", 1, D, D, wl, &m->i_pool_w, err, err_len) ||
         take_tensor(g, m, "pooler.bias", 1, 1, D, 1, wl, &m->i_pool_b, err, err_len))
         goto fail;
     if ((m->i_pool_w < 0) != (m->i_pool_b < 0)) {
@@ -162,9 +170,12 @@ static int model_load(const sp_gguf *g, void **out, sp_model_info *info, sp_weig
         for (int w = 0; w < W_PER_BLOCK; w++) {
             char name[96];
             snprintf(name, sizeof name, "blk.%lld.%s", (long long)l, spec[w].suffix);
-            if (take_tensor(g, m, name, 0, spec[w].n_dims, dim_of[spec[w].which[0]],
-                            dim_of[spec[w].which[1]], wl, &idx, err, err_len))
-                goto fail;
+            const int rc = w == W_FFN_UP_W || w == W_FFN_DOWN_W
+                               ? take_matrix(g, m, name, 0, dim_of[spec[w].which[0]],
+                                             dim_of[spec[w].which[1]], wl, &idx, err, err_len)
+                               : take_tensor(g, m, name, 0, spec[w].n_dims, dim_of[spec[w].which[0]],
+                                             dim_of[spec[w].which[1]], wl, &idx, err, err_len);
+            if (rc) goto fail;
         }
     }
     /* position_embd[p] + token_types[0], the embedding's constant part. */
@@ -174,10 +185,10 @@ static int model_load(const sp_gguf *g, void **out, sp_model_info *info, sp_weig
         snprintf(err, err_len, "out of memory");
         goto fail;
     }
+    const float *pos = wl->data[m->i_pos], *types = wl->data[m->i_types]; /* F32: take_tensor */
     for (int64_t p = 0; p < m->P; p++)
-        for (int64_t d = 0; d < D; d++)
-            pos_type[p * D + d] = wl->data[m->i_pos][p * D + d] + wl->data[m->i_types][d];
-    if (sp_weight_list_push(wl, pos_type, m->P * D)) {
+        for (int64_t d = 0; d < D; d++) pos_type[p * D + d] = pos[p * D + d] + types[d];
+    if (sp_weight_list_push(wl, pos_type, SP_WEIGHT_F32, m->P * D)) {
         snprintf(err, err_len, "out of memory");
         goto fail;
     }
@@ -199,9 +210,23 @@ fail:
     return -1;
 }
 
-static int model_forward(const void *p, const float *const *w, sp_backend *be, sp_arena *arena,
-                         const int32_t *tokens, const int64_t *offsets, int64_t n_docs,
-                         float **states) {
+/* Floats of scratch for decoding quantized matrices: the most any one step
+ * needs (the projection, or a block's W_up + W_down); the pooler's is
+ * model_pool's own. */
+static int64_t dequant_scratch(const fnet *m, const sp_weight_type *wt) {
+    int64_t need = sp_model_weight_scratch(wt, m->i_proj_w, m->D, m->D);
+    for (int64_t l = 0; l < m->L; l++) {
+        const int64_t b = m->i_block0 + l * W_PER_BLOCK;
+        const int64_t n = sp_model_weight_scratch(wt, b + W_FFN_UP_W, m->F, m->D) +
+                          sp_model_weight_scratch(wt, b + W_FFN_DOWN_W, m->D, m->F);
+        if (n > need) need = n;
+    }
+    return need;
+}
+
+static int model_forward(const void *p, const void *const *w, const sp_weight_type *wt,
+                         sp_backend *be, sp_arena *arena, const int32_t *tokens,
+                         const int64_t *offsets, int64_t n_docs, float **states) {
     /* One document per pass: positions restart with each document. */
     if (n_docs != 1) {
         snprintf(be->err, sizeof be->err, "fnet: one document per forward pass, got %lld",
@@ -227,7 +252,9 @@ static int model_forward(const void *p, const float *const *w, sp_backend *be, s
     float *u = sp_arena_alloc(arena, (size_t)(T * D) * sizeof(float));
     float *hidden = sp_arena_alloc(arena, (size_t)(chunk * F) * sizeof(float));
     void *ws = sp_arena_alloc(arena, op->fourier2d_workspace_size(be, T, D));
-    if (!h || !u || !hidden || !ws) {
+    const int64_t n_wq = dequant_scratch(m, wt);
+    float *wq = n_wq ? sp_arena_alloc(arena, (size_t)n_wq * sizeof(float)) : NULL;
+    if (!h || !u || !hidden || !ws || (n_wq && !wq)) {
         snprintf(be->err, sizeof be->err, "activation arena exhausted (planning error)");
         return -1;
     }
@@ -235,14 +262,22 @@ static int model_forward(const void *p, const float *const *w, sp_backend *be, s
 
     /* h = word[ids] + (pos + token_types[0])[0..T-1]: the first T rows of the
      * folded position table are contiguous. */
-    if (op->get_rows(be, w[m->i_embd], D, tokens, T, h) ||
+    const float *proj = sp_model_weight(be, w, wt, m->i_proj_w, D, D, wq);
+    if (!proj || sp_model_gather(be, w, wt, m->i_embd, D, tokens, T, h) ||
         op->add(be, w[m->i_pos_type], T * D, h) ||
         op->layer_norm(be, h, w[m->i_norm_w], w[m->i_norm_b], m->eps, T, D, h) ||
-        op->linear(be, h, w[m->i_proj_w], w[m->i_proj_b], T, D, D, SP_ACT_NONE, 0, u))
+        op->linear(be, h, proj, w[m->i_proj_b], T, D, D, SP_ACT_NONE, 0, u))
         return -1;
     float *x = u, *y = h; /* x holds the layer input */
     for (int64_t l = 0; l < m->L; l++) {
-        const float *const *bw = w + m->i_block0 + l * W_PER_BLOCK;
+        const int64_t b = m->i_block0 + l * W_PER_BLOCK;
+        const void *const *bw = w + b;
+        /* this layer's matrices, decoded once for all row chunks */
+        const float *up = sp_model_weight(be, w, wt, b + W_FFN_UP_W, F, D, wq);
+        const float *down = up ? sp_model_weight(be, w, wt, b + W_FFN_DOWN_W, D, F,
+                                                 wq + sp_model_weight_scratch(wt, b + W_FFN_UP_W, F, D))
+                               : NULL;
+        if (!up || !down) return -1;
         /* y = LN_mix(Re(FFT2(x)) + x) */
         if (op->fourier2d_real(be, x, T, D, ws, y) ||
             op->add(be, x, T * D, y) ||
@@ -252,8 +287,8 @@ static int model_forward(const void *p, const float *const *w, sp_backend *be, s
         for (int64_t r0 = 0; r0 < T; r0 += FFN_CHUNK_ROWS) {
             int64_t rows = T - r0 < FFN_CHUNK_ROWS ? T - r0 : FFN_CHUNK_ROWS;
             float *yc = y + r0 * D;
-            if (op->linear(be, yc, bw[W_FFN_UP_W], bw[W_FFN_UP_B], rows, D, F, m->act, 0, hidden) ||
-                op->linear(be, hidden, bw[W_FFN_DOWN_W], bw[W_FFN_DOWN_B], rows, F, D, SP_ACT_NONE,
+            if (op->linear(be, yc, up, bw[W_FFN_UP_B], rows, D, F, m->act, 0, hidden) ||
+                op->linear(be, hidden, down, bw[W_FFN_DOWN_B], rows, F, D, SP_ACT_NONE,
                            1, yc) ||
                 op->layer_norm(be, yc, bw[W_FFN_NORM_W], bw[W_FFN_NORM_B], m->eps, rows, D, yc))
                 return -1;
@@ -267,21 +302,24 @@ static int model_forward(const void *p, const float *const *w, sp_backend *be, s
 }
 
 /* CLS pooling through the pooler: pooled = tanh(W_pool h[0] + b_pool). */
-static int model_pool(const void *p, const float *const *w, sp_backend *be, sp_arena *arena,
-                      int pooling, const float *states, int64_t T, float **pooled) {
+static int model_pool(const void *p, const void *const *w, const sp_weight_type *wt, sp_backend *be,
+                      sp_arena *arena, int pooling, const float *states, int64_t T, float **pooled) {
     const fnet *m = p;
     (void)T;
     *pooled = NULL;
     if (pooling != 2 /* SPECTRAL_POOLING_CLS */ || m->i_pool_w < 0) return 0;
     float *out = sp_arena_alloc(arena, (size_t)m->D * sizeof(float));
-    if (!out) {
+    const int64_t n_wq = sp_model_weight_scratch(wt, m->i_pool_w, m->D, m->D);
+    float *wq = n_wq ? sp_arena_alloc(arena, (size_t)n_wq * sizeof(float)) : NULL;
+    if (!out || (n_wq && !wq)) {
         snprintf(be->err, sizeof be->err, "activation arena exhausted (planning error)");
         return -1;
     }
     *pooled = out;
     if (sp_arena_measuring(arena)) return 0;
-    return be->ops->linear(be, states, w[m->i_pool_w], w[m->i_pool_b], 1, m->D, m->D, SP_ACT_TANH,
-                           0, out);
+    const float *pw = sp_model_weight(be, w, wt, m->i_pool_w, m->D, m->D, wq);
+    if (!pw) return -1;
+    return be->ops->linear(be, states, pw, w[m->i_pool_b], 1, m->D, m->D, SP_ACT_TANH, 0, out);
 }
 
 const sp_arch sp_arch_fnet = {

@@ -1,5 +1,7 @@
 /* Loading helpers shared by the architecture files: hyperparameters with
- * range checks, and tensors with shape checks and conversion to float32. */
+ * range checks, and tensors with shape checks and conversion to float32
+ * (or, for the matrices a forward pass decodes itself, kept in ggml's
+ * Q8_0/Q4_0 blocks); and the forward passes' access to those weights. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,7 +78,7 @@ static int take_sst(const sp_sst_ref *sst, int also_dense, sp_owned_buffers *own
         return -1;
     }
     if (sp_sst_decode_ref(sst, buf, err, err_len)) return -1;
-    if (sp_weight_list_push(wl, buf, n)) {
+    if (sp_weight_list_push(wl, buf, SP_WEIGHT_F32, n)) {
         snprintf(err, err_len, "out of memory");
         return -1;
     }
@@ -86,7 +88,7 @@ static int take_sst(const sp_sst_ref *sst, int also_dense, sp_owned_buffers *own
 
 static int take_tensor(const sp_gguf *g, sp_owned_buffers *owned, const char *name, int optional,
                        uint32_t n_dims, const int64_t *ne, sp_weight_list *wl, int64_t *index,
-                       char *err, size_t err_len) {
+                       int keep_quantized, char *err, size_t err_len) {
     *index = -1;
     int64_t ti = sp_gguf_find_tensor(g, name);
     /* A sparse spectral tensor (NAME.sst_values + NAME.sst_index) stands for
@@ -110,8 +112,10 @@ static int take_tensor(const sp_gguf *g, sp_owned_buffers *owned, const char *na
         snprintf(err, err_len, "tensor %s has shape [%s], expected [%s]", name, got, exp);
         return -1;
     }
-    /* Q8_0/Q4_0 are dequantized to float32 here, like F16: the backends
-     * compute on float32 weights (README.md, "Compressed weights", says why). */
+    /* Q8_0/Q4_0 matrices stay in their blocks (keep_quantized: the forward
+     * pass decodes them layer by layer into arena scratch, so host memory
+     * holds only the file's bytes); other tensors (norms, biases, the tables
+     * an architecture folds at load) are dequantized here like F16. */
     if (t->type != SP_TENSOR_F32 && t->type != SP_TENSOR_F16 && t->type != SP_TENSOR_BF16 &&
         t->type != SP_TENSOR_Q8_0 && t->type != SP_TENSOR_Q4_0) {
         snprintf(err, err_len, "tensor %s has type %s; supported: F32, F16, BF16, Q8_0, Q4_0", name,
@@ -120,8 +124,12 @@ static int take_tensor(const sp_gguf *g, sp_owned_buffers *owned, const char *na
     }
     if (!wl) return 0;
     int64_t n = t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
-    const float *data = t->data;
-    if (t->type != SP_TENSOR_F32) {
+    const void *data = t->data;
+    sp_weight_type type = SP_WEIGHT_F32;
+    if (keep_quantized && (t->type == SP_TENSOR_Q8_0 || t->type == SP_TENSOR_Q4_0)) {
+        /* the reader checked ne[0] % 32 == 0 and the byte size */
+        type = t->type == SP_TENSOR_Q8_0 ? SP_WEIGHT_Q8_0 : SP_WEIGHT_Q4_0;
+    } else if (t->type != SP_TENSOR_F32) {
         float *buf = malloc((size_t)n * sizeof(float));
         if (!buf || sp_owned_add(owned, buf)) {
             free(buf);
@@ -131,7 +139,7 @@ static int take_tensor(const sp_gguf *g, sp_owned_buffers *owned, const char *na
         sp_convert_to_f32(t->type, t->data, buf, (size_t)n);
         data = buf;
     }
-    if (sp_weight_list_push(wl, data, n)) {
+    if (sp_weight_list_push(wl, data, type, n)) {
         snprintf(err, err_len, "out of memory");
         return -1;
     }
@@ -174,12 +182,15 @@ void sp_owned_free(sp_owned_buffers *o) {
     memset(o, 0, sizeof *o);
 }
 
-int sp_weight_list_push(sp_weight_list *wl, const float *data, int64_t n) {
+int sp_weight_list_push(sp_weight_list *wl, const void *data, sp_weight_type type, int64_t n) {
     if (wl->n == wl->cap) {
         int64_t cap = wl->cap ? wl->cap * 2 : 64;
-        const float **nd = realloc(wl->data, (size_t)cap * sizeof *nd);
+        const void **nd = realloc(wl->data, (size_t)cap * sizeof *nd);
         if (!nd) return -1;
         wl->data = nd;
+        sp_weight_type *nt = realloc(wl->types, (size_t)cap * sizeof *nt);
+        if (!nt) return -1;
+        wl->types = nt;
         int64_t *nn = realloc(wl->n_elems, (size_t)cap * sizeof *nn);
         if (!nn) return -1;
         wl->n_elems = nn;
@@ -189,6 +200,7 @@ int sp_weight_list_push(sp_weight_list *wl, const float *data, int64_t n) {
         wl->cap = cap;
     }
     wl->data[wl->n] = data;
+    wl->types[wl->n] = type;
     wl->n_elems[wl->n] = n;
     wl->names[wl->n] = NULL;
     wl->n++;
@@ -197,10 +209,11 @@ int sp_weight_list_push(sp_weight_list *wl, const float *data, int64_t n) {
 
 /* Every tensor taken from the file is recorded under its name, so that
  * runtime/adapter.c can find an adapter's targets in any architecture. */
-int sp_model_take_tensor(const sp_gguf *g, sp_owned_buffers *owned, const char *name, int optional,
-                         uint32_t n_dims, const int64_t *ne, sp_weight_list *wl, int64_t *index,
-                         char *err, size_t err_len) {
-    if (take_tensor(g, owned, name, optional, n_dims, ne, wl, index, err, err_len)) return -1;
+static int take_named(const sp_gguf *g, sp_owned_buffers *owned, const char *name, int optional,
+                      uint32_t n_dims, const int64_t *ne, sp_weight_list *wl, int64_t *index,
+                      int keep_quantized, char *err, size_t err_len) {
+    if (take_tensor(g, owned, name, optional, n_dims, ne, wl, index, keep_quantized, err, err_len))
+        return -1;
     if (!wl || *index < 0) return 0;
     const size_t len = strlen(name);
     char *copy = malloc(len + 1);
@@ -213,10 +226,44 @@ int sp_model_take_tensor(const sp_gguf *g, sp_owned_buffers *owned, const char *
     return 0;
 }
 
+int sp_model_take_tensor(const sp_gguf *g, sp_owned_buffers *owned, const char *name, int optional,
+                         uint32_t n_dims, const int64_t *ne, sp_weight_list *wl, int64_t *index,
+                         char *err, size_t err_len) {
+    return take_named(g, owned, name, optional, n_dims, ne, wl, index, 0, err, err_len);
+}
+
+int sp_model_take_matrix(const sp_gguf *g, sp_owned_buffers *owned, const char *name, int optional,
+                         uint32_t n_dims, const int64_t *ne, sp_weight_list *wl, int64_t *index,
+                         char *err, size_t err_len) {
+    return take_named(g, owned, name, optional, n_dims, ne, wl, index, 1, err, err_len);
+}
+
+const float *sp_model_weight(sp_backend *be, const void *const *w, const sp_weight_type *wt,
+                             int64_t i, int64_t rows, int64_t cols, float *scratch) {
+    if (wt[i] == SP_WEIGHT_F32) return w[i];
+    if (!be->ops->dequantize_rows) {
+        snprintf(be->err, sizeof be->err, "backend %s cannot decode quantized weights", be->ops->name);
+        return NULL;
+    }
+    if (be->ops->dequantize_rows(be, wt[i], w[i], cols, NULL, rows, scratch)) return NULL;
+    return scratch;
+}
+
+int sp_model_gather(sp_backend *be, const void *const *w, const sp_weight_type *wt, int64_t i,
+                    int64_t D, const int32_t *ids, int64_t T, float *out) {
+    if (wt[i] == SP_WEIGHT_F32) return be->ops->get_rows(be, w[i], D, ids, T, out);
+    if (!be->ops->dequantize_rows) {
+        snprintf(be->err, sizeof be->err, "backend %s cannot decode quantized weights", be->ops->name);
+        return -1;
+    }
+    return be->ops->dequantize_rows(be, wt[i], w[i], D, ids, T, out);
+}
+
 void sp_weight_list_free(sp_weight_list *wl) {
     for (int64_t i = 0; wl->names && i < wl->n; i++) free(wl->names[i]);
     free(wl->names);
     free(wl->data);
+    free(wl->types);
     free(wl->n_elems);
     memset(wl, 0, sizeof *wl);
 }

@@ -28,11 +28,16 @@ typedef struct {
     uint64_t n_params;
 } sp_model_info;
 
-/* Weights as float32 host arrays: pointers into the file mapping when the
- * file stores F32, converted copies owned by the architecture otherwise. */
+/* Weights in host memory: float32 arrays (types[i] == SP_WEIGHT_F32) or
+ * ggml Q8_0/Q4_0 blocks (the matrices an architecture takes with
+ * sp_model_take_matrix from a file that stores them so), pointers into the
+ * file mapping when the file stores F32, Q8_0 or Q4_0, converted copies owned
+ * by the architecture otherwise (F16, BF16, sparse spectral tensors).
+ * n_elems counts values, not bytes, whatever the type. */
 typedef struct {
     int64_t n, cap;
-    const float **data;
+    const void **data;
+    sp_weight_type *types;
     int64_t *n_elems;
     char **names; /* the GGUF tensor each came from (sp_model_take_tensor), NULL for
                      tables an architecture derives; how adapters find their targets */
@@ -49,13 +54,17 @@ typedef struct {
     int (*load)(const sp_gguf *g, void **model, sp_model_info *info, sp_weight_list *weights,
                 char *err, size_t err_len);
     void (*free)(void *model);
-    /* w[i] is weights->data[i] in the backend's memory. tokens are in the
+    /* w[i] is weights->data[i] in the backend's memory, stored as wt[i]
+     * there (a backend whose weights are all float32, e.g. CUDA, passes
+     * SP_WEIGHT_F32 everywhere; a quantized wt[i] is decoded into arena
+     * scratch with the backend's dequantize_rows just before use). tokens are in the
      * backend's memory too: n_docs documents packed back to back, document i
      * being tokens [offsets[i], offsets[i+1]) (host array, offsets[0] = 0,
      * T = offsets[n_docs]). On success *states is a T x n_embd buffer from the
      * arena, rows packed the same way. In measure mode (sp_arena_measuring)
      * it only allocates. */
-    int (*forward)(const void *model, const float *const *w, sp_backend *be, sp_arena *arena,
+    int (*forward)(const void *model, const void *const *w, const sp_weight_type *wt, sp_backend *be,
+                   sp_arena *arena,
                    const int32_t *tokens, const int64_t *offsets, int64_t n_docs, float **states);
     /* Non-zero when forward accepts n_docs > 1 (the runtime packs short
      * documents into one pass); otherwise it is always called with one. */
@@ -65,7 +74,8 @@ typedef struct {
      * sets *pooled to an n_embd vector from the arena, or to NULL when the
      * model has no head for this pooling and the runtime pools the states.
      * In measure mode it only allocates. */
-    int (*pool)(const void *model, const float *const *w, sp_backend *be, sp_arena *arena,
+    int (*pool)(const void *model, const void *const *w, const sp_weight_type *wt, sp_backend *be,
+                sp_arena *arena,
                 int pooling, const float *states, int64_t T, float **pooled);
 } sp_arch;
 
@@ -85,6 +95,29 @@ int sp_model_get_eps(const sp_gguf *g, const char *key, float *eps, char *err, s
 int sp_model_take_tensor(const sp_gguf *g, sp_owned_buffers *owned, const char *name, int optional,
                          uint32_t n_dims, const int64_t *ne, sp_weight_list *wl, int64_t *index,
                          char *err, size_t err_len);
+/* As sp_model_take_tensor, for a tensor the forward pass reads through
+ * sp_model_weight (a matrix for a GEMM, or a table for a gather): a Q8_0 or
+ * Q4_0 tensor stays in its blocks (a pointer into the file), typed in wl. */
+int sp_model_take_matrix(const sp_gguf *g, sp_owned_buffers *owned, const char *name, int optional,
+                         uint32_t n_dims, const int64_t *ne, sp_weight_list *wl, int64_t *index,
+                         char *err, size_t err_len);
+/* For forward passes: weight i as float32, rows x cols row-major. An F32
+ * weight is returned as it is; a quantized one is decoded into *scratch
+ * (rows * cols floats from the arena, allocated by the caller, who sizes it
+ * with sp_model_weight_scratch) with be's dequantize_rows. NULL on failure
+ * (message in be->err). */
+const float *sp_model_weight(sp_backend *be, const void *const *w, const sp_weight_type *wt,
+                             int64_t i, int64_t rows, int64_t cols, float *scratch);
+/* Floats of scratch sp_model_weight needs for weight i: rows * cols when it
+ * is quantized, 0 otherwise. */
+static inline int64_t sp_model_weight_scratch(const sp_weight_type *wt, int64_t i, int64_t rows,
+                                              int64_t cols) {
+    return i >= 0 && wt[i] != SP_WEIGHT_F32 ? rows * cols : 0;
+}
+/* Token rows of table i (D values a row) into out[T, D]: get_rows for
+ * float32, dequantize_rows with ids for a quantized table. */
+int sp_model_gather(sp_backend *be, const void *const *w, const sp_weight_type *wt, int64_t i,
+                    int64_t D, const int32_t *ids, int64_t T, float *out);
 /* The shape of tensor `name` (ggml order, trailing 1s), whether stored
  * dense or as a sparse spectral tensor: 0 found, 1 absent, -1 malformed
  * (message in err). For hyperparameters read from a tensor's shape. */
@@ -92,7 +125,7 @@ int sp_model_tensor_ne(const sp_gguf *g, const char *name, int64_t ne[SP_GGUF_MA
                        size_t err_len);
 int sp_owned_add(sp_owned_buffers *o, float *buf);
 void sp_owned_free(sp_owned_buffers *o);
-int sp_weight_list_push(sp_weight_list *wl, const float *data, int64_t n);
+int sp_weight_list_push(sp_weight_list *wl, const void *data, sp_weight_type type, int64_t n);
 void sp_weight_list_free(sp_weight_list *wl);
 extern const sp_arch sp_arch_fnet;
 

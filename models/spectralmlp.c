@@ -57,6 +57,15 @@ static int take_tensor(const sp_gguf *g, spectralmlp *m, const char *name, int o
     return sp_model_take_tensor(g, &m->owned, name, optional, n_dims, ne, wl, index, err, err_len);
 }
 
+/* The tensors the forward pass may read quantized: the embedding table (a
+ * gather) and the GEMM matrices. */
+static int take_matrix(const sp_gguf *g, spectralmlp *m, const char *name, int optional,
+                       int64_t ne0, int64_t ne1, sp_weight_list *wl, int64_t *index, char *err,
+                       size_t err_len) {
+    const int64_t ne[2] = {ne0, ne1};
+    return sp_model_take_matrix(g, &m->owned, name, optional, 2, ne, wl, index, err, err_len);
+}
+
 static int model_load(const sp_gguf *g, void **out, sp_model_info *info, sp_weight_list *wl,
                       char *err, size_t err_len) {
     *out = NULL;
@@ -96,7 +105,7 @@ static int model_load(const sp_gguf *g, void **out, sp_model_info *info, sp_weig
     m->E = to == 0 ? to_ne[1] : m->D;
 
     const int64_t D = m->D, F = m->F, K = m->K;
-    if (take_tensor(g, m, "token_embd.weight", 0, 2, D, m->V, 1, wl, &m->i_embd, err, err_len))
+    if (take_matrix(g, m, "token_embd.weight", 0, D, m->V, wl, &m->i_embd, err, err_len))
         goto fail;
     m->i_block0 = wl->n;
     for (int64_t l = 0; l < m->L; l++) {
@@ -116,10 +125,14 @@ static int model_load(const sp_gguf *g, void **out, sp_model_info *info, sp_weig
             char name[96];
             int64_t idx;
             snprintf(name, sizeof name, "blk.%lld.%s", (long long)l, spec[w].suffix);
-            if (take_tensor(g, m, name, 0, spec[w].n_dims, dim_of[spec[w].which[0]],
-                            dim_of[spec[w].which[1]], dim_of[spec[w].which[2]], wl, &idx, err,
-                            err_len))
-                goto fail;
+            const int rc =
+                w == W_FFN_UP_W || w == W_FFN_DOWN_W
+                    ? take_matrix(g, m, name, 0, dim_of[spec[w].which[0]], dim_of[spec[w].which[1]],
+                                  wl, &idx, err, err_len)
+                    : take_tensor(g, m, name, 0, spec[w].n_dims, dim_of[spec[w].which[0]],
+                                  dim_of[spec[w].which[1]], dim_of[spec[w].which[2]], wl, &idx, err,
+                                  err_len);
+            if (rc) goto fail;
         }
     }
     if (take_tensor(g, m, "output_norm.weight", 1, 1, D, 1, 1, wl, &m->i_out_norm_w, err, err_len) ||
@@ -130,7 +143,7 @@ static int model_load(const sp_gguf *g, void **out, sp_model_info *info, sp_weig
         goto fail;
     }
     m->has_output_norm = m->i_out_norm_w >= 0;
-    if (take_tensor(g, m, "output.weight", 1, 2, D, m->E, 1, wl, &m->i_out_w, err, err_len) ||
+    if (take_matrix(g, m, "output.weight", 1, D, m->E, wl, &m->i_out_w, err, err_len) ||
         take_tensor(g, m, "output.bias", 1, 1, m->E, 1, 1, wl, &m->i_out_b, err, err_len))
         goto fail;
     if (m->i_out_b >= 0 && m->i_out_w < 0) {
@@ -156,51 +169,78 @@ fail:
 }
 
 /* One block's token mixing, inside each document: h += mix(LN(h)). */
-static int mixing_forward(const spectralmlp *m, const float *const *bw, sp_backend *be, float *h,
+static int mixing_forward(const spectralmlp *m, const void *const *bw, sp_backend *be, float *h,
                           const int64_t *offsets, int64_t n_docs, void *ws) {
     return be->ops->mix_block(be, h, bw[W_MIX_NORM_W], bw[W_MIX_NORM_B], m->eps, bw[W_MIX_FILTER],
                               bw[W_MIX_BIAS], m->K, m->D, offsets, n_docs, ws);
 }
 
-/* One block's MLP, per token: h += W_down GELU(W_up LN(h) + b_up) + b_down. */
-static int ffn_forward(const spectralmlp *m, const float *const *bw, sp_backend *be, float *h,
-                       const int64_t *offsets, int64_t n_docs, void *ws) {
-    return be->ops->ffn_block(be, h, bw[W_FFN_NORM_W], bw[W_FFN_NORM_B], m->eps, bw[W_FFN_UP_W],
-                              bw[W_FFN_UP_B], SP_ACT_GELU, bw[W_FFN_DOWN_W], bw[W_FFN_DOWN_B],
-                              m->D, m->F, offsets, n_docs, ws);
+/* One block's MLP, per token: h += W_down GELU(W_up LN(h) + b_up) + b_down.
+ * Quantized W_up / W_down are decoded into wq first (F*D floats each, the
+ * first half for W_up): one layer's matrices at a time. */
+static int ffn_forward(const spectralmlp *m, const void *const *w, const sp_weight_type *wt,
+                       int64_t l, sp_backend *be, float *h, const int64_t *offsets, int64_t n_docs,
+                       void *ws, float *wq) {
+    const int64_t b = m->i_block0 + l * W_PER_BLOCK, D = m->D, F = m->F;
+    const void *const *bw = w + b;
+    const float *up = sp_model_weight(be, w, wt, b + W_FFN_UP_W, F, D, wq);
+    const float *down = up ? sp_model_weight(be, w, wt, b + W_FFN_DOWN_W, D, F,
+                                             wq + sp_model_weight_scratch(wt, b + W_FFN_UP_W, F, D))
+                           : NULL;
+    if (!up || !down) return -1;
+    return be->ops->ffn_block(be, h, bw[W_FFN_NORM_W], bw[W_FFN_NORM_B], m->eps, up, bw[W_FFN_UP_B],
+                              SP_ACT_GELU, down, bw[W_FFN_DOWN_B], D, F, offsets, n_docs, ws);
 }
 
-static int model_forward(const void *p, const float *const *w, sp_backend *be, sp_arena *arena,
-                         const int32_t *tokens, const int64_t *offsets, int64_t n_docs,
-                         float **states) {
+/* Floats of scratch for decoding quantized matrices: the most any one step
+ * needs (a block's W_up + W_down, or the output projection). */
+static int64_t dequant_scratch(const spectralmlp *m, const sp_weight_type *wt) {
+    int64_t need = sp_model_weight_scratch(wt, m->i_out_w, m->E, m->D);
+    for (int64_t l = 0; l < m->L; l++) {
+        const int64_t b = m->i_block0 + l * W_PER_BLOCK;
+        const int64_t n = sp_model_weight_scratch(wt, b + W_FFN_UP_W, m->F, m->D) +
+                          sp_model_weight_scratch(wt, b + W_FFN_DOWN_W, m->D, m->F);
+        if (n > need) need = n;
+    }
+    return need;
+}
+
+static int model_forward(const void *p, const void *const *w, const sp_weight_type *wt,
+                         sp_backend *be, sp_arena *arena, const int32_t *tokens,
+                         const int64_t *offsets, int64_t n_docs, float **states) {
     const spectralmlp *m = p;
     const sp_backend_ops *op = be->ops;
     const int64_t D = m->D, T = offsets[n_docs];
+    const int64_t n_wq = dequant_scratch(m, wt);
 
     float *h = sp_arena_alloc(arena, (size_t)(T * D) * sizeof(float));
     void *mix_ws = sp_arena_alloc(arena, op->mix_block_workspace_size(be, offsets, n_docs, D, m->K));
     void *ffn_ws = sp_arena_alloc(arena, op->ffn_block_workspace_size(be, offsets, n_docs, D, m->F));
     float *out = m->has_output_proj ? sp_arena_alloc(arena, (size_t)(T * m->E) * sizeof(float)) : h;
-    if (!h || !mix_ws || !ffn_ws || !out) {
+    float *wq = n_wq ? sp_arena_alloc(arena, (size_t)n_wq * sizeof(float)) : NULL;
+    if (!h || !mix_ws || !ffn_ws || !out || (n_wq && !wq)) {
         snprintf(be->err, sizeof be->err, "activation arena exhausted (planning error)");
         return -1;
     }
     if (sp_arena_measuring(arena)) return 0;
 
-    if (op->get_rows(be, w[m->i_embd], D, tokens, T, h)) return -1;
+    if (sp_model_gather(be, w, wt, m->i_embd, D, tokens, T, h)) return -1;
     for (int64_t l = 0; l < m->L; l++) {
-        const float *const *bw = w + m->i_block0 + l * W_PER_BLOCK;
+        const void *const *bw = w + m->i_block0 + l * W_PER_BLOCK;
         if (mixing_forward(m, bw, be, h, offsets, n_docs, mix_ws) ||
-            ffn_forward(m, bw, be, h, offsets, n_docs, ffn_ws))
+            ffn_forward(m, w, wt, l, be, h, offsets, n_docs, ffn_ws, wq))
             return -1;
     }
     if (m->has_output_norm &&
         op->layer_norm(be, h, w[m->i_out_norm_w], w[m->i_out_norm_b], m->eps, T, D, h))
         return -1;
+    const float *w_out = NULL;
+    if (m->has_output_proj && !(w_out = sp_model_weight(be, w, wt, m->i_out_w, m->E, D, wq)))
+        return -1;
     /* The projection one document at a time, so its GEMM rows are cut the
      * same whether the document came alone or packed with others. */
     for (int64_t i = 0; m->has_output_proj && i < n_docs; i++)
-        if (op->linear(be, h + offsets[i] * D, w[m->i_out_w], m->i_out_b >= 0 ? w[m->i_out_b] : NULL,
+        if (op->linear(be, h + offsets[i] * D, w_out, m->i_out_b >= 0 ? w[m->i_out_b] : NULL,
                        offsets[i + 1] - offsets[i], D, m->E, SP_ACT_NONE, 0, out + offsets[i] * m->E))
             return -1;
     *states = out;

@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "formats/quant.h"
 #include "kernels/cpu/cpu_internal.h" /* sp_fft_mutex: FFTW's planner is process-wide */
 
 #define SUFFIX_SPECTRUM ".fourierft_spectrum"
@@ -47,7 +48,8 @@ struct spectral_adapter {
 };
 
 struct sp_adapter_set {
-    const float **w;   /* the context's weight table */
+    const void **w;          /* the context's weight table */
+    sp_weight_type *types;   /* and the types of its entries */
     int64_t n_merged;
     int64_t *merged;   /* weight indices whose entry in w the set owns */
 };
@@ -331,14 +333,17 @@ void sp_adapter_set_free(sp_adapter_set *set, sp_backend *be) {
     }
     free(set->merged);
     free(set->w);
+    free(set->types);
     free(set);
 }
 
-const float *const *sp_adapter_set_weights(const sp_adapter_set *set) { return set->w; }
+const void *const *sp_adapter_set_weights(const sp_adapter_set *set) { return set->w; }
+const sp_weight_type *sp_adapter_set_types(const sp_adapter_set *set) { return set->types; }
 
 spectral_status sp_adapter_set_build(const spectral_model *m, sp_backend *be,
-                                     const float *const *base_w, spectral_adapter *const *adapters,
-                                     const float *scales, int32_t n, sp_adapter_set **out) {
+                                     const void *const *base_w, const sp_weight_type *base_wt,
+                                     spectral_adapter *const *adapters, const float *scales,
+                                     int32_t n, sp_adapter_set **out) {
     *out = NULL;
     const sp_weight_list *wl = sp_model_weight_list(m);
     for (int32_t i = 0; i < n; i++) {
@@ -352,12 +357,17 @@ spectral_status sp_adapter_set_build(const spectral_model *m, sp_backend *be,
     sp_adapter_set *set = calloc(1, sizeof *set);
     if (set) set->w = malloc((size_t)wl->n * sizeof *set->w);
     if (set && set->w) set->merged = malloc((size_t)wl->n * sizeof *set->merged);
-    if (!set || !set->w || !set->merged) {
-        if (set) free(set->w);
+    if (set && set->merged) set->types = malloc((size_t)wl->n * sizeof *set->types);
+    if (!set || !set->w || !set->merged || !set->types) {
+        if (set) {
+            free(set->w);
+            free(set->merged);
+        }
         free(set);
         return fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
     }
     memcpy(set->w, base_w, (size_t)wl->n * sizeof *set->w);
+    memcpy(set->types, base_wt, (size_t)wl->n * sizeof *set->types);
     spectral_status s = SPECTRAL_OK;
     float *host = NULL;
     /* One weight at a time: every adapter's delta for it, summed in the order given. */
@@ -374,7 +384,14 @@ spectral_status sp_adapter_set_build(const spectral_model *m, sp_backend *be,
             s = fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory merging %s", wl->names[wi]);
             break;
         }
-        memcpy(host, wl->data[wi], bytes);
+        /* the model's host copy: float32, or Q8_0/Q4_0 blocks decoded to the
+         * same floats the forward pass would use, so a merged quantized
+         * target is W_dequantized + delta_W, in float32 */
+        if (wl->types[wi] == SP_WEIGHT_F32)
+            memcpy(host, wl->data[wi], bytes);
+        else
+            sp_dequantize_row(wl->types[wi] == SP_WEIGHT_Q8_0 ? SP_TENSOR_Q8_0 : SP_TENSOR_Q4_0,
+                              wl->data[wi], host, ne);
         for (int32_t i = 0; i < n; i++)
             for (int32_t j = 0; j < adapters[i]->n_targets; j++) {
                 if (adapters[i]->t[j].weight != wi) continue;
@@ -393,6 +410,7 @@ spectral_status sp_adapter_set_build(const spectral_model *m, sp_backend *be,
             /* the backend may still read host until it synchronises */
         }
         set->w[wi] = dst;
+        set->types[wi] = SP_WEIGHT_F32;
         set->merged[set->n_merged++] = wi;
         if (!be->host_memory) {
             if (be->ops->synchronize(be))

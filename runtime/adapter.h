@@ -26,14 +26,19 @@ const sp_gguf *sp_model_gguf(const spectral_model *m);
 /* ---- from runtime/adapter.c ---- */
 typedef struct sp_adapter_set sp_adapter_set;
 
-/* Builds a context's set over base_w (the model's weights in be's memory):
- * checks that every adapter belongs to model m and every scale is finite,
- * merges each targeted matrix on the host and uploads it to be. */
+/* Builds a context's set over base_w (the model's weights in be's memory,
+ * stored as base_wt there): checks that every adapter belongs to model m and
+ * every scale is finite, merges each targeted matrix on the host (a Q8_0 or
+ * Q4_0 target is dequantized first, so its merged copy is float32) and
+ * uploads it to be. */
 spectral_status sp_adapter_set_build(const spectral_model *m, sp_backend *be,
-                                     const float *const *base_w, spectral_adapter *const *adapters,
-                                     const float *scales, int32_t n, sp_adapter_set **out);
-/* The weight table a forward pass uses with this set. */
-const float *const *sp_adapter_set_weights(const sp_adapter_set *set);
+                                     const void *const *base_w, const sp_weight_type *base_wt,
+                                     spectral_adapter *const *adapters, const float *scales,
+                                     int32_t n, sp_adapter_set **out);
+/* The weight table a forward pass uses with this set, and its types
+ * (SP_WEIGHT_F32 for every merged matrix). */
+const void *const *sp_adapter_set_weights(const sp_adapter_set *set);
+const sp_weight_type *sp_adapter_set_types(const sp_adapter_set *set);
 /* Frees the merged matrices (backend buffers of be) and the table. */
 void sp_adapter_set_free(sp_adapter_set *set, sp_backend *be);
 /* Target i's materialised delta_W (rows x cols, row-major, scaling applied)

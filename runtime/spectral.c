@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "formats/gguf.h"
+#include "formats/quant.h"
 #include "formats/tokenizer.h"
 #include "kernels/backend.h"
 #include "models/model.h"
@@ -98,6 +99,9 @@ struct spectral_model {
     char name[256];
     pthread_mutex_t lock; /* guards device_weights */
     device_weights *uploaded;
+    /* SP_WEIGHT_F32 for every weight: the types a device backend's forward
+     * sees, as weights are dequantized at upload (model_weights_for). */
+    sp_weight_type *all_f32;
 };
 
 spectral_model_params spectral_model_default_params(void) {
@@ -245,6 +249,7 @@ void spectral_model_free(spectral_model *m) {
     }
     if (m->arch && m->arch_model) m->arch->free(m->arch_model);
     sp_weight_list_free(&m->weights);
+    free(m->all_f32);
     sp_tokenizer_free(m->tokenizer);
     sp_gguf_close(m->gguf);
     free(m->file_copy);
@@ -279,12 +284,17 @@ int64_t spectral_tokenize(const spectral_model *m, const char *text, size_t len,
     return n;
 }
 
-/* Returns the weights in the memory of backend be (uploading them once per
- * CUDA device and sharing them between contexts). */
+/* Returns the weights in the memory of backend be and their types there
+ * (uploading them once per CUDA device and sharing them between contexts).
+ * A host-memory backend reads the model's weights as loaded, quantized
+ * matrices included (it decodes them as it goes); a device backend gets
+ * float32 copies, Q8_0/Q4_0 dequantized on the host one tensor at a time on
+ * the way (the CUDA kernels compute on float32 only). */
 static spectral_status model_weights_for(spectral_model *m, sp_backend *be, int device,
-                                         const float *const **out) {
+                                         const void *const **out, const sp_weight_type **types) {
     if (be->host_memory) {
         *out = m->weights.data;
+        *types = m->weights.types;
         return SPECTRAL_OK;
     }
     spectral_status s = SPECTRAL_OK;
@@ -295,6 +305,11 @@ static spectral_status model_weights_for(spectral_model *m, sp_backend *be, int 
         char err[512] = "";
         d = calloc(1, sizeof *d);
         if (d) d->w = calloc((size_t)m->weights.n, sizeof *d->w);
+        if (d && d->w && !m->all_f32) m->all_f32 = calloc((size_t)m->weights.n + 1, sizeof *m->all_f32);
+        if (d && d->w && !m->all_f32) {
+            free(d->w);
+            d->w = NULL;
+        }
         if (d && d->w) d->owner = sp_backend_cuda_create(device, err, sizeof err);
         if (!d || !d->w || !d->owner) {
             s = d && d->w ? fail(SPECTRAL_ERR_BACKEND, "%s", err)
@@ -306,9 +321,25 @@ static spectral_status model_weights_for(spectral_model *m, sp_backend *be, int 
             d->device = device;
             for (int64_t i = 0; i < m->weights.n && s == SPECTRAL_OK; i++) {
                 size_t bytes = (size_t)m->weights.n_elems[i] * sizeof(float);
+                const void *src = m->weights.data[i];
+                float *tmp = NULL;
+                if (m->weights.types[i] != SP_WEIGHT_F32) {
+                    tmp = malloc(bytes);
+                    if (!tmp) {
+                        s = fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory dequantizing weights");
+                        break;
+                    }
+                    sp_dequantize_row(m->weights.types[i] == SP_WEIGHT_Q8_0 ? SP_TENSOR_Q8_0 : SP_TENSOR_Q4_0,
+                                      src, tmp, m->weights.n_elems[i]);
+                    src = tmp;
+                }
                 d->w[i] = d->owner->ops->buffer_alloc(d->owner, bytes);
-                if (!d->w[i] || d->owner->ops->upload(d->owner, d->w[i], m->weights.data[i], bytes))
+                if (!d->w[i] || d->owner->ops->upload(d->owner, d->w[i], src, bytes))
                     s = fail(SPECTRAL_ERR_BACKEND, "uploading weights: %s", d->owner->err);
+                /* the upload may be asynchronous: wait before freeing its source */
+                if (tmp && s == SPECTRAL_OK && d->owner->ops->synchronize(d->owner))
+                    s = fail(SPECTRAL_ERR_BACKEND, "uploading weights: %s", d->owner->err);
+                free(tmp);
             }
             if (s == SPECTRAL_OK && d->owner->ops->synchronize(d->owner))
                 s = fail(SPECTRAL_ERR_BACKEND, "uploading weights: %s", d->owner->err);
@@ -325,7 +356,10 @@ static spectral_status model_weights_for(spectral_model *m, sp_backend *be, int 
             }
         }
     }
-    if (d) *out = (const float *const *)d->w;
+    if (d) {
+        *out = (const void *const *)d->w;
+        *types = m->all_f32;
+    }
     pthread_mutex_unlock(&m->lock);
     return s;
 }
@@ -340,8 +374,9 @@ struct spectral_context {
     spectral_context_params params;
     spectral_pooling pooling;
     sp_backend *be;
-    const float *const *w;      /* the weights the forward pass reads: w_base or the adapters' */
-    const float *const *w_base; /* the model's, in be's memory */
+    const void *const *w;      /* the weights the forward pass reads: w_base or the adapters' */
+    const void *const *w_base; /* the model's, in be's memory */
+    const sp_weight_type *wt, *wt_base; /* their types in be's memory (w[i] is stored as wt[i]) */
     sp_adapter_set *adapters;   /* NULL without adapters (runtime/adapter.c) */
     void *arena_buf;
     size_t arena_size;
@@ -424,8 +459,9 @@ spectral_status spectral_context_create(spectral_model *m, spectral_context_para
     } else if (s == SPECTRAL_OK) {
         s = fail(SPECTRAL_ERR_INVALID_ARGUMENT, "unknown backend %d", (int)p.backend);
     }
-    if (s == SPECTRAL_OK) s = model_weights_for(m, c->be, p.device, &c->w);
+    if (s == SPECTRAL_OK) s = model_weights_for(m, c->be, p.device, &c->w, &c->wt);
     c->w_base = c->w;
+    c->wt_base = c->wt;
     if (s != SPECTRAL_OK) {
         spectral_context_free(c);
         return s;
@@ -466,9 +502,9 @@ static int run_graph(spectral_context *c, sp_arena *a, const int32_t *const *tok
             if (c->be->ops->upload(c->be, ids + offsets[i], tokens[i],
                                    (size_t)(offsets[i + 1] - offsets[i]) * sizeof *ids))
                 return -1;
-    if (m->arch->forward(m->arch_model, c->w, c->be, a, ids, offsets, n_docs, states)) return -1;
+    if (m->arch->forward(m->arch_model, c->w, c->wt, c->be, a, ids, offsets, n_docs, states)) return -1;
     if (n_docs == 1 && m->arch->pool && c->pooling != SPECTRAL_POOLING_NONE)
-        return m->arch->pool(m->arch_model, c->w, c->be, a, (int)c->pooling, *states, T, pooled);
+        return m->arch->pool(m->arch_model, c->w, c->wt, c->be, a, (int)c->pooling, *states, T, pooled);
     return 0;
 }
 
@@ -665,12 +701,14 @@ spectral_status spectral_context_set_adapters(spectral_context *c, spectral_adap
         return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "invalid argument to spectral_context_set_adapters");
     sp_adapter_set *set = NULL;
     if (n > 0) {
-        spectral_status s = sp_adapter_set_build(c->model, c->be, c->w_base, adapters, scales, n, &set);
+        spectral_status s =
+            sp_adapter_set_build(c->model, c->be, c->w_base, c->wt_base, adapters, scales, n, &set);
         if (s) return s;
     }
     sp_adapter_set_free(c->adapters, c->be);
     c->adapters = set;
     c->w = set ? sp_adapter_set_weights(set) : c->w_base;
+    c->wt = set ? sp_adapter_set_types(set) : c->wt_base;
     c->has_output = 0; /* the last outputs were made with other weights */
     return SPECTRAL_OK;
 }

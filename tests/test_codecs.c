@@ -11,7 +11,11 @@
  * coefficient (exact up to rounding) for odd and even shapes, Parseval's
  * identity for the error of a partial one; index validation; and files with
  * malformed compressed tensors, each refused by spectral_model_load with a
- * message naming the fault (never a crash: the test runs under ASan too).
+ * message naming the fault (never a crash: the test runs under ASan too);
+ * the CPU backend's dequantize_rows op against formats/quant.c's decoder
+ * (bit for bit, whole matrices and gathered rows, subnormal scales, refused
+ * arguments); and a Q8_0 matrix kept in the file's blocks by
+ * sp_model_take_matrix (zero copy) while sp_model_take_tensor decodes it.
  * Values derived numerically are compared with numpy in test_quantize.py. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -408,6 +412,90 @@ static int dump(const char *path, const char *name) {
     return rc ? 1 : 0;
 }
 
+/* ---- the CPU backend computing with blocks ---- */
+
+static void test_backend_dequant(void) {
+    enum { ROWS = 5, LEN = 96 };
+    float x[ROWS * LEN], want[ROWS * LEN], got[ROWS * LEN];
+    uint8_t q[ROWS * LEN / SP_QK * SP_Q8_0_BLOCK_BYTES];
+    char err[256];
+    sp_backend *be = sp_backend_cpu_create(2, err, sizeof err);
+    if (!be) {
+        fprintf(stderr, "FAIL cpu backend: %s\n", err);
+        failures++;
+        return;
+    }
+    for (int i = 0; i < ROWS * LEN; i++) x[i] = (float)urand();
+    /* a block of tiny values: its f16 scale is subnormal */
+    for (int j = 0; j < SP_QK; j++) x[LEN + j] = (float)urand() * 1e-6f;
+    static const int types[2] = {SP_TENSOR_Q8_0, SP_TENSOR_Q4_0};
+    static const sp_weight_type wtypes[2] = {SP_WEIGHT_Q8_0, SP_WEIGHT_Q4_0};
+    for (int k = 0; k < 2; k++) {
+        CHECK(sp_quantize_row(types[k], x, q, ROWS * LEN) == 0);
+        CHECK(sp_dequantize_row(types[k], q, want, ROWS * LEN) == 0);
+        memset(got, 0xff, sizeof got);
+        CHECK(be->ops->dequantize_rows(be, wtypes[k], q, LEN, NULL, ROWS, got) == 0);
+        CHECK(memcmp(got, want, sizeof got) == 0);
+        const int32_t ids[4] = {3, 0, 1, 3};
+        CHECK(be->ops->dequantize_rows(be, wtypes[k], q, LEN, ids, 4, got) == 0);
+        for (int r = 0; r < 4; r++)
+            CHECK(memcmp(got + r * LEN, want + ids[r] * LEN, LEN * sizeof(float)) == 0);
+    }
+    const int32_t neg[1] = {-1};
+    CHECK(be->ops->dequantize_rows(be, SP_WEIGHT_Q8_0, q, LEN, neg, 1, got) != 0 && has(be->err, "negative id"));
+    CHECK(be->ops->dequantize_rows(be, SP_WEIGHT_Q8_0, q, 33, NULL, 1, got) != 0 && has(be->err, "multiple of 32"));
+    CHECK(be->ops->dequantize_rows(be, SP_WEIGHT_F32, q, LEN, NULL, 1, got) != 0 && has(be->err, "unsupported"));
+    CHECK(be->ops->dequantize_rows(be, SP_WEIGHT_Q8_0, q, LEN, NULL, 0, got) == 0);
+    be->ops->destroy(be);
+}
+
+/* q8: a file whose ffn matrices are Q8_0 (test_files writes it). */
+static void test_kept_quantized(const char *q8) {
+    char err[256];
+    sp_gguf *g = NULL;
+    if (sp_gguf_open(q8, &g, err, sizeof err)) {
+        fprintf(stderr, "FAIL open %s: %s\n", q8, err);
+        failures++;
+        return;
+    }
+    const char *name = "blk.0.ffn_up.weight";
+    const int64_t ti = sp_gguf_find_tensor(g, name);
+    CHECK(ti >= 0);
+    if (ti < 0) {
+        sp_gguf_close(g);
+        return;
+    }
+    const sp_gguf_tensor *t = sp_gguf_tensor_at(g, ti);
+    CHECK(t->type == SP_TENSOR_Q8_0);
+    sp_owned_buffers owned = {0};
+    sp_weight_list wl = {0};
+    int64_t i_kept = -1, i_dec = -1;
+    CHECK(sp_model_take_matrix(g, &owned, name, 0, t->n_dims, t->ne, &wl, &i_kept, err, sizeof err) == 0);
+    CHECK(sp_model_take_tensor(g, &owned, name, 0, t->n_dims, t->ne, &wl, &i_dec, err, sizeof err) == 0);
+    if (i_kept >= 0 && i_dec >= 0) {
+        const int64_t n = t->ne[0] * t->ne[1];
+        CHECK(wl.types[i_kept] == SP_WEIGHT_Q8_0 && wl.data[i_kept] == t->data && wl.n_elems[i_kept] == n);
+        CHECK(wl.types[i_dec] == SP_WEIGHT_F32 && wl.data[i_dec] != t->data && wl.n_elems[i_dec] == n);
+        CHECK(owned.n == 1); /* only the decoded copy is owned */
+        /* the forward pass's view of the kept matrix equals the decoded copy */
+        sp_backend *be = sp_backend_cpu_create(1, err, sizeof err);
+        float *scratch = malloc((size_t)n * sizeof(float));
+        CHECK(be && scratch);
+        if (be && scratch) {
+            CHECK(sp_model_weight_scratch(wl.types, i_kept, t->ne[1], t->ne[0]) == n);
+            CHECK(sp_model_weight_scratch(wl.types, i_dec, t->ne[1], t->ne[0]) == 0);
+            const float *w = sp_model_weight(be, wl.data, wl.types, i_kept, t->ne[1], t->ne[0], scratch);
+            CHECK(w == scratch && memcmp(w, wl.data[i_dec], (size_t)n * sizeof(float)) == 0);
+            CHECK(sp_model_weight(be, wl.data, wl.types, i_dec, t->ne[1], t->ne[0], scratch) == wl.data[i_dec]);
+        }
+        free(scratch);
+        if (be) be->ops->destroy(be);
+    }
+    sp_weight_list_free(&wl);
+    sp_owned_free(&owned);
+    sp_gguf_close(g);
+}
+
 int main(int argc, char **argv) {
     if (argc == 4 && strcmp(argv[1], "dump") == 0) return dump(argv[2], argv[3]);
     if (argc != 3) {
@@ -419,6 +507,10 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) test_sst_shape(shapes[i][0], shapes[i][1]);
     test_sst_index();
     test_files(argv[1], argv[2]);
+    test_backend_dequant();
+    char q8[512];
+    snprintf(q8, sizeof q8, "%s/codecs_q8_0.gguf", argv[2]);
+    test_kept_quantized(q8);
     if (failures) {
         fprintf(stderr, "%d failure(s)\n", failures);
         return 1;

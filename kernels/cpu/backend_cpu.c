@@ -11,7 +11,7 @@
  *
  * The ops live in three files: this one (memory, rows, LayerNorm, add,
  * pooling), linear_cpu.c (GEMMs and the fused MLP), mix_cpu.c (FFTs). */
-#define _POSIX_C_SOURCE 200809L /* sysconf */
+#define _DEFAULT_SOURCE /* sysconf, MAP_ANONYMOUS */
 #include <cblas.h>
 /* OpenBLAS's cblas.h pulls in <complex.h>; keep fftwf_complex a float[2]. */
 #define FFTW_NO_Complex
@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "kernels/cpu/cpu_internal.h"
@@ -45,22 +46,51 @@ static int64_t row_tasks(int64_t T) { return (T + SP_ROWS_PER_TASK - 1) / SP_ROW
 
 /* ------------------------------------------------------------------ memory */
 
+/* Buffers of 1 MiB and more (arenas, weights) get a mapping of their own:
+ * freed, they go back to the system at once. From the heap, an arena that
+ * grows pass after pass would leave its old blocks behind as fragmentation
+ * (measured: +4.5 MiB of RSS over 10,000 documents of distinct lengths).
+ * The size sits just before the pointer: 0 for a heap block. Sanitizer
+ * builds keep the heap, where ASan sees overruns. */
+#define SP_CPU_MAP_MIN ((size_t)1 << 20)
+#define SP_CPU_MAP_HEADER ((size_t)4096)
+#define SP_CPU_HEAP_HEADER ((size_t)256)
+
 static void *cpu_buffer_alloc(sp_backend *be, size_t bytes) {
     /* aligned_alloc wants a multiple of the alignment and a non-zero size. */
     size_t n = (bytes + 255) / 256 * 256;
     if (n == 0) n = 256;
-    if (n < bytes) {
+    if (n < bytes || n > SIZE_MAX - SP_CPU_MAP_HEADER) {
         sp_cpu_set_err(be, "cpu: allocation of %zu bytes overflows", bytes);
         return NULL;
     }
-    void *p = aligned_alloc(256, n);
-    if (!p) sp_cpu_set_err(be, "cpu: out of memory allocating %zu bytes", bytes);
-    return p;
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+    if (n >= SP_CPU_MAP_MIN) {
+        const size_t total = n + SP_CPU_MAP_HEADER;
+        char *m = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED) {
+            sp_cpu_set_err(be, "cpu: out of memory allocating %zu bytes", bytes);
+            return NULL;
+        }
+        ((size_t *)(m + SP_CPU_MAP_HEADER))[-1] = total;
+        return m + SP_CPU_MAP_HEADER;
+    }
+#endif
+    char *p = aligned_alloc(256, n + SP_CPU_HEAP_HEADER);
+    if (!p) {
+        sp_cpu_set_err(be, "cpu: out of memory allocating %zu bytes", bytes);
+        return NULL;
+    }
+    ((size_t *)(p + SP_CPU_HEAP_HEADER))[-1] = 0;
+    return p + SP_CPU_HEAP_HEADER;
 }
 
 static void cpu_buffer_free(sp_backend *be, void *p) {
     (void)be;
-    free(p);
+    if (!p) return;
+    const size_t mapped = ((size_t *)p)[-1];
+    if (mapped) munmap((char *)p - SP_CPU_MAP_HEADER, mapped);
+    else free((char *)p - SP_CPU_HEAP_HEADER);
 }
 
 static int cpu_upload(sp_backend *be, void *dst, const void *src, size_t bytes) {
@@ -286,6 +316,7 @@ static const sp_backend_ops sp_cpu_ops = {
     .ffn_block_workspace_size = sp_cpu_ffn_block_workspace_size,
     .ffn_block = sp_cpu_ffn_block,
     .external_memory = sp_cpu_external_memory,
+    .dequantize_rows = sp_cpu_dequantize_rows,
 };
 
 /* A threaded OpenBLAS would run a second pool under ours: one thread. */

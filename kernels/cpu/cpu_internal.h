@@ -33,6 +33,10 @@ typedef struct {
 void sp_cpu_set_err(sp_backend *be, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* backend.h's dequantize_rows (dequant_cpu.c). */
+int sp_cpu_dequantize_rows(sp_backend *be, sp_weight_type type, const void *src, int64_t row_len,
+                           const int32_t *ids, int64_t n_rows, float *dst);
+
 /* Threads to use for a job of n_tasks: min(n_threads, max_parallel, n_tasks), >= 1. */
 int sp_cpu_slots(const sp_backend *be, int64_t n_tasks);
 

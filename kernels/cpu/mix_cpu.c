@@ -29,7 +29,7 @@
  * twiddle tables, grows with its length, ~9 bytes per row for the r2c + c2r
  * pair: 2^18 rows keep under 4 MiB between passes): past either bound the
  * least recently used idle plans go. */
-#define SP_FFT_CACHE_MAX 256
+#define SP_FFT_CACHE_MAX 64
 #define SP_FFT_CACHE_ROWS (INT64_C(1) << 18)
 
 static size_t aligned(int64_t bytes) { return (size_t)sp_cpu_round_up(bytes, SP_CPU_ALIGN); }
@@ -83,6 +83,9 @@ static void fft_cache_trim(int64_t adding) {
         sp_fft_rows -= sp_fft_cache[victim]->n;
         fft_plan_destroy(sp_fft_cache[victim]);
         sp_fft_cache[victim] = sp_fft_cache[--sp_fft_n];
+        /* FFTW's planner also remembers every problem it has solved (its
+         * wisdom), which grows with each new length; plans live on without it. */
+        fftwf_forget_wisdom();
     }
 }
 

@@ -389,6 +389,8 @@ static const sp_backend_ops cuda_ops = {
     sp_cuda_mix_block,
     sp_cuda_ffn_block_workspace_size,
     sp_cuda_ffn_block,
+    NULL, /* external_memory: cuFFT's plans use the workspaces it is given */
+    NULL, /* dequantize_rows: weights are dequantized at upload (runtime/spectral.c) */
 };
 
 SP_CUDA_EXPORT int sp_cuda_module_device_count(void) {
