@@ -95,7 +95,7 @@ class ModelError(SpectralError):
 
 
 class MemoryLimitError(SpectralError, MemoryError):
-    """The document needs more activation memory than the model's mem_limit."""
+    """The document needs more working memory (activations, FFT tables) than mem_limit."""
 
     status = _lib.ERR_MEMORY_LIMIT
 
@@ -235,7 +235,7 @@ class Model:
         """Load `path`.
 
         n_threads: CPU threads per call (0 = every core). device: "cpu" or "cuda[:N]".
-        mem_limit: hard cap on activation memory per call, bytes or "512M"; None = no cap.
+        mem_limit: hard cap on working memory (activations, FFT tables) per call, bytes or "512M"; None = no cap.
         batch_tokens: packing budget of embed()'s batches (0 = the library's 4096).
         use_mmap: map the file (it must not change meanwhile) or read a private copy.
         """
@@ -393,7 +393,7 @@ class Model:
             self._release(held)
 
     def memory_minimum(self, n_tokens: int) -> int:
-        """The least activation memory a document of n_tokens runs in (below it: MemoryLimitError)."""
+        """The least working memory a document of n_tokens runs in (below it: MemoryLimitError)."""
         held = self._acquire(_lib.POOLING_UNSPECIFIED, True)
         try:
             return int(_c.spectral_context_memory_minimum(held[1], int(n_tokens)))
