@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "spectral.h"
+#include "cli_size.h"
 
 enum { EXIT_INPUT_FAILED = 1, EXIT_USAGE = 2, EXIT_OUTPUT = 3 };
 enum output_format { OUT_JSONL, OUT_JSON, OUT_RAW };
@@ -99,30 +100,6 @@ static int usage_error(const char *fmt, const char *arg) {
     return EXIT_USAGE;
 }
 
-/* Parses sizes like 512M, 1.5G, 4096, 64KiB. Returns 0 on success. */
-static int parse_size(const char *s, size_t *out) {
-    errno = 0;
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || errno || !(v > 0)) return -1;
-    double mul = 1;
-    switch (*end) {
-    case 'k': case 'K': mul = 1024.0; end++; break;
-    case 'm': case 'M': mul = 1024.0 * 1024; end++; break;
-    case 'g': case 'G': mul = 1024.0 * 1024 * 1024; end++; break;
-    case 't': case 'T': mul = 1024.0 * 1024 * 1024 * 1024; end++; break;
-    default: break;
-    }
-    /* A fraction needs a unit: "1.5" alone would silently mean 1 byte. */
-    if (mul == 1 && v != floor(v)) return -1;
-    if (*end == 'i' && mul > 1) end++;
-    if (*end == 'B' || *end == 'b') end++;
-    if (*end) return -1;
-    double bytes = v * mul;
-    if (bytes < 1 || bytes > 1.8e19) return -1;
-    *out = (size_t)bytes;
-    return 0;
-}
 
 static int parse_int(const char *s, int *out) {
     errno = 0;
@@ -214,7 +191,7 @@ static int parse_args(int argc, char **argv, options *o) {
             else return usage_error("unknown device '%s' (cpu, cuda)", val);
         } else if (!strcmp(a, "--mem-limit")) {
             NEEDS_VALUE();
-            if (parse_size(val, &o->mem_limit))
+            if (cli_parse_size(val, &o->mem_limit))
                 return usage_error("--mem-limit needs a size such as 512M or 2G, got '%s'", val);
         } else if (!strcmp(a, "-b") || !strcmp(a, "--batch-tokens")) {
             NEEDS_VALUE();

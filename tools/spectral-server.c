@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli_size.h"
 #include "server_api.h"
 #include "server_metrics.h"
 #include "server_pool.h"
@@ -99,29 +100,6 @@ static int usage_error(const char *fmt, const char *arg) {
     return 2;
 }
 
-/* Sizes like 512M, 1.5G, 4096, 64KiB (as spectral-embed reads them). */
-static int parse_size(const char *s, size_t *out) {
-    errno = 0;
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || errno || !(v > 0)) return -1;
-    double mul = 1;
-    switch (*end) {
-    case 'k': case 'K': mul = 1024.0; end++; break;
-    case 'm': case 'M': mul = 1024.0 * 1024; end++; break;
-    case 'g': case 'G': mul = 1024.0 * 1024 * 1024; end++; break;
-    case 't': case 'T': mul = 1024.0 * 1024 * 1024 * 1024; end++; break;
-    default: break;
-    }
-    if (mul == 1 && v != floor(v)) return -1;
-    if (*end == 'i' && mul > 1) end++;
-    if (*end == 'B' || *end == 'b') end++;
-    if (*end) return -1;
-    double bytes = v * mul;
-    if (bytes < 1 || bytes > 1.8e19) return -1;
-    *out = (size_t)bytes;
-    return 0;
-}
 
 static int parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out) {
     errno = 0;
@@ -203,7 +181,7 @@ static int parse_args(int argc, char **argv, options *o) {
             else return usage_error("unknown device '%s' (cpu, cuda)", val);
         } else if (!strcmp(a, "--mem-limit")) {
             NEEDS_VALUE();
-            if (parse_size(val, &o->mem_limit)) return usage_error("--mem-limit needs a size such as 512M or 2G, got '%s'", val);
+            if (cli_parse_size(val, &o->mem_limit)) return usage_error("--mem-limit needs a size such as 512M or 2G, got '%s'", val);
         } else if (!strcmp(a, "--max-tokens")) {
             NEEDS_VALUE();
             if (parse_i64(val, 1, INT64_C(1) << 34, &o->max_tokens)) return usage_error("--max-tokens needs a number from 1 to 2^34, got '%s'", val);
@@ -223,7 +201,7 @@ static int parse_args(int argc, char **argv, options *o) {
             o->timeout = (unsigned)v;
         } else if (!strcmp(a, "--max-body")) {
             NEEDS_VALUE();
-            if (parse_size(val, &o->max_body) || o->max_body > ((size_t)1 << 32))
+            if (cli_parse_size(val, &o->max_body) || o->max_body > ((size_t)1 << 32))
                 return usage_error("--max-body needs a size up to 4G such as 4M, got '%s'", val);
         } else if (!strcmp(a, "--max-inputs")) {
             NEEDS_VALUE();
