@@ -25,6 +25,10 @@ Initialisation (the student starts as a bag-of-tokens embedder):
   residual branch adds nothing: the initial model's embedding is the weighted mean of the
   static token vectors, mapped back to the teacher's space.
 `--init-only` exports exactly that model (the "static embeddings" anchor).
+`--init-from CKPT` starts from an earlier run's weights instead; with a smaller --ffn than
+the checkpoint's, each block keeps the MLP hidden units with the largest
+|w_up_i| * |w_down_:,i| (with --init-only: the pruned model, untrained). `--freeze-emb`
+keeps the token embeddings where they start (the shipped model: the static ones).
 
 Objective, per step: B documents with at least n_a + n_b whole chunks; two adjacent spans
 (n_a and n_b chunks, drawn per step from 1..--max-span, cut at a random chunk boundary),
@@ -115,6 +119,25 @@ def export_gguf(sd: dict, path: str, *, name: str, dtype: str = "f16", ctx: int 
     write_tensors_and_close(wr, tensors, dtype)
 
 
+def prune_ffn(sd: dict, ffn: int):
+    """Keep each block's `ffn` MLP hidden units with the largest |w_up_i| * |w_down_:,i|.
+
+    A hidden unit's contribution to the residual stream is bounded by that product, so
+    this keeps the units that move the output most. Returns (state dict, old width)."""
+    sd = dict(sd)
+    old = None
+    for k in [k for k in sd if k.endswith(".mlp.0.weight")]:
+        pre = k[:-len("0.weight")]
+        up, dn = sd[k], sd[pre + "3.weight"]
+        old = up.shape[0]
+        if ffn > old:
+            raise SystemExit(f"distill: --ffn {ffn} is wider than the checkpoint's {old}")
+        imp = up.float().norm(dim=1) * dn.float().norm(dim=0)
+        keep = imp.argsort(descending=True)[:ffn].sort().values
+        sd[k], sd[pre + "0.bias"], sd[pre + "3.weight"] = up[keep], sd[pre + "0.bias"][keep], dn[:, keep]
+    return sd, old
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--teacher", required=True, help="directory of distill_teacher.py outputs")
@@ -148,6 +171,8 @@ def main(argv=None) -> int:
                     "the document that crosses N is kept whole, as distill_teacher.py does)")
     ap.add_argument("--init-from", help="start from this checkpoint's weights (not its optimizer or "
                     "schedule) instead of the static embeddings, e.g. an earlier run's best.pt")
+    ap.add_argument("--freeze-emb", action="store_true",
+                    help="keep the token embeddings at their initial values (static or --init-from)")
     ap.add_argument("--name", default="spectral-default")
     a = ap.parse_args(argv)
 
@@ -187,11 +212,14 @@ def main(argv=None) -> int:
         model.output.bias.zero_()
     if a.init_from and not os.path.exists(os.path.join(a.out, "last.pt")):
         ck = torch.load(a.init_from, map_location="cpu", weights_only=False)
-        model.load_state_dict(ck["model"])
-        print(f"distill: weights from {a.init_from} (step {ck['step']} of its run)", flush=True)
+        sd, kept = prune_ffn(ck["model"], a.ffn)
+        model.load_state_dict(sd)
+        print(f"distill: weights from {a.init_from} (step {ck['step']} of its run)"
+              + (f"; MLP hidden units pruned {kept} -> {a.ffn}" if kept != a.ffn else ""), flush=True)
     if a.init_only:
-        export_gguf(to_np(model), out_gguf, name=a.name + " (static init)")
-        print(f"distill: wrote {out_gguf} (initial bag-of-tokens model)")
+        what = "--init-from weights" if a.init_from else "initial bag-of-tokens model"
+        export_gguf(to_np(model), out_gguf, name=a.name + (" (init-from)" if a.init_from else " (static init)"))
+        print(f"distill: wrote {out_gguf} ({what})")
         return 0
 
     z = np.load(os.path.join(a.teacher, "train.npz"))
@@ -255,12 +283,16 @@ def main(argv=None) -> int:
         return float(top1), float(cos)
 
     emb_params = [model.embedding.weight]
+    if a.freeze_emb:
+        model.embedding.weight.requires_grad_(False)
+        emb_params = []
     other = [p for n, p in model.named_parameters() if n != "embedding.weight"]
     decay = [p for p in other if p.ndim >= 2]
     nodecay = [p for p in other if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": a.wd, "base": a.lr},
                              {"params": nodecay, "weight_decay": 0.0, "base": a.lr},
-                             {"params": emb_params, "weight_decay": 0.0, "base": a.emb_lr}],
+                             *([{"params": emb_params, "weight_decay": 0.0, "base": a.emb_lr}]
+                               if emb_params else [])],
                             lr=a.lr, betas=(0.9, 0.98))
     step, total, best, hist = 0, a.steps or None, -1.0, []
     if os.path.exists(last_pt):
@@ -323,7 +355,7 @@ def main(argv=None) -> int:
         loss = l_cos + a.con * l_con
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
         opt.step()
         step += 1
         rec = {"step": step, "t": round(time.time() - t_run, 1), "lr_f": round(f, 4), "n_a": n_a,
