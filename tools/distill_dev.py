@@ -27,7 +27,7 @@ import tempfile
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from eval_retrieval import embed_cli, scores, scores_sparse, sparse_tfidf  # noqa: E402
+from eval_retrieval import embed_cli, scores, scores_sparse, sparse_tfidf, write_texts  # noqa: E402
 
 
 def dev_halves(corpus: str, teacher: str, per_file: int = 4) -> list[tuple[str, str]]:
@@ -68,12 +68,7 @@ def main(argv=None) -> int:
     if a.tfidf:
         print("word TF-IDF", scalars(scores_sparse(sparse_tfidf(texts, "word"), n)), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        paths = []
-        for i, t in enumerate(texts):
-            p = os.path.join(tmp, f"{i:05d}.txt")
-            with open(p, "w", encoding="utf-8") as fh:
-                fh.write(t)
-            paths.append(p)
+        paths = write_texts(tmp, texts)
         for spec in a.models:
             label, _, model = spec.partition("=")
             e = embed_cli(a.cli, model, paths, a.threads)

@@ -38,6 +38,7 @@ def main(argv=None) -> int:
     import torch.nn.functional as Fn
     from transformers import AutoTokenizer
     from distill_teacher import teacher_path
+    from eval_retrieval import write_texts
     from seed_model import DocumentEncoder
     torch.set_num_threads(2)
     tok = AutoTokenizer.from_pretrained(teacher_path())
@@ -52,12 +53,7 @@ def main(argv=None) -> int:
     ev = sorted([d for d in docs if d["split"] != "train"], key=lambda d: -len(d["text"]))
     texts = [d["text"] for d in ev[:a.n - 2]] + ["short text", "\n\n".join(d["text"] for d in ev[:12])]
     with tempfile.TemporaryDirectory() as td:
-        paths = []
-        for i, t in enumerate(texts):
-            p = os.path.join(td, f"{i}.txt")
-            with open(p, "w", encoding="utf-8") as fh:
-                fh.write(t)
-            paths.append(p)
+        paths = write_texts(td, texts)
         r = subprocess.run([a.cli, "-m", a.gguf, "-t", "2"] + paths, capture_output=True, text=True, check=True)
         c = np.asarray([json.loads(line)["embedding"] for line in r.stdout.splitlines()])
     sd16 = {k: (v.half().float() if v.ndim >= 2 else v) for k, v in ck["model"].items()}

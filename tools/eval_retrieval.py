@@ -114,6 +114,17 @@ def char3_counts(halves: list[bytes]) -> np.ndarray:
     return m
 
 
+def write_texts(folder: str, texts: list[str], name: str = "{:05d}.txt") -> list[str]:
+    """Each text to its own UTF-8 file in folder (name formatted with its index): the paths."""
+    paths = []
+    for i, t in enumerate(texts):
+        p = os.path.join(folder, name.format(i))
+        with open(p, "w", encoding="utf-8") as fh:
+            fh.write(t)
+        paths.append(p)
+    return paths
+
+
 def embed_cli(cli: str, model: str, paths: list[str], threads: int, chunk: int = 400) -> np.ndarray:
     out = []
     for i in range(0, len(paths), chunk):
@@ -187,13 +198,7 @@ def eval_set(a, split: str) -> dict:
         res[label] = scores(l2n(e[0:2 * n:2]), l2n(e[1:2 * n:2]))
     anchors = list(res)
     with tempfile.TemporaryDirectory(prefix="spectral-eval-") as tmp:
-        pq, pt = [], []
-        for i in range(n):
-            for lst, data, tag in ((pq, q[i], "a"), (pt, t[i], "b")):
-                pth = os.path.join(tmp, f"{i:05d}{tag}.txt")
-                with open(pth, "w", encoding="utf-8") as fh:
-                    fh.write(data)
-                lst.append(pth)
+        pq, pt = write_texts(tmp, q, "{:05d}a.txt"), write_texts(tmp, t, "{:05d}b.txt")
         for spec in a.model:
             label, _, path = spec.partition("=")
             t0 = time.time()
@@ -250,11 +255,7 @@ def throughput(a) -> dict:
             docs.append(b.decode("utf-8", "ignore"))
             pos += size
         with tempfile.TemporaryDirectory() as tmp:
-            paths = []
-            for i, d in enumerate(docs):
-                p = os.path.join(tmp, f"{i}.txt")
-                open(p, "w").write(d)
-                paths.append(p)
+            paths = write_texts(tmp, docs)
             # documents/s from wall clock, less a one-document run (model load, start-up)
             rates = []
             for _ in range(3):
