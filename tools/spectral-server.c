@@ -1,6 +1,6 @@
 /* spectral-server: an OpenAI-compatible embeddings server over HTTP.
  *
- * HTTP is libmicrohttpd's (an internal epoll thread pool; each request that
+ * HTTP is libmicrohttpd's (an internal poll() thread pool; each request that
  * needs the model is suspended while it waits, so no HTTP thread ever
  * blocks on encoding); JSON parsing is jansson's (server_api.c); batching,
  * the queue and the memory cap are server_pool.c's; /metrics is
@@ -757,7 +757,14 @@ static int start_daemon(server *s) {
         fprintf(stderr, "spectral-server: cannot resolve --host %s: %s\n", s->o.host, gai_strerror(gai));
         return -1;
     }
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    /* poll(), not epoll (MHD_USE_AUTO's pick on Linux): libmicrohttpd's
+     * MHD_quiesce_daemon races its own epoll worker threads to remove the
+     * listening socket and aborts the process when it loses ("Failed to
+     * remove listen FD from epoll set", seen once in CI at SIGTERM; the
+     * worker-pool branch is unguarded in 0.9.75 and still in 1.0.1). Its
+     * poll() path only sets a flag and wakes the workers. poll() costs
+     * O(connections) per wake-up, nothing next to computing an embedding. */
+    unsigned flags = MHD_USE_POLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
     s->daemon = MHD_start_daemon(
         flags, (uint16_t)s->o.port, NULL, NULL, on_request, s,
