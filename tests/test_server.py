@@ -13,6 +13,7 @@ usage: test_server.py api|ops|openai SERVER EMBED MODEL BYTE_MODEL
   openai  the `openai` Python package (client.embeddings.create, float and
           base64) gets spectral-embed's numbers; SKIP when it is missing.
 """
+import http.client
 import json
 import os
 import shutil
@@ -398,7 +399,7 @@ def part_stop_under_traffic():
                 try:
                     st, _, _ = request(srv.port, "GET", "/health", timeout=10)
                     outcomes.append(st)
-                except OSError:
+                except (OSError, http.client.HTTPException):  # refused, reset or closed unanswered
                     outcomes.append("refused")
         clients = [threading.Thread(target=hammer, daemon=True) for _ in range(6)]
         for t in clients:
