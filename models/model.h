@@ -80,6 +80,27 @@ typedef struct {
 } sp_arch;
 
 extern const sp_arch sp_arch_spectralmlp;
+
+/* ---- the lexical sketch (models/lexical.c), any architecture ---- */
+
+/* Optional: a signed feature hash of a document's bag of tokens, appended to
+ * its pooled embedding. dims == 0 when the model has none. */
+typedef struct {
+    int64_t dims;   /* R: key <arch>.lexical.dims */
+    float scale;    /* its weight next to the unit dense part: <arch>.lexical.scale, default 1 */
+    int32_t *bucket; /* [n_vocab] in [0, R): tensor lexical.bucket (I32) */
+    float *weight;   /* [n_vocab], signed: tensor lexical.weight */
+} sp_lexical;
+
+/* Reads and checks the sketch (every bucket in range, every weight finite);
+ * leaves dims 0 when the file has none. 0 on success. */
+int sp_lexical_load(const sp_gguf *g, const char *arch, int64_t n_vocab, sp_lexical *lx, char *err,
+                    size_t err_len);
+void sp_lexical_free(sp_lexical *lx);
+/* out[R] = the sketch of tokens[0..T) (ids already checked < n_vocab);
+ * counts[n_vocab] is scratch, all zero on entry and again on return. */
+void sp_lexical_sketch(const sp_lexical *lx, const int32_t *tokens, int64_t T, uint32_t *counts,
+                       float *out);
 /* ---- helpers for architecture files (models/loader.c) ---- */
 
 /* Reads a required unsigned integer key (any unsigned width) within [min, max]. */

@@ -96,6 +96,7 @@ struct spectral_model {
     sp_model_info info;
     sp_weight_list weights;
     sp_tokenizer *tokenizer;
+    sp_lexical lexical; /* dims 0: pooled embeddings are the dense part alone */
     char name[256];
     pthread_mutex_t lock; /* guards device_weights */
     device_weights *uploaded;
@@ -123,6 +124,8 @@ static spectral_status model_init(spectral_model *m) {
                     (int)(arch.len > 64 ? 64 : arch.len), arch.ptr);
     if (m->arch->load(m->gguf, &m->arch_model, &m->info, &m->weights, err, sizeof err))
         return fail(SPECTRAL_ERR_MODEL, "%s: %s", m->arch->name, err);
+    if (sp_lexical_load(m->gguf, m->arch->name, m->info.n_vocab, &m->lexical, err, sizeof err))
+        return fail(SPECTRAL_ERR_MODEL, "%s", err);
     if (sp_tokenizer_load(m->gguf, &m->tokenizer, err, sizeof err))
         return fail(SPECTRAL_ERR_MODEL, "tokenizer: %s", err);
     if (sp_tokenizer_n_vocab(m->tokenizer) > m->info.n_vocab)
@@ -251,6 +254,7 @@ void spectral_model_free(spectral_model *m) {
     sp_weight_list_free(&m->weights);
     free(m->all_f32);
     sp_tokenizer_free(m->tokenizer);
+    sp_lexical_free(&m->lexical);
     sp_gguf_close(m->gguf);
     free(m->file_copy);
     pthread_mutex_destroy(&m->lock);
@@ -260,6 +264,9 @@ void spectral_model_free(spectral_model *m) {
 const char *spectral_model_arch(const spectral_model *m) { return m->arch->name; }
 const char *spectral_model_name(const spectral_model *m) { return m->name; }
 int32_t spectral_model_n_embd(const spectral_model *m) { return (int32_t)m->info.n_embd; }
+int32_t spectral_model_n_pooled(const spectral_model *m) {
+    return (int32_t)(m->info.n_embd + m->lexical.dims);
+}
 int32_t spectral_model_n_layer(const spectral_model *m) { return (int32_t)m->info.n_layer; }
 int32_t spectral_model_n_vocab(const spectral_model *m) { return (int32_t)m->info.n_vocab; }
 int32_t spectral_model_n_ctx_train(const spectral_model *m) {
@@ -383,7 +390,8 @@ struct spectral_context {
     size_t peak;
     /* outputs of the last pass: one document, or a packed batch */
     const float *states; /* backend memory, all rows of the pass */
-    float *emb;          /* n_docs x n_embd pooled vectors of the pass */
+    float *emb;          /* n_docs x n_pooled pooled vectors of the pass */
+    uint32_t *lex_counts; /* n_vocab zeros: sp_lexical_sketch's scratch (models with a sketch) */
     int64_t emb_cap;     /* documents emb can hold */
     int64_t *offsets;    /* n_docs + 1 row offsets of the pass */
     int64_t offsets_cap;
@@ -411,7 +419,7 @@ spectral_context_params spectral_context_default_params(void) {
 
 /* Grows the per-pass bookkeeping to n documents. */
 static spectral_status ensure_docs(spectral_context *c, int64_t n) {
-    const int64_t E = c->model->info.n_embd;
+    const int64_t E = spectral_model_n_pooled(c->model);
     if (n > c->emb_cap) {
         float *e = realloc(c->emb, (size_t)(n * E) * sizeof(float));
         if (!e) return fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
@@ -448,6 +456,8 @@ spectral_status spectral_context_create(spectral_model *m, spectral_context_para
                                                            : p.pooling;
     char err[512] = "";
     spectral_status s = ensure_docs(c, 1);
+    if (s == SPECTRAL_OK && m->lexical.dims && !(c->lex_counts = calloc((size_t)m->info.n_vocab, sizeof *c->lex_counts)))
+        s = fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
     if (s == SPECTRAL_OK && p.backend == SPECTRAL_BACKEND_CPU) {
         c->be = sp_backend_cpu_create(p.n_threads, err, sizeof err);
         if (!c->be) s = fail(SPECTRAL_ERR_BACKEND, "CPU backend: %s", err);
@@ -479,6 +489,7 @@ void spectral_context_free(spectral_context *c) {
     }
     free(c->states_host);
     free(c->emb);
+    free(c->lex_counts);
     free(c->offsets);
     free(c);
 }
@@ -635,7 +646,7 @@ static spectral_status plan(spectral_context *c, const int64_t *offsets, int64_t
 static void show_document(spectral_context *c, int64_t i) {
     c->cur_row0 = c->offsets[i];
     c->n_tokens = c->offsets[i + 1] - c->offsets[i];
-    c->embedding = c->emb + i * c->model->info.n_embd;
+    c->embedding = c->emb + i * spectral_model_n_pooled(c->model);
     c->states_fresh = 0;
 }
 
@@ -673,18 +684,26 @@ static spectral_status encode_pass(spectral_context *c, const int32_t *const *to
     if (rc) return fail(SPECTRAL_ERR_BACKEND, "%s", c->be->err);
     if (a.used + (need - arena) > c->peak) c->peak = a.used + (need - arena);
 
-    const int64_t E = m->info.n_embd;
+    const int64_t E = m->info.n_embd, R = m->lexical.dims, P = E + R;
     if (c->pooling != SPECTRAL_POOLING_NONE) {
         sp_pool_op op = c->pooling == SPECTRAL_POOLING_CLS ? SP_POOL_FIRST
                         : c->pooling == SPECTRAL_POOLING_LAST ? SP_POOL_LAST
                                                               : SP_POOL_MEAN;
         for (int64_t i = 0; i < n_docs; i++) {
-            float *e = c->emb + i * E;
+            float *e = c->emb + i * P;
             /* A model's pooling head gave one row: pooling it copies it to the host. */
             if (pooled ? c->be->ops->pool(c->be, pooled, 1, E, SP_POOL_FIRST, e)
                        : c->be->ops->pool(c->be, states + c->offsets[i] * E, n_tokens[i], E, op, e))
                 return fail(SPECTRAL_ERR_BACKEND, "%s", c->be->err);
-            if (c->params.normalize) l2_normalize(e, E);
+            if (R) {
+                /* [dense / |dense|, scale * sketch / |sketch|]: the two parts
+                 * weigh what the model says whatever their raw norms. */
+                l2_normalize(e, E);
+                sp_lexical_sketch(&m->lexical, tokens[i], n_tokens[i], c->lex_counts, e + E);
+                l2_normalize(e + E, R);
+                for (int64_t r = 0; r < R; r++) e[E + r] *= m->lexical.scale;
+            }
+            if (c->params.normalize) l2_normalize(e, P);
         }
     }
     if (c->be->ops->synchronize(c->be)) return fail(SPECTRAL_ERR_BACKEND, "%s", c->be->err);

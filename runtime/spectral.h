@@ -21,7 +21,7 @@
  *     int32_t *tok = malloc(n * sizeof *tok);
  *     spectral_tokenize(model, text, len, tok, n);
  *     if (spectral_encode(ctx, tok, n) == SPECTRAL_OK) {
- *         const float *e = spectral_get_embedding(ctx);         // n_embd floats
+ *         const float *e = spectral_get_embedding(ctx);         // n_pooled floats
  *     }
  *     spectral_context_free(ctx);
  *     spectral_model_free(model);
@@ -131,7 +131,15 @@ void spectral_model_free(spectral_model *model);
 
 const char *spectral_model_arch(const spectral_model *model);
 const char *spectral_model_name(const spectral_model *model); /* general.name or "" */
+/* Width of the token states (spectral_get_token_states rows). */
 int32_t spectral_model_n_embd(const spectral_model *model);
+/* Length of a pooled embedding (spectral_get_embedding): n_embd, plus the
+ * dimensions of the model's lexical sketch when it has one. With a sketch,
+ * the first n_embd values are the dense embedding and the rest a hashed bag
+ * of word pieces, each part unit length before the sketch is scaled by the
+ * model's weight; the first n_embd values alone, renormalized, are the dense
+ * embedding by itself. */
+int32_t spectral_model_n_pooled(const spectral_model *model);
 int32_t spectral_model_n_layer(const spectral_model *model);
 int32_t spectral_model_n_vocab(const spectral_model *model);
 int32_t spectral_model_n_ctx_train(const spectral_model *model);
@@ -177,7 +185,7 @@ spectral_pooling spectral_context_pooling(const spectral_context *ctx);
  * encode call on this context. */
 spectral_status spectral_encode(spectral_context *ctx, const int32_t *tokens, int64_t n_tokens);
 
-/* Pooled embedding of the last document (n_embd floats), or NULL when the
+/* Pooled embedding of the last document (n_pooled floats), or NULL when the
  * context's pooling is NONE. */
 const float *spectral_get_embedding(spectral_context *ctx);
 /* Final hidden states of the last document: n_tokens x n_embd, row-major. */

@@ -9,9 +9,10 @@
  * reuse the same model and context, one after the other.
  *
  * Output on stdout, as text, per input: a header line
- * "n_tokens n_rows n_embd", then n_rows lines of n_embd floats (%.9g). With
+ * "n_tokens n_rows width", then n_rows lines of width floats (%.9g). With
  * pooling none the rows are the token states (spectral_get_token_states),
- * otherwise one row, the pooled embedding (spectral_get_embedding). With -o
+ * otherwise one row, the pooled embedding (spectral_get_embedding; width
+ * n_embd for token states, n_pooled for embeddings). With -o
  * the same rows (all inputs) are also written to OUT.bin as raw
  * little-endian float32, row-major, no header.
  *
@@ -104,6 +105,7 @@ static int dump_one(spectral_model *model, spectral_context *ctx, const char *in
             goto done;
         }
         n_rows = 1;
+        d = spectral_model_n_pooled(model);
     }
 
     printf("%lld %lld %d\n", (long long)n, (long long)n_rows, (int)d);

@@ -69,7 +69,8 @@ out:
 
 static void check_model(const spectral_model *m, const uint8_t *data, size_t size, int bytes_model) {
     const int32_t n_vocab = spectral_model_n_vocab(m);
-    if (n_vocab <= 0 || spectral_model_n_embd(m) <= 0) __builtin_trap();
+    if (n_vocab <= 0 || spectral_model_n_embd(m) <= 0 || spectral_model_n_pooled(m) < spectral_model_n_embd(m))
+        __builtin_trap();
     /* Bad arguments are refused, not read. */
     int32_t one;
     if (spectral_tokenize(m, NULL, 1, NULL, 0) != -1 || spectral_tokenize(m, k_text, 1, NULL, 1) != -1 ||

@@ -56,11 +56,12 @@ MODELS = [
     ("E_noout_cls", dict(dim=16, ffn=32, layers=2, filters=4, output_norm=False, pooling="cls"), True),
     ("F_u64_last", dict(dim=16, ffn=32, layers=2, filters=6, u64_keys=True, pooling="last"), True),
     ("G_bf16_all", dict(dim=24, ffn=40, layers=2, filters=5, dtype="bf16", dtype_all=True, eps=1e-6), False),
+    ("H_lexical", dict(dim=16, ffn=32, layers=2, filters=4, lexical=40), True),  # pooled = 16 + 40 sketch
 ]
 LENGTHS = [1, 2, 3, 7, 8, 100, 1000, 4097]
 BIG = 4097
 POOLED = [("mean", True), ("cls", True), ("last", True), ("mean", False), ("cls", False), ("last", False)]
-FULL_POOLING = ("A_", "E_", "F_")
+FULL_POOLING = ("A_", "E_", "F_", "H_")
 
 
 class Report:
@@ -252,10 +253,11 @@ def run_all(args, models, tmp):
         make_model.write_model(path, seed=100 + mi, name=name, **kw)
         model = reference.load_gguf(path)
         lengths = [T for T in LENGTHS if big or T != BIG]
-        states = {}
+        states, toks = {}, {}
         for T in lengths:
             tpath, data = texts[T]
-            states[tpath] = (T, reference.forward(model, reference.tokenize(model, data)))
+            toks[tpath] = reference.tokenize(model, data)
+            states[tpath] = (T, reference.forward(model, toks[tpath]))
         paths = [texts[T][0] for T in lengths]
         n_before = len(rep.failures)
 
@@ -263,10 +265,10 @@ def run_all(args, models, tmp):
             check_cli(rep, args.cli, name, path, paths, states, "none", False)
             full = name.startswith(FULL_POOLING)
             for pooling, norm in (POOLED if full else POOLED[:1]):
-                refs = {p: (T, reference.pool(s, pooling, norm)) for p, (T, s) in states.items()}
+                refs = {p: (T, reference.pool(s, pooling, norm, model, toks[p])) for p, (T, s) in states.items()}
                 check_cli(rep, args.cli, name, path, paths, refs, pooling, norm)
             default = reference.POOLING_NAMES[model.pooling]
-            refs = {p: (T, reference.pool(s, default, True)) for p, (T, s) in states.items()}
+            refs = {p: (T, reference.pool(s, default, True, model, toks[p])) for p, (T, s) in states.items()}
             check_cli(rep, args.cli, name, path, paths, refs, None, True)
 
         if args.api_dump:
@@ -283,7 +285,8 @@ def run_all(args, models, tmp):
             full = name.startswith(FULL_POOLING)
             for pooling, norm in (POOLED[:4] if full else POOLED[:1]) + [("model", True)]:
                 pm = default if pooling == "model" else pooling
-                items = [(texts[T][0], T, reference.pool(states[texts[T][0]][1], pm, norm)) for T in order]
+                items = [(texts[T][0], T, reference.pool(states[texts[T][0]][1], pm, norm, model, toks[texts[T][0]]))
+                         for T in order]
                 check_api(rep, args.api_dump, name, path, items, pooling, norm, args.backend)
         status = "ok" if len(rep.failures) == n_before else f"{len(rep.failures) - n_before} mismatches"
         print(f"parity: model {name} ({', '.join(f'{k}={v}' for k, v in kw.items())}): {status}", flush=True)

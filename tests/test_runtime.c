@@ -68,7 +68,7 @@ static void test_memory_limit(spectral_model *model) {
     CHECK(spectral_context_peak_memory(ctx) == need, "peak %zu == plan %zu",
           spectral_context_peak_memory(ctx), need);
     float ref[64];
-    memcpy(ref, spectral_get_embedding(ctx), sizeof(float) * (size_t)spectral_model_n_embd(model));
+    memcpy(ref, spectral_get_embedding(ctx), sizeof(float) * (size_t)spectral_model_n_pooled(model));
     const size_t least = spectral_context_memory_minimum(ctx, T);
     CHECK(least > 0 && least < need, "one tile at a time needs less: %zu < %zu", least, need);
     spectral_context_free(ctx);
@@ -79,7 +79,7 @@ static void test_memory_limit(spectral_model *model) {
     CHECK(spectral_encode(ctx, tok, T) == SPECTRAL_OK, "exact fit: %s", spectral_last_error());
     CHECK(spectral_context_peak_memory(ctx) <= need, "never past the cap");
     const float *e = spectral_get_embedding(ctx);
-    CHECK(e && !memcmp(e, ref, sizeof(float) * (size_t)spectral_model_n_embd(model)),
+    CHECK(e && !memcmp(e, ref, sizeof(float) * (size_t)spectral_model_n_pooled(model)),
           "same result under a limit");
     spectral_context_free(ctx);
 
@@ -93,7 +93,7 @@ static void test_memory_limit(spectral_model *model) {
         CHECK(spectral_context_peak_memory(ctx) <= limits[i], "peak %zu within the cap %zu",
               spectral_context_peak_memory(ctx), limits[i]);
         e = spectral_get_embedding(ctx);
-        CHECK(e && !memcmp(e, ref, sizeof(float) * (size_t)spectral_model_n_embd(model)),
+        CHECK(e && !memcmp(e, ref, sizeof(float) * (size_t)spectral_model_n_pooled(model)),
               "same result with fewer tiles in flight");
         if (i == 0) spectral_context_free(ctx);
     }
@@ -114,7 +114,7 @@ static void test_memory_limit(spectral_model *model) {
     CHECK(spectral_encode(ctx, tok, T) == SPECTRAL_OK && spectral_context_peak_memory(ctx) == need,
           "uncapped again: the full plan (%zu)", spectral_context_peak_memory(ctx));
     e = spectral_get_embedding(ctx);
-    CHECK(e && !memcmp(e, ref, sizeof(float) * (size_t)spectral_model_n_embd(model)), "same bits");
+    CHECK(e && !memcmp(e, ref, sizeof(float) * (size_t)spectral_model_n_pooled(model)), "same bits");
     CHECK(spectral_context_set_mem_limit(NULL, 1) == SPECTRAL_ERR_INVALID_ARGUMENT, "NULL context");
     spectral_context_free(ctx);
 
@@ -436,6 +436,140 @@ static void test_threads(spectral_model *model) {
     }
 }
 
+/* ---- the lexical sketch: loading checks, and what the runtime appends ---- */
+typedef struct {
+    int with_key, with_bucket, with_weight; /* parts written */
+    uint32_t dims;
+    int bad_bucket;      /* one bucket at dims (out of range) */
+    int nan_weight;      /* one weight NaN */
+    int bucket_as_f32;   /* lexical.bucket stored as F32 */
+    int64_t n_values;    /* values per tensor (256 = one per byte token) */
+} lexical_variant;
+
+static int add_lexical(sp_gguf_writer *w, void *user) {
+    const lexical_variant *v = user;
+    const int64_t n = v->n_values;
+    int32_t *bucket = malloc((size_t)n * sizeof *bucket);
+    float *weight = malloc((size_t)n * sizeof *weight), *fbucket = malloc((size_t)n * sizeof *fbucket);
+    int rc = !bucket || !weight || !fbucket;
+    const int64_t mod = v->dims ? v->dims : 1;
+    for (int64_t i = 0; !rc && i < n; i++) {
+        bucket[i] = (int32_t)((i * 7) % mod);
+        fbucket[i] = (float)bucket[i];
+        weight[i] = (i % 3 ? 1.0f : -0.5f) * (float)(1 + i % 5);
+    }
+    if (!rc && v->bad_bucket) bucket[n / 2] = (int32_t)v->dims;
+    if (!rc && v->nan_weight) weight[n / 3] = NAN;
+    const int64_t ne[1] = {n};
+    if (!rc && v->with_key) rc |= sp_gguf_writer_set_u32(w, "spectralmlp.lexical.dims", v->dims);
+    if (!rc && v->with_key) rc |= sp_gguf_writer_set_f32(w, "spectralmlp.lexical.scale", 2.0f);
+    if (!rc && v->with_bucket)
+        rc |= v->bucket_as_f32 ? sp_gguf_writer_add_tensor(w, "lexical.bucket", SP_TENSOR_F32, 1, ne, fbucket)
+                               : sp_gguf_writer_add_tensor(w, "lexical.bucket", SP_TENSOR_I32, 1, ne, bucket);
+    if (!rc && v->with_weight) rc |= sp_gguf_writer_add_tensor(w, "lexical.weight", SP_TENSOR_F32, 1, ne, weight);
+    free(bucket);
+    free(weight);
+    free(fbucket);
+    return rc;
+}
+
+static int keep_embedding(spectral_context *c, int64_t i, spectral_status s, void *user) {
+    float (*rows)[40] = user;
+    if (s == SPECTRAL_OK) memcpy(rows[i], spectral_get_embedding(c), sizeof rows[i]);
+    return 0;
+}
+
+static void test_lexical(void) {
+    char path[300];
+    snprintf(path, sizeof path, "%s.lexical.gguf", model_path);
+    const lexical_variant good = {1, 1, 1, 16, 0, 0, 0, 256};
+    static const struct {
+        const char *what, *message;
+        lexical_variant v;
+    } bad[] = {
+        {"bucket out of range", "lexical.bucket[128] = 16 is outside [0, 16)", {1, 1, 1, 16, 1, 0, 0, 256}},
+        {"NaN weight", "lexical.weight[85] is not finite", {1, 1, 1, 16, 0, 1, 0, 256}},
+        {"tensors without the key", "needs the key spectralmlp.lexical.dims", {0, 1, 1, 16, 0, 0, 0, 256}},
+        {"key without lexical.weight", "needs the key", {1, 1, 0, 16, 0, 0, 0, 256}},
+        {"bucket stored as F32", "lexical.bucket must be I32", {1, 1, 1, 16, 0, 0, 1, 256}},
+        {"one value short", "expected one per vocabulary entry (256)", {1, 1, 1, 16, 0, 0, 0, 255}},
+        {"dims 0", "lexical.dims = 0 is out of range", {1, 1, 1, 0, 0, 0, 0, 256}},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        lexical_variant v = bad[i].v;
+        if (write_tiny_model_with(path, 24, 48, 6, 2, 12345, add_lexical, &v)) {
+            CHECK(0, "cannot write the %s model", bad[i].what);
+            continue;
+        }
+        spectral_model *m = NULL;
+        const spectral_status s = spectral_model_load(path, spectral_model_default_params(), &m);
+        CHECK(s == SPECTRAL_ERR_MODEL && !m && strstr(spectral_last_error(), bad[i].message),
+              "%s: status %d, '%s'", bad[i].what, (int)s, spectral_last_error());
+        spectral_model_free(m);
+    }
+
+    lexical_variant v = good;
+    CHECK(!write_tiny_model_with(path, 24, 48, 6, 2, 12345, add_lexical, &v), "write the lexical model");
+    spectral_model *m = NULL, *plain = NULL;
+    CHECK(spectral_model_load(path, spectral_model_default_params(), &m) == SPECTRAL_OK, "%s",
+          spectral_last_error());
+    CHECK(spectral_model_load(model_path, spectral_model_default_params(), &plain) == SPECTRAL_OK, "%s",
+          spectral_last_error());
+    if (!m || !plain) {
+        spectral_model_free(m);
+        spectral_model_free(plain);
+        remove(path);
+        return;
+    }
+    CHECK(spectral_model_n_embd(m) == 24 && spectral_model_n_pooled(m) == 24 + 16 &&
+              spectral_model_n_pooled(plain) == 24,
+          "n_pooled %d", spectral_model_n_pooled(m));
+    /* Documents with repeats, packed into one pass and one at a time: the
+     * sketch's scratch counts must start from zero for every document. */
+    enum { N = 3 };
+    const int64_t lens[N] = {40, 7, 300};
+    int32_t *docs[N];
+    for (int i = 0; i < N; i++) {
+        docs[i] = make_tokens(lens[i], 7 + i);
+        for (int64_t t = 0; t < lens[i]; t += 3) docs[i][t] = 5; /* token 5, many times */
+    }
+    spectral_context_params p = spectral_context_default_params();
+    p.n_threads = 1;
+    p.normalize = false;
+    spectral_context *c = NULL, *cp = NULL;
+    CHECK(spectral_context_create(m, p, &c) == SPECTRAL_OK && spectral_context_create(plain, p, &cp) == SPECTRAL_OK,
+          "%s", spectral_last_error());
+    float alone[N][40];
+    for (int i = 0; c && cp && i < N; i++) {
+        CHECK(spectral_encode(c, docs[i], lens[i]) == SPECTRAL_OK, "%s", spectral_last_error());
+        memcpy(alone[i], spectral_get_embedding(c), sizeof alone[i]);
+        /* the first 24 values: the plain model's embedding made unit length */
+        CHECK(spectral_encode(cp, docs[i], lens[i]) == SPECTRAL_OK, "%s", spectral_last_error());
+        const float *e = spectral_get_embedding(cp);
+        double ss = 0, dense = 0, lex = 0, worst = 0;
+        for (int j = 0; j < 24; j++) ss += (double)e[j] * e[j];
+        for (int j = 0; j < 24; j++) {
+            worst = fmax(worst, fabs(alone[i][j] - e[j] / sqrt(ss)));
+            dense += (double)alone[i][j] * alone[i][j];
+        }
+        for (int j = 24; j < 40; j++) lex += (double)alone[i][j] * alone[i][j];
+        CHECK(worst < 1e-6 && fabs(dense - 1) < 1e-5 && fabs(lex - 4) < 1e-4,
+              "doc %d: dense part = the plain embedding, unit (%g, %g); sketch at scale 2 (|.|^2 %g)", i, worst,
+              dense, lex);
+    }
+    float packed[N][40];
+    memset(packed, 0, sizeof packed);
+    CHECK(c && spectral_encode_batch(c, (const int32_t *const *)docs, lens, N, keep_embedding, packed) == SPECTRAL_OK,
+          "%s", spectral_last_error());
+    CHECK(!memcmp(packed, alone, sizeof alone), "packed batch: the same embeddings as one at a time");
+    spectral_context_free(c);
+    spectral_context_free(cp);
+    for (int i = 0; i < N; i++) free(docs[i]);
+    spectral_model_free(m);
+    spectral_model_free(plain);
+    remove(path);
+}
+
 int main(void) {
     snprintf(model_path, sizeof model_path, "/tmp/spectral_test_runtime_%d.gguf", (int)getpid());
     if (write_tiny_model(model_path, 24, 48, 6, 2, 12345)) return 1;
@@ -455,6 +589,7 @@ int main(void) {
     test_deterministic(model);
     test_memory_vs_threads(model);
     test_thread_create_failure(model);
+    test_lexical();
     spectral_model_free(model);
 
     /* use_mmap = false path gives the same model */

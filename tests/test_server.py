@@ -148,8 +148,23 @@ def part_api():
             if ok and code:
                 ok = json.loads(body)["error"]["code"] == code
             check(ok, f"bad request '{what}': {st} {body[:200]!r}, want {want} {code}")
-        st, h, body = srv.embed({"input": "a", "dimensions": 384})
+        full = len(ref[1][1])
+        st, h, body = srv.embed({"input": TEXTS[1], "dimensions": full})
         check(st == 200, f"dimensions equal to the model's is fine ({st})")
+        # A model with a lexical sketch also offers its dense part alone (the first
+        # n_embd values, unit length again); the CLI's -v line says both lengths.
+        p = subprocess.run([EMBED, "-m", MODEL, "-v", "-"], input=b"x", capture_output=True)
+        dense = int(p.stderr.split(b"n_embd ")[1].split(b",")[0])
+        st, h, body = srv.embed({"input": TEXTS[1], "dimensions": dense})
+        if dense < full:
+            got = json.loads(body)["data"][0]["embedding"] if st == 200 else []
+            want = ref[1][1][:dense]
+            norm = sum(x * x for x in want) ** 0.5
+            check(st == 200 and len(got) == dense
+                  and max(abs(a - b / norm) for a, b in zip(got, want)) < 1e-6,
+                  f"dimensions {dense}: the dense part, renormalized ({st})")
+        else:
+            check(st == 200, f"dimensions {dense}: the whole embedding ({st})")
         # Endpoints and methods
         for method, path, want in [("GET", "/nope", 404), ("GET", "/v1/embeddings", 405),
                                    ("PUT", "/v1/embeddings", 405), ("POST", "/v1/models", 405),

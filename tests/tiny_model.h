@@ -26,9 +26,11 @@ static int tiny_tensor(sp_gguf_writer *w, const char *name, uint32_t n_dims, int
     return rc;
 }
 
-/* Returns 0 on success. */
-static int write_tiny_model(const char *path, int64_t D, int64_t F, int64_t K, int64_t L,
-                            unsigned seed) {
+/* Returns 0 on success. extra, when set, adds keys and tensors (a variant
+ * of the model) and returns non-zero on failure. */
+static int write_tiny_model_with(const char *path, int64_t D, int64_t F, int64_t K, int64_t L,
+                                 unsigned seed, int (*extra)(sp_gguf_writer *w, void *user),
+                                 void *user) {
     sp_gguf_writer *w = sp_gguf_writer_new();
     if (!w) return -1;
     int rc = 0;
@@ -60,11 +62,17 @@ static int write_tiny_model(const char *path, int64_t D, int64_t F, int64_t K, i
         T_("ffn_down.bias", 1, D, 1, 1, 0, 0.1f);
 #undef T_
     }
+    if (!rc && extra) rc = extra(w, user);
     char err[256];
     if (!rc) rc = sp_gguf_writer_write(w, path, err, sizeof err);
     if (rc) fprintf(stderr, "write_tiny_model(%s) failed\n", path);
     sp_gguf_writer_free(w);
     return rc;
+}
+
+static int write_tiny_model(const char *path, int64_t D, int64_t F, int64_t K, int64_t L,
+                            unsigned seed) {
+    return write_tiny_model_with(path, D, F, K, L, seed, NULL, NULL);
 }
 
 #endif

@@ -86,9 +86,26 @@ def static_init(static_path: str, dim: int, sif: float):
     return e.astype(np.float32), P.astype(np.float32)
 
 
+def lexical_sketch(static_path: str, dims: int, scale: float, seed: int, sif: float) -> dict:
+    """The lexical sketch's tables (README, "Model format"): every word piece hashed to one
+    of `dims` buckets with a random sign, weighted a / (a + p_t) (the SIF weight of the
+    static embeddings, p_t its smoothed frequency in the training split); [CLS], [SEP] and
+    [PAD], in every document, weigh 0."""
+    counts = np.load(static_path)["counts"].astype(np.float64)
+    p = (counts + 1.0) / (counts.sum() + len(counts))
+    weight = sif / (sif + p)
+    weight *= np.random.default_rng(seed + 1).choice([-1.0, 1.0], len(counts))
+    toks = teacher_vocab()
+    for s in ("[CLS]", "[SEP]", "[PAD]"):
+        weight[toks.index(s)] = 0.0
+    bucket = np.random.default_rng(seed).integers(0, dims, len(counts)).astype(np.int32)
+    return {"dims": dims, "scale": scale, "bucket": bucket, "weight": weight.astype(np.float32)}
+
+
 def export_gguf(sd: dict, path: str, *, name: str, dtype: str = "f16", ctx: int = 8192,
-                eps: float = 1e-5) -> None:
-    """State dict (numpy) -> spectralmlp GGUF with the teacher's WordPiece tokenizer."""
+                eps: float = 1e-5, lexical: dict | None = None) -> None:
+    """State dict (numpy) -> spectralmlp GGUF with the teacher's WordPiece tokenizer
+    (and a lexical sketch, see lexical_sketch, when given)."""
     import gguf
     from convert_seed import ARCH, map_state_dict, write_tensors_and_close
 
@@ -116,6 +133,11 @@ def export_gguf(sd: dict, path: str, *, name: str, dtype: str = "f16", ctx: int 
     wr.add_pad_token_id(special["[PAD]"])
     wr.add_mask_token_id(special["[MASK]"])
     wr.add_bool("tokenizer.ggml.do_lower_case", True)
+    if lexical:
+        wr.add_uint32(f"{ARCH}.lexical.dims", lexical["dims"])
+        wr.add_float32(f"{ARCH}.lexical.scale", lexical["scale"])
+        wr.add_tensor("lexical.bucket", lexical["bucket"])
+        tensors = dict(tensors, **{"lexical.weight": lexical["weight"]})  # a vector: stays F32
     write_tensors_and_close(wr, tensors, dtype)
 
 
@@ -174,7 +196,18 @@ def main(argv=None) -> int:
     ap.add_argument("--freeze-emb", action="store_true",
                     help="keep the token embeddings at their initial values (static or --init-from)")
     ap.add_argument("--name", default="spectral-default")
+    ap.add_argument("--lexical-dims", type=int, default=0, metavar="R",
+                    help="export with an R-dim lexical sketch appended to the embedding (0: none)")
+    ap.add_argument("--lexical-scale", type=float, default=2.0, help="its weight next to the unit dense part")
+    ap.add_argument("--lexical-seed", type=int, default=2, help="seed of its buckets (and, +1, its signs)")
+    ap.add_argument("--train-lexical", action="store_true",
+                    help="the InfoNCE term (and validation) on the exported embedding, dense part and "
+                         "lexical sketch together, so the dense part learns what the sketch misses")
     a = ap.parse_args(argv)
+    lexical = (lexical_sketch(os.path.join(a.teacher, "static.npz"), a.lexical_dims, a.lexical_scale,
+                              a.lexical_seed, a.sif) if a.lexical_dims else None)
+    if a.train_lexical and not lexical:
+        ap.error("--train-lexical needs --lexical-dims")
 
     import torch
     import torch.nn.functional as Fn
@@ -196,7 +229,7 @@ def main(argv=None) -> int:
     if a.export_only:
         ck = torch.load(best_pt if a.ckpt == "best" else last_pt, map_location="cpu", weights_only=False)
         model.load_state_dict(ck["model"])
-        export_gguf(to_np(model), out_gguf, name=a.name)
+        export_gguf(to_np(model), out_gguf, name=a.name, lexical=lexical)
         print(f"distill: wrote {out_gguf} from {a.ckpt} (step {ck['step']}, val {ck.get('val')})")
         return 0
 
@@ -218,7 +251,8 @@ def main(argv=None) -> int:
               + (f"; MLP hidden units pruned {kept} -> {a.ffn}" if kept != a.ffn else ""), flush=True)
     if a.init_only:
         what = "--init-from weights" if a.init_from else "initial bag-of-tokens model"
-        export_gguf(to_np(model), out_gguf, name=a.name + (" (init-from)" if a.init_from else " (static init)"))
+        export_gguf(to_np(model), out_gguf, name=a.name + (" (init-from)" if a.init_from else " (static init)"),
+                    lexical=lexical)
         print(f"distill: wrote {out_gguf} ({what})")
         return 0
 
@@ -269,13 +303,28 @@ def main(argv=None) -> int:
     def embed(x):
         return Fn.normalize(model(x).mean(1), dim=-1)
 
+    if a.train_lexical:
+        lex_bucket = torch.from_numpy(lexical["bucket"].astype(np.int64))
+        lex_weight = torch.from_numpy(lexical["weight"])
+
+    def hybrid(e, x):
+        """The exported embedding (runtime/spectral.c): [e, scale * unit(sketch(x))], unit
+        length; the dense part alone without --train-lexical."""
+        if not a.train_lexical:
+            return e
+        with torch.no_grad():
+            counts = torch.zeros(x.shape[0], V).scatter_add_(1, x, torch.ones(x.shape, dtype=torch.float32))
+            s = torch.zeros(x.shape[0], a.lexical_dims).index_add_(1, lex_bucket, counts.sqrt() * lex_weight)
+            s = Fn.normalize(s, dim=-1) * a.lexical_scale
+        return torch.cat([e, s], dim=1) / math.sqrt(1 + a.lexical_scale ** 2)
+
     def validate():
         model.eval()
         with torch.no_grad():
             xa, xb, ta, tb = batch(val_docs, 1, 1, np.random.default_rng(7))
             ea = torch.cat([embed(xa[i:i + 50]) for i in range(0, len(xa), 50)])
             eb = torch.cat([embed(xb[i:i + 50]) for i in range(0, len(xb), 50)])
-            s = ea @ eb.T
+            s = hybrid(ea, xa) @ hybrid(eb, xb).T
             lab = torch.arange(len(ea))
             top1 = 0.5 * ((s.argmax(1) == lab).float().mean() + (s.argmax(0) == lab).float().mean())
             cos = 0.5 * (Fn.cosine_similarity(ea, ta.float()).mean() + Fn.cosine_similarity(eb, tb.float()).mean())
@@ -349,7 +398,7 @@ def main(argv=None) -> int:
         xa, xb, ta, tb = batch(docs, n_a, n_b, rng)
         ea, eb = embed(xa), embed(xb)
         l_cos = (1 - Fn.cosine_similarity(ea, ta.float()).mean()) + (1 - Fn.cosine_similarity(eb, tb.float()).mean())
-        sim = ea @ eb.T / a.temp
+        sim = hybrid(ea, xa) @ hybrid(eb, xb).T / a.temp
         lab = torch.arange(len(docs))
         l_con = 0.5 * (Fn.cross_entropy(sim, lab) + Fn.cross_entropy(sim.T, lab))
         loss = l_cos + a.con * l_con
@@ -386,7 +435,7 @@ def main(argv=None) -> int:
     save(last_pt)
     ck = torch.load(best_pt, map_location="cpu", weights_only=False)
     model.load_state_dict(ck["model"])
-    export_gguf(to_np(model), out_gguf, name=a.name)
+    export_gguf(to_np(model), out_gguf, name=a.name, lexical=lexical)
     with open(os.path.join(a.out, "summary.json"), "w") as fh:
         json.dump({"args": vars(a), "steps": step, "best_step": ck["step"], "best_val": ck["val"],
                    "hist": hist, "n_params": n_params}, fh, indent=1)

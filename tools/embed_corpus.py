@@ -191,7 +191,7 @@ def embed_partition(model, index: int, spec: dict, out_dir: str, pooling, normal
     docs = read_partition(spec)
     texts = [d[1] for d in docs if d[1] is not None]
     r = model.embed_batch(texts, pooling=pooling, normalize=normalize)
-    ids, n_tokens, emb, errors = [], [], np.full((len(docs), model.n_embd), np.nan, np.float32), []
+    ids, n_tokens, emb, errors = [], [], np.full((len(docs), model.n_pooled), np.nan, np.float32), []
     k = 0
     for i, (id_, text, err) in enumerate(docs):
         ids.append(id_)
@@ -208,7 +208,7 @@ def embed_partition(model, index: int, spec: dict, out_dir: str, pooling, normal
     ok = np.array([e is None for e in errors], dtype=bool)
     flat = pa.array(emb.reshape(-1), type=pa.float32())
     vectors = pa.FixedSizeListArray.from_arrays(  # a failed document's embedding is null
-        flat, model.n_embd, mask=None if ok.all() else pa.array(~ok))
+        flat, model.n_pooled, mask=None if ok.all() else pa.array(~ok))
     table = pa.table({
         "id": pa.array(ids, pa.string()),
         "n_tokens": pa.array(n_tokens, pa.int64()),

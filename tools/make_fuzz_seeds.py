@@ -29,6 +29,8 @@ Seeds (each well under libFuzzer's -max_len=65536 of tools/test.sh):
   spectralmlp_llama_bf.gguf  the same rules and text trained with
       byte_fallback (all 256 <0xNN> pieces, type 6), scores, types,
       add_bos on; D = 8. About 14 KiB.
+  spectralmlp_lexical.gguf  a byte-level model (D = 4) with a 16-bucket lexical
+      sketch, for the sketch's loader. About 7 KiB.
 """
 from __future__ import annotations
 
@@ -206,7 +208,17 @@ def make_llama(out: str, byte_fallback: bool):
     finish(w, path)
 
 
+def make_lexical(out: str):
+    """A byte-level model with a 16-bucket lexical sketch (the loader's checks of
+    lexical.dims / lexical.scale / lexical.bucket / lexical.weight); about 7 KiB."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from make_model import write_model
+    write_model(os.path.join(out, "spectralmlp_lexical.gguf"), dim=4, ffn=4, layers=1, filters=2, ctx=64,
+                seed=5, name="fuzz lexical", lexical=16)
+
+
 SEEDS = {
+    "spectralmlp_lexical": make_lexical,
     "spectralmlp_bert": make_bert,
     "spectralmlp_llama": lambda out: make_llama(out, False),
     "spectralmlp_llama_bf": lambda out: make_llama(out, True),

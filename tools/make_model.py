@@ -65,7 +65,8 @@ def make_weights(dim: int, ffn: int, layers: int, filters: int, vocab: int, outp
 def write_model(path: str, *, dim: int, ffn: int, layers: int, filters: int, vocab: int = 256,
                 ctx: int = 4096, pooling: str = "mean", eps: float = 1e-5, dtype: str = "f32",
                 dtype_all: bool = False, output_norm: bool = True, seed: int = 0,
-                name: str = "spectral-random", u64_keys: bool = False) -> dict:
+                name: str = "spectral-random", u64_keys: bool = False, lexical: int = 0,
+                lexical_scale: float = 1.5) -> dict:
     """Write the model; returns the float64 weights as stored (after rounding to dtype)."""
     import gguf
 
@@ -87,6 +88,15 @@ def write_model(path: str, *, dim: int, ffn: int, layers: int, filters: int, voc
     wr.add_float32(f"{ARCH}.attention.layer_norm_epsilon", eps)
     add_int(f"{ARCH}.pooling_type", POOLING_IDS[pooling])
     wr.add_string("tokenizer.ggml.model", "bytes")
+    if lexical:
+        # A random lexical sketch: buckets, signed weights, a few tokens at weight 0.
+        rng = np.random.default_rng(seed + 7)
+        add_int(f"{ARCH}.lexical.dims", lexical)
+        wr.add_float32(f"{ARCH}.lexical.scale", lexical_scale)
+        wr.add_tensor("lexical.bucket", rng.integers(0, lexical, vocab).astype(np.int32))
+        lw = rng.choice([-1.0, 1.0], vocab) * rng.uniform(0.1, 1.0, vocab)
+        lw[rng.integers(0, vocab, 8)] = 0.0
+        weights["lexical.weight"] = lw
 
     stored = {}
     for tname, a in weights.items():
@@ -127,13 +137,15 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype-all", action="store_true", help="also store 1-D tensors in --dtype")
     ap.add_argument("--no-output-norm", action="store_true")
     ap.add_argument("--u64-keys", action="store_true", help="write integer keys as u64")
+    ap.add_argument("--lexical", type=int, default=0, metavar="R", help="add a random R-dim lexical sketch")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--name", default="spectral-random")
     ap.add_argument("-o", "--output", required=True)
     a = ap.parse_args(argv)
     write_model(a.output, dim=a.dim, ffn=a.ffn, layers=a.layers, filters=a.filters, vocab=a.vocab,
                 ctx=a.ctx, pooling=a.pooling, eps=a.eps, dtype=a.dtype, dtype_all=a.dtype_all,
-                output_norm=not a.no_output_norm, seed=a.seed, name=a.name, u64_keys=a.u64_keys)
+                output_norm=not a.no_output_norm, seed=a.seed, name=a.name, u64_keys=a.u64_keys,
+                lexical=a.lexical)
     return 0
 
 

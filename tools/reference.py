@@ -113,6 +113,10 @@ class Model:
     n_vocab: int
     tensors: dict = field(default_factory=dict)  # name -> float64 array, numpy (reversed ggml) shape
     tensor_types: dict = field(default_factory=dict)  # name -> ggml type name
+    # The lexical sketch (README, "Model format"): 0 dims when the model has none.
+    lexical_dims: int = 0
+    lexical_scale: float = 1.0
+    lexical_bucket: np.ndarray = None  # (n_vocab,) int64
 
 
 def _field_value(f):
@@ -137,6 +141,8 @@ def _tensor_f64(t) -> np.ndarray:
     from gguf import GGMLQuantizationType as Q
 
     np_shape = tuple(int(d) for d in reversed(t.shape.tolist()))
+    if t.tensor_type == Q.I32:
+        return np.asarray(t.data, dtype=np.int32).astype(np.int64).reshape(np_shape)
     if t.tensor_type == Q.F32:
         a = np.asarray(t.data, dtype=np.float32)
     elif t.tensor_type == Q.F16:
@@ -205,6 +211,14 @@ def load_gguf(path: str) -> Model:
             raise ValueError(f"{path}: tensor {name} has numpy shape {tensors[name].shape}, expected {shape}")
     if m.n_vocab < 256:
         raise ValueError(f"{path}: vocab {m.n_vocab} < 256")
+    if f"{ARCH}.lexical.dims" in kv:
+        m.lexical_dims = int(kv[f"{ARCH}.lexical.dims"])
+        m.lexical_scale = float(kv.get(f"{ARCH}.lexical.scale", 1.0))
+        m.lexical_bucket = tensors.pop("lexical.bucket")
+        if m.lexical_bucket.shape != (m.n_vocab,) or tensors["lexical.weight"].shape != (m.n_vocab,):
+            raise ValueError(f"{path}: lexical.bucket and lexical.weight need one value per token")
+        if m.lexical_bucket.min() < 0 or m.lexical_bucket.max() >= m.lexical_dims:
+            raise ValueError(f"{path}: lexical.bucket outside [0, {m.lexical_dims})")
     return m
 
 
@@ -257,8 +271,25 @@ def forward(model: Model, tokens) -> np.ndarray:
     return h
 
 
-def pool(states: np.ndarray, mode: str = "mean", normalize: bool = True) -> np.ndarray:
-    """mean | cls | last -> (D,); none -> states unchanged (T, D), never normalized."""
+def lexical_sketch(model: Model, tokens) -> np.ndarray:
+    """(R,): sum over distinct tokens v of weight[v] * sqrt(count of v), in bucket[v]."""
+    counts = np.bincount(np.asarray(tokens, dtype=np.int64), minlength=model.n_vocab).astype(np.float64)
+    v = np.nonzero(counts)[0]
+    return np.bincount(model.lexical_bucket[v], weights=model.tensors["lexical.weight"][v] * np.sqrt(counts[v]),
+                       minlength=model.lexical_dims)
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = np.sqrt(np.sum(v * v))
+    return v / n if n > 0 else v
+
+
+def pool(states: np.ndarray, mode: str = "mean", normalize: bool = True, model: Model = None,
+         tokens=None) -> np.ndarray:
+    """mean | cls | last -> (D,); none -> states unchanged (T, D), never normalized.
+
+    With a model that has a lexical sketch (and the document's tokens), the pooled
+    vector is [unit(pooled), scale * unit(sketch)], then normalized as a whole."""
     if isinstance(mode, int):
         mode = POOLING_NAMES[mode]
     if mode == "none":
@@ -271,6 +302,8 @@ def pool(states: np.ndarray, mode: str = "mean", normalize: bool = True) -> np.n
         v = states[-1].copy()
     else:
         raise ValueError(f"unknown pooling {mode!r}")
+    if model is not None and model.lexical_dims:
+        v = np.concatenate([_unit(v), model.lexical_scale * _unit(lexical_sketch(model, tokens))])
     if normalize:
         n = np.sqrt(np.sum(v * v))
         if n > 0:
@@ -287,7 +320,7 @@ def embed_file(model: Model, path: str, pooling: str, normalize: bool) -> dict:
     if pooling == "none":
         rec["embeddings"] = [[float(x) for x in row] for row in states]
     else:
-        rec["embedding"] = [float(x) for x in pool(states, pooling, normalize)]
+        rec["embedding"] = [float(x) for x in pool(states, pooling, normalize, model, toks)]
     return rec
 
 

@@ -220,7 +220,7 @@ srv_pool *srv_pool_create(const srv_pool_params *p, char *err, size_t err_len) {
         return NULL;
     }
     pool->p = *p;
-    pool->n_embd = spectral_model_n_embd(p->model);
+    pool->n_embd = spectral_model_n_pooled(p->model); /* the length of one embedding */
     pool->ctx_limit = p->mem_limit / (size_t)p->n_contexts;
     if (p->mem_limit && !pool->ctx_limit) pool->ctx_limit = 1; /* a cap is a cap, even a silly one */
     pthread_mutex_init(&pool->lock, NULL);

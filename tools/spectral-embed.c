@@ -82,8 +82,8 @@ static void print_usage(FILE *f) {
         "  jsonl  {\"input\": PATH, \"n_tokens\": N, \"embedding\": [...]} per line;\n"
         "         with --pooling none, \"embeddings\": [[...], ...] (N rows)\n"
         "  json   the same objects as one JSON array\n"
-        "  raw    little-endian float32: per input, 1 row (or N rows with --pooling none)\n"
-        "         of n_embd values, no separators\n"
+        "  raw    little-endian float32: per input, 1 row of the model's pooled length\n"
+        "         (or N rows of n_embd with --pooling none), no separators\n"
         "\n"
         "exit status: 0 every input embedded; 1 some inputs failed (each error is on\n"
         "stderr, every other input is still written); 2 usage or model error; 3 the\n"
@@ -387,12 +387,12 @@ static void json_floats(FILE *f, const float *v, int64_t n) {
 /* Writes one record and flushes it; returns 0, or errno when the output
  * cannot be written (a full disk, a closed pipe, a closed descriptor). */
 static int write_record(FILE *f, const options *o, spectral_context *ctx, const char *input,
-                        int64_t n_tokens, int64_t n_embd, int *n_written) {
+                        int64_t n_tokens, int64_t n_embd, int64_t n_pooled, int *n_written) {
     const float *pooled = spectral_get_embedding(ctx);
     int64_t rows = 0;
     const float *states = pooled ? NULL : spectral_get_token_states(ctx, &rows);
     if (o->format == OUT_RAW) {
-        if (pooled) fwrite(pooled, sizeof(float), (size_t)n_embd, f);
+        if (pooled) fwrite(pooled, sizeof(float), (size_t)n_pooled, f);
         else fwrite(states, sizeof(float), (size_t)(rows * n_embd), f);
     } else {
         if (o->format == OUT_JSON) fputs(*n_written ? ",\n" : "[\n", f);
@@ -404,7 +404,7 @@ static int write_record(FILE *f, const options *o, spectral_context *ctx, const 
         fprintf(f, ", \"n_tokens\": %lld, ", (long long)n_tokens);
         if (pooled) {
             fputs("\"embedding\": ", f);
-            json_floats(f, pooled, n_embd);
+            json_floats(f, pooled, n_pooled);
         } else {
             fputs("\"embeddings\": [", f);
             for (int64_t r = 0; r < rows; r++) {
@@ -473,7 +473,7 @@ typedef struct {
     const options *o;
     pending *p;
     size_t held; /* bytes of input text the caller holds during the pass */
-    int64_t n_embd;
+    int64_t n_embd, n_pooled;
     int *n_written, *n_failed;
     bool progress;
     int write_errno; /* set when stdout failed: everything stops */
@@ -494,7 +494,7 @@ static int on_document(spectral_context *ctx, int64_t i, spectral_status s, void
         return 0;
     }
     g_writing = 1;
-    fs->write_errno = write_record(stdout, fs->o, ctx, label, fs->p->lens[i], fs->n_embd, fs->n_written);
+    fs->write_errno = write_record(stdout, fs->o, ctx, label, fs->p->lens[i], fs->n_embd, fs->n_pooled, fs->n_written);
     g_writing = 0;
     if (g_stop_signal) _exit(128 + g_stop_signal); /* the record is complete and flushed */
     if (fs->write_errno) return 1; /* stop the batch */
@@ -571,13 +571,13 @@ int main(int argc, char **argv) {
         free_options(&o);
         return EXIT_USAGE;
     }
-    const int64_t n_embd = spectral_model_n_embd(model);
+    const int64_t n_embd = spectral_model_n_embd(model), n_pooled = spectral_model_n_pooled(model);
     const int64_t n_ctx = spectral_model_n_ctx_train(model);
     if (o.verbose)
         fprintf(stderr,
-                "spectral-embed: model %s (%s): %d layers, n_embd %lld, vocab %d, trained context %lld, %llu parameters\n",
+                "spectral-embed: model %s (%s): %d layers, n_embd %lld, pooled %lld, vocab %d, trained context %lld, %llu parameters\n",
                 o.model_path, spectral_model_arch(model), spectral_model_n_layer(model),
-                (long long)n_embd, spectral_model_n_vocab(model), (long long)n_ctx,
+                (long long)n_embd, (long long)n_pooled, spectral_model_n_vocab(model), (long long)n_ctx,
                 (unsigned long long)spectral_model_n_params(model));
 
     install_stop_handlers();
@@ -592,7 +592,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "spectral-embed: out of memory\n");
         return EXIT_USAGE;
     }
-    flush_state fs = {&o, &p, 0, n_embd, &n_written, &n_failed, progress, 0};
+    flush_state fs = {&o, &p, 0, n_embd, n_pooled, &n_written, &n_failed, progress, 0};
     /* Under --mem-limit, each input's text and tokens count against the cap
      * with the activations: text + tokens of the inputs held <= the cap,
      * and the pass gets the rest. */

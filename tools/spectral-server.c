@@ -240,7 +240,8 @@ typedef struct {
     options o;
     spectral_model *model;
     srv_pool *pool;
-    int64_t n_embd;
+    int64_t n_embd;  /* the length of one embedding (spectral_model_n_pooled) */
+    int64_t n_dense; /* its dense part: the other 'dimensions' a model with a lexical sketch offers */
     int32_t n_vocab;
     int64_t max_tokens;
     char model_id[256];
@@ -264,6 +265,7 @@ typedef struct {
     size_t discarded;
     srv_job *job;
     bool base64;
+    int64_t dims; /* 'dimensions' asked for, 0: all */
     int64_t prompt_tokens;
     struct MHD_Connection *conn;
 } request;
@@ -476,13 +478,19 @@ static enum MHD_Result embeddings_received(server *s, struct MHD_Connection *c, 
     if (srv_api_parse_embed(r->body ? r->body : "", r->len, &lim, &req, &dims, &err)) return respond_error(s, c, r, &err);
     free(r->body);
     r->body = NULL;
-    if (dims && dims != s->n_embd) {
+    if (dims && dims != s->n_embd && dims != s->n_dense) {
         srv_embed_request_free(&req);
-        srv_api_set_error(&err, 400, "invalid_request_error", "dimensions", "invalid_value",
-                         "this model's embeddings have %lld dimensions; 'dimensions' cannot change that",
-                         (long long)s->n_embd);
+        if (s->n_dense == s->n_embd)
+            srv_api_set_error(&err, 400, "invalid_request_error", "dimensions", "invalid_value",
+                             "this model's embeddings have %lld dimensions; 'dimensions' cannot change that",
+                             (long long)s->n_embd);
+        else
+            srv_api_set_error(&err, 400, "invalid_request_error", "dimensions", "invalid_value",
+                             "this model's embeddings have %lld dimensions, or %lld without its lexical sketch",
+                             (long long)s->n_embd, (long long)s->n_dense);
         return respond_error(s, c, r, &err);
     }
+    r->dims = dims;
     r->base64 = req.base64;
     srv_job *job = NULL;
     const int rc = prepare_job(s, r, &req, &job, &err);
@@ -516,8 +524,26 @@ static enum MHD_Result embeddings_answer(server *s, struct MHD_Connection *c, re
     if (st == SPECTRAL_OK) {
         size_t len = 0;
         const int64_t n = srv_job_n_inputs(job);
-        char *body = srv_api_embeddings_json(srv_job_vectors(job), n, s->n_embd, r->base64, s->model_id,
-                                            r->prompt_tokens, &len);
+        const float *vectors = srv_job_vectors(job);
+        float *dense = NULL;
+        int64_t width = s->n_embd;
+        if (r->dims && r->dims < s->n_embd && n > 0) {
+            /* The dense part alone: the first n_dense values, unit length again. */
+            width = r->dims;
+            dense = malloc((size_t)(n * width) * sizeof *dense);
+            for (int64_t i = 0; dense && i < n; i++) {
+                const float *src = vectors + i * s->n_embd;
+                double ss = 0;
+                for (int64_t j = 0; j < width; j++) ss += (double)src[j] * src[j];
+                const float inv = ss > 0 ? (float)(1.0 / sqrt(ss)) : 1.0f;
+                for (int64_t j = 0; j < width; j++) dense[i * width + j] = src[j] * inv;
+            }
+            vectors = dense;
+        }
+        char *body = vectors ? srv_api_embeddings_json(vectors, n, width, r->base64, s->model_id,
+                                                       r->prompt_tokens, &len)
+                             : NULL;
+        free(dense);
         srv_metrics_embedded(&s->metrics, n, r->prompt_tokens);
         ret = respond_json(s, c, r, 200, body, len);
     } else {
@@ -822,7 +848,8 @@ int main(int argc, char **argv) {
         free(s.api_key);
         return 2;
     }
-    s.n_embd = spectral_model_n_embd(s.model);
+    s.n_embd = spectral_model_n_pooled(s.model);
+    s.n_dense = spectral_model_n_embd(s.model);
     s.n_vocab = spectral_model_n_vocab(s.model);
     s.max_tokens = s.o.max_tokens;
     const int64_t hard = spectral_model_max_tokens(s.model);

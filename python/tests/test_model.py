@@ -63,7 +63,7 @@ def test_embed_equals_cli_bit_for_bit(model, cli, tmp_path, options):
     r = model.embed_batch(texts, pooling=pooling, normalize="--no-normalize" not in options)
     assert [e is None for e in r.errors] == ok, (r.errors, err)
     got = r.embeddings[np.array(ok)]
-    assert same_bits(got, raw.reshape(len(recs), model.n_embd))
+    assert same_bits(got, raw.reshape(len(recs), model.n_pooled))
     assert [int(n) for n, k in zip(r.n_tokens, ok) if k] == [rec["n_tokens"] for rec in recs]
     if options:
         return
@@ -78,7 +78,7 @@ def test_byte_model_equals_cli(byte_model, cli, tmp_path):
     texts = corpus(seed=2, n=12)
     files = write_files(tmp_path, texts)
     raw, recs, _, _ = run_cli(cli, BYTE_MODEL, files, "-t", "1")
-    assert same_bits(byte_model.embed(texts), raw.reshape(len(texts), byte_model.n_embd))
+    assert same_bits(byte_model.embed(texts), raw.reshape(len(texts), byte_model.n_pooled))
     # the bytes tokenizer: each byte is its token
     assert [r["n_tokens"] for r in recs] == [len(t) for t in texts]
     assert np.array_equal(byte_model.tokenize(texts[3]), np.frombuffer(texts[3], np.uint8))
@@ -97,11 +97,11 @@ def test_token_states_equal_cli(model, cli, tmp_path):
 
 def test_properties_match_cli(model, cli):
     p = subprocess.run([cli, "-m", str(DEFAULT_MODEL), "-v", "-"], input=b"x", capture_output=True)
-    m = re.search(rb"\((\w+)\): (\d+) layers, n_embd (\d+), vocab (\d+), trained context (\d+), (\d+) parameters",
+    m = re.search(rb"\((\w+)\): (\d+) layers, n_embd (\d+), pooled (\d+), vocab (\d+), trained context (\d+), (\d+) parameters",
                   p.stderr)
     assert m, p.stderr
     assert model.arch == m.group(1).decode() == "spectralmlp"
-    assert (model.n_layer, model.n_embd, model.n_vocab, model.n_ctx_train, model.n_params) == \
+    assert (model.n_layer, model.n_embd, model.n_pooled, model.n_vocab, model.n_ctx_train, model.n_params) == \
         tuple(int(g) for g in m.groups()[1:])
     assert model.max_tokens == 0 and model.pooling == "mean" and model.name == "spectral-default"
 
@@ -115,11 +115,11 @@ def test_tokenize_known_ids(model):
 
 def test_shapes_and_norms(model):
     e = model.embed(["one", "two", "three"])
-    assert e.shape == (3, model.n_embd) and e.dtype == np.float32
+    assert e.shape == (3, model.n_pooled) and e.dtype == np.float32
     assert np.allclose(np.linalg.norm(e, axis=1), 1, atol=1e-6)
-    assert model.embed("one").shape == (model.n_embd,)
+    assert model.embed("one").shape == (model.n_pooled,)
     assert same_bits(model.embed("one"), e[0])
-    assert model.embed([]).shape == (0, model.n_embd)
+    assert model.embed([]).shape == (0, model.n_pooled)
     u = model.embed(["one"], normalize=False)[0]
     assert np.allclose(u / np.linalg.norm(u), e[0], atol=1e-6) and abs(np.linalg.norm(u) - 1) > 1e-3
 

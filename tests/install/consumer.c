@@ -28,9 +28,9 @@ int main(int argc, char **argv) {
     }
     const float *e = spectral_get_embedding(ctx);
     double norm = 0;
-    for (int i = 0; i < spectral_model_n_embd(model); i++) norm += (double)e[i] * e[i];
+    for (int i = 0; i < spectral_model_n_pooled(model); i++) norm += (double)e[i] * e[i];
     printf("spectral %s: %d-dim embedding, squared norm %.6f\n", spectral_version(),
-           spectral_model_n_embd(model), norm);
+           spectral_model_n_pooled(model), norm);
     spectral_context_free(ctx);
     spectral_model_free(model);
     return norm > 0.999 && norm < 1.001 ? 0 : 1;

@@ -4,7 +4,7 @@ Usage:
 
     import spectral
     with spectral.Model("models/spectral-default.gguf", n_threads=2) as m:
-        e = m.embed(["first document", "second document"])   # (2, m.n_embd) float32
+        e = m.embed(["first document", "second document"])   # (2, m.n_pooled) float32
         t = m.tokenize("first document")                       # int32 token ids
         h = m.token_states("first document")                   # (len(t), m.n_embd)
 
@@ -218,7 +218,7 @@ def _as_bytes(text: Text) -> bytes:
 class BatchResult(NamedTuple):
     """What Model.embed_batch returns: one row per input, in input order."""
 
-    embeddings: np.ndarray  # (N, n_embd) float32; a failed document's row is NaN
+    embeddings: np.ndarray  # (N, n_pooled) float32; a failed document's row is NaN
     n_tokens: np.ndarray  # (N,) int64; -1 where the text could not be tokenized
     errors: List[Optional[SpectralError]]  # None where the document succeeded
 
@@ -261,7 +261,9 @@ class Model:
             raise _error(s)
         self._model = out
         m = out
-        self.n_embd: int = _c.spectral_model_n_embd(m)
+        self.n_embd: int = _c.spectral_model_n_embd(m)  # token-state width
+        # Embedding length: n_embd, plus the lexical sketch's dimensions when the model has one.
+        self.n_pooled: int = _c.spectral_model_n_pooled(m)
         self.n_vocab: int = _c.spectral_model_n_vocab(m)
         self.n_layer: int = _c.spectral_model_n_layer(m)
         self.n_ctx_train: int = _c.spectral_model_n_ctx_train(m)
@@ -428,21 +430,21 @@ class Model:
                 docs.append(None)
                 errors.append(type(e)(e.message, e.status, i))
         n = len(docs)
-        emb = np.full((n, self.n_embd), np.nan, dtype=np.float32)
+        emb = np.full((n, self.n_pooled), np.nan, dtype=np.float32)
         n_tokens = np.array([-1 if d is None else d.size for d in docs], dtype=np.int64)
         todo = [i for i in range(n) if docs[i] is not None]
         if todo:
             self._encode_batch([docs[i] for i in todo], p, normalize,
                                lambda k, ctx: ctypes.memmove(
                                    emb[todo[k]].ctypes.data, _c.spectral_get_embedding(ctx),
-                                   4 * self.n_embd),
+                                   4 * self.n_pooled),
                                lambda k, status, msg: errors.__setitem__(
                                    todo[k], _error(status, todo[k], msg)))
         return BatchResult(emb, n_tokens, errors)
 
     def embed(self, texts: Union[Text, Iterable[Text]], pooling: Pooling = None,
               normalize: bool = True) -> np.ndarray:
-        """Embeddings of `texts` as an (N, n_embd) float32 array; of a single text, (n_embd,).
+        """Embeddings of `texts` as an (N, n_pooled) float32 array; of a single text, (n_pooled,).
 
         pooling: None (the model's), "mean", "cls" or "last". normalize: L2-normalize.
         Raises the first failed document's SpectralError (its .index says which).
@@ -458,7 +460,7 @@ class Model:
 
     def embed_tokens(self, tokens: Iterable[Union[Sequence[int], np.ndarray]],
                      pooling: Pooling = None, normalize: bool = True) -> np.ndarray:
-        """Embeddings of already tokenized documents (each a sequence of int ids): (N, n_embd)."""
+        """Embeddings of already tokenized documents (each a sequence of int ids): (N, n_pooled)."""
         items = [np.ascontiguousarray(t, dtype=np.int32).reshape(-1) for t in tokens]
         return self._raise_first(self.embed_batch(items, pooling, normalize))
 

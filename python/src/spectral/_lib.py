@@ -78,6 +78,7 @@ PROTOTYPES = {
     "spectral_model_arch": (ctypes.c_char_p, [model_p]),
     "spectral_model_name": (ctypes.c_char_p, [model_p]),
     "spectral_model_n_embd": (ctypes.c_int32, [model_p]),
+    "spectral_model_n_pooled": (ctypes.c_int32, [model_p]),
     "spectral_model_n_layer": (ctypes.c_int32, [model_p]),
     "spectral_model_n_vocab": (ctypes.c_int32, [model_p]),
     "spectral_model_n_ctx_train": (ctypes.c_int32, [model_p]),
