@@ -25,6 +25,10 @@ Initialisation (the student starts as a bag-of-tokens embedder):
   residual branch adds nothing: the initial model's embedding is the weighted mean of the
   static token vectors, mapped back to the teacher's space.
 `--init-only` exports exactly that model (the "static embeddings" anchor).
+`--lexical-dims R` exports (any of the three ways) with an R-bucket lexical sketch appended
+to the embedding (README, "Model format"; docs/default-model.md, "The lexical sketch"), at
+weight --lexical-scale; `--train-lexical` also trains with it (InfoNCE on the whole
+embedding). The shipped model: the dense run exported with --lexical-dims 1024 --lexical-scale 2.
 `--init-from CKPT` starts from an earlier run's weights instead; with a smaller --ffn than
 the checkpoint's, each block keeps the MLP hidden units with the largest
 |w_up_i| * |w_down_:,i| (with --init-only: the pruned model, untrained). `--freeze-emb`

@@ -9,7 +9,8 @@
 # run (resumable: rerunning continues from DATA_DIR/run/last.pt). As the shipped model
 # was made: from the static embeddings, token embeddings frozen, MLP width 64, on all
 # 12,002 teacher chunks, 901 steps of 32 document pairs (about 42 min on one thread),
-# exporting the last step (not the best validation step); then the development set
+# exporting the last step (not the best validation step) with a 1,024-bucket lexical sketch
+# at scale 2 (and without it, the dense part alone); then the development set
 # (tools/distill_dev.py), on which runs are compared, and the reported test sets.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,13 +29,17 @@ py tools/distill.py --teacher "$t" --out "$data/static" --init-only -o "$data/st
 arch=(--dim 256 --ffn 64 --layers 3 --filters 128)
 py tools/distill.py --teacher "$t" --out "$data/run" "${arch[@]}" --freeze-emb --lr 1e-3 --batch 32 \
     --n-val 120 --steps 901 --threads 1
-py tools/distill.py --teacher "$t" --out "$data/run" "${arch[@]}" --export-only --ckpt last -o "$data/run/model.gguf"
+py tools/distill.py --teacher "$t" --out "$data/run" "${arch[@]}" --export-only --ckpt last -o "$data/run/dense.gguf"
+sketch=(--lexical-dims 1024 --lexical-scale 2)
+py tools/distill.py --teacher "$t" --out "$data/run" "${arch[@]}" --export-only --ckpt last "${sketch[@]}" -o "$data/run/model.gguf"
+py tools/distill.py --teacher "$t" --out "$data/static" --init-only "${sketch[@]}" -o "$data/static-sketch.gguf"
 py tools/distill_dev.py --cli "$cli" --corpus "$data/corpus.jsonl" --teacher "$t" --tfidf \
-    run="$data/run/model.gguf" static="$data/static.gguf"
+    run="$data/run/model.gguf" dense="$data/run/dense.gguf" static="$data/static.gguf"
 py tools/check_bert_tokenizer.py --cli "$cli" --model "$data/run/model.gguf" --corpus "$data/corpus.jsonl" --n 300
 py tools/distill_parity.py --cli "$cli" --ckpt "$data/run/last.pt" --gguf "$data/run/model.gguf" --corpus "$data/corpus.jsonl"
 py tools/eval_retrieval.py --cli "$cli" --teacher "$t" --threads 2 \
-    --model spectral-default="$data/run/model.gguf" --model static="$data/static.gguf" \
+    --model spectral-default="$data/run/model.gguf" --model dense-part="$data/run/dense.gguf" \
+    --model static="$data/static.gguf" --model static+sketch="$data/static-sketch.gguf" \
     --model byte-default=tests/data/byte-model/spectral-byte.gguf --cache "$data/evalcache" \
     --json "$data/eval.json" --throughput
 cp "$data/run/model.gguf" models/spectral-default.gguf
