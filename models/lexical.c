@@ -77,7 +77,8 @@ int sp_lexical_load(const sp_gguf *g, const char *arch, int64_t n_vocab, sp_lexi
         snprintf(err, err_len, "out of memory loading the lexical sketch");
         return -1;
     }
-    /* GGUF data is little-endian, as this host (checked by the reader). */
+    /* GGUF data is little-endian; like every tensor the runtime maps, this
+     * assumes a little-endian host. memcpy: the data need not be aligned. */
     memcpy(lx->bucket, tb->data, (size_t)n_vocab * sizeof *lx->bucket);
     sp_convert_to_f32(tw->type, tw->data, lx->weight, (size_t)n_vocab);
     for (int64_t v = 0; v < n_vocab; v++) {
