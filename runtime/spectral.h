@@ -209,7 +209,7 @@ spectral_status spectral_encode_batch(spectral_context *ctx, const int32_t *cons
 /* ---- Adapters ----------------------------------------------------------
  *
  * FourierFT adapters (Hugging Face peft's FOURIERFT, converted by
- * tools/convert_fourierft.py; file format in docs/adapters.md). Each targets
+ * tools/convert/convert_fourierft.py; file format in docs/adapters.md). Each targets
  * some weight matrices W (out x in) of one base model with a few real
  * coefficients s_k at locations (r_k, c_k):
  *
@@ -259,7 +259,7 @@ spectral_status spectral_context_set_adapters(spectral_context *ctx,
  * Writes a copy of a model with some weight matrices compressed (file format
  * in README.md, "Compressed weights"): ggml's Q8_0 / Q4_0 blocks, sparse
  * spectral tensors (sst: the largest 2-D FFT coefficients), or F16 / F32.
- * What the tool tools/spectral-quantize does, as a call:
+ * What the tool spectral-quantize (tools/quantize/) does, as a call:
  *
  *     spectral_quantize_params qp = spectral_quantize_default_params();
  *     qp.type = SPECTRAL_QUANT_Q8_0;

@@ -1,9 +1,9 @@
-# FourierFT adapters (runtime/adapter.c, tools/convert_fourierft.py, spectral-embed --adapter):
+# FourierFT adapters (runtime/adapter.c, tools/convert/convert_fourierft.py, spectral-embed --adapter):
 #   test_adapter         C API: delta_W vs a float64 direct sum, contexts of one model with and
 #                        without adapters, every refusal (random tiny model, no fixture)
 #   test_adapter_parity  peft's merged models (tests/data/fourierft, made by
-#                        tools/make_fourierft_fixture.py) for fnet; the numpy reference
-#                        (tools/reference.py) with delta_W applied in numpy for spectralmlp; the
+#                        tests/fixtures/make_fourierft_fixture.py) for fnet; the numpy reference
+#                        (tools/convert/reference.py) with delta_W applied in numpy for spectralmlp; the
 #                        converter on the committed peft adapter directories (no torch needed)
 spectral_add_c_test(test_adapter test_adapter.c)
 target_link_libraries(test_adapter PRIVATE Threads::Threads)

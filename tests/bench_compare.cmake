@@ -1,4 +1,4 @@
-# tools/bench_compare.py without PyTorch (CI never has it): the report from
+# tools/bench/bench_compare.py without PyTorch (CI never has it): the report from
 # synthetic rows, the spectral-bench / spectral-embed command lines it runs,
 # and a clear message when torch is missing. Needs python3 with numpy and gguf.
 if(TARGET spectral-bench AND TARGET spectral-embed)

@@ -1,6 +1,6 @@
 # The fnet architecture (models/fnet.c, kernels/cpu/fourier2d_cpu.c): parity
 # against committed transformers FNetModel outputs (tests/data/fnet, made by
-# tools/make_fnet_fixture.py), and refusal of documents past the context length.
+# tests/fixtures/make_fnet_fixture.py), and refusal of documents past the context length.
 add_executable(fnet_dump fnet_dump.c)
 target_link_libraries(fnet_dump PRIVATE spectral_internal m)
 target_include_directories(fnet_dump PRIVATE ${PROJECT_SOURCE_DIR})

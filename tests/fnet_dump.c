@@ -15,38 +15,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "check.h"
 
 static int usage(void) {
     fprintf(stderr, "usage: fnet_dump MODEL IDS.txt [--backend cpu|cuda] [--threads N] [--pooled]\n");
     return 2;
-}
-
-/* Reads whitespace-separated ids; returns the count or -1. */
-static int64_t read_ids(const char *path, int32_t **out) {
-    FILE *f = fopen(path, "r");
-    if (!f) return -1;
-    int64_t n = 0, cap = 256;
-    int32_t *ids = malloc((size_t)cap * sizeof *ids);
-    long v;
-    int rc;
-    while (ids && (rc = fscanf(f, "%ld", &v)) == 1) {
-        if (v < INT32_MIN || v > INT32_MAX) break;
-        if (n == cap) {
-            int32_t *nb = realloc(ids, (size_t)cap * 2 * sizeof *ids);
-            if (!nb) break;
-            ids = nb;
-            cap *= 2;
-        }
-        ids[n++] = (int32_t)v;
-    }
-    int ok = ids && feof(f) && !ferror(f);
-    fclose(f);
-    if (!ok) {
-        free(ids);
-        return -1;
-    }
-    *out = ids;
-    return n;
 }
 
 int main(int argc, char **argv) {
@@ -75,7 +48,7 @@ int main(int argc, char **argv) {
         return 77;
     }
     int32_t *ids = NULL;
-    int64_t n = read_ids(ids_path, &ids);
+    int64_t n = test_read_ids(ids_path, &ids);
     if (n < 0) {
         fprintf(stderr, "fnet_dump: cannot read ids from %s\n", ids_path);
         return 1;

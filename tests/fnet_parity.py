@@ -3,7 +3,7 @@
 
     python3 tests/fnet_parity.py FNET_DUMP [--data tests/data/fnet] [--backend cpu|cuda]
 
-tests/data/fnet/ (made by tools/make_fnet_fixture.py; torch and transformers
+tests/data/fnet/ (made by tests/fixtures/make_fnet_fixture.py; torch and transformers
 are not needed here) holds a tiny random FNetModel converted to GGUF (F32 and
 F16), token id files and transformers' last_hidden_state for each. For every
 case FNET_DUMP (tests/fnet_dump.c: ids -> spectral_encode -> token states) is
@@ -38,6 +38,9 @@ import tempfile
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tools", "convert"))
+from gguf_tensors import finish  # noqa: E402
+
 TOL = 1e-5  # the brief asks 1e-4; gelu vs gelu_new alone is ~1e-4 here, we get ~5e-7
 SKIP = 77
 
@@ -86,10 +89,7 @@ def write_variant(src, dst, *, kv=None, drop_kv=(), drop=(), replace=None):
             continue
         a = np.array(t.data).reshape([int(n) for n in reversed(t.shape)])
         w.add_tensor(t.name, (replace or {}).get(t.name, lambda x: x)(a))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    finish(w)
 
 
 # (name, write_variant arguments, ids file or None for the 7-token one, expected message part)

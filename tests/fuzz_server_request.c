@@ -1,5 +1,5 @@
 /* libFuzzer harness over spectral-server's request parser and response
- * writers (tools/server_api.c): any bytes as a /v1/embeddings body, as an
+ * writers (tools/server/server_api.c): any bytes as a /v1/embeddings body, as an
  * Authorization header and as a string to escape. Besides "no crash, no
  * leak, no undefined behaviour" (ASan + UBSan), it checks properties:
  * everything the writers produce parses as JSON, and a parsed request

@@ -16,6 +16,9 @@ import numpy as np
 import gguf
 from gguf import GGUFValueType as VT, GGMLQuantizationType as QT
 
+import harness
+from harness import fail
+
 TYPE_NAMES = {
     VT.UINT8: "u8", VT.INT8: "i8", VT.UINT16: "u16", VT.INT16: "i16", VT.UINT32: "u32",
     VT.INT32: "i32", VT.FLOAT32: "f32", VT.BOOL: "bool", VT.STRING: "str", VT.ARRAY: "arr",
@@ -24,12 +27,6 @@ TYPE_NAMES = {
 NAME_TYPES = {v: k for k, v in TYPE_NAMES.items()}
 TENSOR_TYPES = {QT.F32: "f32", QT.F16: "f16", QT.BF16: "bf16"}
 
-failures = []
-
-
-def fail(msg):
-    failures.append(msg)
-    print("FAIL:", msg, file=sys.stderr)
 
 
 def f32(x):
@@ -330,11 +327,7 @@ def main():
     for alignment in (None, 64):
         check_python_to_ours(exe, workdir, alignment)
         check_ours_to_python(exe, workdir, alignment)
-    if failures:
-        print(f"{len(failures)} interop failure(s)", file=sys.stderr)
-        return 1
-    print("gguf interop passed (python->ours and ours->python, alignments 32 and 64)")
-    return 0
+    return harness.report("gguf interop (python->ours and ours->python, alignments 32 and 64)")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-# Parity against the float64 numpy reference (tools/reference.py).
+# Parity against the float64 numpy reference (tools/convert/reference.py).
 #   reference_selftest: the reference itself (erf vs math.erf, forward vs a naive O(T^2) DFT model)
 #   parity_cpu:         spectral-embed CLI and the C API (api_dump) on the CPU backend
 #   parity_cuda:        the C API on the CUDA backend (skipped, exit 77, without CUDA)

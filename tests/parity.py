@@ -4,10 +4,10 @@
     python3 tests/parity.py --cli build/tools/spectral-embed --api-dump build/tests/api_dump
     python3 tests/parity.py --api-dump build/tests/api_dump --backend cuda     # exit 77 if no CUDA
 
-Generates random-weight `spectralmlp` models (tools/make_model.py) and random
+Generates random-weight `spectralmlp` models (tools/convert/make_model.py) and random
 byte texts (including 0x00, '\\n' and bytes > 0x7f) into a temporary
 directory, computes every document's final token states with
-tools/reference.py, and compares:
+tools/convert/reference.py, and compares:
 
   * CLI `spectral-embed -m M --pooling none --no-normalize --output-format jsonl FILES...`
     token states, every token of every text;
@@ -34,7 +34,7 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "tools"))
+sys.path.insert(0, os.path.join(HERE, "..", "tools", "convert"))
 
 import numpy as np  # noqa: E402
 

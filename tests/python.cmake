@@ -1,11 +1,11 @@
-# The Python package (python/) and the corpus tool (tools/embed_corpus.py):
+# The Python package (python/) and the corpus tool (tools/corpus/embed_corpus.py):
 #   python_install   pip-installs ./python into <build>/python/pkg through scikit-build-core
 #                    (the CMake project built as the wheel builds it), once for the tests below
 #   python_binding   the ctypes declarations against runtime/spectral.h
 #   python_model     spectral.Model against spectral-embed bit for bit, errors, threads,
 #                    the memory cap
 #   python_leak      RSS bounded over 10,000 calls and 100 model open/close cycles
-#   python_corpus_*  tools/embed_corpus.py on a local Dask cluster of two workers
+#   python_corpus_*  tools/corpus/embed_corpus.py on a local Dask cluster of two workers
 # SKIP (77) when a Python dependency is missing (tools/deps.sh installs them).
 set(spectral_py_tests python_install python_binding python_model python_leak python_corpus_dir python_corpus_jsonl)
 set(spectral_py_run ${PROJECT_SOURCE_DIR}/python/tests/ctest_run.py)

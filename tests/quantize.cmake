@@ -1,10 +1,10 @@
 # Compressed weights (formats/quant.c, formats/codec_sst.c, runtime/quantize.c,
-# tools/spectral-quantize.c):
+# tools/quantize/spectral-quantize.c):
 #   test_codecs:   C unit tests (blocks, sst round trips, index validation,
 #                  malformed compressed tensors refused by the loader)
 #   test_quantize: against numpy and gguf-py (byte-exact Q8_0/Q4_0, sst vs
 #                  numpy.fft.rfft2), the CLI, and a quantized model's outputs
-#                  vs the numpy reference forward (tools/reference.py)
+#                  vs the numpy reference forward (tools/convert/reference.py)
 #   test_quant_compute: the CPU backend computing with Q8_0/Q4_0 weights kept
 #                  quantized: outputs bit-identical to a float32 file with the
 #                  dequantized weights, the decode scratch in the arena plan

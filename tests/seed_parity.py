@@ -8,11 +8,11 @@ parity: runs
     spectral-embed -m tests/data/seed/MODEL.gguf --pooling none --no-normalize
                    --output-format jsonl tests/data/seed/texts/*.txt
 and compares every text's token states with PyTorch's (MODEL.expected.npz,
-made by tools/make_seed_fixture.py from tools/seed_model.py):
+made by tests/fixtures/make_seed_fixture.py from tools/convert/seed_model.py):
     max |c - torch| / max |torch| <= 1e-4 per text, n_tokens == byte length.
 The `model_proj` fixture has an output projection (output.weight).
 
-convert: no torch needed. Runs tools/convert_seed.py on MODEL.npz (the
+convert: no torch needed. Runs tools/convert/convert_seed.py on MODEL.npz (the
 fixture's state dict) and checks the GGUF it writes has the same keys and
 tensors (names, types, values) as the committed MODEL.gguf; then checks the
 error path: a state dict with an unknown key, a missing key and a wrongly
@@ -33,7 +33,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, "data", "seed")
-TOOLS = os.path.join(HERE, "..", "tools")
+TOOLS = os.path.join(HERE, "..", "tools", "convert")
 TOL = 1e-4
 
 

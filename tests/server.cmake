@@ -1,4 +1,4 @@
-# spectral-server (tools/spectral-server.c): end to end against a real server
+# spectral-server (tools/server/spectral-server.c): end to end against a real server
 # on 127.0.0.1, a bounded load test, and a libFuzzer harness over its request
 # parser. Only when the server was built (libmicrohttpd and jansson found).
 if(TARGET spectral-server)
@@ -30,8 +30,8 @@ if(TARGET spectral-server)
     RESOURCE_LOCK spectral_server TIMEOUT 300)
 
   if(SPECTRAL_FUZZ)
-    add_executable(fuzz_server_request fuzz_server_request.c ${PROJECT_SOURCE_DIR}/tools/server_api.c)
-    target_include_directories(fuzz_server_request PRIVATE ${PROJECT_SOURCE_DIR}/tools)
+    add_executable(fuzz_server_request fuzz_server_request.c ${PROJECT_SOURCE_DIR}/tools/server/server_api.c)
+    target_include_directories(fuzz_server_request PRIVATE ${PROJECT_SOURCE_DIR}/tools/server)
     target_compile_options(fuzz_server_request PRIVATE -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer)
     target_link_options(fuzz_server_request PRIVATE -fsanitize=fuzzer,address,undefined)
     pkg_check_modules(SPECTRAL_FUZZ_JANSSON REQUIRED IMPORTED_TARGET jansson)

@@ -29,21 +29,11 @@
 #include "runtime/adapter.h"
 #include "spectral.h"
 #include "tiny_model.h"
+#include "check.h"
 
 #ifndef M_PI
 #define M_PI 3.14159265358979323846
 #endif
-
-static int failures = 0;
-#define CHECK(cond, ...)                                                       \
-    do {                                                                       \
-        if (!(cond)) {                                                         \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);    \
-            fprintf(stderr, __VA_ARGS__);                                      \
-            fprintf(stderr, "\n");                                             \
-            failures++;                                                        \
-        }                                                                      \
-    } while (0)
 
 /* ---- writing adapters ------------------------------------------------------ */
 
@@ -446,32 +436,10 @@ static int run_unit_tests(void) {
     unlink(model2_path);
     unlink(ad_path);
     rmdir(dir);
-    if (failures) fprintf(stderr, "%d failure(s)\n", failures);
-    else printf("all adapter checks passed\n");
-    return failures ? 1 : 0;
+    return check_report("test_adapter");
 }
 
 /* ---- dump -------------------------------------------------------------------- */
-
-static int64_t read_ids(const char *path, int32_t **out) {
-    FILE *f = fopen(path, "r");
-    if (!f) return -1;
-    int64_t n = 0, cap = 256;
-    int32_t *ids = malloc((size_t)cap * sizeof *ids);
-    long v;
-    while (ids && fscanf(f, "%ld", &v) == 1) {
-        if (n == cap) {
-            int32_t *nb = realloc(ids, (size_t)cap * 2 * sizeof *ids);
-            if (!nb) break;
-            ids = nb;
-            cap *= 2;
-        }
-        ids[n++] = (int32_t)v;
-    }
-    fclose(f);
-    *out = ids;
-    return ids ? n : -1;
-}
 
 static int run_dump(int argc, char **argv) {
     if (argc < 4) return 2;
@@ -507,7 +475,7 @@ static int run_dump(int argc, char **argv) {
         }
     }
     int32_t *ids = NULL;
-    int64_t T = read_ids(argv[3], &ids);
+    int64_t T = test_read_ids(argv[3], &ids);
     spectral_model *m = NULL;
     spectral_context *ctx = NULL;
     spectral_status s = T > 0 ? spectral_model_load(argv[2], spectral_model_default_params(), &m)

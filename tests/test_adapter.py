@@ -4,7 +4,7 @@
     python3 tests/test_adapter.py --dump build/tests/test_adapter [--cli build/tools/spectral-embed]
                                   [--data tests/data]
 
-tests/data/fourierft/ is made by tools/make_fourierft_fixture.py from peft FOURIERFT
+tests/data/fourierft/ is made by tests/fixtures/make_fourierft_fixture.py from peft FOURIERFT
 adapters trained for a few steps on the committed fnet and seed (spectralmlp) fixtures.
 
 1. fnet: `test_adapter dump` (the C API with spectral_context_set_adapters) on the
@@ -15,11 +15,11 @@ adapters trained for a few steps on the committed fnet and seed (spectralmlp) fi
    and the same ids without the adapter against tests/data/fnet's own reference
    (the adapter must change the output by far more than the tolerance).
 2. spectralmlp: `spectral-embed --adapter seed-adapter.gguf[:0.5] --pooling none` (or,
-   without --cli, `test_adapter dump` on the texts' byte ids) on the seed fixture texts against tools/reference.py (float64 numpy) run on the base
+   without --cli, `test_adapter dump` on the texts' byte ids) on the seed fixture texts against tools/convert/reference.py (float64 numpy) run on the base
    weights with delta_W = Re(ifft2(S)) * scaling * scale added in numpy from the
    adapter file's own coefficients and locations: <= 1e-4 (the tolerance of the
    other spectralmlp parity tests); and against peft's merged seed model: <= 1e-4.
-3. the converter: tools/convert_fourierft.py --no-torch-check on the committed peft
+3. the converter: tools/convert/convert_fourierft.py --no-torch-check on the committed peft
    adapter directories writes the committed GGUF's tensors and keys exactly (the
    locations redrawn without torch equal those peft drew); a module we do not
    support, trained biases and a non-FOURIERFT adapter are refused, naming them.
@@ -32,6 +32,7 @@ Exit 0 when all pass, 1 otherwise.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -43,19 +44,14 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+import harness  # noqa: E402  (also puts tools/convert on sys.path)
+from harness import SKIP  # noqa: E402
+
+check = functools.partial(harness.check, show_ok=True)  # the log lists every comparison
 
 TOL_FNET = 1e-5
 TOL_SEED = 1e-4
-SKIP = 77
-
-failures: list[str] = []
-
-
-def check(ok, msg):
-    print(("ok   " if ok else "FAIL ") + msg)
-    if not ok:
-        failures.append(msg)
 
 
 def rel_err(got, ref):
@@ -214,7 +210,8 @@ def write_safetensors(path, tensors):
 
 def test_converter(a, fx, man_all):
     import convert_fourierft as cf
-    conv = os.path.join(ROOT, "tools", "convert_fourierft.py")
+    from checkpoint import read_safetensors
+    conv = os.path.join(ROOT, "tools", "convert", "convert_fourierft.py")
     with tempfile.TemporaryDirectory() as tmp:
         for key, basefile in (("fnet", os.path.join(a.data, "fnet", "model.gguf")),
                               ("seed", os.path.join(a.data, "seed", "model.gguf"))):
@@ -240,7 +237,7 @@ def test_converter(a, fx, man_all):
         # refusals
         src = os.path.join(fx, man_all["fnet"]["adapter_dir"])
         cfg = json.load(open(os.path.join(src, "adapter_config.json")))
-        sd = cf.read_safetensors(os.path.join(src, "adapter_model.safetensors"))
+        sd = read_safetensors(os.path.join(src, "adapter_model.safetensors"))
         v = next(iter(sd.values()))
         cases = [
             ("unsupported module", cfg, {"base_model.model.encoder.layer.0.fourier.output.fourierft_spectrum": v},
@@ -319,10 +316,8 @@ def main(argv=None) -> int:
             print(f"SKIP: {e}")
             return SKIP
         except Exception as e:  # report and go on with the other parts
-            failures.append(f"{name}: {type(e).__name__}: {e}")
-            print(f"FAIL {name}: {type(e).__name__}: {e}")
-    print(f"{len(failures)} failure(s)")
-    return 1 if failures else 0
+            harness.fail(f"{name}: {type(e).__name__}: {e}")
+    return harness.report("test_adapter")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Checks tools/bench_compare.py without PyTorch (CI never has it):
+"""Checks tools/bench/bench_compare.py without PyTorch (CI never has it):
 
 1. importing it does not import torch (only its `_worker` child does);
 2. the -p length syntax (the same as spectral-bench's);
@@ -21,17 +21,12 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TOOLS = os.path.join(HERE, "..", "tools")
+TOOLS = os.path.join(HERE, "..", "tools", "bench")
 sys.path.insert(0, TOOLS)
 
+import harness  # noqa: E402  (also puts tools/convert, make_model's, on sys.path)
+from harness import check, failures  # noqa: E402
 import bench_compare as bc  # noqa: E402
-
-FAILS = []
-
-
-def check(cond, what):
-    if not cond:
-        FAILS.append(what)
 
 
 # 1. no torch at import time
@@ -45,7 +40,7 @@ check(bc.parse_lengths(bc.DEFAULT_LENGTHS)[-1] == 65536, "default lengths end at
 for bad in ("1", "abc", "4096-512", "512-1024*1"):
     try:
         bc.parse_lengths(bad)
-        FAILS.append(f"parse_lengths accepted {bad!r}")
+        harness.fail(f"parse_lengths accepted {bad!r}")
     except argparse.ArgumentTypeError:
         pass
 
@@ -85,7 +80,7 @@ check(any(ln.startswith("#### Shared machine") for ln in lines), "quiet-vs-loade
 check("| 512 | 10.0 ± 0.0 | 13.0 ± 0.0 | 1.30x | 30.0 ± 0.0 | 90.0 ± 0.0 | 3.00x | 20.0 ± 0.0 | - | - |"
       in lines, "slowdown row")
 check("2.0e-06 (eager complex)" in md and "3.0e-06 (eager rfft)" in md, "check result in the report")
-if FAILS:
+if failures:
     print(md)
 
 # 4. the real tools, tiny model
@@ -119,7 +114,4 @@ with tempfile.TemporaryDirectory() as fake:
     check(p.returncode != 0 and "PyTorch is required" in p.stderr and "Traceback" not in p.stderr,
           f"without torch: exit {p.returncode}, stderr {p.stderr[-500:]!r}")
 
-for f in FAILS:
-    print("FAIL:", f)
-print("bench_compare:", "FAILED" if FAILS else "ok")
-sys.exit(1 if FAILS else 0)
+sys.exit(harness.report("bench_compare"))

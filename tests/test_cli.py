@@ -14,15 +14,10 @@ import sys
 import tempfile
 import threading
 
+import harness
+from harness import check
+
 EMBED, MODEL = sys.argv[1], sys.argv[2]
-failures = 0
-
-
-def check(cond, what):
-    global failures
-    if not cond:
-        failures += 1
-        print("FAIL:", what)
 
 
 def peak_rss_kib(args, feed=None):
@@ -264,7 +259,4 @@ with tempfile.TemporaryDirectory() as d:
     rc, out, err = run("-m", MODEL, "--no-normalize=1", good1)
     check(rc == 2 and "takes no value" in err, f"--flag=value refused: {err!r}")
 
-if failures:
-    print(f"{failures} check(s) failed")
-    sys.exit(1)
-print("test_cli: all checks passed")
+sys.exit(harness.report("test_cli"))

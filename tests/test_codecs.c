@@ -29,23 +29,8 @@
 #include "formats/quant.h"
 #include "models/model.h"
 #include "spectral.h"
+#include "check.h"
 
-static int failures;
-#define CHECK(c)                                                                  \
-    do {                                                                          \
-        if (!(c)) {                                                               \
-            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #c);          \
-            failures++;                                                           \
-        }                                                                         \
-    } while (0)
-
-static uint64_t rng = 88172645463325252ull;
-static double urand(void) { /* xorshift64, in [-1, 1) */
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (double)(rng >> 11) / 4503599627370496.0 - 1.0;
-}
 
 /* ---- ggml blocks ---- */
 
@@ -100,7 +85,7 @@ static void test_sst_shape(int64_t M, int64_t N) {
     float *w = malloc((size_t)n * sizeof *w), *back = malloc((size_t)n * sizeof *back);
     float *val = malloc((size_t)(2 * storable) * sizeof *val);
     int32_t *idx = malloc((size_t)storable * sizeof *idx);
-    for (int64_t i = 0; i < n; i++) w[i] = (float)urand();
+    for (int64_t i = 0; i < n; i++) w[i] = (float)test_urand();
     char err[256];
     CHECK(sp_sst_encode(w, M, N, storable, val, idx, err, sizeof err) == 0);
     CHECK(sp_sst_decode(val, idx, storable, M, N, back, err, sizeof err) == 0);
@@ -298,7 +283,7 @@ static void test_files(const char *model, const char *dir) {
     sp_gguf *g = NULL;
     if (sp_gguf_open(sst, &g, err, sizeof err) || sp_gguf_open(model, (sp_gguf **)&g_orig, err, sizeof err)) {
         fprintf(stderr, "FAIL open: %s\n", err);
-        failures++;
+        check_failures++;
         sp_gguf_close(g);
         return;
     }
@@ -422,12 +407,12 @@ static void test_backend_dequant(void) {
     sp_backend *be = sp_backend_cpu_create(2, err, sizeof err);
     if (!be) {
         fprintf(stderr, "FAIL cpu backend: %s\n", err);
-        failures++;
+        check_failures++;
         return;
     }
-    for (int i = 0; i < ROWS * LEN; i++) x[i] = (float)urand();
+    for (int i = 0; i < ROWS * LEN; i++) x[i] = (float)test_urand();
     /* a block of tiny values: its f16 scale is subnormal */
-    for (int j = 0; j < SP_QK; j++) x[LEN + j] = (float)urand() * 1e-6f;
+    for (int j = 0; j < SP_QK; j++) x[LEN + j] = (float)test_urand() * 1e-6f;
     static const int types[2] = {SP_TENSOR_Q8_0, SP_TENSOR_Q4_0};
     static const sp_weight_type wtypes[2] = {SP_WEIGHT_Q8_0, SP_WEIGHT_Q4_0};
     for (int k = 0; k < 2; k++) {
@@ -455,7 +440,7 @@ static void test_kept_quantized(const char *q8) {
     sp_gguf *g = NULL;
     if (sp_gguf_open(q8, &g, err, sizeof err)) {
         fprintf(stderr, "FAIL open %s: %s\n", q8, err);
-        failures++;
+        check_failures++;
         return;
     }
     const char *name = "blk.0.ffn_up.weight";
@@ -497,6 +482,7 @@ static void test_kept_quantized(const char *q8) {
 }
 
 int main(int argc, char **argv) {
+    test_rng = 88172645463325252ull; /* this test's own data */
     if (argc == 4 && strcmp(argv[1], "dump") == 0) return dump(argv[2], argv[3]);
     if (argc != 3) {
         fprintf(stderr, "usage: test_codecs MODEL.gguf WORKDIR | test_codecs dump MODEL.gguf NAME\n");
@@ -511,10 +497,5 @@ int main(int argc, char **argv) {
     char q8[512];
     snprintf(q8, sizeof q8, "%s/codecs_q8_0.gguf", argv[2]);
     test_kept_quantized(q8);
-    if (failures) {
-        fprintf(stderr, "%d failure(s)\n", failures);
-        return 1;
-    }
-    printf("test_codecs: all passed\n");
-    return 0;
+    return check_report("test_codecs");
 }

@@ -11,32 +11,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "check.h"
 
 #define TOL 1e-5
 #define SP_TWO_PI 6.283185307179586476925
 
-static int g_fail;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fprintf(stderr, "\n");                                                                 \
-            g_fail++;                                                                              \
-        }                                                                                          \
-    } while (0)
-
-static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
-static float frand(void) { /* uniform in [-1, 1) */
-    g_rng ^= g_rng << 13;
-    g_rng ^= g_rng >> 7;
-    g_rng ^= g_rng << 17;
-    return (float)((double)(g_rng >> 11) / 9007199254740992.0 * 2.0 - 1.0);
-}
-static void fill(float *p, int64_t n, float scale, float offset) {
-    for (int64_t i = 0; i < n; i++) p[i] = offset + scale * frand();
-}
 
 static double rel_err(const float *got, const double *ref, int64_t n) {
     double e = 0.0, m = 0.0;
@@ -57,7 +36,7 @@ static sp_backend *make_backend(int n_threads, const char *tile) {
     sp_backend *be = sp_backend_cpu_create(n_threads, err, sizeof err);
     if (!be) {
         fprintf(stderr, "FAIL create: %s\n", err);
-        g_fail++;
+        check_failures++;
     }
     return be;
 }
@@ -145,13 +124,13 @@ static void test_mix(sp_backend **bes, const char **names, int nbe) {
             float *filt = malloc(sizeof(float) * (size_t)(D * K * 2));
             float *bias = malloc(sizeof(float) * (size_t)D);
             double *ref = malloc(sizeof(double) * (size_t)(T * D));
-            fill(u, T * D, 1.0f, 0.3f); /* a non-zero mean exercises the DC bin */
-            fill(filt, D * K * 2, 1.0f, 0.0f);
-            fill(bias, D, 0.5f, 0.0f);
+            test_fill(u, T * D, 1.0f, 0.3f); /* a non-zero mean exercises the DC bin */
+            test_fill(filt, D * K * 2, 1.0f, 0.0f);
+            test_fill(bias, D, 0.5f, 0.0f);
             /* Alternate: h0 = 0 with bias, h0 random without bias. */
             int acc = (int)((ti + ci) % 2);
             if (acc)
-                fill(h0, T * D, 1.0f, 0.0f);
+                test_fill(h0, T * D, 1.0f, 0.0f);
             else
                 memset(h0, 0, sizeof(float) * (size_t)(T * D));
             const float *b = acc ? NULL : bias;
@@ -201,11 +180,11 @@ static void test_mix_block(sp_backend *be, const char *name) {
     float *lw = malloc(sizeof(float) * (size_t)D), *lb = malloc(sizeof(float) * (size_t)D);
     float *bias = malloc(sizeof(float) * (size_t)D);
     double *ref = malloc(sizeof(double) * (size_t)(T * D));
-    fill(h0, T * D, 1.0f, 0.2f);
-    fill(filt, D * K * 2, 1.0f, 0.0f);
-    fill(lw, D, 0.5f, 1.0f);
-    fill(lb, D, 0.3f, 0.0f);
-    fill(bias, D, 0.5f, 0.0f);
+    test_fill(h0, T * D, 1.0f, 0.2f);
+    test_fill(filt, D * K * 2, 1.0f, 0.0f);
+    test_fill(lw, D, 0.5f, 1.0f);
+    test_fill(lb, D, 0.3f, 0.0f);
+    test_fill(bias, D, 0.5f, 0.0f);
     ref_layer_norm(h0, lw, lb, 1e-5, T, D, u);
     for (int64_t i = 0; i < n_docs; i++)
         ref_mix(u + offsets[i] * D, filt, bias, K, lens[i], D, h0 + offsets[i] * D, ref + offsets[i] * D);
@@ -251,13 +230,13 @@ static void test_ffn_block(sp_backend *be, const char *name) {
     float *wd = malloc(sizeof(float) * (size_t)(D * F)), *bd = malloc(sizeof(float) * (size_t)D);
     float *lw = malloc(sizeof(float) * (size_t)D), *lb = malloc(sizeof(float) * (size_t)D);
     double *ref = malloc(sizeof(double) * (size_t)(T * D));
-    fill(h, T * D, 1.0f, 0.1f);
-    fill(wu, F * D, 0.3f, 0.0f);
-    fill(bu, F, 0.2f, 0.0f);
-    fill(wd, D * F, 0.3f, 0.0f);
-    fill(bd, D, 0.2f, 0.0f);
-    fill(lw, D, 0.5f, 1.0f);
-    fill(lb, D, 0.3f, 0.0f);
+    test_fill(h, T * D, 1.0f, 0.1f);
+    test_fill(wu, F * D, 0.3f, 0.0f);
+    test_fill(bu, F, 0.2f, 0.0f);
+    test_fill(wd, D * F, 0.3f, 0.0f);
+    test_fill(bd, D, 0.2f, 0.0f);
+    test_fill(lw, D, 0.5f, 1.0f);
+    test_fill(lb, D, 0.3f, 0.0f);
     ref_layer_norm(h, lw, lb, 1e-5, T, D, x);
     for (int64_t t = 0; t < T; t++)
         for (int64_t d = 0; d < D; d++) {
@@ -342,10 +321,10 @@ static void test_linear(sp_backend *be, const char *name) {
         float *o0 = malloc(sizeof(float) * (size_t)(T * OUT));
         float *o = malloc(sizeof(float) * (size_t)(T * OUT));
         double *ref = malloc(sizeof(double) * (size_t)(T * OUT));
-        fill(x, T * IN, 2.0f, 0.0f);
-        fill(W, OUT * IN, 0.5f, 0.0f);
-        fill(b, OUT, 1.0f, 0.0f);
-        fill(o0, T * OUT, 1.0f, 0.0f);
+        test_fill(x, T * IN, 2.0f, 0.0f);
+        test_fill(W, OUT * IN, 0.5f, 0.0f);
+        test_fill(b, OUT, 1.0f, 0.0f);
+        test_fill(o0, T * OUT, 1.0f, 0.0f);
         /* mode 0: GELU + bias; 1: no act, no bias; 2: accumulate + bias;
          * 3: GELU, no bias; 4: accumulate, no bias; 5: tanh GELU + bias. */
         for (int mode = 0; mode < 6; mode++) {
@@ -398,9 +377,9 @@ static void test_layer_norm(sp_backend *be, const char *name) {
         float *o = malloc(sizeof(float) * (size_t)(T * D));
         float *w = malloc(sizeof(float) * (size_t)D), *b = malloc(sizeof(float) * (size_t)D);
         double *ref = malloc(sizeof(double) * (size_t)(T * D));
-        fill(x, T * D, 1.0f, cfg[ci].offset);
-        fill(w, D, 1.0f, 1.0f);
-        fill(b, D, 1.0f, 0.0f);
+        test_fill(x, T * D, 1.0f, cfg[ci].offset);
+        test_fill(w, D, 1.0f, 1.0f);
+        test_fill(b, D, 1.0f, 0.0f);
         const float eps = 1e-5f;
         for (int64_t t = 0; t < T; t++) {
             double m = 0, v = 0;
@@ -434,7 +413,7 @@ static void test_layer_norm(sp_backend *be, const char *name) {
 static void test_misc(sp_backend *be) {
     const int64_t V = 11, D = 6, T = 5;
     float table[11 * 6], out[5 * 6];
-    fill(table, V * D, 1.0f, 0.0f);
+    test_fill(table, V * D, 1.0f, 0.0f);
     int32_t ids[5] = {3, 0, 10, 3, 7};
     int rc = be->ops->get_rows(be, table, D, ids, T, out);
     CHECK(rc == 0, "get_rows rc=%d: %s", rc, be->err);
@@ -450,7 +429,7 @@ static void test_misc(sp_backend *be) {
     /* pool: mean / first / last, and a long T where float sums would drift */
     const int64_t PT = 100000, PD = 3;
     float *x = malloc(sizeof(float) * (size_t)(PT * PD));
-    fill(x, PT * PD, 1.0f, 100.0f);
+    test_fill(x, PT * PD, 1.0f, 100.0f);
     double mean[3] = {0, 0, 0}, first[3], last[3];
     for (int64_t t = 0; t < PT; t++)
         for (int64_t d = 0; d < PD; d++) mean[d] += x[t * PD + d];
@@ -476,7 +455,7 @@ static void test_misc(sp_backend *be) {
     CHECK(buf && ((uintptr_t)buf % 256) == 0, "buffer_alloc aligned to 256");
     if (buf) {
         float src[250], dst[250];
-        fill(src, 250, 1.0f, 0.0f);
+        test_fill(src, 250, 1.0f, 0.0f);
         CHECK(be->ops->upload(be, buf, src, sizeof src) == 0, "upload");
         CHECK(be->ops->synchronize(be) == 0, "synchronize");
         CHECK(be->ops->download(be, dst, buf, sizeof dst) == 0, "download");
@@ -530,10 +509,5 @@ int main(void) {
     test_plan_cache_bound(bes[0]);
 
     for (int i = 0; i < NBE; i++) bes[i]->ops->destroy(bes[i]);
-    if (g_fail) {
-        fprintf(stderr, "%d check(s) failed\n", g_fail);
-        return 1;
-    }
-    printf("test_cpu_ops: all passed\n");
-    return 0;
+    return check_report("test_cpu_ops");
 }

@@ -20,19 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int g_fail, g_checks;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        g_checks++;                                                                                \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fprintf(stderr, "\n");                                                                 \
-            g_fail++;                                                                              \
-        }                                                                                          \
-    } while (0)
+#include "check.h"
 
 /* The module must be refused, the message containing want. */
 static void expect_refused(const char *want) {
@@ -108,6 +96,6 @@ int main(int argc, char **argv) {
         fprintf(stderr, "unknown scenario '%s'\n", scenario);
         return 2;
     }
-    printf("test_cuda_loader %s: %d checks, %d failures\n", scenario, g_checks, g_fail);
-    return g_fail ? 1 : 0;
+    printf("scenario %s\n", scenario);
+    return check_report("test_cuda_loader");
 }

@@ -9,17 +9,9 @@
 #include <string.h>
 
 #include "kernels/backend.h"
+#include "check.h"
 
 #define PI 3.14159265358979323846
-
-static int failures;
-
-static void check(int ok, const char *what) {
-    if (!ok) {
-        printf("FAIL: %s\n", what);
-        failures++;
-    }
-}
 
 static double naive(const float *x, int64_t T, int64_t D, int64_t t, int64_t k) {
     double s = 0.0;
@@ -43,7 +35,7 @@ static void test_shape(sp_backend *be, int64_t T, int64_t D, int misalign) {
     for (int rep = 0; rep < 2; rep++) {
         memset(out, 0, (size_t)(T * D) * sizeof(float));
         int rc = be->ops->fourier2d_real(be, x, T, D, ws, out);
-        check(rc == 0, be->err);
+        CHECK(rc == 0, be->err);
         for (int64_t t = 0; t < T; t++)
             for (int64_t k = 0; k < D; k++) {
                 double r = naive(x, T, D, t, k);
@@ -56,7 +48,7 @@ static void test_shape(sp_backend *be, int64_t T, int64_t D, int misalign) {
     snprintf(what, sizeof what, "fourier2d T=%lld D=%lld misalign=%d rel err %.3g", (long long)T,
              (long long)D, misalign, rel);
     printf("%s\n", what);
-    check(rel < 1e-5, what);
+    CHECK(rel < 1e-5, what);
     free(xbuf);
     free(out);
     free(ws);
@@ -79,30 +71,29 @@ int main(void) {
     /* bad arguments */
     float x[4] = {1, 2, 3, 4}, out[8];
     char ws[256];
-    check(be->ops->fourier2d_real(be, x, -1, 2, ws, out) != 0, "negative T rejected");
-    check(be->ops->fourier2d_real(be, NULL, 2, 2, ws, out) != 0, "NULL x rejected");
-    check(be->ops->fourier2d_real(be, x, 2, 2, NULL, out) != 0, "NULL workspace rejected");
-    check(be->ops->fourier2d_real(be, x, 2, 2, ws, x) != 0, "aliased out rejected");
-    check(be->ops->fourier2d_real(be, x, 0, 2, ws, out) == 0, "T = 0 is a no-op");
+    CHECK(be->ops->fourier2d_real(be, x, -1, 2, ws, out) != 0, "negative T rejected");
+    CHECK(be->ops->fourier2d_real(be, NULL, 2, 2, ws, out) != 0, "NULL x rejected");
+    CHECK(be->ops->fourier2d_real(be, x, 2, 2, NULL, out) != 0, "NULL workspace rejected");
+    CHECK(be->ops->fourier2d_real(be, x, 2, 2, ws, x) != 0, "aliased out rejected");
+    CHECK(be->ops->fourier2d_real(be, x, 0, 2, ws, out) == 0, "T = 0 is a no-op");
 
     /* SP_ACT_GELU_TANH through linear: W = identity, b = 0. */
     float W[4] = {1, 0, 0, 1}, in[6] = {-3.0f, -0.5f, 0.0f, 0.7f, 2.0f, 10.0f}, y[6];
-    check(be->ops->linear(be, in, W, NULL, 3, 2, 2, SP_ACT_GELU_TANH, 0, y) == 0, "gelu_tanh linear");
+    CHECK(be->ops->linear(be, in, W, NULL, 3, 2, 2, SP_ACT_GELU_TANH, 0, y) == 0, "gelu_tanh linear");
     for (int i = 0; i < 6; i++) {
         double v = in[i];
         double r = 0.5 * v * (1.0 + tanh(sqrt(2.0 / PI) * (v + 0.044715 * v * v * v)));
-        check(fabs(y[i] - r) < 1e-6 * (1.0 + fabs(r)), "gelu_tanh value");
+        CHECK(fabs(y[i] - r) < 1e-6 * (1.0 + fabs(r)), "gelu_tanh value");
     }
-    check(be->ops->linear(be, in, W, NULL, 3, 2, 2, SP_ACT_GELU_TANH, 1, y) != 0,
+    CHECK(be->ops->linear(be, in, W, NULL, 3, 2, 2, SP_ACT_GELU_TANH, 1, y) != 0,
           "gelu_tanh with accumulate rejected");
     /* SP_ACT_TANH after the bias: y = tanh(x + b). */
     float bias[2] = {0.25f, -1.5f};
-    check(be->ops->linear(be, in, W, bias, 3, 2, 2, SP_ACT_TANH, 0, y) == 0, "tanh linear");
+    CHECK(be->ops->linear(be, in, W, bias, 3, 2, 2, SP_ACT_TANH, 0, y) == 0, "tanh linear");
     for (int i = 0; i < 6; i++) {
         double r = tanh((double)in[i] + bias[i % 2]);
-        check(fabs(y[i] - r) < 1e-6, "tanh value");
+        CHECK(fabs(y[i] - r) < 1e-6, "tanh value");
     }
     be->ops->destroy(be);
-    printf("%s\n", failures ? "FAILED" : "all passed");
-    return failures ? 1 : 0;
+    return check_report("test_fourier2d");
 }

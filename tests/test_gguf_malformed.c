@@ -7,8 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int failures;
+#include "check.h"
 
 typedef struct {
     uint8_t *p;
@@ -84,14 +83,14 @@ static void expect_fail(const char *name, buf *b, const char *want) {
     int rc = sp_gguf_open_memory(copy, b->len, &g, err, sizeof err);
     if (rc == 0) {
         fprintf(stderr, "FAIL %s: opened successfully, expected error containing '%s'\n", name, want);
-        failures++;
+        check_failures++;
         sp_gguf_close(g);
     } else if (!strstr(err, want)) {
         fprintf(stderr, "FAIL %s: error '%s' does not contain '%s'\n", name, err, want);
-        failures++;
+        check_failures++;
     } else if (g != NULL) {
         fprintf(stderr, "FAIL %s: *out not NULL on failure\n", name);
-        failures++;
+        check_failures++;
     } else {
         printf("ok   %-28s %s\n", name, err);
     }
@@ -99,14 +98,6 @@ static void expect_fail(const char *name, buf *b, const char *want) {
     free(b->p);
     memset(b, 0, sizeof *b);
 }
-
-#define CHECK(c)                                                                  \
-    do {                                                                          \
-        if (!(c)) {                                                               \
-            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #c);          \
-            failures++;                                                           \
-        }                                                                         \
-    } while (0)
 
 /* A small valid file: 2 KVs, two f32 tensors. */
 static void good_file(buf *b) {
@@ -130,7 +121,7 @@ static void test_good(void) {
     int rc = sp_gguf_open_memory(b.p, b.len, &g, err, sizeof err);
     if (rc != 0) {
         fprintf(stderr, "FAIL good file: %s\n", err);
-        failures++;
+        check_failures++;
         free(b.p);
         return;
     }
@@ -183,7 +174,7 @@ static void test_good(void) {
         if (rc == 0 || !(strstr(err, "truncated") || strstr(err, "longer than") ||
                          strstr(err, "too large") || strstr(err, "outside the file"))) {
             fprintf(stderr, "FAIL prefix %zu: rc %d err '%s'\n", n, rc, err);
-            failures++;
+            check_failures++;
         }
         if (rc == 0) sp_gguf_close(g);
         free(copy);
@@ -348,10 +339,5 @@ int main(void) {
         CHECK(sp_gguf_open_memory("GGUF", 4, &g, NULL, 0) != 0); /* no error buffer: must not crash */
     }
 
-    if (failures) {
-        fprintf(stderr, "%d failure(s)\n", failures);
-        return 1;
-    }
-    printf("all malformed-file checks passed\n");
-    return 0;
+    return check_report("test_gguf_malformed");
 }

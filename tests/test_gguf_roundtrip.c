@@ -9,22 +9,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-static int failures;
-#define CHECK(c)                                                                  \
-    do {                                                                          \
-        if (!(c)) {                                                               \
-            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #c);          \
-            failures++;                                                           \
-        }                                                                         \
-    } while (0)
+#include "check.h"
 
 static int64_t key(const sp_gguf *g, const char *k, sp_gguf_type t) {
     int64_t i = sp_gguf_find_key(g, k);
     if (i < 0 || sp_gguf_kv_type(g, i) != t) {
         fprintf(stderr, "FAIL key '%s' missing or type %s\n", k,
                 i < 0 ? "-" : sp_gguf_type_name(sp_gguf_kv_type(g, i)));
-        failures++;
+        check_failures++;
         return -1;
     }
     return i;
@@ -275,11 +267,11 @@ static void conversions(void) {
         if ((h & 0x7c00) == 0x7c00 && (h & 0x3ff)) {
             if (!isnan(f) || (back & 0x7c00) != 0x7c00 || !(back & 0x3ff)) {
                 fprintf(stderr, "FAIL nan half %04x\n", h);
-                failures++;
+                check_failures++;
             }
         } else if (back != h) {
             fprintf(stderr, "FAIL half %04x -> %g -> %04x\n", h, (double)f, back);
-            failures++;
+            check_failures++;
         }
     }
     /* f32 -> f16 is round-to-nearest-even: check against neighbours for many values */
@@ -302,7 +294,7 @@ static void conversions(void) {
         if ((dh == fabs(df - up) && up != v) || (dh == fabs(df - dn) && dn != v)) ok = ok && !(h & 1);
         if (!ok) {
             fprintf(stderr, "FAIL f16 rounding of %.9g -> %04x (%g)\n", (double)f, h, v);
-            failures++;
+            check_failures++;
             break;
         }
     }
@@ -321,7 +313,7 @@ static void conversions(void) {
         if (isnan(f)) continue;
         if (sp_f32_to_bf16(f) != h || (fbits(f) >> 16) != h) {
             fprintf(stderr, "FAIL bf16 %04x\n", h);
-            failures++;
+            check_failures++;
             break;
         }
     }
@@ -357,10 +349,5 @@ int main(void) {
     roundtrip(0);   /* default alignment, no general.alignment key */
     roundtrip(64);  /* custom alignment */
     roundtrip(1);   /* degenerate but legal alignment */
-    if (failures) {
-        fprintf(stderr, "%d failure(s)\n", failures);
-        return 1;
-    }
-    printf("gguf round trip passed\n");
-    return 0;
+    return check_report("test_gguf_roundtrip");
 }

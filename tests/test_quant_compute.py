@@ -8,7 +8,7 @@
 The loader keeps a Q8_0/Q4_0 matrix (and the token table) in the file's
 blocks and the forward pass decodes it into arena scratch one layer at a
 time (models/loader.c, kernels/cpu/dequant_cpu.c). For a random spectralmlp
-(tools/make_model.py), FNet's test model and the shipped default model
+(tools/convert/make_model.py), FNet's test model and the shipped default model
 (bert tokenizer, output projection; Q8_0 only, to keep the test short),
 each quantized with every matrix and the token table selected:
 
@@ -46,31 +46,21 @@ import re
 import subprocess
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "tools"))
+import harness  # noqa: E402  (also puts tools/convert on sys.path)
+from harness import check  # noqa: E402
 
-try:
-    import numpy as np
-    import gguf
-    from gguf import GGMLQuantizationType as Q
-    from gguf.quants import dequantize
-except ImportError as e:  # pragma: no cover
-    print(f"SKIP: {e}")
-    sys.exit(77)
+harness.require("numpy", "gguf")
+import numpy as np  # noqa: E402
+import gguf  # noqa: E402
+from gguf import GGMLQuantizationType as Q  # noqa: E402
+from gguf.quants import dequantize  # noqa: E402
 
 import make_model  # noqa: E402
-
-failures: list[str] = []
 
 SPECTRALMLP_RE = r"^(token_embd|blk\..*\.ffn_(up|down)|output)\.weight$"
 FNET_RE = r"^(token_embd|token_embd_proj|pooler|blk\..*\.ffn_(up|down))\.weight$"
 QTYPES = {"q8_0": Q.Q8_0, "q4_0": Q.Q4_0}
 
-
-def check(cond, msg):
-    if not cond:
-        failures.append(msg)
-        print(f"FAIL: {msg}")
 
 
 def run(args):
@@ -236,11 +226,7 @@ def main() -> int:
         check_model(args, args.default, SPECTRALMLP_RE, "spectralmlp", "default", texts, False,
                     types=("q8_0",))
     check_rss(args, texts)
-    if failures:
-        print(f"{len(failures)} failure(s)")
-        return 1
-    print("test_quant_compute: all passed")
-    return 0
+    return harness.report("test_quant_compute")
 
 
 if __name__ == "__main__":

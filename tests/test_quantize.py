@@ -5,7 +5,7 @@
         --embed build/tools/spectral-embed --dump build/tests/test_codecs \\
         --data tests/data --work /tmp/qwork
 
-Models: a random spectralmlp (tools/make_model.py, D = 64, F = 128, L = 2)
+Models: a random spectralmlp (tools/convert/make_model.py, D = 64, F = 128, L = 2)
 and FNet's test model (tests/data/fnet/model.gguf). For each codec the
 quantized file is read back with gguf-py (any GGUF reader must read it) and
 every converted tensor is checked:
@@ -22,7 +22,7 @@ every converted tensor is checked:
   * f16: the loader's values equal numpy's float16 rounding exactly.
 
 End to end, on the spectralmlp model: spectral-embed's token states for the
-quantized file equal tools/reference.py's float64 forward run with the same
+quantized file equal tools/convert/reference.py's float64 forward run with the same
 dequantized weights, max |c - ref| / max |ref| <= 1e-4 (the parity bound of
 tests/parity.py). Their mean-pooled cosine to the F32 model is printed, and
 checked against loose floors (f16 0.9999, q8_0 0.999, q4_0 0.98) that
@@ -41,28 +41,17 @@ import os
 import subprocess
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "tools"))
+import harness  # noqa: E402  (also puts tools/convert on sys.path)
+from harness import check, failures  # noqa: E402
 
-try:
-    import numpy as np
-    import gguf
-    from gguf import GGMLQuantizationType as Q
-    from gguf.quants import dequantize, quantize
-except ImportError as e:  # pragma: no cover
-    print(f"SKIP: {e}")
-    sys.exit(77)
+harness.require("numpy", "gguf")
+import numpy as np  # noqa: E402
+import gguf  # noqa: E402
+from gguf import GGMLQuantizationType as Q  # noqa: E402
+from gguf.quants import dequantize, quantize  # noqa: E402
 
 import make_model  # noqa: E402
 import reference  # noqa: E402
-
-failures: list[str] = []
-
-
-def check(cond, msg):
-    if not cond:
-        failures.append(msg)
-        print("FAIL", msg)
 
 
 # ---- numpy references --------------------------------------------------------
@@ -334,11 +323,7 @@ def main() -> int:
                       f"mean-pooled cosine to F32 {cos:.6f}")
                 check(cos >= floors[typ], f"{typ}: cosine to the F32 model {cos:.6f} < {floors[typ]}")
     check_cli(args, tiny, args.work)
-    if failures:
-        print(f"{len(failures)} failure(s)")
-        return 1
-    print("test_quantize: all passed")
-    return 0
+    return harness.report("test_quantize")
 
 
 if __name__ == "__main__":

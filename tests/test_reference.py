@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Checks the numpy reference (tools/reference.py) independently:
+"""Checks the numpy reference (tools/convert/reference.py) independently:
 
 1. its vectorized erf against math.erf on a dense grid (max abs error <= 1e-13);
-2. load_gguf() returns exactly the weights tools/make_model.py stored (F32, F16,
+2. load_gguf() returns exactly the weights tools/convert/make_model.py stored (F32, F16,
    BF16, u32 and u64 keys, with and without output_norm);
 3. forward() against a deliberately naive pure-Python implementation written
    here (explicit O(T^2) DFT loops, math.erf GELU, loops for LayerNorm and the
@@ -19,22 +19,12 @@ import random
 import sys
 import tempfile
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "tools"))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
+import harness  # also puts tools/convert on sys.path
+from harness import check, failures
 import make_model  # noqa: E402
 import reference  # noqa: E402
-
-FAILS = []
-
-
-def check(cond, msg):
-    if not cond:
-        FAILS.append(msg)
-        print("FAIL:", msg)
-    return cond
 
 
 # ---------------------------------------------------------------- erf
@@ -136,7 +126,7 @@ def test_models(tmp):
     ]
     rng = random.Random(1234)
     for ci, c in enumerate(configs):
-        n_fail = len(FAILS)
+        n_fail = len(failures)
         path = os.path.join(tmp, f"m{ci}.gguf")
         stored = make_model.write_model(path, dim=c["dim"], ffn=c["ffn"], layers=c["layers"], filters=c["filters"],
                                         dtype=c["dtype"], dtype_all=c.get("dtype_all", False),
@@ -160,7 +150,7 @@ def test_models(tmp):
             err = float(np.max(np.abs(got - want)))
             check(got.shape == (T, c["dim"]), f"model {ci} T={T}: shape {got.shape}")
             check(err <= 1e-9 * scale, f"model {ci} T={T}: forward max abs error {err:.3g} (scale {scale:.3g})")
-        if len(FAILS) == n_fail:
+        if len(failures) == n_fail:
             print(f"model {ci} ({c['dtype']}): forward matches naive DFT implementation")
 
 
@@ -182,11 +172,7 @@ def main():
     test_pool()
     with tempfile.TemporaryDirectory() as tmp:
         test_models(tmp)
-    if FAILS:
-        print(f"{len(FAILS)} check(s) failed")
-        return 1
-    print("test_reference: all checks passed")
-    return 0
+    return harness.report("test_reference")
 
 
 if __name__ == "__main__":

@@ -13,17 +13,7 @@
 #include "runtime/arena.h"
 #include "spectral.h"
 #include "tiny_model.h"
-
-static int failures = 0;
-#define CHECK(cond, ...)                                                       \
-    do {                                                                       \
-        if (!(cond)) {                                                         \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);    \
-            fprintf(stderr, __VA_ARGS__);                                      \
-            fprintf(stderr, "\n");                                             \
-            failures++;                                                        \
-        }                                                                      \
-    } while (0)
+#include "check.h"
 
 static char model_path[256];
 
@@ -593,10 +583,5 @@ int main(void) {
     CHECK(spectral_model_load(model_path, mp, &model) == SPECTRAL_OK, "%s", spectral_last_error());
     spectral_model_free(model);
     remove(model_path);
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("test_runtime: all checks passed\n");
-    return 0;
+    return check_report("test_runtime");
 }

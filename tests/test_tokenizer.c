@@ -1,5 +1,5 @@
 /* Tokenizers against ids from the reference libraries (sentencepiece,
- * HF tokenizers), committed as fixtures by tools/make_tokenizer_fixtures.py;
+ * HF tokenizers), committed as fixtures by tests/fixtures/make_tokenizer_fixtures.py;
  * plus the bytes tokenizer, output truncation, bad keys, random bytes, and
  * a hand-made SentencePiece charsmap (normalizer rules), valid and broken;
  * and a vocabulary with one 1 MB token (lookups must not cost its length). */
@@ -10,21 +10,11 @@
 
 #include "formats/gguf.h"
 #include "formats/tokenizer.h"
+#include "check.h"
 
 #ifndef TOK_DATA_DIR
 #define TOK_DATA_DIR "tests/data/tokenizer"
 #endif
-
-static int failures = 0;
-#define CHECK(c, ...)                                            \
-    do {                                                         \
-        if (!(c)) {                                              \
-            failures++;                                          \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                        \
-            fprintf(stderr, "\n");                               \
-        }                                                        \
-    } while (0)
 
 static int hexval(int c) {
     if (c >= '0' && c <= '9') return c - '0';
@@ -608,10 +598,5 @@ int main(void) {
     run_fixture("spm_unigram", "llama");
     run_fixture("spm_unigram_bf", "llama");
     run_fixture("spm_nfkc", "llama");
-    if (failures) {
-        fprintf(stderr, "%d failure(s)\n", failures);
-        return 1;
-    }
-    printf("all tokenizer tests passed\n");
-    return 0;
+    return check_report("test_tokenizer");
 }

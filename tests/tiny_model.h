@@ -1,5 +1,5 @@
 /* Writes a small random spectralmlp model with the C GGUF writer, for tests
- * that need a model file but not a reference (those use tools/make_model.py). */
+ * that need a model file but not a reference (those use tools/convert/make_model.py). */
 #ifndef SP_TEST_TINY_MODEL_H
 #define SP_TEST_TINY_MODEL_H
 

@@ -26,7 +26,7 @@ if [ "${SPECTRAL_NEED_PYTHON:-0}" = 1 ] && ! python3 -c "import numpy, gguf" 2>/
   python3 -m pip install -q numpy gguf >&2 || python3 -m pip install -q --break-system-packages numpy gguf >&2
 fi
 # The Python package's build backend and tests, and the corpus tool's engine
-# and output format (python/, tools/embed_corpus.py, docs/python.md).
+# and output format (python/, tools/corpus/embed_corpus.py, docs/python.md).
 spectral_py_pkgs=(scikit-build-core pytest pyarrow "dask[distributed]")
 if [ "${SPECTRAL_NEED_PYTHON:-0}" = 1 ] && ! python3 -c "import scikit_build_core, pytest, pyarrow, distributed" 2>/dev/null; then
   echo "spectral: installing ${spectral_py_pkgs[*]} (pip)" >&2

@@ -160,7 +160,7 @@ if [ -x "$BUILD_DIR/tools/bench_mix_gpu" ]; then
   TAIL_LINES=40 step bench_mix 180 "$BUILD_DIR/tools/bench_mix_gpu" --D 768 --K 64 \
     --T "$BENCH_T" --csv "$BUILD_DIR/bench_mix_gpu.csv"
   if python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
-    TAIL_LINES=40 step bench_mix_torch 180 python3 tools/bench_compare_torch.py \
+    TAIL_LINES=40 step bench_mix_torch 180 python3 tools/bench/bench_compare_torch.py \
       --csv "$BUILD_DIR/bench_mix_gpu.csv"
   fi
 fi

@@ -1,4 +1,4 @@
-"""tools/embed_corpus.py on a local Dask cluster of two workers: every document exactly once,
+"""tools/corpus/embed_corpus.py on a local Dask cluster of two workers: every document exactly once,
 every vector equal to spectral-embed's, failures recorded, reruns resume."""
 
 import json
@@ -16,7 +16,7 @@ pytest.importorskip("distributed")
 import spectral  # noqa: E402
 from conftest import DEFAULT_MODEL, ROOT, run_cli, same_bits  # noqa: E402
 
-TOOL = ROOT / "tools" / "embed_corpus.py"
+TOOL = ROOT / "tools" / "corpus" / "embed_corpus.py"
 WORDS = ("the spectral encoder reads whole documents through a Fourier transform along the "
          "sequence while café naïve 日本語 Straße tokens mixing filter 42").split()
 
