@@ -22,14 +22,6 @@
 
 static pthread_mutex_t sst_plan_mutex = PTHREAD_MUTEX_INITIALIZER;
 
-static void set_err(char *err, size_t err_len, const char *fmt, ...) {
-    if (!err || err_len == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
-
 int64_t sp_sst_half_len(int64_t M, int64_t N) {
     if (M <= 0 || N <= 0 || M > INT64_MAX / (N / 2 + 1)) return -1;
     return M * (N / 2 + 1);
@@ -52,12 +44,12 @@ int64_t sp_sst_n_storable(int64_t M, int64_t N) {
 static int check_shape(int64_t M, int64_t N, char *err, size_t err_len) {
     const int64_t half = sp_sst_half_len(M, N);
     if (half < 0 || M > INT_MAX || N > INT_MAX || half > INT32_MAX) {
-        set_err(err, err_len, "sst: shape %lld x %lld is out of range (the half spectrum must fit int32 indices)",
+        sp_set_err(err, err_len, "sst: shape %lld x %lld is out of range (the half spectrum must fit int32 indices)",
                 (long long)M, (long long)N);
         return -1;
     }
     if (M > SP_SST_MAX_ELEMS / N) {
-        set_err(err, err_len, "sst: shape %lld x %lld has more than %lld elements", (long long)M,
+        sp_set_err(err, err_len, "sst: shape %lld x %lld has more than %lld elements", (long long)M,
                 (long long)N, (long long)SP_SST_MAX_ELEMS);
         return -1;
     }
@@ -85,13 +77,13 @@ int sp_sst_encode(const float *w, int64_t M, int64_t N, int64_t k, float *values
     if (check_shape(M, N, err, err_len)) return -1;
     const int64_t Nh = N / 2 + 1, half = M * Nh, storable = sp_sst_n_storable(M, N);
     if (k < 1 || k > storable) {
-        set_err(err, err_len, "sst: k = %lld is outside [1, %lld] for a %lld x %lld matrix",
+        sp_set_err(err, err_len, "sst: k = %lld is outside [1, %lld] for a %lld x %lld matrix",
                 (long long)k, (long long)storable, (long long)M, (long long)N);
         return -1;
     }
     for (int64_t i = 0; i < M * N; i++) {
         if (!isfinite(w[i])) {
-            set_err(err, err_len, "sst: the matrix has a non-finite value at element %lld", (long long)i);
+            sp_set_err(err, err_len, "sst: the matrix has a non-finite value at element %lld", (long long)i);
             return -1;
         }
     }
@@ -102,7 +94,7 @@ int sp_sst_encode(const float *w, int64_t M, int64_t N, int64_t k, float *values
         fftw_free(in);
         fftw_free(X);
         free(cs);
-        set_err(err, err_len, "sst: out of memory for a %lld x %lld matrix", (long long)M, (long long)N);
+        sp_set_err(err, err_len, "sst: out of memory for a %lld x %lld matrix", (long long)M, (long long)N);
         return -1;
     }
     pthread_mutex_lock(&sst_plan_mutex);
@@ -112,7 +104,7 @@ int sp_sst_encode(const float *w, int64_t M, int64_t N, int64_t k, float *values
         fftw_free(in);
         fftw_free(X);
         free(cs);
-        set_err(err, err_len, "sst: FFTW could not plan a %lld x %lld transform", (long long)M, (long long)N);
+        sp_set_err(err, err_len, "sst: FFTW could not plan a %lld x %lld transform", (long long)M, (long long)N);
         return -1;
     }
     for (int64_t i = 0; i < M * N; i++) in[i] = w[i];
@@ -155,23 +147,23 @@ int sp_sst_check_index(const int32_t *index, int64_t k, int64_t M, int64_t N, ch
     for (int64_t j = 0; j < k; j++) {
         const int64_t v = index[j];
         if (v < 0 || v >= half) {
-            set_err(err, err_len, "sst: index %lld at position %lld is outside [0, %lld) for a %lld x %lld matrix",
+            sp_set_err(err, err_len, "sst: index %lld at position %lld is outside [0, %lld) for a %lld x %lld matrix",
                     (long long)v, (long long)j, (long long)half, (long long)M, (long long)N);
             return -1;
         }
         if (j > 0 && v == index[j - 1]) {
-            set_err(err, err_len, "sst: duplicate index %lld at positions %lld and %lld", (long long)v,
+            sp_set_err(err, err_len, "sst: duplicate index %lld at positions %lld and %lld", (long long)v,
                     (long long)(j - 1), (long long)j);
             return -1;
         }
         if (j > 0 && v < index[j - 1]) {
-            set_err(err, err_len, "sst: indices are not increasing (%lld after %lld at position %lld)",
+            sp_set_err(err, err_len, "sst: indices are not increasing (%lld after %lld at position %lld)",
                     (long long)v, (long long)index[j - 1], (long long)j);
             return -1;
         }
         const int64_t r = v / Nh, c = v % Nh;
         if (selfconj_col(c, N) && 2 * r > M) {
-            set_err(err, err_len,
+            sp_set_err(err, err_len,
                     "sst: index %lld (row %lld, column %lld) is the implied conjugate of row %lld and must not be stored",
                     (long long)v, (long long)r, (long long)c, (long long)(M - r));
             return -1;
@@ -185,7 +177,7 @@ int sp_sst_decode(const float *values, const int32_t *index, int64_t k, int64_t 
     if (sp_sst_check_index(index, k, M, N, err, err_len)) return -1;
     for (int64_t j = 0; j < 2 * k; j++) {
         if (!isfinite(values[j])) {
-            set_err(err, err_len, "sst: coefficient %lld is not finite", (long long)(j / 2));
+            sp_set_err(err, err_len, "sst: coefficient %lld is not finite", (long long)(j / 2));
             return -1;
         }
     }
@@ -195,7 +187,7 @@ int sp_sst_decode(const float *values, const int32_t *index, int64_t k, int64_t 
     if (!X || !o) {
         fftw_free(X);
         fftw_free(o);
-        set_err(err, err_len, "sst: out of memory for a %lld x %lld matrix", (long long)M, (long long)N);
+        sp_set_err(err, err_len, "sst: out of memory for a %lld x %lld matrix", (long long)M, (long long)N);
         return -1;
     }
     pthread_mutex_lock(&sst_plan_mutex);
@@ -204,7 +196,7 @@ int sp_sst_decode(const float *values, const int32_t *index, int64_t k, int64_t 
     if (!p) {
         fftw_free(X);
         fftw_free(o);
-        set_err(err, err_len, "sst: FFTW could not plan a %lld x %lld transform", (long long)M, (long long)N);
+        sp_set_err(err, err_len, "sst: FFTW could not plan a %lld x %lld transform", (long long)M, (long long)N);
         return -1;
     }
     memset(X, 0, (size_t)half * sizeof *X);
@@ -235,7 +227,7 @@ static int read_shape_key(const sp_gguf *g, int64_t ki, const char *key, int64_t
     const sp_gguf_type at = sp_gguf_arr_type(g, ki);
     if (sp_gguf_kv_type(g, ki) != SP_GGUF_TYPE_ARRAY ||
         (at != SP_GGUF_TYPE_UINT64 && at != SP_GGUF_TYPE_UINT32) || sp_gguf_arr_n(g, ki) != 2) {
-        set_err(err, err_len, "key %s must be an array of two u64 (or u32): the dense shape [ne0, ne1]", key);
+        sp_set_err(err, err_len, "key %s must be an array of two u64 (or u32): the dense shape [ne0, ne1]", key);
         return -1;
     }
     const uint8_t *p = sp_gguf_arr_data(g, ki);
@@ -244,7 +236,7 @@ static int read_shape_key(const sp_gguf *g, int64_t ki, const char *key, int64_t
         const int w = at == SP_GGUF_TYPE_UINT64 ? 8 : 4;
         for (int b = w - 1; b >= 0; b--) v = (v << 8) | p[d * w + b];
         if (v == 0 || v > (uint64_t)INT_MAX) {
-            set_err(err, err_len, "key %s: dimension %d = %llu is out of range", key, d, (unsigned long long)v);
+            sp_set_err(err, err_len, "key %s: dimension %d = %llu is out of range", key, d, (unsigned long long)v);
             return -1;
         }
         ne[d] = (int64_t)v;
@@ -264,14 +256,14 @@ int sp_sst_find(const sp_gguf *g, const char *name, sp_sst_ref *ref, char *err, 
     if (snprintf(vn, sizeof vn, "%s%s", name, SP_SST_VALUES_SUFFIX) >= (int)sizeof vn ||
         snprintf(in, sizeof in, "%s%s", name, SP_SST_INDEX_SUFFIX) >= (int)sizeof in ||
         snprintf(kn, sizeof kn, "%s%s", name, SP_SST_SHAPE_SUFFIX) >= (int)sizeof kn) {
-        set_err(err, err_len, "tensor name %.64s... is too long", name);
+        sp_set_err(err, err_len, "tensor name %.64s... is too long", name);
         return -1;
     }
     const int64_t vi = sp_gguf_find_tensor(g, vn), ii = sp_gguf_find_tensor(g, in);
     const int64_t ki = sp_gguf_find_key(g, kn);
     if (vi < 0 && ii < 0 && ki < 0) return 1;
     if (vi < 0 || ii < 0 || ki < 0) {
-        set_err(err, err_len, "incomplete sparse spectral tensor %s: it needs tensors %s, %s and key %s",
+        sp_set_err(err, err_len, "incomplete sparse spectral tensor %s: it needs tensors %s, %s and key %s",
                 name, vn, in, kn);
         return -1;
     }
@@ -279,25 +271,25 @@ int sp_sst_find(const sp_gguf *g, const char *name, sp_sst_ref *ref, char *err, 
     if (read_shape_key(g, ki, kn, ref->ne, err, err_len)) return -1;
     const sp_gguf_tensor *v = sp_gguf_tensor_at(g, vi), *x = sp_gguf_tensor_at(g, ii);
     if ((v->type != SP_TENSOR_F32 && v->type != SP_TENSOR_F16) || v->n_dims != 2 || v->ne[0] != 2) {
-        set_err(err, err_len, "tensor %s must be F32 or F16 with shape [2, k] ((re, im) pairs)", vn);
+        sp_set_err(err, err_len, "tensor %s must be F32 or F16 with shape [2, k] ((re, im) pairs)", vn);
         return -1;
     }
     const int64_t k = v->ne[1];
     if (x->type != SP_TENSOR_I32 || x->n_dims != 1 || x->ne[0] != k) {
-        set_err(err, err_len, "tensor %s must be I32 with shape [%lld] (one index per value in %s)", in,
+        sp_set_err(err, err_len, "tensor %s must be I32 with shape [%lld] (one index per value in %s)", in,
                 (long long)k, vn);
         return -1;
     }
     const int64_t M = ref->ne[1], N = ref->ne[0];
     if (check_shape(M, N, err, err_len)) return -1;
     if (k > sp_sst_n_storable(M, N)) {
-        set_err(err, err_len, "%s has %lld coefficients, more than the %lld a %lld x %lld matrix has", vn,
+        sp_set_err(err, err_len, "%s has %lld coefficients, more than the %lld a %lld x %lld matrix has", vn,
                 (long long)k, (long long)sp_sst_n_storable(M, N), (long long)M, (long long)N);
         return -1;
     }
     int32_t *idx = malloc((size_t)k * sizeof *idx);
     if (!idx) {
-        set_err(err, err_len, "out of memory reading %s", in);
+        sp_set_err(err, err_len, "out of memory reading %s", in);
         return -1;
     }
     read_index(x, k, idx);
@@ -305,7 +297,7 @@ int sp_sst_find(const sp_gguf *g, const char *name, sp_sst_ref *ref, char *err, 
     const int bad = sp_sst_check_index(idx, k, M, N, e2, sizeof e2);
     free(idx);
     if (bad) {
-        set_err(err, err_len, "%s: %s", in, e2);
+        sp_set_err(err, err_len, "%s: %s", in, e2);
         return -1;
     }
     ref->values = v;
@@ -321,14 +313,14 @@ int sp_sst_decode_ref(const sp_sst_ref *ref, float *out, char *err, size_t err_l
     if (!val || !idx) {
         free(val);
         free(idx);
-        set_err(err, err_len, "out of memory decoding %s", ref->values->name);
+        sp_set_err(err, err_len, "out of memory decoding %s", ref->values->name);
         return -1;
     }
     sp_convert_to_f32(ref->values->type, ref->values->data, val, (size_t)(2 * k));
     read_index(ref->index, k, idx);
     char e2[384];
     const int rc = sp_sst_decode(val, idx, k, ref->ne[1], ref->ne[0], out, e2, sizeof e2);
-    if (rc) set_err(err, err_len, "%s: %s", ref->values->name, e2);
+    if (rc) sp_set_err(err, err_len, "%s: %s", ref->values->name, e2);
     free(val);
     free(idx);
     return rc;

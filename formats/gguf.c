@@ -47,7 +47,7 @@ struct sp_gguf {
     uint64_t t_hash_cap;
 };
 
-static void set_err(char *err, size_t err_len, const char *fmt, ...) {
+void sp_set_err(char *err, size_t err_len, const char *fmt, ...) {
     if (!err || err_len == 0) return;
     va_list ap;
     va_start(ap, fmt);
@@ -277,11 +277,11 @@ static int rd_str(cursor *c, const uint8_t **ptr, uint64_t *len, const char *wha
                   size_t err_len) {
     uint64_t n;
     if (rd_u64(c, &n)) {
-        set_err(err, err_len, "truncated header: file ends inside the length of %s", what);
+        sp_set_err(err, err_len, "truncated header: file ends inside the length of %s", what);
         return -1;
     }
     if (n > cur_left(c)) {
-        set_err(err, err_len,
+        sp_set_err(err, err_len,
                 "string length %llu of %s is longer than the %llu bytes left in the file",
                 (unsigned long long)n, what, (unsigned long long)cur_left(c));
         return -1;
@@ -310,27 +310,27 @@ static int parse_kv(sp_gguf *g, cursor *c, uint64_t i, char *err, size_t err_len
     snprintf(what, sizeof what, "key %llu", (unsigned long long)i);
     if (rd_str(c, &kp, &kn, what, err, err_len)) return -1;
     if (memchr(kp, 0, (size_t)kn)) {
-        set_err(err, err_len, "key %llu contains a NUL byte", (unsigned long long)i);
+        sp_set_err(err, err_len, "key %llu contains a NUL byte", (unsigned long long)i);
         return -1;
     }
     kv->key = dup_name(kp, kn);
     if (!kv->key) {
-        set_err(err, err_len, "out of memory reading key %llu", (unsigned long long)i);
+        sp_set_err(err, err_len, "out of memory reading key %llu", (unsigned long long)i);
         return -1;
     }
     int64_t dup = hash_insert(g->kv_hash, g->kv_hash_cap, kv->key, i, g, 0);
     if (dup >= 0) {
-        set_err(err, err_len, "duplicate key '%s' (entries %lld and %llu)", kv->key, (long long)dup,
+        sp_set_err(err, err_len, "duplicate key '%s' (entries %lld and %llu)", kv->key, (long long)dup,
                 (unsigned long long)i);
         return -1;
     }
     uint32_t t;
     if (rd_u32(c, &t)) {
-        set_err(err, err_len, "truncated header: file ends inside the type of key '%s'", kv->key);
+        sp_set_err(err, err_len, "truncated header: file ends inside the type of key '%s'", kv->key);
         return -1;
     }
     if (t >= SP_GGUF_TYPE_COUNT) {
-        set_err(err, err_len, "unknown value type %u for key '%s'", t, kv->key);
+        sp_set_err(err, err_len, "unknown value type %u for key '%s'", t, kv->key);
         return -1;
     }
     kv->type = (sp_gguf_type)t;
@@ -347,7 +347,7 @@ static int parse_kv(sp_gguf *g, cursor *c, uint64_t i, char *err, size_t err_len
     if (t != SP_GGUF_TYPE_ARRAY) {
         size_t sz = kv_scalar_size[t];
         if (cur_left(c) < sz) {
-            set_err(err, err_len, "truncated header: file ends inside the value of key '%s'", kv->key);
+            sp_set_err(err, err_len, "truncated header: file ends inside the value of key '%s'", kv->key);
             return -1;
         }
         kv->val = c->p + c->pos;
@@ -358,16 +358,16 @@ static int parse_kv(sp_gguf *g, cursor *c, uint64_t i, char *err, size_t err_len
     uint32_t et;
     uint64_t n;
     if (rd_u32(c, &et) || rd_u64(c, &n)) {
-        set_err(err, err_len, "truncated header: file ends inside the array header of key '%s'",
+        sp_set_err(err, err_len, "truncated header: file ends inside the array header of key '%s'",
                 kv->key);
         return -1;
     }
     if (et >= SP_GGUF_TYPE_COUNT) {
-        set_err(err, err_len, "unknown array element type %u for key '%s'", et, kv->key);
+        sp_set_err(err, err_len, "unknown array element type %u for key '%s'", et, kv->key);
         return -1;
     }
     if (et == SP_GGUF_TYPE_ARRAY) {
-        set_err(err, err_len, "nested arrays are not supported (key '%s')", kv->key);
+        sp_set_err(err, err_len, "nested arrays are not supported (key '%s')", kv->key);
         return -1;
     }
     kv->arr_type = (sp_gguf_type)et;
@@ -375,14 +375,14 @@ static int parse_kv(sp_gguf *g, cursor *c, uint64_t i, char *err, size_t err_len
     if (et == SP_GGUF_TYPE_STRING) {
         /* each element needs at least its 8-byte length */
         if (n > cur_left(c) / 8) {
-            set_err(err, err_len,
+            sp_set_err(err, err_len,
                     "array of %llu strings for key '%s' is longer than the %llu bytes left in the file",
                     (unsigned long long)n, kv->key, (unsigned long long)cur_left(c));
             return -1;
         }
         kv->str_offs = malloc((size_t)(n ? n : 1) * sizeof(uint64_t));
         if (!kv->str_offs) {
-            set_err(err, err_len, "out of memory reading array '%s'", kv->key);
+            sp_set_err(err, err_len, "out of memory reading array '%s'", kv->key);
             return -1;
         }
         for (uint64_t j = 0; j < n; j++) {
@@ -397,7 +397,7 @@ static int parse_kv(sp_gguf *g, cursor *c, uint64_t i, char *err, size_t err_len
     }
     size_t esz = kv_scalar_size[et];
     if (n > cur_left(c) / esz) {
-        set_err(err, err_len,
+        sp_set_err(err, err_len,
                 "array of %llu %s elements for key '%s' is longer than the %llu bytes left in the file",
                 (unsigned long long)n, sp_gguf_type_name((sp_gguf_type)et), kv->key,
                 (unsigned long long)cur_left(c));
@@ -407,7 +407,7 @@ static int parse_kv(sp_gguf *g, cursor *c, uint64_t i, char *err, size_t err_len
     kv->val = c->p + c->pos;
     kv->arr_copy = malloc(nb ? nb : 1);
     if (!kv->arr_copy) {
-        set_err(err, err_len, "out of memory reading array '%s'", kv->key);
+        sp_set_err(err, err_len, "out of memory reading array '%s'", kv->key);
         return -1;
     }
     if (nb) memcpy(kv->arr_copy, kv->val, nb);
@@ -423,28 +423,28 @@ static int parse_tensor_info(sp_gguf *g, cursor *c, uint64_t i, char *err, size_
     snprintf(what, sizeof what, "the name of tensor %llu", (unsigned long long)i);
     if (rd_str(c, &np, &nn, what, err, err_len)) return -1;
     if (memchr(np, 0, (size_t)nn)) {
-        set_err(err, err_len, "name of tensor %llu contains a NUL byte", (unsigned long long)i);
+        sp_set_err(err, err_len, "name of tensor %llu contains a NUL byte", (unsigned long long)i);
         return -1;
     }
     char *name = dup_name(np, nn);
     if (!name) {
-        set_err(err, err_len, "out of memory reading tensor %llu", (unsigned long long)i);
+        sp_set_err(err, err_len, "out of memory reading tensor %llu", (unsigned long long)i);
         return -1;
     }
     t->name = name;
     int64_t dup = hash_insert(g->t_hash, g->t_hash_cap, name, i, g, 1);
     if (dup >= 0) {
-        set_err(err, err_len, "duplicate tensor name '%s' (tensors %lld and %llu)", name,
+        sp_set_err(err, err_len, "duplicate tensor name '%s' (tensors %lld and %llu)", name,
                 (long long)dup, (unsigned long long)i);
         return -1;
     }
     uint32_t nd;
     if (rd_u32(c, &nd)) {
-        set_err(err, err_len, "truncated header: file ends inside tensor info of '%s'", name);
+        sp_set_err(err, err_len, "truncated header: file ends inside tensor info of '%s'", name);
         return -1;
     }
     if (nd < 1 || nd > SP_GGUF_MAX_DIMS) {
-        set_err(err, err_len, "tensor '%s' has n_dims %u (must be 1..%d)", name, nd, SP_GGUF_MAX_DIMS);
+        sp_set_err(err, err_len, "tensor '%s' has n_dims %u (must be 1..%d)", name, nd, SP_GGUF_MAX_DIMS);
         return -1;
     }
     t->n_dims = nd;
@@ -452,11 +452,11 @@ static int parse_tensor_info(sp_gguf *g, cursor *c, uint64_t i, char *err, size_
     for (uint32_t d = 0; d < nd; d++) {
         uint64_t v;
         if (rd_u64(c, &v)) {
-            set_err(err, err_len, "truncated header: file ends inside tensor info of '%s'", name);
+            sp_set_err(err, err_len, "truncated header: file ends inside tensor info of '%s'", name);
             return -1;
         }
         if (v == 0 || v > (uint64_t)INT64_MAX) {
-            set_err(err, err_len, "tensor '%s' has invalid dimension ne[%u] = %lld (must be positive)",
+            sp_set_err(err, err_len, "tensor '%s' has invalid dimension ne[%u] = %lld (must be positive)",
                     name, d, (long long)(int64_t)v);
             return -1;
         }
@@ -465,20 +465,20 @@ static int parse_tensor_info(sp_gguf *g, cursor *c, uint64_t i, char *err, size_
     uint32_t type;
     uint64_t off;
     if (rd_u32(c, &type) || rd_u64(c, &off)) {
-        set_err(err, err_len, "truncated header: file ends inside tensor info of '%s'", name);
+        sp_set_err(err, err_len, "truncated header: file ends inside tensor info of '%s'", name);
         return -1;
     }
     const int64_t blck = type > (uint32_t)INT32_MAX ? 0 : sp_tensor_block_size((int)type);
     const size_t tsz = blck ? sp_tensor_block_bytes((int)type) : 0;
     if (tsz == 0) {
-        set_err(err, err_len,
+        sp_set_err(err, err_len,
                 "tensor '%s' has unsupported tensor type %u (supported: f32, f16, bf16, q8_0, q4_0, i32)",
                 name, type);
         return -1;
     }
     /* as ggml's gguf.cpp: a row holds whole blocks */
     if (t->ne[0] % blck != 0) {
-        set_err(err, err_len,
+        sp_set_err(err, err_len,
                 "tensor '%s' of type %s has ne[0] = %lld, not a multiple of its block size %lld", name,
                 sp_tensor_type_name((int)type), (long long)t->ne[0], (long long)blck);
         return -1;
@@ -490,13 +490,13 @@ static int parse_tensor_info(sp_gguf *g, cursor *c, uint64_t i, char *err, size_
     for (uint32_t d = 0; d < nd; d++) {
         uint64_t v = (uint64_t)t->ne[d];
         if (nel > limit / v) {
-            set_err(err, err_len, "tensor '%s' element count overflows (shape too large)", name);
+            sp_set_err(err, err_len, "tensor '%s' element count overflows (shape too large)", name);
             return -1;
         }
         nel *= v;
     }
     if (nel / (uint64_t)blck > limit / tsz) {
-        set_err(err, err_len, "tensor '%s' byte size overflows (shape too large)", name);
+        sp_set_err(err, err_len, "tensor '%s' byte size overflows (shape too large)", name);
         return -1;
     }
     t->nbytes = nel / (uint64_t)blck * tsz;
@@ -513,43 +513,43 @@ static int cmp_by_offset(const void *a, const void *b) {
 static int parse(sp_gguf *g, char *err, size_t err_len) {
     cursor c = {g->base, g->size, 0};
     if (g->size < 4 && memcmp(g->base, SP_GGUF_MAGIC, g->size) == 0) {
-        set_err(err, err_len, "truncated header: file has only %zu bytes", g->size);
+        sp_set_err(err, err_len, "truncated header: file has only %zu bytes", g->size);
         return -1;
     }
     if (g->size < 4 || memcmp(g->base, SP_GGUF_MAGIC, 4) != 0) {
-        set_err(err, err_len, "bad magic: not a GGUF file (expected \"GGUF\" at offset 0)");
+        sp_set_err(err, err_len, "bad magic: not a GGUF file (expected \"GGUF\" at offset 0)");
         return -1;
     }
     c.pos = 4;
     uint32_t version;
     if (rd_u32(&c, &version)) {
-        set_err(err, err_len, "truncated header: file ends before the version (%zu bytes)", g->size);
+        sp_set_err(err, err_len, "truncated header: file ends before the version (%zu bytes)", g->size);
         return -1;
     }
     if (version != SP_GGUF_VERSION) {
         if ((version & 0xffff) == 0 && version != 0)
-            set_err(err, err_len,
+            sp_set_err(err, err_len,
                     "unsupported GGUF version %u (byte-swapped; big-endian files are not supported, only version 3)",
                     version);
         else
-            set_err(err, err_len, "unsupported GGUF version %u (only version 3 is supported)", version);
+            sp_set_err(err, err_len, "unsupported GGUF version %u (only version 3 is supported)", version);
         return -1;
     }
     g->version = version;
     uint64_t n_tensors, n_kv;
     if (rd_u64(&c, &n_tensors) || rd_u64(&c, &n_kv)) {
-        set_err(err, err_len, "truncated header: file ends inside the header counts (%zu bytes)", g->size);
+        sp_set_err(err, err_len, "truncated header: file ends inside the header counts (%zu bytes)", g->size);
         return -1;
     }
     /* cheapest possible entries: a KV needs 8 (key len) + 4 (type) + 1 (u8) bytes,
      * a tensor info 8 (name len) + 4 (n_dims) + 8 (ne[0]) + 4 (type) + 8 (offset) */
     if (n_kv > cur_left(&c) / 13) {
-        set_err(err, err_len, "n_kv %llu is too large for a file of %zu bytes",
+        sp_set_err(err, err_len, "n_kv %llu is too large for a file of %zu bytes",
                 (unsigned long long)n_kv, g->size);
         return -1;
     }
     if (n_tensors > cur_left(&c) / 32 || n_tensors > (uint64_t)INT64_MAX / 2) {
-        set_err(err, err_len, "n_tensors %llu is too large for a file of %zu bytes",
+        sp_set_err(err, err_len, "n_tensors %llu is too large for a file of %zu bytes",
                 (unsigned long long)n_tensors, g->size);
         return -1;
     }
@@ -560,7 +560,7 @@ static int parse(sp_gguf *g, char *err, size_t err_len) {
     g->t_hash_cap = hash_cap_for(n_tensors);
     g->t_hash = calloc((size_t)g->t_hash_cap, sizeof(uint64_t));
     if (!g->kv || !g->kv_hash || !g->tensors || !g->t_hash) {
-        set_err(err, err_len, "out of memory");
+        sp_set_err(err, err_len, "out of memory");
         return -1;
     }
     for (uint64_t i = 0; i < n_kv; i++) {
@@ -572,12 +572,12 @@ static int parse(sp_gguf *g, char *err, size_t err_len) {
     if (ai >= 0) {
         const sp_kv *kv = &g->kv[ai];
         if (kv->type != SP_GGUF_TYPE_UINT32) {
-            set_err(err, err_len, "general.alignment has type %s (must be u32)", sp_gguf_type_name(kv->type));
+            sp_set_err(err, err_len, "general.alignment has type %s (must be u32)", sp_gguf_type_name(kv->type));
             return -1;
         }
         uint32_t a = le_u32(kv->val);
         if (a == 0 || (a & (a - 1)) != 0) {
-            set_err(err, err_len, "general.alignment %u is not a non-zero power of two", a);
+            sp_set_err(err, err_len, "general.alignment %u is not a non-zero power of two", a);
             return -1;
         }
         g->alignment = a;
@@ -592,7 +592,7 @@ static int parse(sp_gguf *g, char *err, size_t err_len) {
     g->data_start = data_start;
     if (n_tensors == 0) return 0; /* a metadata-only file may omit the trailing padding */
     if (data_start > g->size) {
-        set_err(err, err_len,
+        sp_set_err(err, err_len,
                 "truncated data section: data starts at offset %llu but the file has only %zu bytes",
                 (unsigned long long)data_start, g->size);
         return -1;
@@ -601,18 +601,18 @@ static int parse(sp_gguf *g, char *err, size_t err_len) {
     for (uint64_t i = 0; i < n_tensors; i++) {
         sp_gguf_tensor *t = &g->tensors[i];
         if (t->offset % g->alignment != 0) {
-            set_err(err, err_len, "tensor '%s' offset %llu is not a multiple of the alignment %llu",
+            sp_set_err(err, err_len, "tensor '%s' offset %llu is not a multiple of the alignment %llu",
                     t->name, (unsigned long long)t->offset, (unsigned long long)g->alignment);
             return -1;
         }
         if (t->offset > data_size) {
-            set_err(err, err_len,
+            sp_set_err(err, err_len,
                     "tensor '%s' data offset %llu lies outside the file (data section has %llu bytes)",
                     t->name, (unsigned long long)t->offset, (unsigned long long)data_size);
             return -1;
         }
         if (t->nbytes > data_size - t->offset) {
-            set_err(err, err_len,
+            sp_set_err(err, err_len,
                     "truncated data section: tensor '%s' needs %llu bytes at offset %llu but only %llu remain",
                     t->name, (unsigned long long)t->nbytes, (unsigned long long)t->offset,
                     (unsigned long long)(data_size - t->offset));
@@ -623,7 +623,7 @@ static int parse(sp_gguf *g, char *err, size_t err_len) {
     /* overlap check: sort by offset, each tensor must end before the next starts */
     const sp_gguf_tensor **order = malloc((size_t)n_tensors * sizeof(*order));
     if (!order) {
-        set_err(err, err_len, "out of memory");
+        sp_set_err(err, err_len, "out of memory");
         return -1;
     }
     for (uint64_t i = 0; i < n_tensors; i++) order[i] = &g->tensors[i];
@@ -631,7 +631,7 @@ static int parse(sp_gguf *g, char *err, size_t err_len) {
     for (uint64_t i = 1; i < n_tensors; i++) {
         const sp_gguf_tensor *a = order[i - 1], *b = order[i];
         if (a->offset + a->nbytes > b->offset) {
-            set_err(err, err_len, "tensor '%s' data overlaps tensor '%s'", b->name, a->name);
+            sp_set_err(err, err_len, "tensor '%s' data overlaps tensor '%s'", b->name, a->name);
             free(order);
             return -1;
         }
@@ -644,7 +644,7 @@ static int open_common(const void *data, size_t size, int mapped, sp_gguf **out,
                        size_t err_len) {
     sp_gguf *g = calloc(1, sizeof *g);
     if (!g) {
-        set_err(err, err_len, "out of memory");
+        sp_set_err(err, err_len, "out of memory");
         if (mapped) munmap((void *)data, size);
         return -1;
     }
@@ -661,7 +661,7 @@ static int open_common(const void *data, size_t size, int mapped, sp_gguf **out,
 
 int sp_gguf_open_memory(const void *data, size_t size, sp_gguf **out, char *err, size_t err_len) {
     if (!out || (!data && size)) {
-        set_err(err, err_len, "invalid argument");
+        sp_set_err(err, err_len, "invalid argument");
         return -1;
     }
     *out = NULL;
@@ -671,23 +671,23 @@ int sp_gguf_open_memory(const void *data, size_t size, sp_gguf **out, char *err,
 
 int sp_gguf_open(const char *path, sp_gguf **out, char *err, size_t err_len) {
     if (!out || !path) {
-        set_err(err, err_len, "invalid argument");
+        sp_set_err(err, err_len, "invalid argument");
         return -1;
     }
     *out = NULL;
     int fd = open(path, O_RDONLY);
     if (fd < 0) {
-        set_err(err, err_len, "cannot open '%s': %s", path, strerror(errno));
+        sp_set_err(err, err_len, "cannot open '%s': %s", path, strerror(errno));
         return -1;
     }
     struct stat st;
     if (fstat(fd, &st) != 0) {
-        set_err(err, err_len, "cannot stat '%s': %s", path, strerror(errno));
+        sp_set_err(err, err_len, "cannot stat '%s': %s", path, strerror(errno));
         close(fd);
         return -1;
     }
     if (!S_ISREG(st.st_mode)) {
-        set_err(err, err_len, "'%s' is not a regular file", path);
+        sp_set_err(err, err_len, "'%s' is not a regular file", path);
         close(fd);
         return -1;
     }
@@ -697,7 +697,7 @@ int sp_gguf_open(const char *path, sp_gguf **out, char *err, size_t err_len) {
         return sp_gguf_open_memory(NULL, 0, out, err, err_len);
     }
     if ((uint64_t)st.st_size > (uint64_t)SIZE_MAX) {
-        set_err(err, err_len, "'%s' is too large to map", path);
+        sp_set_err(err, err_len, "'%s' is too large to map", path);
         close(fd);
         return -1;
     }
@@ -706,7 +706,7 @@ int sp_gguf_open(const char *path, sp_gguf **out, char *err, size_t err_len) {
     int e = errno;
     close(fd); /* the mapping stays valid */
     if (p == MAP_FAILED) {
-        set_err(err, err_len, "cannot map '%s': %s", path, strerror(e));
+        sp_set_err(err, err_len, "cannot map '%s': %s", path, strerror(e));
         return -1;
     }
     return open_common(p, size, 1, out, err, err_len);

@@ -22,6 +22,10 @@ extern "C" {
 #define SP_GGUF_DEFAULT_ALIGNMENT 32
 #define SP_GGUF_MAX_DIMS 4
 
+/* The error convention of formats/: writes one printf-style sentence into
+ * err[err_len] (nothing when err is NULL or err_len is 0). */
+void sp_set_err(char *err, size_t err_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* Metadata value types, numbered as in ggml's gguf.h. */
 typedef enum {
     SP_GGUF_TYPE_UINT8 = 0,

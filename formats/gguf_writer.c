@@ -36,14 +36,6 @@ struct sp_gguf_writer {
     uint64_t alignment;
 };
 
-static void wset_err(char *err, size_t err_len, const char *fmt, ...) {
-    if (!err || err_len == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
-
 sp_gguf_writer *sp_gguf_writer_new(void) {
     sp_gguf_writer *w = calloc(1, sizeof *w);
     if (w) w->alignment = SP_GGUF_DEFAULT_ALIGNMENT;
@@ -363,7 +355,7 @@ static int write_zeros(FILE *f, uint64_t n) {
 
 int sp_gguf_writer_write(sp_gguf_writer *w, const char *path, char *err, size_t err_len) {
     if (!w || !path) {
-        wset_err(err, err_len, "invalid argument");
+        sp_set_err(err, err_len, "invalid argument");
         return -1;
     }
     bbuf h = {0};
@@ -388,12 +380,12 @@ int sp_gguf_writer_write(sp_gguf_writer *w, const char *path, char *err, size_t 
     }
     if (h.oom) {
         free(h.p);
-        wset_err(err, err_len, "out of memory building the GGUF header");
+        sp_set_err(err, err_len, "out of memory building the GGUF header");
         return -1;
     }
     FILE *f = fopen(path, "wb");
     if (!f) {
-        wset_err(err, err_len, "cannot create '%s': %s", path, strerror(errno));
+        sp_set_err(err, err_len, "cannot create '%s': %s", path, strerror(errno));
         free(h.p);
         return -1;
     }
@@ -407,7 +399,7 @@ int sp_gguf_writer_write(sp_gguf_writer *w, const char *path, char *err, size_t 
     free(h.p);
     if (fclose(f) != 0) bad = 1;
     if (bad) {
-        wset_err(err, err_len, "error writing '%s': %s", path, strerror(errno));
+        sp_set_err(err, err_len, "error writing '%s': %s", path, strerror(errno));
         remove(path);
         return -1;
     }

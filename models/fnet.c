@@ -44,64 +44,27 @@ typedef struct {
     /* indices into the weight list */
     int64_t i_embd, i_pos, i_types, i_norm_w, i_norm_b, i_proj_w, i_proj_b, i_pos_type, i_block0;
     int64_t i_pool_w, i_pool_b; /* -1 without a pooler */
-    /* converted copies (F16/BF16 files) and the folded position table */
-    sp_owned_buffers owned;
 } fnet;
 
-static void model_free(void *p) {
-    fnet *m = p;
-    if (!m) return;
-    sp_owned_free(&m->owned);
-    free(m);
-}
-
-/* Takes a tensor of shape [ne0, ne1] (ggml order); with wl == NULL it is
- * only checked (present but unused). */
-static int take_tensor(const sp_gguf *g, fnet *m, const char *name, int optional, uint32_t n_dims,
-                       int64_t ne0, int64_t ne1, sp_weight_list *wl, int64_t *index, char *err,
-                       size_t err_len) {
-    const int64_t ne[2] = {ne0, ne1};
-    return sp_model_take_tensor(g, &m->owned, name, optional, n_dims, ne, wl, index, err, err_len);
-}
-
-/* The tensors the forward pass may read quantized (the word table, a
- * gather, and the GEMM matrices): Q8_0/Q4_0 stay in their blocks. */
-static int take_matrix(const sp_gguf *g, fnet *m, const char *name, int optional, int64_t ne0,
-                       int64_t ne1, sp_weight_list *wl, int64_t *index, char *err, size_t err_len) {
-    const int64_t ne[2] = {ne0, ne1};
-    return sp_model_take_matrix(g, &m->owned, name, optional, 2, ne, wl, index, err, err_len);
-}
-
-static int model_load(const sp_gguf *g, void **out, sp_model_info *info, sp_weight_list *wl,
-                      char *err, size_t err_len) {
-    *out = NULL;
-    memset(wl, 0, sizeof *wl);
-    fnet *m = calloc(1, sizeof *m);
-    if (!m) {
-        snprintf(err, err_len, "out of memory");
-        return -1;
-    }
-    const int64_t MAXDIM = 1 << 20;
-    int64_t ctx = 0, pooling = 2, idx;
-    if (sp_model_get_hparam(g, ARCH ".embedding_length", 1, MAXDIM, &m->D, err, err_len) ||
-        sp_model_get_hparam(g, ARCH ".feed_forward_length", 1, MAXDIM, &m->F, err, err_len) ||
-        sp_model_get_hparam(g, ARCH ".block_count", 1, 4096, &m->L, err, err_len))
-        goto fail;
-    if (sp_gguf_find_key(g, ARCH ".context_length") >= 0 &&
-        sp_model_get_hparam(g, ARCH ".context_length", 1, MAXDIM, &ctx, err, err_len))
-        goto fail;
-    if (sp_gguf_find_key(g, ARCH ".pooling_type") >= 0 &&
-        sp_model_get_hparam(g, ARCH ".pooling_type", 0, 3, &pooling, err, err_len))
-        goto fail;
-    m->eps = 1e-12f; /* FNetConfig's default */
-    if (sp_model_get_eps(g, ARCH ".attention.layer_norm_epsilon", &m->eps, err, err_len))
-        goto fail;
+static int model_load(const sp_loader *ld, void *model, sp_model_info *info) {
+    fnet *m = model;
+    const sp_gguf *g = ld->g;
+    char *err = ld->err;
+    const size_t err_len = ld->err_len;
+    /* FNetConfig's defaults: CLS pooling, eps 1e-12 */
+    sp_model_hparams hp = {.ctx = 0, .pooling = 2, .eps = 1e-12f};
+    if (sp_model_get_hparams(ld, ARCH, 1, 1 << 20, &hp)) return -1;
+    m->D = hp.D;
+    m->F = hp.F;
+    m->L = hp.L;
+    m->eps = hp.eps;
+    const int64_t ctx = hp.ctx;
     m->act = SP_ACT_GELU_TANH; /* gelu_new, FNetConfig's default */
     int64_t ki = sp_gguf_find_key(g, ARCH ".hidden_act");
     if (ki >= 0) {
         if (sp_gguf_kv_type(g, ki) != SP_GGUF_TYPE_STRING) {
             snprintf(err, err_len, "key " ARCH ".hidden_act must be a string");
-            goto fail;
+            return -1;
         }
         sp_gguf_str s = sp_gguf_get_str(g, ki);
         if (s.len == 8 && !memcmp(s.ptr, "gelu_new", 8)) m->act = SP_ACT_GELU_TANH;
@@ -109,7 +72,7 @@ static int model_load(const sp_gguf *g, void **out, sp_model_info *info, sp_weig
         else {
             snprintf(err, err_len, "key " ARCH ".hidden_act = '%.*s' (supported: gelu_new, gelu)",
                      (int)(s.len > 32 ? 32 : s.len), s.ptr);
-            goto fail;
+            return -1;
         }
     }
     /* shapes via sp_model_tensor_ne: a tensor may be stored as sst */
@@ -121,7 +84,7 @@ static int model_load(const sp_gguf *g, void **out, sp_model_info *info, sp_weig
         const int rc = sp_model_tensor_ne(g, table_names[i], ne, err, err_len);
         if (rc != 0) {
             if (rc > 0) snprintf(err, err_len, "missing tensor %s", table_names[i]);
-            goto fail;
+            return -1;
         }
         table_rows[i] = ne[1];
     }
@@ -130,67 +93,56 @@ static int model_load(const sp_gguf *g, void **out, sp_model_info *info, sp_weig
     m->TT = table_rows[2];
     if (m->P < 1 || m->TT < 1) {
         snprintf(err, err_len, "position_embd.weight and token_types.weight need at least one row");
-        goto fail;
+        return -1;
     }
     if (ctx && ctx != m->P) {
         snprintf(err, err_len, "key " ARCH ".context_length = %lld but position_embd.weight has %lld rows",
                  (long long)ctx, (long long)m->P);
-        goto fail;
+        return -1;
     }
 
     const int64_t D = m->D, F = m->F;
-    if (take_matrix(g, m, "token_embd.weight", 0, D, m->V, wl, &m->i_embd, err, err_len) ||
-        take_tensor(g, m, "position_embd.weight", 0, 2, D, m->P, wl, &m->i_pos, err, err_len) ||
-        take_tensor(g, m, "token_types.weight", 0, 2, D, m->TT, wl, &m->i_types, err, err_len) ||
-        take_tensor(g, m, "token_embd_norm.weight", 0, 1, D, 1, wl, &m->i_norm_w, err, err_len) ||
-        take_tensor(g, m, "token_embd_norm.bias", 0, 1, D, 1, wl, &m->i_norm_b, err, err_len) ||
-        take_matrix(g, m, "token_embd_proj.weight", 0, D, D, wl, &m->i_proj_w, err, err_len) ||
-        take_tensor(g, m, "token_embd_proj.bias", 0, 1, D, 1, wl, &m->i_proj_b, err, err_len))
-        goto fail;
-    if (take_matrix(g, m, "pooler.weight", 1, D, D, wl, &m->i_pool_w, err, err_len) ||
-        take_tensor(g, m, "pooler.bias", 1, 1, D, 1, wl, &m->i_pool_b, err, err_len))
-        goto fail;
+    sp_weight_list *wl = ld->wl;
+    if (sp_load_matrix(ld, "token_embd.weight", 0, D, m->V, &m->i_embd) ||
+        sp_load_tensor(ld, "position_embd.weight", 0, 2, D, m->P, 1, &m->i_pos) ||
+        sp_load_tensor(ld, "token_types.weight", 0, 2, D, m->TT, 1, &m->i_types) ||
+        sp_load_tensor(ld, "token_embd_norm.weight", 0, 1, D, 1, 1, &m->i_norm_w) ||
+        sp_load_tensor(ld, "token_embd_norm.bias", 0, 1, D, 1, 1, &m->i_norm_b) ||
+        sp_load_matrix(ld, "token_embd_proj.weight", 0, D, D, &m->i_proj_w) ||
+        sp_load_tensor(ld, "token_embd_proj.bias", 0, 1, D, 1, 1, &m->i_proj_b))
+        return -1;
+    if (sp_load_matrix(ld, "pooler.weight", 1, D, D, &m->i_pool_w) ||
+        sp_load_tensor(ld, "pooler.bias", 1, 1, D, 1, 1, &m->i_pool_b))
+        return -1;
     if ((m->i_pool_w < 0) != (m->i_pool_b < 0)) {
         snprintf(err, err_len, "pooler.weight and pooler.bias must come together");
-        goto fail;
+        return -1;
     }
     m->i_block0 = wl->n;
-    for (int64_t l = 0; l < m->L; l++) {
-        static const struct {
-            const char *suffix;
-            uint32_t n_dims;
-            int which[2]; /* 0 = 1, 1 = D, 2 = F */
-        } spec[W_PER_BLOCK] = {
-            {"mix_norm.weight", 1, {1, 0}}, {"mix_norm.bias", 1, {1, 0}},
-            {"ffn_up.weight", 2, {1, 2}},   {"ffn_up.bias", 1, {2, 0}},
-            {"ffn_down.weight", 2, {2, 1}}, {"ffn_down.bias", 1, {1, 0}},
-            {"ffn_norm.weight", 1, {1, 0}}, {"ffn_norm.bias", 1, {1, 0}},
-        };
-        const int64_t dim_of[3] = {1, D, F};
-        for (int w = 0; w < W_PER_BLOCK; w++) {
-            char name[96];
-            snprintf(name, sizeof name, "blk.%lld.%s", (long long)l, spec[w].suffix);
-            const int rc = w == W_FFN_UP_W || w == W_FFN_DOWN_W
-                               ? take_matrix(g, m, name, 0, dim_of[spec[w].which[0]],
-                                             dim_of[spec[w].which[1]], wl, &idx, err, err_len)
-                               : take_tensor(g, m, name, 0, spec[w].n_dims, dim_of[spec[w].which[0]],
-                                             dim_of[spec[w].which[1]], wl, &idx, err, err_len);
-            if (rc) goto fail;
-        }
-    }
+    const sp_block_tensor block[W_PER_BLOCK] = {
+        [W_MIX_NORM_W] = {"mix_norm.weight", 1, {D, 1, 1}, 0},
+        [W_MIX_NORM_B] = {"mix_norm.bias", 1, {D, 1, 1}, 0},
+        [W_FFN_UP_W] = {"ffn_up.weight", 2, {D, F, 1}, 1},
+        [W_FFN_UP_B] = {"ffn_up.bias", 1, {F, 1, 1}, 0},
+        [W_FFN_DOWN_W] = {"ffn_down.weight", 2, {F, D, 1}, 1},
+        [W_FFN_DOWN_B] = {"ffn_down.bias", 1, {D, 1, 1}, 0},
+        [W_FFN_NORM_W] = {"ffn_norm.weight", 1, {D, 1, 1}, 0},
+        [W_FFN_NORM_B] = {"ffn_norm.bias", 1, {D, 1, 1}, 0},
+    };
+    if (sp_load_blocks(ld, m->L, block, W_PER_BLOCK)) return -1;
     /* position_embd[p] + token_types[0], the embedding's constant part. */
     float *pos_type = malloc((size_t)(m->P * D) * sizeof(float));
-    if (!pos_type || sp_owned_add(&m->owned, pos_type)) {
+    if (!pos_type || sp_owned_add(ld->owned, pos_type)) {
         free(pos_type);
         snprintf(err, err_len, "out of memory");
-        goto fail;
+        return -1;
     }
-    const float *pos = wl->data[m->i_pos], *types = wl->data[m->i_types]; /* F32: take_tensor */
+    const float *pos = wl->data[m->i_pos], *types = wl->data[m->i_types]; /* F32: sp_load_tensor */
     for (int64_t p = 0; p < m->P; p++)
         for (int64_t d = 0; d < D; d++) pos_type[p * D + d] = pos[p * D + d] + types[d];
     if (sp_weight_list_push(wl, pos_type, SP_WEIGHT_F32, m->P * D)) {
         snprintf(err, err_len, "out of memory");
-        goto fail;
+        return -1;
     }
     m->i_pos_type = wl->n - 1;
 
@@ -199,29 +151,28 @@ static int model_load(const sp_gguf *g, void **out, sp_model_info *info, sp_weig
     info->n_vocab = m->V;
     info->n_ctx_train = m->P;
     info->max_tokens = m->P; /* no position embedding past P */
-    info->pooling = (int)pooling;
+    info->pooling = (int)hp.pooling;
     info->n_params = 0;
     for (int64_t i = 0; i < m->i_pos_type; i++) info->n_params += (uint64_t)wl->n_elems[i];
-    *out = m;
     return 0;
-fail:
-    sp_weight_list_free(wl);
-    model_free(m);
-    return -1;
+}
+
+/* The MLP matrices of a block, decoded together when quantized. */
+#define N_FFN_MATRICES 2
+static void ffn_matrices(const fnet *m, sp_layer_matrix mats[N_FFN_MATRICES]) {
+    mats[0] = (sp_layer_matrix){W_FFN_UP_W, m->F, m->D};
+    mats[1] = (sp_layer_matrix){W_FFN_DOWN_W, m->D, m->F};
 }
 
 /* Floats of scratch for decoding quantized matrices: the most any one step
- * needs (the projection, or a block's W_up + W_down); the pooler's is
- * model_pool's own. */
+ * needs (the projection, or a block's MLP); the pooler's is model_pool's
+ * own. */
 static int64_t dequant_scratch(const fnet *m, const sp_weight_type *wt) {
-    int64_t need = sp_model_weight_scratch(wt, m->i_proj_w, m->D, m->D);
-    for (int64_t l = 0; l < m->L; l++) {
-        const int64_t b = m->i_block0 + l * W_PER_BLOCK;
-        const int64_t n = sp_model_weight_scratch(wt, b + W_FFN_UP_W, m->F, m->D) +
-                          sp_model_weight_scratch(wt, b + W_FFN_DOWN_W, m->D, m->F);
-        if (n > need) need = n;
-    }
-    return need;
+    sp_layer_matrix mats[N_FFN_MATRICES];
+    ffn_matrices(m, mats);
+    const int64_t ffn = sp_model_layer_scratch(wt, m->i_block0, W_PER_BLOCK, m->L, mats, N_FFN_MATRICES);
+    const int64_t proj = sp_model_weight_scratch(wt, m->i_proj_w, m->D, m->D);
+    return ffn > proj ? ffn : proj;
 }
 
 static int model_forward(const void *p, const void *const *w, const sp_weight_type *wt,
@@ -273,11 +224,11 @@ static int model_forward(const void *p, const void *const *w, const sp_weight_ty
         const int64_t b = m->i_block0 + l * W_PER_BLOCK;
         const void *const *bw = w + b;
         /* this layer's matrices, decoded once for all row chunks */
-        const float *up = sp_model_weight(be, w, wt, b + W_FFN_UP_W, F, D, wq);
-        const float *down = up ? sp_model_weight(be, w, wt, b + W_FFN_DOWN_W, D, F,
-                                                 wq + sp_model_weight_scratch(wt, b + W_FFN_UP_W, F, D))
-                               : NULL;
-        if (!up || !down) return -1;
+        sp_layer_matrix mats[N_FFN_MATRICES];
+        const float *up_down[N_FFN_MATRICES];
+        ffn_matrices(m, mats);
+        if (sp_model_layer_weights(be, w, wt, b, mats, N_FFN_MATRICES, wq, up_down)) return -1;
+        const float *up = up_down[0], *down = up_down[1];
         /* y = LN_mix(Re(FFT2(x)) + x) */
         if (op->fourier2d_real(be, x, T, D, ws, y) ||
             op->add(be, x, T * D, y) ||
@@ -324,8 +275,8 @@ static int model_pool(const void *p, const void *const *w, const sp_weight_type 
 
 const sp_arch sp_arch_fnet = {
     .name = ARCH,
+    .model_size = sizeof(fnet),
     .load = model_load,
-    .free = model_free,
     .forward = model_forward,
     .pool = model_pool,
 };

@@ -47,6 +47,26 @@ int sp_model_get_eps(const sp_gguf *g, const char *key, float *eps, char *err, s
     return 0;
 }
 
+int sp_model_get_hparams(const sp_loader *ld, const char *arch, int64_t ctx_min, int64_t ctx_max,
+                         sp_model_hparams *hp) {
+    /* Bounds keep every product below (T * D * F) comfortably inside int64. */
+    const int64_t MAXDIM = 1 << 20;
+    char key[128];
+#define KEY(suffix) (snprintf(key, sizeof key, "%s." suffix, arch), key)
+    if (sp_model_get_hparam(ld->g, KEY("embedding_length"), 1, MAXDIM, &hp->D, ld->err, ld->err_len) ||
+        sp_model_get_hparam(ld->g, KEY("feed_forward_length"), 1, MAXDIM, &hp->F, ld->err, ld->err_len) ||
+        sp_model_get_hparam(ld->g, KEY("block_count"), 1, 4096, &hp->L, ld->err, ld->err_len))
+        return -1;
+    if (sp_gguf_find_key(ld->g, KEY("context_length")) >= 0 &&
+        sp_model_get_hparam(ld->g, key, ctx_min, ctx_max, &hp->ctx, ld->err, ld->err_len))
+        return -1;
+    if (sp_gguf_find_key(ld->g, KEY("pooling_type")) >= 0 &&
+        sp_model_get_hparam(ld->g, key, 0, 3, &hp->pooling, ld->err, ld->err_len))
+        return -1;
+    return sp_model_get_eps(ld->g, KEY("attention.layer_norm_epsilon"), &hp->eps, ld->err, ld->err_len);
+#undef KEY
+}
+
 static void format_shape(char *buf, size_t len, uint32_t n_dims, const int64_t *ne) {
     buf[0] = 0;
     for (uint32_t d = 0; d < n_dims && d < SP_GGUF_MAX_DIMS; d++)
@@ -236,6 +256,60 @@ int sp_model_take_matrix(const sp_gguf *g, sp_owned_buffers *owned, const char *
                          uint32_t n_dims, const int64_t *ne, sp_weight_list *wl, int64_t *index,
                          char *err, size_t err_len) {
     return take_named(g, owned, name, optional, n_dims, ne, wl, index, 1, err, err_len);
+}
+
+int sp_load_tensor(const sp_loader *ld, const char *name, int optional, uint32_t n_dims, int64_t ne0,
+                   int64_t ne1, int64_t ne2, int64_t *index) {
+    const int64_t ne[3] = {ne0, ne1, ne2};
+    return sp_model_take_tensor(ld->g, ld->owned, name, optional, n_dims, ne, ld->wl, index, ld->err,
+                                ld->err_len);
+}
+
+int sp_load_matrix(const sp_loader *ld, const char *name, int optional, int64_t ne0, int64_t ne1,
+                   int64_t *index) {
+    const int64_t ne[2] = {ne0, ne1};
+    return sp_model_take_matrix(ld->g, ld->owned, name, optional, 2, ne, ld->wl, index, ld->err,
+                                ld->err_len);
+}
+
+int sp_load_blocks(const sp_loader *ld, int64_t n_layer, const sp_block_tensor *spec, int n) {
+    for (int64_t l = 0; l < n_layer; l++)
+        for (int j = 0; j < n; j++) {
+            char name[96];
+            int64_t idx;
+            snprintf(name, sizeof name, "blk.%lld.%s", (long long)l, spec[j].suffix);
+            const int rc = spec[j].matrix
+                               ? sp_load_matrix(ld, name, 0, spec[j].ne[0], spec[j].ne[1], &idx)
+                               : sp_load_tensor(ld, name, 0, spec[j].n_dims, spec[j].ne[0],
+                                                spec[j].ne[1], spec[j].ne[2], &idx);
+            if (rc) return -1;
+        }
+    return 0;
+}
+
+int64_t sp_model_layer_scratch(const sp_weight_type *wt, int64_t i_block0, int64_t stride,
+                               int64_t n_layer, const sp_layer_matrix *mats, int n) {
+    int64_t need = 0;
+    for (int64_t l = 0; l < n_layer; l++) {
+        int64_t sum = 0;
+        for (int j = 0; j < n; j++)
+            sum += sp_model_weight_scratch(wt, i_block0 + l * stride + mats[j].offset, mats[j].rows,
+                                           mats[j].cols);
+        if (sum > need) need = sum;
+    }
+    return need;
+}
+
+int sp_model_layer_weights(sp_backend *be, const void *const *w, const sp_weight_type *wt,
+                           int64_t i_block, const sp_layer_matrix *mats, int n, float *scratch,
+                           const float **out) {
+    for (int j = 0; j < n; j++) {
+        const int64_t i = i_block + mats[j].offset;
+        if (!(out[j] = sp_model_weight(be, w, wt, i, mats[j].rows, mats[j].cols, scratch))) return -1;
+        const int64_t used = sp_model_weight_scratch(wt, i, mats[j].rows, mats[j].cols);
+        if (used) scratch += used; /* scratch is NULL when nothing is quantized */
+    }
+    return 0;
 }
 
 const float *sp_model_weight(sp_backend *be, const void *const *w, const sp_weight_type *wt,

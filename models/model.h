@@ -49,11 +49,24 @@ typedef struct {
     float **buf;
 } sp_owned_buffers;
 
+/* What an architecture's load reads from and fills, all owned by the
+ * runtime's model: the file, the float32 copies made while loading (F16/
+ * BF16/sst tensors, tables an architecture derives), the weight list, and
+ * where a message goes. On failure the runtime frees what was added. */
+typedef struct {
+    const sp_gguf *g;
+    sp_owned_buffers *owned;
+    sp_weight_list *wl;
+    char *err;
+    size_t err_len;
+} sp_loader;
+
 typedef struct {
     const char *name; /* general.architecture */
-    int (*load)(const sp_gguf *g, void **model, sp_model_info *info, sp_weight_list *weights,
-                char *err, size_t err_len);
-    void (*free)(void *model);
+    size_t model_size; /* bytes of the architecture's own state, zeroed before load */
+    /* Reads the hyperparameters, checks and takes every tensor (through
+     * sp_load_*), fills model and *info. 0, or -1 with a message in ld->err. */
+    int (*load)(const sp_loader *ld, void *model, sp_model_info *info);
     /* w[i] is weights->data[i] in the backend's memory, stored as wt[i]
      * there (a backend whose weights are all float32, e.g. CUDA, passes
      * SP_WEIGHT_F32 everywhere; a quantized wt[i] is decoded into arena
@@ -109,6 +122,16 @@ int sp_model_get_hparam(const sp_gguf *g, const char *key, int64_t min, int64_t 
 /* Reads an optional positive, finite f32 key (a LayerNorm epsilon) into
  * *eps, leaving the caller's default when the key is absent. */
 int sp_model_get_eps(const sp_gguf *g, const char *key, float *eps, char *err, size_t err_len);
+/* What every architecture's keys say, under <arch>.: embedding_length (D),
+ * feed_forward_length (F) and block_count (L), required; context_length
+ * (within [ctx_min, ctx_max]), pooling_type and attention.layer_norm_epsilon,
+ * optional: their defaults are in *hp on entry. */
+typedef struct {
+    int64_t D, F, L, ctx, pooling;
+    float eps;
+} sp_model_hparams;
+int sp_model_get_hparams(const sp_loader *ld, const char *arch, int64_t ctx_min, int64_t ctx_max,
+                         sp_model_hparams *hp);
 /* Finds tensor `name`, checks its shape against ne[0..n_dims) (ggml order)
  * and type, and appends its f32 data to wl (converting into `owned` when
  * the file stores F16/BF16); *index is its position in wl, or -1 when an
@@ -122,6 +145,26 @@ int sp_model_take_tensor(const sp_gguf *g, sp_owned_buffers *owned, const char *
 int sp_model_take_matrix(const sp_gguf *g, sp_owned_buffers *owned, const char *name, int optional,
                          uint32_t n_dims, const int64_t *ne, sp_weight_list *wl, int64_t *index,
                          char *err, size_t err_len);
+/* sp_model_take_tensor for a tensor of shape [ne0, ne1, ne2] (ggml order;
+ * dimensions past n_dims are 1). */
+int sp_load_tensor(const sp_loader *ld, const char *name, int optional, uint32_t n_dims, int64_t ne0,
+                   int64_t ne1, int64_t ne2, int64_t *index);
+/* sp_model_take_matrix for a 2-D tensor [ne0, ne1]. */
+int sp_load_matrix(const sp_loader *ld, const char *name, int optional, int64_t ne0, int64_t ne1,
+                   int64_t *index);
+/* One tensor of every block: blk.<l>.<suffix>, of shape ne (ggml order,
+ * n_dims of them), taken with sp_load_matrix when matrix is set. */
+typedef struct {
+    const char *suffix;
+    uint32_t n_dims;
+    int64_t ne[3];
+    int matrix;
+} sp_block_tensor;
+/* Appends the n tensors of spec for each of n_layer blocks, block by block
+ * in spec's order: block l's tensor j is weight first + l * n + j, where
+ * first is the weight list's length on entry. */
+int sp_load_blocks(const sp_loader *ld, int64_t n_layer, const sp_block_tensor *spec, int n);
+
 /* For forward passes: weight i as float32, rows x cols row-major. An F32
  * weight is returned as it is; a quantized one is decoded into *scratch
  * (rows * cols floats from the arena, allocated by the caller, who sizes it
@@ -135,6 +178,23 @@ static inline int64_t sp_model_weight_scratch(const sp_weight_type *wt, int64_t 
                                               int64_t cols) {
     return i >= 0 && wt[i] != SP_WEIGHT_F32 ? rows * cols : 0;
 }
+/* A matrix of every block that a forward step decodes, when quantized,
+ * together with the step's other matrices: its offset in the block and its
+ * shape (rows x cols, row-major). */
+typedef struct {
+    int64_t offset, rows, cols;
+} sp_layer_matrix;
+/* Floats of scratch for decoding, one block at a time, the n quantized
+ * matrices of `mats` in every one of n_layer blocks laid out `stride`
+ * weights apart from i_block0: the largest block's total. */
+int64_t sp_model_layer_scratch(const sp_weight_type *wt, int64_t i_block0, int64_t stride,
+                               int64_t n_layer, const sp_layer_matrix *mats, int n);
+/* The block starting at weight i_block's matrices `mats` as float32, each
+ * decoded (when quantized) into its own part of scratch, sized by
+ * sp_model_layer_scratch: out[j] is matrix j. 0, or -1 (message in be->err). */
+int sp_model_layer_weights(sp_backend *be, const void *const *w, const sp_weight_type *wt,
+                           int64_t i_block, const sp_layer_matrix *mats, int n, float *scratch,
+                           const float **out);
 /* Token rows of table i (D values a row) into out[T, D]: get_rows for
  * float32, dequantize_rows with ids for a quantized table. */
 int sp_model_gather(sp_backend *be, const void *const *w, const sp_weight_type *wt, int64_t i,

@@ -54,15 +54,6 @@ struct sp_adapter_set {
     int64_t *merged;   /* weight indices whose entry in w the set owns */
 };
 
-__attribute__((format(printf, 2, 3))) static spectral_status fail(spectral_status s, const char *fmt, ...) {
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    return sp_runtime_fail(s, msg);
-}
-
 /* ---- loading ------------------------------------------------------------ */
 
 /* Reads a string key into buf ("" when absent); -1 when present with another type. */
@@ -112,7 +103,7 @@ static spectral_status materialise(adapter_target *t, const float *spec, const i
     t->delta = malloc((size_t)RC * sizeof(float));
     if (!S || !t->delta) {
         fftwf_free(S);
-        return fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory for the delta of %s", name);
+        return sp_fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory for the delta of %s", name);
     }
     /* FFTW_ESTIMATE: the plan is made without touching S and is used once. */
     pthread_mutex_lock(&sp_fft_mutex);
@@ -120,7 +111,7 @@ static spectral_status materialise(adapter_target *t, const float *spec, const i
     pthread_mutex_unlock(&sp_fft_mutex);
     if (!p) {
         fftwf_free(S);
-        return fail(SPECTRAL_ERR_BACKEND, "FFTW could not plan a %lld x %lld transform for %s",
+        return sp_fail(SPECTRAL_ERR_BACKEND, "FFTW could not plan a %lld x %lld transform for %s",
                                (long long)R, (long long)C, name);
     }
     memset(S, 0, (size_t)RC * sizeof *S);
@@ -142,7 +133,7 @@ static spectral_status load_target(const sp_gguf *g, const spectral_model *m, co
     const sp_weight_list *wl = sp_model_weight_list(m);
     t->weight = find_weight(wl, name);
     if (t->weight < 0)
-        return fail(SPECTRAL_ERR_MODEL, "%s: targets tensor %s, which the %s model does not have",
+        return sp_fail(SPECTRAL_ERR_MODEL, "%s: targets tensor %s, which the %s model does not have",
                                path, name, spectral_model_arch(m));
     /* The locations were drawn for out x in: the base's matrix must be that shape. */
     int64_t ne[SP_GGUF_MAX_DIMS];
@@ -153,12 +144,12 @@ static spectral_status load_target(const sp_gguf *g, const spectral_model *m, co
     if ((known && (b_rows != rows || b_cols != cols || ne[2] != 1 || ne[3] != 1)) ||
         wl->n_elems[t->weight] != rows * cols) {
         if (known)
-            return fail(SPECTRAL_ERR_MODEL,
+            return sp_fail(SPECTRAL_ERR_MODEL,
                                    "%s: made for %s of %lld x %lld (out x in), but the model's is "
                                    "%lld x %lld: not the base model this adapter was trained on",
                                    path, name, (long long)rows, (long long)cols, (long long)b_rows,
                                    (long long)b_cols);
-        return fail(SPECTRAL_ERR_MODEL,
+        return sp_fail(SPECTRAL_ERR_MODEL,
                                "%s: made for %s of %lld x %lld (out x in), but the model's has %lld "
                                "values: not the base model this adapter was trained on",
                                path, name, (long long)rows, (long long)cols,
@@ -167,7 +158,7 @@ static spectral_status load_target(const sp_gguf *g, const spectral_model *m, co
     t->rows = rows;
     t->cols = cols;
     if (rows > INT32_MAX || cols > INT32_MAX)
-        return fail(SPECTRAL_ERR_MODEL, "%s: %s is too large", path, name);
+        return sp_fail(SPECTRAL_ERR_MODEL, "%s: %s is too large", path, name);
 
     char tn[512];
     snprintf(tn, sizeof tn, "%s" SUFFIX_SPECTRUM, name);
@@ -175,19 +166,19 @@ static spectral_status load_target(const sp_gguf *g, const spectral_model *m, co
     snprintf(tn, sizeof tn, "%s" SUFFIX_INDICES, name);
     int64_t ii = sp_gguf_find_tensor(g, tn);
     if (si < 0 || ii < 0)
-        return fail(SPECTRAL_ERR_FORMAT, "%s: missing tensor %s%s", path, name,
+        return sp_fail(SPECTRAL_ERR_FORMAT, "%s: missing tensor %s%s", path, name,
                                si < 0 ? SUFFIX_SPECTRUM : SUFFIX_INDICES);
     const sp_gguf_tensor *ts = sp_gguf_tensor_at(g, si), *ti = sp_gguf_tensor_at(g, ii);
     const int64_t n = ts->ne[0];
     if (ts->n_dims != 1 || (ts->type != SP_TENSOR_F32 && ts->type != SP_TENSOR_F16 &&
                             ts->type != SP_TENSOR_BF16))
-        return fail(SPECTRAL_ERR_FORMAT, "%s: %s" SUFFIX_SPECTRUM " must be a 1-D F32, F16 or BF16 tensor",
+        return sp_fail(SPECTRAL_ERR_FORMAT, "%s: %s" SUFFIX_SPECTRUM " must be a 1-D F32, F16 or BF16 tensor",
                                path, name);
     if (n > rows * cols)
-        return fail(SPECTRAL_ERR_FORMAT, "%s: %s has %lld coefficients for a %lld x %lld matrix",
+        return sp_fail(SPECTRAL_ERR_FORMAT, "%s: %s has %lld coefficients for a %lld x %lld matrix",
                                path, name, (long long)n, (long long)rows, (long long)cols);
     if (ti->type != SP_TENSOR_I32 || ti->n_dims != 2 || ti->ne[0] != n || ti->ne[1] != 2)
-        return fail(SPECTRAL_ERR_FORMAT,
+        return sp_fail(SPECTRAL_ERR_FORMAT,
                                "%s: %s" SUFFIX_INDICES " must be I32 of shape [%lld, 2] (rows, then "
                                "columns), like its %lld coefficients",
                                path, name, (long long)n, (long long)n);
@@ -196,7 +187,7 @@ static spectral_status load_target(const sp_gguf *g, const spectral_model *m, co
     unsigned char *seen = calloc((size_t)(rows * cols), 1);
     spectral_status s = SPECTRAL_OK;
     if (!spec || !loc || !seen)
-        s = fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory loading %s", path);
+        s = sp_fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory loading %s", path);
     if (s == SPECTRAL_OK) {
         sp_convert_to_f32(ts->type, ts->data, spec, (size_t)n);
         memcpy(loc, ti->data, (size_t)n * 2 * sizeof *loc); /* GGUF is little-endian, as we are */
@@ -204,14 +195,14 @@ static spectral_status load_target(const sp_gguf *g, const spectral_model *m, co
     for (int64_t k = 0; s == SPECTRAL_OK && k < n; k++) {
         const int32_t r = loc[k], c = loc[n + k];
         if (!isfinite(spec[k]))
-            s = fail(SPECTRAL_ERR_FORMAT, "%s: %s coefficient %lld is not finite", path, name,
+            s = sp_fail(SPECTRAL_ERR_FORMAT, "%s: %s coefficient %lld is not finite", path, name,
                                 (long long)k);
         else if (r < 0 || r >= rows || c < 0 || c >= cols)
-            s = fail(SPECTRAL_ERR_FORMAT,
+            s = sp_fail(SPECTRAL_ERR_FORMAT,
                                 "%s: %s location %lld is (%d, %d), outside the %lld x %lld matrix",
                                 path, name, (long long)k, (int)r, (int)c, (long long)rows, (long long)cols);
         else if (seen[(int64_t)r * cols + c]++)
-            s = fail(SPECTRAL_ERR_FORMAT, "%s: %s location (%d, %d) appears twice", path, name,
+            s = sp_fail(SPECTRAL_ERR_FORMAT, "%s: %s location (%d, %d) appears twice", path, name,
                                 (int)r, (int)c);
     }
     if (s == SPECTRAL_OK) s = materialise(t, spec, loc, loc + n, n, scaling, name);
@@ -224,52 +215,52 @@ static spectral_status load_target(const sp_gguf *g, const spectral_model *m, co
 static spectral_status load(spectral_model *m, const sp_gguf *g, const char *path, spectral_adapter *a) {
     char buf[256];
     if (get_str(g, "general.type", buf, sizeof buf) || strcmp(buf, "adapter"))
-        return fail(SPECTRAL_ERR_MODEL, "%s: not an adapter (general.type is '%s', not 'adapter')",
+        return sp_fail(SPECTRAL_ERR_MODEL, "%s: not an adapter (general.type is '%s', not 'adapter')",
                                path, buf);
     if (get_str(g, "adapter.type", buf, sizeof buf) || strcmp(buf, "fourierft"))
-        return fail(SPECTRAL_ERR_MODEL, "%s: adapter.type '%s' is not supported (supported: fourierft)",
+        return sp_fail(SPECTRAL_ERR_MODEL, "%s: adapter.type '%s' is not supported (supported: fourierft)",
                                path, buf);
     if (get_str(g, "general.architecture", buf, sizeof buf) || strcmp(buf, spectral_model_arch(m)))
-        return fail(SPECTRAL_ERR_MODEL, "%s: the adapter is for architecture '%s', the model is '%s'",
+        return sp_fail(SPECTRAL_ERR_MODEL, "%s: the adapter is for architecture '%s', the model is '%s'",
                                path, buf, spectral_model_arch(m));
     if (get_str(g, "general.name", a->name, sizeof a->name)) a->name[0] = 0;
     int64_t ki = sp_gguf_find_key(g, "adapter.fourierft.scaling");
     if (ki < 0 || sp_gguf_kv_type(g, ki) != SP_GGUF_TYPE_FLOAT32 || !isfinite(sp_gguf_get_f32(g, ki)))
-        return fail(SPECTRAL_ERR_FORMAT, "%s: adapter.fourierft.scaling must be a finite f32", path);
+        return sp_fail(SPECTRAL_ERR_FORMAT, "%s: adapter.fourierft.scaling must be a finite f32", path);
     a->scaling = sp_gguf_get_f32(g, ki);
     int64_t kt = sp_gguf_find_key(g, "adapter.fourierft.targets");
     int64_t ks = sp_gguf_find_key(g, "adapter.fourierft.shapes");
     if (kt < 0 || sp_gguf_kv_type(g, kt) != SP_GGUF_TYPE_ARRAY ||
         sp_gguf_arr_type(g, kt) != SP_GGUF_TYPE_STRING)
-        return fail(SPECTRAL_ERR_FORMAT, "%s: adapter.fourierft.targets must be an array of strings", path);
+        return sp_fail(SPECTRAL_ERR_FORMAT, "%s: adapter.fourierft.targets must be an array of strings", path);
     const uint64_t nt = sp_gguf_arr_n(g, kt);
     if (nt == 0 || nt > 1u << 20)
-        return fail(SPECTRAL_ERR_FORMAT, "%s: adapter.fourierft.targets has %llu entries", path,
+        return sp_fail(SPECTRAL_ERR_FORMAT, "%s: adapter.fourierft.targets has %llu entries", path,
                                (unsigned long long)nt);
     if (ks < 0 || sp_gguf_kv_type(g, ks) != SP_GGUF_TYPE_ARRAY || sp_gguf_arr_n(g, ks) != 2 * nt)
-        return fail(SPECTRAL_ERR_FORMAT,
+        return sp_fail(SPECTRAL_ERR_FORMAT,
                                "%s: adapter.fourierft.shapes must be an integer array of 2 x %llu "
                                "(out, in per target)", path, (unsigned long long)nt);
     if ((uint64_t)sp_gguf_n_tensors(g) != 2 * nt)
-        return fail(SPECTRAL_ERR_FORMAT,
+        return sp_fail(SPECTRAL_ERR_FORMAT,
                                "%s: %lld tensors for %llu targets (expected a spectrum and indices each)",
                                path, (long long)sp_gguf_n_tensors(g), (unsigned long long)nt);
     a->t = calloc(nt, sizeof *a->t);
-    if (!a->t) return fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory loading %s", path);
+    if (!a->t) return sp_fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory loading %s", path);
     for (uint64_t j = 0; j < nt; j++) {
         sp_gguf_str s = sp_gguf_arr_str(g, kt, j);
         char name[256];
         if (s.len == 0 || s.len >= sizeof name || memchr(s.ptr, 0, s.len))
-            return fail(SPECTRAL_ERR_FORMAT, "%s: adapter.fourierft.targets[%llu] is not a tensor name",
+            return sp_fail(SPECTRAL_ERR_FORMAT, "%s: adapter.fourierft.targets[%llu] is not a tensor name",
                                    path, (unsigned long long)j);
         memcpy(name, s.ptr, s.len);
         name[s.len] = 0;
         for (uint64_t i = 0; i < j; i++)
             if (a->t[i].weight >= 0 && !strcmp(sp_model_weight_list(m)->names[a->t[i].weight], name))
-                return fail(SPECTRAL_ERR_FORMAT, "%s: target %s is listed twice", path, name);
+                return sp_fail(SPECTRAL_ERR_FORMAT, "%s: target %s is listed twice", path, name);
         const int64_t rows = arr_int(g, ks, 2 * j), cols = arr_int(g, ks, 2 * j + 1);
         if (rows <= 0 || cols <= 0)
-            return fail(SPECTRAL_ERR_FORMAT, "%s: adapter.fourierft.shapes for %s must be positive integers",
+            return sp_fail(SPECTRAL_ERR_FORMAT, "%s: adapter.fourierft.shapes for %s must be positive integers",
                                    path, name);
         spectral_status st = load_target(g, m, name, rows, cols, a->scaling, &a->t[j], path);
         a->n_targets = (int32_t)(j + 1); /* freed with the adapter, failed or not */
@@ -279,19 +270,19 @@ static spectral_status load(spectral_model *m, const sp_gguf *g, const char *pat
 }
 
 spectral_status spectral_adapter_load(spectral_model *m, const char *path, spectral_adapter **out) {
-    if (!m || !path || !out) return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "NULL argument");
+    if (!m || !path || !out) return sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "NULL argument");
     *out = NULL;
     struct stat st;
     if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
-        return fail(SPECTRAL_ERR_IO, "cannot open adapter %s: %s", path,
+        return sp_fail(SPECTRAL_ERR_IO, "cannot open adapter %s: %s", path,
                                stat(path, &st) != 0 ? "no such file or not readable" : "not a regular file");
     char err[512] = "";
     sp_gguf *g = NULL;
     if (sp_gguf_open(path, &g, err, sizeof err))
-        return fail(SPECTRAL_ERR_FORMAT, "%s: %s", path, err);
+        return sp_fail(SPECTRAL_ERR_FORMAT, "%s: %s", path, err);
     spectral_adapter *a = calloc(1, sizeof *a);
     spectral_status s = a ? load(m, g, path, a)
-                          : fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
+                          : sp_fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
     sp_gguf_close(g); /* everything needed is copied: the file may go away */
     if (s != SPECTRAL_OK) {
         spectral_adapter_free(a);
@@ -347,12 +338,12 @@ spectral_status sp_adapter_set_build(const spectral_model *m, sp_backend *be,
     *out = NULL;
     const sp_weight_list *wl = sp_model_weight_list(m);
     for (int32_t i = 0; i < n; i++) {
-        if (!adapters[i]) return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "adapter %d is NULL", (int)i);
+        if (!adapters[i]) return sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "adapter %d is NULL", (int)i);
         if (adapters[i]->model != m)
-            return fail(SPECTRAL_ERR_INVALID_ARGUMENT,
+            return sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT,
                                    "adapter %d was loaded for another model than this context's", (int)i);
         if (!isfinite(scales[i]))
-            return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "adapter %d has a non-finite scale", (int)i);
+            return sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "adapter %d has a non-finite scale", (int)i);
     }
     sp_adapter_set *set = calloc(1, sizeof *set);
     if (set) set->w = malloc((size_t)wl->n * sizeof *set->w);
@@ -364,7 +355,7 @@ spectral_status sp_adapter_set_build(const spectral_model *m, sp_backend *be,
             free(set->merged);
         }
         free(set);
-        return fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
+        return sp_fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
     }
     memcpy(set->w, base_w, (size_t)wl->n * sizeof *set->w);
     memcpy(set->types, base_wt, (size_t)wl->n * sizeof *set->types);
@@ -381,7 +372,7 @@ spectral_status sp_adapter_set_build(const spectral_model *m, sp_backend *be,
         const size_t bytes = (size_t)ne * sizeof(float);
         host = malloc(bytes);
         if (!host) {
-            s = fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory merging %s", wl->names[wi]);
+            s = sp_fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory merging %s", wl->names[wi]);
             break;
         }
         /* the model's host copy: float32, or Q8_0/Q4_0 blocks decoded to the
@@ -404,7 +395,7 @@ spectral_status sp_adapter_set_build(const spectral_model *m, sp_backend *be,
             dst = be->ops->buffer_alloc(be, bytes);
             if (!dst || be->ops->upload(be, dst, host, bytes)) {
                 if (dst) be->ops->buffer_free(be, dst);
-                s = fail(SPECTRAL_ERR_BACKEND, "uploading the merged %s: %s", wl->names[wi], be->err);
+                s = sp_fail(SPECTRAL_ERR_BACKEND, "uploading the merged %s: %s", wl->names[wi], be->err);
                 break;
             }
             /* the backend may still read host until it synchronises */
@@ -414,7 +405,7 @@ spectral_status sp_adapter_set_build(const spectral_model *m, sp_backend *be,
         set->merged[set->n_merged++] = wi;
         if (!be->host_memory) {
             if (be->ops->synchronize(be))
-                s = fail(SPECTRAL_ERR_BACKEND, "uploading the merged %s: %s", wl->names[wi], be->err);
+                s = sp_fail(SPECTRAL_ERR_BACKEND, "uploading the merged %s: %s", wl->names[wi], be->err);
             free(host);
         }
         host = NULL;

@@ -16,12 +16,7 @@
 #include "formats/gguf.h"
 #include "kernels/backend.h"
 #include "models/model.h"
-
-/* ---- from runtime/spectral.c ---- */
-/* Sets spectral_last_error() to msg and returns s. */
-spectral_status sp_runtime_fail(spectral_status s, const char *msg);
-const sp_weight_list *sp_model_weight_list(const spectral_model *m);
-const sp_gguf *sp_model_gguf(const spectral_model *m);
+#include "runtime/internal.h"
 
 /* ---- from runtime/adapter.c ---- */
 typedef struct sp_adapter_set sp_adapter_set;

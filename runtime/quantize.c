@@ -15,19 +15,8 @@
 #include "formats/codec_sst.h"
 #include "formats/gguf.h"
 #include "formats/quant.h"
+#include "runtime/internal.h"
 #include "spectral.h"
-
-/* Sets spectral_last_error (runtime/spectral.c; also declared in adapter.h). */
-spectral_status sp_runtime_fail(spectral_status s, const char *msg);
-
-__attribute__((format(printf, 2, 3))) static spectral_status qfail(spectral_status s, const char *fmt, ...) {
-    char buf[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    return sp_runtime_fail(s, buf);
-}
 
 spectral_quantize_params spectral_quantize_default_params(void) {
     spectral_quantize_params p;
@@ -104,7 +93,7 @@ static spectral_status encode_tensor(qjob *j, const sp_gguf_tensor *t, const flo
     void *buf = NULL;
     float *val = NULL;
     int32_t *idx = NULL;
-    if (!back) return qfail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory quantizing %s", t->name);
+    if (!back) return sp_fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory quantizing %s", t->name);
     if (q == SPECTRAL_QUANT_SST) {
         const int64_t M = t->ne[1], N = t->ne[0], storable = sp_sst_n_storable(M, N);
         int64_t k = (int64_t)llround(j->p->keep * (double)storable);
@@ -112,11 +101,11 @@ static spectral_status encode_tensor(qjob *j, const sp_gguf_tensor *t, const flo
         val = malloc((size_t)(2 * k) * sizeof *val);
         idx = malloc((size_t)k * sizeof *idx);
         if (!val || !idx) {
-            s = qfail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory quantizing %s", t->name);
+            s = sp_fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory quantizing %s", t->name);
             goto done;
         }
         if (sp_sst_encode(x, M, N, k, val, idx, j->err, sizeof j->err)) {
-            s = qfail(SPECTRAL_ERR_INVALID_ARGUMENT, "%s: %s", t->name, j->err);
+            s = sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "%s: %s", t->name, j->err);
             goto done;
         }
         /* F16 values halve the size; F32 when a coefficient would overflow it */
@@ -126,7 +115,7 @@ static spectral_status encode_tensor(qjob *j, const sp_gguf_tensor *t, const flo
         if (vtype == SP_TENSOR_F16) {
             uint16_t *h = malloc((size_t)(2 * k) * sizeof *h);
             if (!h) {
-                s = qfail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory quantizing %s", t->name);
+                s = sp_fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory quantizing %s", t->name);
                 goto done;
             }
             for (int64_t i = 0; i < 2 * k; i++) {
@@ -144,12 +133,12 @@ static spectral_status encode_tensor(qjob *j, const sp_gguf_tensor *t, const flo
         if (sp_gguf_writer_add_tensor(j->w, vn, vtype, 2, vne, buf ? buf : (void *)val) ||
             sp_gguf_writer_add_tensor(j->w, in, SP_TENSOR_I32, 1, ine, idx) ||
             sp_gguf_writer_set_arr(j->w, kn, SP_GGUF_TYPE_UINT64, shape, 2)) {
-            s = qfail(SPECTRAL_ERR_INVALID_ARGUMENT,
+            s = sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT,
                       "cannot add %s as a sparse spectral tensor (a tensor or key of that name exists)", t->name);
             goto done;
         }
         if (sp_sst_decode(val, idx, k, M, N, back, j->err, sizeof j->err)) {
-            s = qfail(SPECTRAL_ERR_INVALID_ARGUMENT, "%s: %s", t->name, j->err);
+            s = sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "%s: %s", t->name, j->err);
             goto done;
         }
         rep->bytes_out = (uint64_t)k * (vtype == SP_TENSOR_F16 ? 4 : 8) + (uint64_t)k * 4;
@@ -158,7 +147,7 @@ static spectral_status encode_tensor(qjob *j, const sp_gguf_tensor *t, const flo
         const size_t bytes = (size_t)(n / sp_tensor_block_size(type)) * sp_tensor_block_bytes(type);
         buf = malloc(bytes ? bytes : 1);
         if (!buf) {
-            s = qfail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory quantizing %s", t->name);
+            s = sp_fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory quantizing %s", t->name);
             goto done;
         }
         if (q == SPECTRAL_QUANT_Q8_0 || q == SPECTRAL_QUANT_Q4_0) {
@@ -174,7 +163,7 @@ static spectral_status encode_tensor(qjob *j, const sp_gguf_tensor *t, const flo
             memcpy(buf, x, bytes); /* F32: hosts are little-endian, as GGUF */
         }
         if (sp_gguf_writer_add_tensor(j->w, t->name, type, t->n_dims, t->ne, buf)) {
-            s = qfail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory adding %s", t->name);
+            s = sp_fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory adding %s", t->name);
             goto done;
         }
         sp_convert_to_f32(type, buf, back, (size_t)n);
@@ -200,7 +189,7 @@ static spectral_status quantize(qjob *j, const sp_gguf *g, const regex_t *re) {
         int sel = !is_sst_part(t->name) && (re ? regexec(re, t->name, 0, NULL, 0) == 0 : default_selected(t));
         const char *why = sel ? unfit(t, q) : NULL;
         if (why && re)
-            return qfail(SPECTRAL_ERR_INVALID_ARGUMENT, "tensor %s cannot be stored as %s: %s", t->name,
+            return sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "tensor %s cannot be stored as %s: %s", t->name,
                          quant_name(q), why);
         if (why) {
             rep.note = why;
@@ -210,15 +199,15 @@ static spectral_status quantize(qjob *j, const sp_gguf *g, const regex_t *re) {
         }
         if (!sel) {
             if (sp_gguf_writer_add_tensor(j->w, t->name, t->type, t->n_dims, t->ne, t->data))
-                return qfail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory copying %s", t->name);
+                return sp_fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory copying %s", t->name);
         } else {
             float *x = malloc((size_t)rep.n_elements * sizeof *x);
-            if (!x) return qfail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory reading %s", t->name);
+            if (!x) return sp_fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory reading %s", t->name);
             sp_convert_to_f32(t->type, t->data, x, (size_t)rep.n_elements);
             for (int64_t e = 0; e < rep.n_elements; e++) {
                 if (!isfinite(x[e])) {
                     free(x);
-                    return qfail(SPECTRAL_ERR_MODEL, "tensor %s has a non-finite value at element %lld",
+                    return sp_fail(SPECTRAL_ERR_MODEL, "tensor %s has a non-finite value at element %lld",
                                  t->name, (long long)e);
                 }
             }
@@ -233,11 +222,11 @@ static spectral_status quantize(qjob *j, const sp_gguf *g, const regex_t *re) {
     /* llama.cpp's file-level keys: the block format version (GGML_QNT_VERSION)
      * and the type most weights have (llama_ftype). */
     if (any_block && sp_gguf_writer_set_u32(j->w, "general.quantization_version", 2))
-        return qfail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
+        return sp_fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
     if (q != SPECTRAL_QUANT_SST) {
         const uint32_t ftype = q == SPECTRAL_QUANT_Q8_0 ? 7 : q == SPECTRAL_QUANT_Q4_0 ? 2 : (uint32_t)q;
         if (sp_gguf_writer_set_u32(j->w, "general.file_type", ftype))
-            return qfail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
+            return sp_fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
     }
     return SPECTRAL_OK;
 }
@@ -252,14 +241,14 @@ static int same_file(const char *a, const char *b) {
 spectral_status spectral_model_quantize(const char *in_path, const char *out_path,
                                         const spectral_quantize_params *params) {
     if (!in_path || !out_path || !params)
-        return qfail(SPECTRAL_ERR_INVALID_ARGUMENT, "spectral_model_quantize: NULL argument");
+        return sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "spectral_model_quantize: NULL argument");
     const spectral_quant_type q = params->type;
     if (!quant_name(q))
-        return qfail(SPECTRAL_ERR_INVALID_ARGUMENT, "unknown quantization type %d", (int)q);
+        return sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "unknown quantization type %d", (int)q);
     if (q == SPECTRAL_QUANT_SST && !(params->keep > 0.0 && params->keep <= 1.0))
-        return qfail(SPECTRAL_ERR_INVALID_ARGUMENT, "keep = %g must be in (0, 1]", params->keep);
+        return sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "keep = %g must be in (0, 1]", params->keep);
     if (same_file(in_path, out_path))
-        return qfail(SPECTRAL_ERR_INVALID_ARGUMENT, "output '%s' is the input file; refusing to overwrite it",
+        return sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "output '%s' is the input file; refusing to overwrite it",
                      out_path);
     regex_t re;
     const int have_re = params->tensors != NULL;
@@ -268,7 +257,7 @@ spectral_status spectral_model_quantize(const char *in_path, const char *out_pat
         if (rc) {
             char msg[256];
             regerror(rc, &re, msg, sizeof msg);
-            return qfail(SPECTRAL_ERR_INVALID_ARGUMENT, "bad tensor regex '%s': %s", params->tensors, msg);
+            return sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "bad tensor regex '%s': %s", params->tensors, msg);
         }
     }
     /* The input must be a model we run: quantizing garbage would only move
@@ -283,12 +272,12 @@ spectral_status spectral_model_quantize(const char *in_path, const char *out_pat
     char err[512];
     if (s) goto out; /* message set by the load */
     if (sp_gguf_open(in_path, &g, err, sizeof err)) {
-        s = qfail(SPECTRAL_ERR_FORMAT, "%s", err);
+        s = sp_fail(SPECTRAL_ERR_FORMAT, "%s", err);
         goto out;
     }
     w = sp_gguf_writer_new();
     if (!w) {
-        s = qfail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
+        s = sp_fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
         goto out;
     }
     for (int64_t i = 0; i < sp_gguf_n_kv(g); i++) {
@@ -296,7 +285,7 @@ spectral_status spectral_model_quantize(const char *in_path, const char *out_pat
         if (strcmp(key, "general.quantization_version") == 0) continue; /* rewritten */
         if (strcmp(key, "general.file_type") == 0 && q != SPECTRAL_QUANT_SST) continue;
         if (sp_gguf_writer_copy_kv(w, g, i)) {
-            s = qfail(SPECTRAL_ERR_OUT_OF_MEMORY, "cannot copy key %s", key);
+            s = sp_fail(SPECTRAL_ERR_OUT_OF_MEMORY, "cannot copy key %s", key);
             goto out;
         }
     }
@@ -304,7 +293,7 @@ spectral_status spectral_model_quantize(const char *in_path, const char *out_pat
     s = quantize(&j, g, have_re ? &re : NULL);
     if (s) goto out;
     if (sp_gguf_writer_write(w, out_path, err, sizeof err)) {
-        s = qfail(SPECTRAL_ERR_IO, "%s", err);
+        s = sp_fail(SPECTRAL_ERR_IO, "%s", err);
         goto out;
     }
     s = spectral_model_load(out_path, mp, &m);
@@ -313,7 +302,7 @@ spectral_status spectral_model_quantize(const char *in_path, const char *out_pat
         char msg[1024];
         snprintf(msg, sizeof msg, "the quantized model does not load (removed): %s", spectral_last_error());
         remove(out_path);
-        s = qfail(s, "%s", msg);
+        s = sp_fail(s, "%s", msg);
     }
 out:
     if (have_re) regfree(&re);

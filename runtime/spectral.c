@@ -20,6 +20,7 @@
 #include "models/model.h"
 #include "runtime/adapter.h"
 #include "runtime/arena.h"
+#include "runtime/internal.h"
 
 #define STR_(x) #x
 #define STR(x) STR_(x)
@@ -28,7 +29,7 @@
 
 static _Thread_local char g_last_error[1024];
 
-static spectral_status fail(spectral_status s, const char *fmt, ...) {
+spectral_status sp_fail(spectral_status s, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(g_last_error, sizeof g_last_error, fmt, ap);
@@ -38,9 +39,6 @@ static spectral_status fail(spectral_status s, const char *fmt, ...) {
 
 const char *spectral_last_error(void) { return g_last_error; }
 
-/* For the runtime's other files (runtime/quantize.c, runtime/adapter.c):
- * sets the last error to msg and returns s. */
-spectral_status sp_runtime_fail(spectral_status s, const char *msg) { return fail(s, "%s", msg); }
 
 const char *spectral_version(void) {
     return STR(SPECTRAL_VERSION_MAJOR) "." STR(SPECTRAL_VERSION_MINOR) "." STR(SPECTRAL_VERSION_PATCH);
@@ -95,6 +93,7 @@ struct spectral_model {
     void *arch_model;
     sp_model_info info;
     sp_weight_list weights;
+    sp_owned_buffers owned; /* float32 copies made while loading (sp_loader) */
     sp_tokenizer *tokenizer;
     sp_lexical lexical; /* dims 0: pooled embeddings are the dense part alone */
     char name[256];
@@ -114,22 +113,25 @@ static spectral_status model_init(spectral_model *m) {
     char err[512] = "";
     int64_t ki = sp_gguf_find_key(m->gguf, "general.architecture");
     if (ki < 0 || sp_gguf_kv_type(m->gguf, ki) != SP_GGUF_TYPE_STRING)
-        return fail(SPECTRAL_ERR_MODEL, "missing string key general.architecture");
+        return sp_fail(SPECTRAL_ERR_MODEL, "missing string key general.architecture");
     sp_gguf_str arch = sp_gguf_get_str(m->gguf, ki);
     for (size_t i = 0; i < sizeof k_archs / sizeof k_archs[0]; i++)
         if (strlen(k_archs[i]->name) == arch.len && !memcmp(k_archs[i]->name, arch.ptr, arch.len))
             m->arch = k_archs[i];
     if (!m->arch)
-        return fail(SPECTRAL_ERR_MODEL, "unsupported architecture '%.*s' (supported: spectralmlp, fnet)",
+        return sp_fail(SPECTRAL_ERR_MODEL, "unsupported architecture '%.*s' (supported: spectralmlp, fnet)",
                     (int)(arch.len > 64 ? 64 : arch.len), arch.ptr);
-    if (m->arch->load(m->gguf, &m->arch_model, &m->info, &m->weights, err, sizeof err))
-        return fail(SPECTRAL_ERR_MODEL, "%s: %s", m->arch->name, err);
+    const sp_loader ld = {m->gguf, &m->owned, &m->weights, err, sizeof err};
+    if (!(m->arch_model = calloc(1, m->arch->model_size)))
+        return sp_fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
+    if (m->arch->load(&ld, m->arch_model, &m->info))
+        return sp_fail(SPECTRAL_ERR_MODEL, "%s: %s", m->arch->name, err);
     if (sp_lexical_load(m->gguf, m->arch->name, m->info.n_vocab, &m->lexical, err, sizeof err))
-        return fail(SPECTRAL_ERR_MODEL, "%s", err);
+        return sp_fail(SPECTRAL_ERR_MODEL, "%s", err);
     if (sp_tokenizer_load(m->gguf, &m->tokenizer, err, sizeof err))
-        return fail(SPECTRAL_ERR_MODEL, "tokenizer: %s", err);
+        return sp_fail(SPECTRAL_ERR_MODEL, "tokenizer: %s", err);
     if (sp_tokenizer_n_vocab(m->tokenizer) > m->info.n_vocab)
-        return fail(SPECTRAL_ERR_MODEL,
+        return sp_fail(SPECTRAL_ERR_MODEL,
                     "the tokenizer has %lld tokens but token_embd.weight has only %lld rows",
                     (long long)sp_tokenizer_n_vocab(m->tokenizer), (long long)m->info.n_vocab);
     ki = sp_gguf_find_key(m->gguf, "general.name");
@@ -144,7 +146,7 @@ static spectral_status model_init(spectral_model *m) {
 
 static spectral_status model_new(spectral_model **out) {
     spectral_model *m = calloc(1, sizeof *m);
-    if (!m) return fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
+    if (!m) return sp_fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
     pthread_mutex_init(&m->lock, NULL);
     *out = m;
     return SPECTRAL_OK;
@@ -163,7 +165,7 @@ static spectral_status model_finish(spectral_model *m, spectral_model **out) {
 /* Reads a whole file into memory (use_mmap = false). */
 static spectral_status read_file(const char *path, void **data, size_t *size) {
     FILE *f = fopen(path, "rb");
-    if (!f) return fail(SPECTRAL_ERR_IO, "cannot open %s", path);
+    if (!f) return sp_fail(SPECTRAL_ERR_IO, "cannot open %s", path);
     size_t cap = 1 << 20, n = 0;
     char *buf = malloc(cap);
     while (buf) {
@@ -175,10 +177,10 @@ static spectral_status read_file(const char *path, void **data, size_t *size) {
     }
     int bad = ferror(f);
     fclose(f);
-    if (!buf) return fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory reading %s", path);
+    if (!buf) return sp_fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory reading %s", path);
     if (bad) {
         free(buf);
-        return fail(SPECTRAL_ERR_IO, "error reading %s", path);
+        return sp_fail(SPECTRAL_ERR_IO, "error reading %s", path);
     }
     *data = buf;
     *size = n;
@@ -187,15 +189,15 @@ static spectral_status read_file(const char *path, void **data, size_t *size) {
 
 spectral_status spectral_model_load(const char *path, spectral_model_params params,
                                     spectral_model **out) {
-    if (!path || !out) return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "NULL argument");
+    if (!path || !out) return sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "NULL argument");
     *out = NULL;
-    if (!path[0]) return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "empty model path");
+    if (!path[0]) return sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "empty model path");
     /* Only regular files: open() on a FIFO would block until a writer comes,
      * and a device or directory is never a model. */
     struct stat st;
-    if (stat(path, &st) != 0) return fail(SPECTRAL_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    if (stat(path, &st) != 0) return sp_fail(SPECTRAL_ERR_IO, "cannot open %s: %s", path, strerror(errno));
     if (!S_ISREG(st.st_mode))
-        return fail(SPECTRAL_ERR_IO, "cannot open %s: not a regular file", path);
+        return sp_fail(SPECTRAL_ERR_IO, "cannot open %s: not a regular file", path);
     spectral_model *m = NULL;
     spectral_status s = model_new(&m);
     if (s) return s;
@@ -204,9 +206,9 @@ spectral_status spectral_model_load(const char *path, spectral_model_params para
         if (sp_gguf_open(path, &m->gguf, err, sizeof err)) {
             spectral_model_free(m);
             FILE *probe = fopen(path, "rb");
-            if (!probe) return fail(SPECTRAL_ERR_IO, "cannot open %s", path);
+            if (!probe) return sp_fail(SPECTRAL_ERR_IO, "cannot open %s", path);
             fclose(probe);
-            return fail(SPECTRAL_ERR_FORMAT, "%s: %s", path, err);
+            return sp_fail(SPECTRAL_ERR_FORMAT, "%s: %s", path, err);
         }
     } else {
         size_t size = 0;
@@ -217,7 +219,7 @@ spectral_status spectral_model_load(const char *path, spectral_model_params para
         }
         if (sp_gguf_open_memory(m->file_copy, size, &m->gguf, err, sizeof err)) {
             spectral_model_free(m);
-            return fail(SPECTRAL_ERR_FORMAT, "%s: %s", path, err);
+            return sp_fail(SPECTRAL_ERR_FORMAT, "%s: %s", path, err);
         }
     }
     return model_finish(m, out);
@@ -227,7 +229,7 @@ spectral_status spectral_model_load_from_memory(const void *data, size_t size,
                                                 spectral_model_params params,
                                                 spectral_model **out) {
     (void)params;
-    if (!data || !out) return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "NULL argument");
+    if (!data || !out) return sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "NULL argument");
     *out = NULL;
     spectral_model *m = NULL;
     spectral_status s = model_new(&m);
@@ -235,7 +237,7 @@ spectral_status spectral_model_load_from_memory(const void *data, size_t size,
     char err[512] = "";
     if (sp_gguf_open_memory(data, size, &m->gguf, err, sizeof err)) {
         spectral_model_free(m);
-        return fail(SPECTRAL_ERR_FORMAT, "%s", err);
+        return sp_fail(SPECTRAL_ERR_FORMAT, "%s", err);
     }
     return model_finish(m, out);
 }
@@ -250,8 +252,9 @@ void spectral_model_free(spectral_model *m) {
         d->owner->ops->destroy(d->owner);
         free(d);
     }
-    if (m->arch && m->arch_model) m->arch->free(m->arch_model);
+    free(m->arch_model);
     sp_weight_list_free(&m->weights);
+    sp_owned_free(&m->owned);
     free(m->all_f32);
     sp_tokenizer_free(m->tokenizer);
     sp_lexical_free(&m->lexical);
@@ -283,11 +286,11 @@ const sp_gguf *sp_model_gguf(const spectral_model *m) { return m->gguf; }
 int64_t spectral_tokenize(const spectral_model *m, const char *text, size_t len, int32_t *tokens,
                           int64_t n_max) {
     if (!m || (!text && len) || n_max < 0 || (!tokens && n_max > 0)) {
-        fail(SPECTRAL_ERR_INVALID_ARGUMENT, "invalid argument to spectral_tokenize");
+        sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "invalid argument to spectral_tokenize");
         return -1;
     }
     int64_t n = sp_tokenize(m->tokenizer, text ? text : "", len, 1, tokens, n_max);
-    if (n < 0) fail(SPECTRAL_ERR_INVALID_ARGUMENT, "tokenization failed");
+    if (n < 0) sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "tokenization failed");
     return n;
 }
 
@@ -319,8 +322,8 @@ static spectral_status model_weights_for(spectral_model *m, sp_backend *be, int 
         }
         if (d && d->w) d->owner = sp_backend_cuda_create(device, err, sizeof err);
         if (!d || !d->w || !d->owner) {
-            s = d && d->w ? fail(SPECTRAL_ERR_BACKEND, "%s", err)
-                          : fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
+            s = d && d->w ? sp_fail(SPECTRAL_ERR_BACKEND, "%s", err)
+                          : sp_fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
             if (d) free(d->w);
             free(d);
             d = NULL;
@@ -333,7 +336,7 @@ static spectral_status model_weights_for(spectral_model *m, sp_backend *be, int 
                 if (m->weights.types[i] != SP_WEIGHT_F32) {
                     tmp = malloc(bytes);
                     if (!tmp) {
-                        s = fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory dequantizing weights");
+                        s = sp_fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory dequantizing weights");
                         break;
                     }
                     sp_dequantize_row(m->weights.types[i] == SP_WEIGHT_Q8_0 ? SP_TENSOR_Q8_0 : SP_TENSOR_Q4_0,
@@ -342,14 +345,14 @@ static spectral_status model_weights_for(spectral_model *m, sp_backend *be, int 
                 }
                 d->w[i] = d->owner->ops->buffer_alloc(d->owner, bytes);
                 if (!d->w[i] || d->owner->ops->upload(d->owner, d->w[i], src, bytes))
-                    s = fail(SPECTRAL_ERR_BACKEND, "uploading weights: %s", d->owner->err);
+                    s = sp_fail(SPECTRAL_ERR_BACKEND, "uploading weights: %s", d->owner->err);
                 /* the upload may be asynchronous: wait before freeing its source */
                 if (tmp && s == SPECTRAL_OK && d->owner->ops->synchronize(d->owner))
-                    s = fail(SPECTRAL_ERR_BACKEND, "uploading weights: %s", d->owner->err);
+                    s = sp_fail(SPECTRAL_ERR_BACKEND, "uploading weights: %s", d->owner->err);
                 free(tmp);
             }
             if (s == SPECTRAL_OK && d->owner->ops->synchronize(d->owner))
-                s = fail(SPECTRAL_ERR_BACKEND, "uploading weights: %s", d->owner->err);
+                s = sp_fail(SPECTRAL_ERR_BACKEND, "uploading weights: %s", d->owner->err);
             if (s == SPECTRAL_OK) {
                 d->next = m->uploaded;
                 m->uploaded = d;
@@ -422,13 +425,13 @@ static spectral_status ensure_docs(spectral_context *c, int64_t n) {
     const int64_t E = spectral_model_n_pooled(c->model);
     if (n > c->emb_cap) {
         float *e = realloc(c->emb, (size_t)(n * E) * sizeof(float));
-        if (!e) return fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
+        if (!e) return sp_fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
         c->emb = e;
         c->emb_cap = n;
     }
     if (n + 1 > c->offsets_cap) {
         int64_t *o = realloc(c->offsets, (size_t)(n + 1) * sizeof(int64_t));
-        if (!o) return fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
+        if (!o) return sp_fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
         c->offsets = o;
         c->offsets_cap = n + 1;
     }
@@ -437,19 +440,19 @@ static spectral_status ensure_docs(spectral_context *c, int64_t n) {
 
 spectral_status spectral_context_create(spectral_model *m, spectral_context_params p,
                                         spectral_context **out) {
-    if (!m || !out) return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "NULL argument");
+    if (!m || !out) return sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "NULL argument");
     *out = NULL;
-    if (p.n_threads < 0) return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "n_threads must be >= 0");
-    if (p.batch_tokens < 0) return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "batch_tokens must be >= 0");
+    if (p.n_threads < 0) return sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "n_threads must be >= 0");
+    if (p.batch_tokens < 0) return sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "batch_tokens must be >= 0");
     if (p.pooling < SPECTRAL_POOLING_UNSPECIFIED || p.pooling > SPECTRAL_POOLING_LAST)
-        return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "unknown pooling type %d", (int)p.pooling);
+        return sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "unknown pooling type %d", (int)p.pooling);
     if (p.n_threads == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         p.n_threads = n > 0 ? (n > 1024 ? 1024 : (int)n) : 1;
     }
     if (p.batch_tokens == 0) p.batch_tokens = DEFAULT_BATCH_TOKENS;
     spectral_context *c = calloc(1, sizeof *c);
-    if (!c) return fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
+    if (!c) return sp_fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
     c->model = m;
     c->params = p;
     c->pooling = p.pooling == SPECTRAL_POOLING_UNSPECIFIED ? (spectral_pooling)m->info.pooling
@@ -457,17 +460,17 @@ spectral_status spectral_context_create(spectral_model *m, spectral_context_para
     char err[512] = "";
     spectral_status s = ensure_docs(c, 1);
     if (s == SPECTRAL_OK && m->lexical.dims && !(c->lex_counts = calloc((size_t)m->info.n_vocab, sizeof *c->lex_counts)))
-        s = fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
+        s = sp_fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
     if (s == SPECTRAL_OK && p.backend == SPECTRAL_BACKEND_CPU) {
         c->be = sp_backend_cpu_create(p.n_threads, err, sizeof err);
-        if (!c->be) s = fail(SPECTRAL_ERR_BACKEND, "CPU backend: %s", err);
+        if (!c->be) s = sp_fail(SPECTRAL_ERR_BACKEND, "CPU backend: %s", err);
     } else if (s == SPECTRAL_OK && p.backend == SPECTRAL_BACKEND_CUDA) {
         c->be = sp_backend_cuda_create(p.device, err, sizeof err);
         if (!c->be)
-            s = fail(sp_backend_cuda_device_count() > 0 ? SPECTRAL_ERR_BACKEND : SPECTRAL_ERR_UNSUPPORTED,
+            s = sp_fail(sp_backend_cuda_device_count() > 0 ? SPECTRAL_ERR_BACKEND : SPECTRAL_ERR_UNSUPPORTED,
                      "CUDA backend: %s", err);
     } else if (s == SPECTRAL_OK) {
-        s = fail(SPECTRAL_ERR_INVALID_ARGUMENT, "unknown backend %d", (int)p.backend);
+        s = sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "unknown backend %d", (int)p.backend);
     }
     if (s == SPECTRAL_OK) s = model_weights_for(m, c->be, p.device, &c->w, &c->wt);
     c->w_base = c->w;
@@ -562,7 +565,7 @@ size_t spectral_context_memory_minimum(spectral_context *c, int64_t T) { return 
 size_t spectral_context_peak_memory(const spectral_context *c) { return c ? c->peak : 0; }
 
 spectral_status spectral_context_set_mem_limit(spectral_context *c, size_t mem_limit) {
-    if (!c) return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "NULL context");
+    if (!c) return sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "NULL context");
     c->params.mem_limit = mem_limit;
     if (mem_limit && c->arena_size > mem_limit) {
         c->be->ops->buffer_free(c->be, c->arena_buf);
@@ -585,14 +588,14 @@ static void l2_normalize(float *v, int64_t n) {
 
 /* Checks one document's length and ids. */
 static spectral_status check_document(const spectral_model *m, const int32_t *tokens, int64_t T) {
-    if (!tokens && T > 0) return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "NULL argument");
-    if (T <= 0) return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "empty document (0 tokens)");
+    if (!tokens && T > 0) return sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "NULL argument");
+    if (T <= 0) return sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "empty document (0 tokens)");
     if (T > MAX_TOKENS || (m->info.max_tokens && T > m->info.max_tokens))
-        return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "document of %lld tokens is longer than the maximum of %lld",
+        return sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "document of %lld tokens is longer than the maximum of %lld",
                     (long long)T, (long long)(m->info.max_tokens ? m->info.max_tokens : MAX_TOKENS));
     for (int64_t i = 0; i < T; i++)
         if (tokens[i] < 0 || tokens[i] >= m->info.n_vocab)
-            return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "token %lld has id %d, outside the vocabulary [0, %lld)",
+            return sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "token %lld has id %d, outside the vocabulary [0, %lld)",
                         (long long)i, (int)tokens[i], (long long)m->info.n_vocab);
     return SPECTRAL_OK;
 }
@@ -607,7 +610,7 @@ static spectral_status plan(spectral_context *c, const int64_t *offsets, int64_t
     const size_t outside = outside_arena(c, offsets, n_docs);
     be->max_parallel = 0;
     *arena = measure(c, offsets, n_docs);
-    if (!*arena) return fail(SPECTRAL_ERR_BACKEND, "planning failed: %s", be->err);
+    if (!*arena) return sp_fail(SPECTRAL_ERR_BACKEND, "planning failed: %s", be->err);
     *need = *arena + outside;
     if (!limit || *need <= limit) return SPECTRAL_OK;
     /* Fewer tiles in flight need less scratch: find the most that fit. */
@@ -630,7 +633,7 @@ static spectral_status plan(spectral_context *c, const int64_t *offsets, int64_t
         be->max_parallel = 0;
         const int64_t T = offsets[n_docs];
         char b1[32], b2[32];
-        return fail(SPECTRAL_ERR_MEMORY_LIMIT,
+        return sp_fail(SPECTRAL_ERR_MEMORY_LIMIT,
                     "%s of %lld tokens needs %s (%zu bytes) of working memory, over the limit "
                     "of %s (%zu bytes)",
                     n_docs == 1 ? "a document" : "a batch", (long long)T,
@@ -671,7 +674,7 @@ static spectral_status encode_pass(spectral_context *c, const int32_t *const *to
         c->arena_buf = c->be->ops->buffer_alloc(c->be, arena);
         if (!c->arena_buf) {
             c->be->max_parallel = 0;
-            return fail(SPECTRAL_ERR_OUT_OF_MEMORY, "cannot allocate %s of activation memory: %s",
+            return sp_fail(SPECTRAL_ERR_OUT_OF_MEMORY, "cannot allocate %s of activation memory: %s",
                         fmt_bytes(need, b1, sizeof b1), c->be->err);
         }
         c->arena_size = arena;
@@ -681,7 +684,7 @@ static spectral_status encode_pass(spectral_context *c, const int32_t *const *to
     float *states = NULL, *pooled = NULL;
     int rc = run_graph(c, &a, tokens, c->offsets, n_docs, &states, &pooled);
     c->be->max_parallel = 0;
-    if (rc) return fail(SPECTRAL_ERR_BACKEND, "%s", c->be->err);
+    if (rc) return sp_fail(SPECTRAL_ERR_BACKEND, "%s", c->be->err);
     if (a.used + (need - arena) > c->peak) c->peak = a.used + (need - arena);
 
     const int64_t E = m->info.n_embd, R = m->lexical.dims, P = E + R;
@@ -694,7 +697,7 @@ static spectral_status encode_pass(spectral_context *c, const int32_t *const *to
             /* A model's pooling head gave one row: pooling it copies it to the host. */
             if (pooled ? c->be->ops->pool(c->be, pooled, 1, E, SP_POOL_FIRST, e)
                        : c->be->ops->pool(c->be, states + c->offsets[i] * E, n_tokens[i], E, op, e))
-                return fail(SPECTRAL_ERR_BACKEND, "%s", c->be->err);
+                return sp_fail(SPECTRAL_ERR_BACKEND, "%s", c->be->err);
             if (R) {
                 /* [dense / |dense|, scale * sketch / |sketch|]: the two parts
                  * weigh what the model says whatever their raw norms. */
@@ -706,7 +709,7 @@ static spectral_status encode_pass(spectral_context *c, const int32_t *const *to
             if (c->params.normalize) l2_normalize(e, P);
         }
     }
-    if (c->be->ops->synchronize(c->be)) return fail(SPECTRAL_ERR_BACKEND, "%s", c->be->err);
+    if (c->be->ops->synchronize(c->be)) return sp_fail(SPECTRAL_ERR_BACKEND, "%s", c->be->err);
     c->states = states;
     c->has_output = 1;
     show_document(c, 0);
@@ -717,7 +720,7 @@ static spectral_status encode_pass(spectral_context *c, const int32_t *const *to
 spectral_status spectral_context_set_adapters(spectral_context *c, spectral_adapter *const *adapters,
                                               const float *scales, int32_t n) {
     if (!c || n < 0 || (n > 0 && (!adapters || !scales)))
-        return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "invalid argument to spectral_context_set_adapters");
+        return sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "invalid argument to spectral_context_set_adapters");
     sp_adapter_set *set = NULL;
     if (n > 0) {
         spectral_status s =
@@ -733,7 +736,7 @@ spectral_status spectral_context_set_adapters(spectral_context *c, spectral_adap
 }
 
 spectral_status spectral_encode(spectral_context *c, const int32_t *tokens, int64_t T) {
-    if (!c) return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "NULL argument");
+    if (!c) return sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "NULL argument");
     c->has_output = 0;
     spectral_status s = check_document(c->model, tokens, T);
     if (s) return s;
@@ -757,14 +760,14 @@ const float *spectral_get_token_states(spectral_context *c, int64_t *n_tokens) {
         if (bytes > c->states_host_cap) {
             float *nb = realloc(c->states_host, bytes);
             if (!nb) {
-                fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory for token states");
+                sp_fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory for token states");
                 return NULL;
             }
             c->states_host = nb;
             c->states_host_cap = bytes;
         }
         if (c->be->ops->download(c->be, c->states_host, rows, bytes)) {
-            fail(SPECTRAL_ERR_BACKEND, "%s", c->be->err);
+            sp_fail(SPECTRAL_ERR_BACKEND, "%s", c->be->err);
             return NULL;
         }
         c->states_fresh = 1;
@@ -776,7 +779,7 @@ spectral_status spectral_encode_batch(spectral_context *c, const int32_t *const 
                                       const int64_t *n_tokens, int64_t n_docs,
                                       spectral_doc_callback on_done, void *user_data) {
     if (!c || n_docs < 0 || (n_docs > 0 && (!tokens || !n_tokens)))
-        return fail(SPECTRAL_ERR_INVALID_ARGUMENT, "invalid argument to spectral_encode_batch");
+        return sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "invalid argument to spectral_encode_batch");
     const int64_t budget = c->model->arch->batched ? c->params.batch_tokens : 1;
     spectral_status first = SPECTRAL_OK;
     int64_t i = 0;

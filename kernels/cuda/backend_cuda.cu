@@ -90,6 +90,15 @@ int64_t sp_cuda_longest_doc(const int64_t *offsets, int64_t n_docs, int64_t D, i
     return T_max;
 }
 
+int sp_cuda_check_docs(sp_backend *be, const char *op, const int64_t *offsets, int64_t n_docs,
+                       int64_t D) {
+    int64_t bad;
+    if (sp_cuda_longest_doc(offsets, n_docs, D, &bad) >= 0) return 0;
+    if (bad < 0) return sp_cuda_set_err(be, "cuda %s: bad document offsets", op);
+    return sp_cuda_set_err(be, "cuda %s: document %lld has bad rows [%lld, %lld)", op,
+                           (long long)bad, (long long)offsets[bad], (long long)offsets[bad + 1]);
+}
+
 /* --------------------------------------------------------------- kernels */
 
 /* A negative id gives a zero row (never a read before the table) and
@@ -200,22 +209,22 @@ static void cuda_buffer_free(sp_backend *be, void *p) {
     cudaFree(p); /* synchronizes with outstanding work */
 }
 
-static int cuda_upload(sp_backend *be, void *dst, const void *src, size_t bytes) {
+/* Synchronous like the CPU backend's copies: the caller may free or reuse
+ * the source as soon as this returns, whether it is pageable or pinned. */
+static int copy_sync(sp_backend *be, void *dst, const void *src, size_t bytes, cudaMemcpyKind kind) {
     if (bytes == 0) return 0;
     if (sp_cuda_enter(be)) return -1;
-    /* Synchronous like the CPU backend's: the caller may free or reuse src
-     * as soon as this returns, whether it is pageable or pinned. */
-    CU_CHECK(be, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, IMPL(be)->stream));
+    CU_CHECK(be, cudaMemcpyAsync(dst, src, bytes, kind, IMPL(be)->stream));
     CU_CHECK(be, cudaStreamSynchronize(IMPL(be)->stream));
     return 0;
 }
 
+static int cuda_upload(sp_backend *be, void *dst, const void *src, size_t bytes) {
+    return copy_sync(be, dst, src, bytes, cudaMemcpyHostToDevice);
+}
+
 static int cuda_download(sp_backend *be, void *dst, const void *src, size_t bytes) {
-    if (bytes == 0) return 0;
-    if (sp_cuda_enter(be)) return -1;
-    CU_CHECK(be, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, IMPL(be)->stream));
-    CU_CHECK(be, cudaStreamSynchronize(IMPL(be)->stream));
-    return 0;
+    return copy_sync(be, dst, src, bytes, cudaMemcpyDeviceToHost);
 }
 
 int sp_cuda_evict_sync(sp_backend *be) {

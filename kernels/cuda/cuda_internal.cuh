@@ -116,6 +116,10 @@ int sp_cuda_enter(sp_backend *be);
  * the longest document, or -1 with *bad = the first bad document (-1 when
  * offsets, n_docs or offsets[0] are at fault). Sets no message. */
 int64_t sp_cuda_longest_doc(const int64_t *offsets, int64_t n_docs, int64_t D, int64_t *bad);
+/* The same check for an op's entry: 0, or non-zero with a message naming
+ * op and the first bad document. */
+int sp_cuda_check_docs(sp_backend *be, const char *op, const int64_t *offsets, int64_t n_docs,
+                       int64_t D);
 
 #define CU_CHECK(be, call)                                                                         \
     do {                                                                                           \

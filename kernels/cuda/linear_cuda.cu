@@ -78,13 +78,7 @@ int sp_cuda_ffn_block(sp_backend *be, float *h, const float *ln_w, const float *
     if (D <= 0 || F <= 0 || D > INT32_MAX || F > INT32_MAX)
         return sp_cuda_set_err(be, "cuda ffn_block: bad shape D=%lld F=%lld", (long long)D,
                                (long long)F);
-    int64_t bad;
-    if (sp_cuda_longest_doc(offsets, n_docs, D, &bad) < 0) {
-        if (bad < 0) return sp_cuda_set_err(be, "cuda ffn_block: bad document offsets");
-        return sp_cuda_set_err(be, "cuda ffn_block: document %lld has bad rows [%lld, %lld)",
-                               (long long)bad, (long long)offsets[bad],
-                               (long long)offsets[bad + 1]);
-    }
+    if (sp_cuda_check_docs(be, "ffn_block", offsets, n_docs, D)) return -1;
     if (act != SP_ACT_NONE && act != SP_ACT_GELU && act != SP_ACT_GELU_TANH && act != SP_ACT_TANH)
         return sp_cuda_set_err(be, "cuda ffn_block: unknown activation %d", (int)act);
     if (!h || !ln_w || !ln_b || !W_up || !W_down || !workspace)

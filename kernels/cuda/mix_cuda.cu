@@ -783,13 +783,7 @@ int sp_cuda_mix_block(sp_backend *be, float *h, const float *ln_w, const float *
     if (D <= 0 || K < 0)
         return sp_cuda_set_err(be, "cuda mix_block: bad shape D=%lld K=%lld", (long long)D,
                                (long long)K);
-    int64_t bad;
-    if (sp_cuda_longest_doc(offsets, n_docs, D, &bad) < 0) {
-        if (bad < 0) return sp_cuda_set_err(be, "cuda mix_block: bad document offsets");
-        return sp_cuda_set_err(be, "cuda mix_block: document %lld has bad rows [%lld, %lld)",
-                               (long long)bad, (long long)offsets[bad],
-                               (long long)offsets[bad + 1]);
-    }
+    if (sp_cuda_check_docs(be, "mix_block", offsets, n_docs, D)) return -1;
     if (!h || !ln_w || !ln_b || (K > 0 && !filter) || !workspace)
         return sp_cuda_set_err(be, "cuda mix_block: NULL argument");
     float *u = (float *)align_ptr(workspace);
