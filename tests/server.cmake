@@ -1,5 +1,6 @@
 # spectral-server (tools/server/): end to end against a real server on
-# 127.0.0.1, the clients people run, and a bounded load test. Only when the server was built (libmicrohttpd and
+# 127.0.0.1, the clients people run, a bounded load test, and the request
+# parsers' fuzz harness. Only when the server was built (libmicrohttpd and
 # jansson found).
 if(TARGET spectral-server)
   set(spectral_server_args $<TARGET_FILE:spectral-server> $<TARGET_FILE:spectral-embed>
@@ -39,4 +40,26 @@ if(TARGET spectral-server)
             --clients 24 ${spectral_load_args})
   set_tests_properties(test_server_load PROPERTIES RESOURCE_LOCK spectral_server TIMEOUT 300)
 
+  # The request parsers' harness (fuzz_server_request.c). In every build, with
+  # fuzz_replay.c's main: the seeds, their prefixes and mutations of them, so
+  # its properties are checked in the release and the ASan + UBSan phases; in
+  # the fuzz phase (SPECTRAL_FUZZ), with libFuzzer (tools/test.sh runs it).
+  set(spectral_server_seeds ${SPECTRAL_TEST_DATA}/fuzz_server_seeds)
+  file(GLOB spectral_server_seed_files ${spectral_server_seeds}/*)
+  pkg_check_modules(SPECTRAL_TEST_JANSSON REQUIRED IMPORTED_TARGET jansson)
+  set(spectral_server_api ${PROJECT_SOURCE_DIR}/tools/server/server_api.c ${PROJECT_SOURCE_DIR}/tools/server/server_budget.c)
+  if(SPECTRAL_FUZZ)
+    add_executable(fuzz_server_request fuzz_server_request.c ${spectral_server_api})
+    target_compile_options(fuzz_server_request PRIVATE -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer)
+    target_link_options(fuzz_server_request PRIVATE -fsanitize=fuzzer,address,undefined)
+    # libFuzzer writes new inputs into the build-tree corpus, never into the sources.
+    file(MAKE_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR}/fuzz_server_corpus)
+    set(spectral_fuzz_server fuzz_server_request)
+  else()
+    add_executable(fuzz_server_replay fuzz_server_request.c fuzz_replay.c ${spectral_server_api})
+    set(spectral_fuzz_server fuzz_server_replay)
+    add_test(NAME fuzz_server_request_smoke COMMAND fuzz_server_replay ${spectral_server_seed_files})
+  endif()
+  target_include_directories(${spectral_fuzz_server} PRIVATE ${PROJECT_SOURCE_DIR}/tools/server)
+  target_link_libraries(${spectral_fuzz_server} PRIVATE PkgConfig::SPECTRAL_TEST_JANSSON)
 endif()
