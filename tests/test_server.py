@@ -799,6 +799,14 @@ def part_clients():
             e = hf.feature_extraction(texts[0])
             check(e.dtype == np.float32 and e.shape == (1, len(ref[0][1])), f"hf {base}: {e.dtype} {e.shape}")
             compare(e[0].tolist(), ref[0][1], f"huggingface_hub feature_extraction against {base}")
+        # An Inference Endpoint's URL as the model: its /info and /health too
+        ep = huggingface_hub.InferenceClient(model=f"http://127.0.0.1:{srv.port}", provider="hf-inference",
+                                             api_key="test-key")
+        info = ep.get_endpoint_info()
+        check(info["model_id"] == "spectral-default" and info["max_input_length"] == 32768,
+              f"huggingface_hub get_endpoint_info (GET /info): {info}")
+        check(ep.health_check() is True, "huggingface_hub health_check (GET /health)")
+        compare(ep.feature_extraction(texts[2])[0].tolist(), ref[2][1], "huggingface_hub, an endpoint URL as the model")
         e = hf.feature_extraction(texts[1], normalize=False, truncate=True)
         raw = cli_embed(EMBED, MODEL, [texts[1]], "--no-normalize")
         compare(e[0].tolist(), raw[0][1], "huggingface_hub feature_extraction(normalize=False, truncate=True)")
