@@ -283,15 +283,52 @@ uint64_t spectral_model_n_params(const spectral_model *m) { return m->info.n_par
 const sp_weight_list *sp_model_weight_list(const spectral_model *m) { return &m->weights; }
 const sp_gguf *sp_model_gguf(const spectral_model *m) { return m->gguf; }
 
-int64_t spectral_tokenize(const spectral_model *m, const char *text, size_t len, int32_t *tokens,
-                          int64_t n_max) {
-    if (!m || (!text && len) || n_max < 0 || (!tokens && n_max > 0)) {
+spectral_tokenize_params spectral_tokenize_default_params(void) {
+    return (spectral_tokenize_params){.add_special = true, .max_tokens = 0};
+}
+
+int64_t spectral_tokenize_with(const spectral_model *m, const char *text, size_t len,
+                               spectral_tokenize_params p, int32_t *tokens, int64_t n_max) {
+    if (!m || (!text && len) || n_max < 0 || (!tokens && n_max > 0) || p.max_tokens < 0) {
         sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "invalid argument to spectral_tokenize");
         return -1;
     }
-    int64_t n = sp_tokenize(m->tokenizer, text ? text : "", len, 1, tokens, n_max);
-    if (n < 0) sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "tokenization failed");
-    return n;
+    const int64_t cut = p.max_tokens;
+    const int64_t n = sp_tokenize(m->tokenizer, text ? text : "", len, p.add_special,
+                                  tokens, cut && cut < n_max ? cut : n_max);
+    if (n < 0) {
+        sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "tokenization failed");
+        return -1;
+    }
+    if (!cut || n <= cut) return n;
+    /* The first cut tokens, closed as a whole text is: the end token the
+     * tokenizer adds (if any) replaces the last one kept. */
+    const int32_t end = p.add_special ? sp_tokenizer_end_token(m->tokenizer) : -1;
+    if (end >= 0 && cut >= 2 && cut <= n_max) tokens[cut - 1] = end;
+    return cut;
+}
+
+int64_t spectral_tokenize(const spectral_model *m, const char *text, size_t len, int32_t *tokens,
+                          int64_t n_max) {
+    return spectral_tokenize_with(m, text, len, spectral_tokenize_default_params(), tokens, n_max);
+}
+
+int64_t spectral_token_to_piece(const spectral_model *m, int32_t token, char *buf, int64_t size) {
+    if (!m || size < 0 || (!buf && size > 0)) {
+        sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "invalid argument to spectral_token_to_piece");
+        return -1;
+    }
+    if (token < 0 || token >= m->info.n_vocab) {
+        sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "token id %d is outside the vocabulary [0, %lld)", (int)token,
+                (long long)m->info.n_vocab);
+        return -1;
+    }
+    /* Ids past the tokenizer's own (rows only the embedding table has) have no text. */
+    return token < sp_tokenizer_n_vocab(m->tokenizer) ? sp_token_piece(m->tokenizer, token, buf, size) : 0;
+}
+
+bool spectral_token_is_control(const spectral_model *m, int32_t token) {
+    return m && sp_token_is_control(m->tokenizer, token);
 }
 
 /* Returns the weights in the memory of backend be and their types there
@@ -573,6 +610,12 @@ spectral_status spectral_context_set_mem_limit(spectral_context *c, size_t mem_l
         c->arena_size = 0;
         c->has_output = 0; /* the token states lived there */
     }
+    return SPECTRAL_OK;
+}
+
+spectral_status spectral_context_set_normalize(spectral_context *c, bool normalize) {
+    if (!c) return sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "NULL context");
+    c->params.normalize = normalize;
     return SPECTRAL_OK;
 }
 

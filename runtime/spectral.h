@@ -156,6 +156,48 @@ uint64_t spectral_model_n_params(const spectral_model *model);
 int64_t spectral_tokenize(const spectral_model *model, const char *text, size_t len,
                           int32_t *tokens, int64_t n_max);
 
+/* Options of spectral_tokenize_with. Truncation is the one policy for long
+ * inputs that spectral-embed --truncate, spectral-server's truncate and the
+ * Python package's truncate= share: it happens only when asked for.
+ *
+ *     spectral_tokenize_params tp = spectral_tokenize_default_params();
+ *     tp.max_tokens = 8192;                        // keep at most 8192 tokens
+ *     int64_t full = spectral_tokenize(model, text, len, NULL, 0);
+ *     int64_t n = spectral_tokenize_with(model, text, len, tp, NULL, 0);  // min(full, 8192)
+ *     spectral_tokenize_with(model, text, len, tp, tok, n);
+ *     if (full > n) ... tell the user that the input was truncated ... */
+typedef struct {
+    bool add_special;   /* the special tokens the model puts around a text: [CLS] ... [SEP],
+                           BOS (default true, as spectral_tokenize) */
+    int64_t max_tokens; /* > 0: keep the text's first max_tokens tokens, the tokenizer's end
+                           token ([SEP], or EOS for a model that adds one) kept as the last, so
+                           that the model sees a beginning closed as a whole text is; 0 (the
+                           default): keep all */
+} spectral_tokenize_params;
+
+spectral_tokenize_params spectral_tokenize_default_params(void);
+/* spectral_tokenize with options: writes up to n_max tokens and returns how
+ * many the text gives after truncation (at most max_tokens), or -1 on error
+ * (also for a negative max_tokens). */
+int64_t spectral_tokenize_with(const spectral_model *model, const char *text, size_t len,
+                               spectral_tokenize_params params, int32_t *tokens, int64_t n_max);
+
+/* The text of one token, as detokenization shows it: concatenating the
+ * pieces of a sequence gives its text as the tokenizer read it. A WordPiece
+ * (bert) word-initial piece begins with a space and a continuation "##ing"
+ * is "ing" (text an uncased vocabulary lower-cased stays so); SentencePiece's
+ * U+2581 is a space and a byte token <0xNN> its byte; a byte-level model's
+ * token is its byte; control and unknown tokens are their spelling ("[CLS]",
+ * "<unk>"); an id the model has but its tokenizer does not name is "".
+ * Writes up to size bytes into buf (not NUL-terminated; size 0 to learn the
+ * length) and returns the piece's length, or -1 for an id outside
+ * [0, spectral_model_n_vocab). */
+int64_t spectral_token_to_piece(const spectral_model *model, int32_t token, char *buf, int64_t size);
+/* Whether token is a control token: one the tokenizer adds around a text or
+ * for padding ([CLS], [SEP], [PAD]; SentencePiece's control tokens, e.g. <s>
+ * and </s>), which no word of a text produces. false for any other id. */
+bool spectral_token_is_control(const spectral_model *model, int32_t token);
+
 /* Context */
 spectral_context_params spectral_context_default_params(void);
 spectral_status spectral_context_create(spectral_model *model, spectral_context_params params,
@@ -179,6 +221,9 @@ size_t spectral_context_peak_memory(const spectral_context *ctx);
  * larger than the new cap is released at once (and with it the outputs of
  * the last pass: call it between passes). */
 spectral_status spectral_context_set_mem_limit(spectral_context *ctx, size_t mem_limit);
+/* Changes params.normalize for later encodes (spectral-server switches it
+ * between passes for requests that ask for unnormalized vectors). */
+spectral_status spectral_context_set_normalize(spectral_context *ctx, bool normalize);
 spectral_pooling spectral_context_pooling(const spectral_context *ctx);
 
 /* Encode one document. On success the outputs below are valid until the next

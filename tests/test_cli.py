@@ -253,6 +253,26 @@ with tempfile.TemporaryDirectory() as d:
         check(base and peak and peak <= base + (16 << 10) + (8 << 10),
               f"peak RSS {peak} KiB over baseline {base} KiB + 16 MiB cap + 8 MiB")
 
+    # long inputs: a warning past the training length (4096 for the byte
+    # model); --truncate N embeds the first N tokens and says so
+    rc, out, err = run("-m", MODEL, "-v", good1)
+    check(rc == 0 and "trained context 4096" in err, f"--verbose reports the training length: {err!r}")
+    long_doc = write("long.txt", b"abcd " * 1000)  # 5000 bytes: 5000 tokens
+    rc, out, err = run("-m", MODEL, long_doc)
+    check(rc == 0 and "longer than the model's training context (4096)" in err and "truncated" not in err,
+          f"past the training length: embedded, with a warning: {rc} {err!r}")
+    rc, out, err = run("-m", MODEL, "--truncate", "4096", long_doc)
+    check(rc == 0 and json.loads(out)["n_tokens"] == 4096 and "5000 tokens, truncated to the first 4096" in err
+          and "training context" not in err, f"--truncate 4096: {rc} {err!r}")
+    prefix = write("prefix.txt", (b"abcd " * 1000)[:4096])
+    check(json.loads(out)["embedding"] == json.loads(run("-m", MODEL, prefix)[1])["embedding"],
+          "--truncate: the embedding of the first 4096 tokens")
+    rc, out, err = run("-m", MODEL, "--truncate", "100", good1)
+    check(rc == 0 and json.loads(out)["n_tokens"] == 45 and "truncated" not in err, "--truncate: shorter inputs whole")
+    for bad in ["0", "-3", "x"]:
+        rc, out, err = run("-m", MODEL, "--truncate", bad, good1)
+        check(rc == 2 and "--truncate" in err, f"--truncate {bad}: usage error ({rc} {err!r})")
+
     # --option=value
     rc, out, err = run(f"--model={MODEL}", "--pooling=none", "--batch-tokens=7", good1)
     check(rc == 0 and len(json.loads(out)["embeddings"]) == 45, f"--opt=value: {rc} {err!r}")

@@ -157,6 +157,48 @@ static void test_bad_arguments(spectral_model *model) {
           "bytes");
 }
 
+/* ---- truncation, pieces, normalize switch ---- */
+static void test_tokens_and_pieces(spectral_model *model) {
+    spectral_tokenize_params tp = spectral_tokenize_default_params();
+    CHECK(tp.add_special && tp.max_tokens == 0, "defaults: specials, no truncation");
+    int32_t tk[8] = {0};
+    tp.max_tokens = 3;
+    CHECK(spectral_tokenize_with(model, "hello", 5, tp, NULL, 0) == 3, "truncated count");
+    CHECK(spectral_tokenize_with(model, "hello", 5, tp, tk, 8) == 3 && tk[0] == 'h' && tk[2] == 'l' && tk[3] == 0,
+          "the first 3 tokens (a byte model has no end token to keep)");
+    CHECK(spectral_tokenize_with(model, "hi", 2, tp, tk, 8) == 2, "shorter than max_tokens: all of it");
+    tp.max_tokens = -1;
+    CHECK(spectral_tokenize_with(model, "hi", 2, tp, tk, 8) == -1, "negative max_tokens refused");
+    char piece[4];
+    CHECK(spectral_token_to_piece(model, 'h', piece, 4) == 1 && piece[0] == 'h', "byte piece");
+    CHECK(spectral_token_to_piece(model, 256, piece, 4) == -1 && spectral_token_to_piece(model, -1, piece, 4) == -1,
+          "ids outside the vocabulary");
+    CHECK(spectral_token_to_piece(NULL, 1, piece, 4) == -1 && spectral_token_to_piece(model, 1, NULL, 4) == -1,
+          "bad arguments");
+    CHECK(!spectral_token_is_control(model, 'h') && !spectral_token_is_control(NULL, 1), "no control tokens");
+
+    /* normalize switched between passes: the same vector, unit length or not */
+    spectral_context_params p = spectral_context_default_params();
+    p.n_threads = 1;
+    spectral_context *c = NULL;
+    CHECK(spectral_context_create(model, p, &c) == SPECTRAL_OK, "%s", spectral_last_error());
+    const int32_t doc[5] = {1, 2, 3, 4, 5};
+    float unit[24], raw[24];
+    CHECK(c && spectral_encode(c, doc, 5) == SPECTRAL_OK, "%s", spectral_last_error());
+    if (c) memcpy(unit, spectral_get_embedding(c), sizeof unit);
+    CHECK(spectral_context_set_normalize(c, false) == SPECTRAL_OK && spectral_encode(c, doc, 5) == SPECTRAL_OK, "raw");
+    if (c) memcpy(raw, spectral_get_embedding(c), sizeof raw);
+    double ss = 0, worst = 0;
+    for (int i = 0; i < 24; i++) ss += (double)raw[i] * raw[i];
+    for (int i = 0; i < 24; i++) worst = fmax(worst, fabs(raw[i] / sqrt(ss) - unit[i]));
+    CHECK(fabs(ss - 1) > 1e-3 && worst < 1e-6, "unnormalized: |v|^2 %g, v/|v| off by %g", ss, worst);
+    CHECK(spectral_context_set_normalize(c, true) == SPECTRAL_OK && spectral_encode(c, doc, 5) == SPECTRAL_OK &&
+              !memcmp(spectral_get_embedding(c), unit, sizeof unit),
+          "normalized again: bit for bit the first vector");
+    CHECK(spectral_context_set_normalize(NULL, true) == SPECTRAL_ERR_INVALID_ARGUMENT, "NULL context");
+    spectral_context_free(c);
+}
+
 /* ---- batch streaming ---- */
 typedef struct {
     int64_t seen[8];
@@ -569,6 +611,7 @@ int main(void) {
     test_arena_unit();
     test_memory_limit(model);
     test_bad_arguments(model);
+    test_tokens_and_pieces(model);
     test_batch(model);
     test_threads(model);
     test_deterministic(model);

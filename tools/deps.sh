@@ -33,8 +33,11 @@ if [ "${SPECTRAL_NEED_PYTHON:-0}" = 1 ] && ! python3 -c "import scikit_build_cor
   python3 -m pip install -q "${spectral_py_pkgs[@]}" >&2 ||
     python3 -m pip install -q --break-system-packages "${spectral_py_pkgs[@]}" >&2
 fi
-# The OpenAI client that spectral-server's tests talk to it with.
-if [ "${SPECTRAL_NEED_PYTHON:-0}" = 1 ] && ! python3 -c "import openai" 2>/dev/null; then
-  echo "spectral: installing openai (pip)" >&2
-  python3 -m pip install -q openai >&2 || python3 -m pip install -q --break-system-packages openai >&2
+# The clients spectral-server's tests talk to it with (docs/server.md): OpenAI's,
+# Hugging Face's InferenceClient (TEI's routes) and LangChain's OpenAIEmbeddings.
+spectral_client_pkgs=(openai huggingface_hub langchain-openai)
+if [ "${SPECTRAL_NEED_PYTHON:-0}" = 1 ] && ! python3 -c "import openai, huggingface_hub, langchain_openai" 2>/dev/null; then
+  echo "spectral: installing ${spectral_client_pkgs[*]} (pip)" >&2
+  python3 -m pip install -q "${spectral_client_pkgs[@]}" >&2 ||
+    python3 -m pip install -q --break-system-packages "${spectral_client_pkgs[@]}" >&2
 fi

@@ -34,14 +34,14 @@ build-fuzz/tests/fuzz_gguf -max_total_time="$fuzz_seconds" -rss_limit_mb=2048 -m
   -print_final_stats=1 "$corpus" 2>&1 | tail -n 15
 echo "fuzz: no crash in ${fuzz_seconds}s"
 
-# spectral-server's request parser and response writers, when the server is
-# built (its configure step writes the seeds).
-if [ -d build-fuzz/tests/fuzz_server_seeds ]; then
+# spectral-server's request parsers and answer writers, when the server is
+# built (its configure step makes the corpus directory).
+if [ -d build-fuzz/tests/fuzz_server_corpus ]; then
   server_fuzz_seconds=$(( fuzz_seconds / 3 > 0 ? fuzz_seconds / 3 : 1 ))
   echo "== fuzzing spectral-server's request parser for ${server_fuzz_seconds}s =="
   cmake --build build-fuzz -j"$jobs" --target fuzz_server_request
   mkdir "$corpus/server"
-  cp build-fuzz/tests/fuzz_server_seeds/* "$corpus/server"/
+  cp tests/data/fuzz_server_seeds/* "$corpus/server"/
   build-fuzz/tests/fuzz_server_request -max_total_time="$server_fuzz_seconds" -rss_limit_mb=2048 -max_len=65536 \
     -print_final_stats=1 "$corpus/server" 2>&1 | tail -n 15
   echo "fuzz: no crash in ${server_fuzz_seconds}s"

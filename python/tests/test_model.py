@@ -6,6 +6,7 @@ import re
 import subprocess
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -104,6 +105,32 @@ def test_properties_match_cli(model, cli):
     assert (model.n_layer, model.n_embd, model.n_pooled, model.n_vocab, model.n_ctx_train, model.n_params) == \
         tuple(int(g) for g in m.groups()[1:])
     assert model.max_tokens == 0 and model.pooling == "mean" and model.name == "spectral-default"
+
+
+def test_truncate_equals_cli(model, cli, tmp_path):
+    text = b"A spectral encoder reads the whole document. " * 40
+    files = write_files(tmp_path, [text])
+    raw, recs, _, err = run_cli(cli, DEFAULT_MODEL, files, "--truncate", "64")
+    assert recs[0]["n_tokens"] == 64 and "truncated to the first 64" in err
+    full = model.tokenize(text)
+    cut = model.tokenize(text, truncate=64)
+    assert cut.tolist() == full[:63].tolist() + [full[-1]]  # [SEP] kept last
+    r = model.embed_batch([text], truncate=64)
+    assert r.n_tokens.tolist() == [64] and same_bits(r.embeddings, raw.reshape(1, -1))
+    assert same_bits(model.embed(text, truncate=64), raw) and model.tokenize(text, truncate=10**6).size == full.size
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError):
+            model.tokenize(text, truncate=bad)
+
+
+def test_long_input_warning(byte_model):
+    # the byte model was trained at 4096 tokens: 5000 bytes run, with a warning
+    assert byte_model.n_ctx_train == 4096
+    with pytest.warns(spectral.LongInputWarning, match="5000 tokens is longer than the model's training length"):
+        byte_model.embed(b"x" * 5000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert byte_model.embed(b"x" * 5000, truncate=4096).shape == (byte_model.n_pooled,)
 
 
 def test_tokenize_known_ids(model):

@@ -30,6 +30,7 @@ typedef struct {
     spectral_backend device;
     size_t mem_limit;
     int64_t batch_tokens;
+    int64_t truncate; /* --truncate N: keep the first N tokens of longer inputs (0: off) */
     bool no_mmap;
     bool verbose;
     const char **adapters; /* --adapter FILE[:SCALE], in order */
@@ -70,6 +71,9 @@ static void print_usage(FILE *f) {
         "                            (suffixes K, M, G, T are powers of 1024; default: none)\n"
         "  -b, --batch-tokens N      pack consecutive short inputs into one forward pass of\n"
         "                            up to N tokens (default: 4096; 1 = one input at a time)\n"
+        "      --truncate N          embed the first N tokens of a longer input (the\n"
+        "                            tokenizer's end token kept last) and say so on stderr;\n"
+        "                            default: every token\n"
         "      --no-mmap             read the model into memory instead of mapping it (a\n"
         "                            mapped model must not be changed or truncated meanwhile)\n"
         "      --adapter FILE[:SCALE]  apply a FourierFT adapter GGUF (tools/convert/convert_fourierft.py)\n"
@@ -160,6 +164,10 @@ static int parse_args(int argc, char **argv, options *o) {
             if (!(val = cli_value(&c))) return CLI_EXIT_USAGE;
             if (cli_parse_int(val, 1, INT64_C(1) << 34, &o->batch_tokens))
                 return cli_usage_error(&c, "--batch-tokens needs a number from 1 to 2^34, got '%s'", val);
+        } else if (!strcmp(a, "--truncate")) {
+            if (!(val = cli_value(&c))) return CLI_EXIT_USAGE;
+            if (cli_parse_int(val, 1, INT64_C(1) << 34, &o->truncate))
+                return cli_usage_error(&c, "--truncate needs a number of tokens from 1 to 2^34, got '%s'", val);
         } else if (!strcmp(a, "--no-mmap")) {
             o->no_mmap = true;
         } else if (!strcmp(a, "--adapter")) {
@@ -555,6 +563,8 @@ int main(int argc, char **argv) {
      * with the activations: text + tokens of the inputs held <= the cap,
      * and the pass gets the rest. */
     const size_t cap = o.mem_limit;
+    spectral_tokenize_params tp = spectral_tokenize_default_params();
+    tp.max_tokens = o.truncate;
     for (int i = 0; i < o.n_inputs && !fs.write_errno; i++) {
         const char *path = o.inputs[i];
         const char *label = strcmp(path, "-") ? path : "<stdin>";
@@ -564,7 +574,7 @@ int main(int argc, char **argv) {
         size_t len = 0;
         int32_t *tokens = NULL;
         const char *problem = NULL;
-        int64_t n = 0;
+        int64_t n = 0, n_full = 0;
         if (cap && p.n) { /* room for this input, or encode what is pending first */
             struct stat st;
             const int known = (strcmp(path, "-") ? stat(path, &st) : fstat(STDIN_FILENO, &st)) == 0 &&
@@ -574,9 +584,10 @@ int main(int argc, char **argv) {
         const size_t held_tokens = (size_t)p.total * sizeof(int32_t);
         if (read_input(path, cap ? cap - held_tokens : 0, &text, &len, err, sizeof err)) {
             problem = err;
-        } else if ((n = spectral_tokenize(model, text, len, NULL, 0)) == 0) {
+        } else if ((n_full = spectral_tokenize(model, text, len, NULL, 0)) == 0) {
             problem = "empty input";
-        } else if (n > 0 && cap && len + (size_t)n * sizeof *tokens + held_tokens > cap) {
+        } else if ((n = o.truncate && n_full > o.truncate ? o.truncate : n_full) > 0 && cap &&
+                   len + (size_t)n * sizeof *tokens + held_tokens > cap) {
             if (p.n) { /* encode what is pending (with this text held) to make room */
                 fs.held = len;
                 flush_pending(ctx, &fs);
@@ -590,7 +601,7 @@ int main(int argc, char **argv) {
             }
         }
         if (!problem && (!(tokens = n > 0 ? malloc((size_t)n * sizeof *tokens) : NULL) ||
-                         spectral_tokenize(model, text, len, tokens, n) != n)) {
+                         spectral_tokenize_with(model, text, len, tp, tokens, n) != n)) {
             snprintf(err, sizeof err, "%s", tokens || n < 0 ? spectral_last_error() : "out of memory for tokens");
             problem = err;
         }
@@ -603,6 +614,9 @@ int main(int argc, char **argv) {
             free(tokens);
             continue;
         }
+        if (n < n_full)
+            fprintf(stderr, "%sspectral-embed: note: %s: %lld tokens, truncated to the first %lld (--truncate)\n",
+                    progress ? "\n" : "", label, (long long)n_full, (long long)n);
         /* A model with a hard maximum refuses longer inputs itself (with
          * its own message); only one without says that any length runs. */
         if (n_ctx > 0 && n > n_ctx && !spectral_model_max_tokens(model))

@@ -28,6 +28,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+import warnings
 from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -39,6 +40,7 @@ __all__ = [
     "Model",
     "BatchResult",
     "SpectralError",
+    "LongInputWarning",
     "InvalidArgumentError",
     "SpectralIOError",
     "FormatError",
@@ -54,6 +56,12 @@ __all__ = [
 
 
 Text = Union[str, bytes, bytearray, memoryview]
+
+
+class LongInputWarning(UserWarning):
+    """A document is longer than the model's training length (Model.n_ctx_train):
+    it is embedded whole (the mixing is defined for any length), quality may
+    drop; pass truncate=N to embed only its first N tokens."""
 Pooling = Union[None, str, int]
 
 
@@ -365,21 +373,29 @@ class Model:
 
     # -- tokens
 
-    def tokenize(self, text: Text) -> np.ndarray:
-        """The model tokenizer's ids for `text` (str as UTF-8, or bytes), as int32."""
+    def tokenize(self, text: Text, truncate: Optional[int] = None) -> np.ndarray:
+        """The model tokenizer's ids for `text` (str as UTF-8, or bytes), as int32.
+
+        truncate: keep at most that many tokens, the tokenizer's end token ([SEP])
+        kept as the last (spectral_tokenize_with's max_tokens); None keeps all.
+        """
+        if truncate is not None and (isinstance(truncate, bool) or not isinstance(truncate, int) or truncate < 1):
+            raise ValueError("truncate must be None or an int >= 1 (tokens)")
+        tp = _c.spectral_tokenize_default_params()
+        tp.max_tokens = truncate or 0
         data = _as_bytes(text)
         with self._lock:
             if self._closed:
                 raise ValueError("the model is closed")
             self._busy += 1  # keeps the model alive while the lock is not held
         try:
-            n = _c.spectral_tokenize(self._model, data, len(data), None, 0)
+            n = _c.spectral_tokenize_with(self._model, data, len(data), tp, None, 0)
             if n < 0:
                 raise _error(_lib.ERR_INVALID_ARGUMENT)
             out = np.empty(n, dtype=np.int32)
             if n:
-                got = _c.spectral_tokenize(self._model, data, len(data),
-                                           out.ctypes.data_as(_lib.i32_p), n)
+                got = _c.spectral_tokenize_with(self._model, data, len(data), tp,
+                                                out.ctypes.data_as(_lib.i32_p), n)
                 if got != n:
                     raise _error(_lib.ERR_INVALID_ARGUMENT)
             return out
@@ -405,14 +421,17 @@ class Model:
     # -- encoding
 
     def embed_batch(self, inputs: Iterable[Union[Text, Sequence[int], np.ndarray]],
-                    pooling: Pooling = None, normalize: bool = True) -> BatchResult:
+                    pooling: Pooling = None, normalize: bool = True, *,
+                    truncate: Optional[int] = None) -> BatchResult:
         """Embed each input (a text, or an array of token ids) without raising for failed ones.
 
         A document that fails (too long for mem_limit, a token outside the
         vocabulary, empty) gets a NaN row, n_tokens as tokenized (-1 when it
         could not be) and its SpectralError; the others are still embedded.
         Packs short documents as spectral_encode_batch does: bit-identical to
-        one at a time.
+        one at a time. truncate: embed at most that many tokens of each text
+        (see tokenize(); n_tokens then says how many); token ids are taken as
+        given. A document past the training length without it: LongInputWarning.
         """
         p = _parse_pooling(pooling)
         if p == _lib.POOLING_NONE:
@@ -422,7 +441,7 @@ class Model:
         for i, x in enumerate(inputs):
             try:
                 if isinstance(x, (str, bytes, bytearray, memoryview)):
-                    docs.append(self.tokenize(x))
+                    docs.append(self.tokenize(x, truncate))
                 else:
                     docs.append(np.ascontiguousarray(x, dtype=np.int32).reshape(-1))
                 errors.append(None)
@@ -430,6 +449,13 @@ class Model:
                 docs.append(None)
                 errors.append(type(e)(e.message, e.status, i))
         n = len(docs)
+        if self.n_ctx_train > 0 and self.max_tokens == 0:  # a model with a hard maximum refuses instead
+            for i, d in enumerate(docs):
+                if d is not None and d.size > self.n_ctx_train:
+                    warnings.warn(f"document {i}: {d.size} tokens is longer than the model's training length "
+                                  f"({self.n_ctx_train}); embedded whole (the mixing is defined for any "
+                                  "length), quality may drop; truncate=N embeds only the first N tokens",
+                                  LongInputWarning, stacklevel=3)
         emb = np.full((n, self.n_pooled), np.nan, dtype=np.float32)
         n_tokens = np.array([-1 if d is None else d.size for d in docs], dtype=np.int64)
         todo = [i for i in range(n) if docs[i] is not None]
@@ -443,10 +469,11 @@ class Model:
         return BatchResult(emb, n_tokens, errors)
 
     def embed(self, texts: Union[Text, Iterable[Text]], pooling: Pooling = None,
-              normalize: bool = True) -> np.ndarray:
+              normalize: bool = True, *, truncate: Optional[int] = None) -> np.ndarray:
         """Embeddings of `texts` as an (N, n_pooled) float32 array; of a single text, (n_pooled,).
 
         pooling: None (the model's), "mean", "cls" or "last". normalize: L2-normalize.
+        truncate: embed at most that many tokens of each text (None: all of it).
         Raises the first failed document's SpectralError (its .index says which).
         """
         single = isinstance(texts, (str, bytes, bytearray, memoryview))
@@ -455,7 +482,7 @@ class Model:
             if not isinstance(t, (str, bytes, bytearray, memoryview)):
                 raise TypeError(f"embed() takes texts (str or bytes), not {type(t).__name__}; "
                                 "use embed_tokens() for token ids")
-        r = self._raise_first(self.embed_batch(items, pooling, normalize))
+        r = self._raise_first(self.embed_batch(items, pooling, normalize, truncate=truncate))
         return r[0] if single else r
 
     def embed_tokens(self, tokens: Iterable[Union[Sequence[int], np.ndarray]],

@@ -57,6 +57,10 @@ class ContextParams(ctypes.Structure):
     ]
 
 
+class TokenizeParams(ctypes.Structure):
+    _fields_ = [("add_special", ctypes.c_bool), ("max_tokens", ctypes.c_int64)]
+
+
 model_p = ctypes.c_void_p
 context_p = ctypes.c_void_p
 f32_p = ctypes.POINTER(ctypes.c_float)
@@ -86,6 +90,9 @@ PROTOTYPES = {
     "spectral_model_pooling": (ctypes.c_int, [model_p]),
     "spectral_model_n_params": (ctypes.c_uint64, [model_p]),
     "spectral_tokenize": (ctypes.c_int64, [model_p, ctypes.c_char_p, ctypes.c_size_t, i32_p, ctypes.c_int64]),
+    "spectral_tokenize_default_params": (TokenizeParams, []),
+    "spectral_tokenize_with": (
+        ctypes.c_int64, [model_p, ctypes.c_char_p, ctypes.c_size_t, TokenizeParams, i32_p, ctypes.c_int64]),
     "spectral_context_default_params": (ContextParams, []),
     "spectral_context_create": (ctypes.c_int, [model_p, ContextParams, ctypes.POINTER(context_p)]),
     "spectral_context_free": (None, [context_p]),
