@@ -1,9 +1,11 @@
 """spectral.Model against spectral-embed (bit for bit), errors, threads, the memory cap, leaks."""
 
+import json
 import os
 import random
 import re
 import subprocess
+import sys
 import threading
 import time
 
@@ -200,6 +202,91 @@ def test_closed_model():
     for call in (lambda: m.embed("abc"), lambda: m.tokenize("abc"), lambda: m.token_states("abc")):
         with pytest.raises(ValueError):
             call()
+
+
+INTERRUPT_SCRIPT = r"""
+import json, os, signal, sys, threading, time
+import numpy as np
+import spectral
+
+m = spectral.Model(sys.argv[1], n_threads=1)
+doc = bytes(range(32, 127)) * 160  # 15,200 tokens: one pass of about a second on a 2-core VM
+while True:  # long enough that the signal, sent after DELAY, lands inside the pass
+    t0 = time.monotonic()
+    m.embed(doc)
+    res = {"one_pass": time.monotonic() - t0}
+    if res["one_pass"] > 0.5 or len(doc) > 1 << 21:
+        break
+    doc *= 2
+DELAY = 0.2
+
+
+def interrupted(call):
+    timer = threading.Timer(DELAY, os.kill, (os.getpid(), signal.SIGINT))
+    t0 = time.monotonic()
+    timer.start()
+    try:
+        out = {"raised": None, "nan": bool(np.isnan(np.asarray(call())).any())}
+    except BaseException as e:
+        out = {"raised": type(e).__name__}
+    out["seconds"] = time.monotonic() - t0
+    timer.join()
+    time.sleep(0.05)  # a signal left pending would be raised here, outside the test
+    return out
+
+
+res["embed"] = interrupted(lambda: m.embed(doc))
+res["token_states"] = interrupted(lambda: m.token_states(doc))
+res["batch"] = interrupted(lambda: m.embed([doc] * 4))
+res["handler_restored"] = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+calls = []
+signal.signal(signal.SIGINT, lambda s, f: calls.append(s))  # the app's own, which does not raise
+res["own_handler"] = interrupted(lambda: m.embed([doc, b"short"]))
+res["own_handler_calls"] = len(calls)
+print(json.dumps(res))
+"""
+
+
+def test_ctrl_c_interrupts_and_never_returns_nan():
+    """Issue 21: a KeyboardInterrupt raised inside the ctypes callback was printed and
+    dropped; embed() returned a NaN row and token_states() raised IndexError. Run in a
+    child process: a SIGINT the package failed to handle must not stop this one."""
+    p = subprocess.run([sys.executable, "-c", INTERRUPT_SCRIPT, str(BYTE_MODEL)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    res = json.loads(p.stdout)
+    assert res["one_pass"] > 0.5, f"one pass took {res['one_pass']:.2f} s: too quick to interrupt"
+    assert "Exception ignored" not in p.stderr, p.stderr
+    for call in ("embed", "token_states", "batch"):
+        assert res[call]["raised"] == "KeyboardInterrupt", (call, res[call])
+    # the batch stopped after the document that was running: not all four passes
+    assert res["batch"]["seconds"] < 2.5 * res["one_pass"], res
+    assert res["handler_restored"]
+    # a handler that does not raise is called, and the batch goes on to the end
+    assert res["own_handler"] == {"raised": None, "nan": False, "seconds": res["own_handler"]["seconds"]}
+    assert res["own_handler_calls"] == 1
+
+
+def test_nonfinite_output_is_an_error(tmp_path):
+    """A model with a NaN weight: refused when loaded, or each document fails; never a NaN row."""
+    gguf = pytest.importorskip("gguf")
+    bias = next(t for t in gguf.GGUFReader(str(BYTE_MODEL)).tensors if t.name == "blk.2.ffn_down.bias")
+    data = bytearray(BYTE_MODEL.read_bytes())
+    data[bias.data_offset:bias.data_offset + 4] = np.float32(np.nan).tobytes()
+    bad = tmp_path / "nan-weight.gguf"
+    bad.write_bytes(bytes(data))
+    try:
+        m = spectral.Model(bad, n_threads=1)
+    except spectral.SpectralError:
+        return  # refused at load (issue 21 item 7 in the library)
+    with m:
+        with pytest.raises(spectral.SpectralError) as e:
+            m.embed(["a document", "another"])
+        assert "non-finite" in e.value.message
+        r = m.embed_batch(["a document"])
+        assert isinstance(r.errors[0], spectral.SpectralError) and r.errors[0].index == 0
+        with pytest.raises(spectral.SpectralError):
+            m.token_states("a document")
 
 
 # ---------------------------------------------------------------- the memory cap
