@@ -204,6 +204,55 @@ def test_closed_model():
             call()
 
 
+def test_token_ids_are_refused_not_coerced(model):
+    """Issue 21: 5.9, '5', True and 2**32 + 5 were all read as token 5."""
+    five = model.embed_tokens([[5]])
+    for bad in ([[5.9]], [["5"]], [[True]], [[5, True]], [[None]], [[5, 6.0]],
+                [np.array([5.0])], [np.array([True])], [np.array(["5"])],
+                [5], [b"\x05"], ["5"], [{5}], [{5: 1}]):
+        with pytest.raises(TypeError):
+            model.embed_tokens(bad)
+    for big in ([[2**32 + 5]], [[2**31]], [[-2**31 - 1]], [[5, 2**64 + 5]],
+                [np.array([2**32 + 5])], [np.array([2**63 + 5], dtype=np.uint64)]):
+        with pytest.raises(ValueError) as e:  # an InvalidArgumentError, as for any id outside the vocabulary
+            model.embed_tokens(big)
+        assert isinstance(e.value, spectral.InvalidArgumentError) and "vocabulary" in str(e.value), big
+    with pytest.raises(ValueError):
+        model.embed_tokens([np.array([[5, 6]])])  # one document is one-dimensional
+    # embed_batch: an id out of range fails its document only; a wrong type fails the call
+    r = model.embed_batch([[2**32 + 5], [5]])
+    assert isinstance(r.errors[0], spectral.InvalidArgumentError) and r.errors[0].index == 0
+    assert r.errors[1] is None and same_bits(r.embeddings[1], five[0])
+    with pytest.raises(TypeError):
+        model.embed_batch(["text", [5.9]])
+    with pytest.raises(TypeError):
+        model.token_states([5.9])
+    with pytest.raises(TypeError):
+        model.token_states(5)
+    # what people pass: lists, tuples, ranges, numpy integers of any width, a 2-D batch
+    for ok in ([[5]], [(5,)], [range(5, 6)], [[np.int64(5)]], [np.array([5], np.int64)],
+               [np.array([5], np.uint16)], [np.array([5], object)], np.array([[5]], np.int32)):
+        assert same_bits(model.embed_tokens(ok), five), ok
+
+
+def test_inputs_must_be_ordered_collections(model):
+    """Issue 21: embed({'a': 1}) embedded the dict's key."""
+    for bad in ({"a": 1}, {"a"}, frozenset(["a"]), 5, None):
+        with pytest.raises(TypeError):
+            model.embed(bad)
+        with pytest.raises(TypeError):
+            model.embed_batch(bad)
+    with pytest.raises(TypeError):
+        model.embed_tokens({0: [5]})
+    with pytest.raises(TypeError):
+        model.embed([b"ok", 5])
+    # any ordered iterable of texts is fine
+    want = model.embed(["a", "b"])
+    assert same_bits(model.embed(("a", "b")), want)
+    assert same_bits(model.embed(t for t in ["a", "b"]), want)
+    assert same_bits(model.embed(np.array(["a", "b"])), want)
+
+
 INTERRUPT_SCRIPT = r"""
 import json, os, signal, sys, threading, time
 import numpy as np

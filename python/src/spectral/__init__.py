@@ -21,17 +21,22 @@ running in another thread finishes first, the model is freed after it.
 Errors: every library failure raises a SpectralError subclass carrying the
 library's message (str(e), e.message) and status (e.status, e.status_name);
 a document of a batch that failed also says which (e.index). An output with
-a NaN or an infinity fails its document (ModelError). Ctrl-C while encoding
-raises KeyboardInterrupt once the running pass has finished.
+a NaN or an infinity fails its document (ModelError). Inputs of the wrong type
+(a float token id, a dict of texts) raise TypeError, ids outside the
+vocabulary InvalidArgumentError (a ValueError). Ctrl-C while encoding raises
+KeyboardInterrupt once the running pass has finished.
 """
 
 from __future__ import annotations
 
 import _signal  # signal's own C module: see _SignalsDeferred
+import array
 import ctypes
 import os
 import signal
 import threading
+from collections.abc import Iterable as _Iterable
+from collections.abc import Mapping, Set
 from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -59,6 +64,7 @@ __all__ = [
 
 Text = Union[str, bytes, bytearray, memoryview]
 Pooling = Union[None, str, int]
+_TEXT_TYPES = (str, bytes, bytearray, memoryview)
 
 
 # ---------------------------------------------------------------- errors
@@ -217,6 +223,88 @@ def _as_bytes(text: Text) -> bytes:
     if isinstance(text, (bytes, bytearray, memoryview)):
         return bytes(text)
     raise TypeError(f"a text is str or bytes, not {type(text).__name__}")
+
+
+# ---------------------------------------------------------------- input checks
+#
+# Nothing is coerced (issue 21): numpy's int32 conversion read 5.9, "5", True and
+# 2**32 + 5 all as token 5, and iterating a dict gave its keys. A wrong type is
+# the caller's mistake and fails the whole call (TypeError); an integer id the
+# C type cannot hold fails its document like any id outside the vocabulary.
+
+
+def _inputs(inputs, what: str) -> list:
+    """An ordered collection of inputs, as a list. A dict or a set is refused:
+    iterating one gives its keys, in an order no row could be matched with."""
+    if isinstance(inputs, list):
+        return inputs
+    if isinstance(inputs, (Mapping, Set, *_TEXT_TYPES)) or not isinstance(inputs, _Iterable):
+        raise TypeError(f"{what} takes a list (or another ordered iterable) of inputs, "
+                        f"not {type(inputs).__name__}")
+    return list(inputs)
+
+
+# What a token id may be: Python's int and numpy's integer scalars (bool is not one).
+_ID_TYPES = frozenset([int] + [t for t in set(np.sctypeDict.values())
+                               if issubclass(t, np.integer) and not issubclass(t, np.timedelta64)])
+_INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+def _outside_vocabulary(position: int, token: int, n_vocab: int) -> "InvalidArgumentError":
+    # The library's words for an id outside the vocabulary (runtime/spectral.c), for
+    # one that does not even fit its int32.
+    return InvalidArgumentError(f"token {position} has id {token}, outside the vocabulary [0, {n_vocab})",
+                                _lib.ERR_INVALID_ARGUMENT)
+
+
+def _ids_from_list(ids: Sequence, n_vocab: int) -> np.ndarray:
+    types = set(map(type, ids))
+    if not types <= _ID_TYPES:
+        for t in types - _ID_TYPES:
+            if t is bool or not issubclass(t, int):  # an int subclass (IntEnum) is an int
+                raise TypeError(f"token ids are integers, not {t.__name__}")
+    try:
+        # One C loop that refuses what does not fit (array's "i" is C's int: 32 bits
+        # wherever CPython runs); the type check above is what it would let through.
+        return np.frombuffer(array.array("i", ids), dtype=np.int32)
+    except OverflowError:
+        position = next(i for i, v in enumerate(ids) if not _INT32_MIN <= v <= _INT32_MAX)
+        raise _outside_vocabulary(position, int(ids[position]), n_vocab) from None
+
+
+def _ids_from_array(a: np.ndarray, n_vocab: int) -> np.ndarray:
+    if a.ndim != 1:
+        if a.ndim == 0:
+            raise TypeError(f"a document's token ids are a sequence, not one {a.dtype} value")
+        raise ValueError(f"a document's token ids are one-dimensional, not of shape {a.shape}")
+    if a.dtype == np.int32:
+        return np.ascontiguousarray(a)
+    if a.dtype.kind == "O":
+        return _ids_from_list(a.tolist(), n_vocab)
+    if a.size == 0:
+        return np.empty(0, np.int32)
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"token ids are integers, not {a.dtype}")
+    ids = a.astype(np.int32)
+    wrapped = ids != a  # what did not fit: astype wraps it silently
+    if wrapped.any():
+        position = int(np.flatnonzero(wrapped)[0])
+        raise _outside_vocabulary(position, int(a[position]), n_vocab)
+    return ids
+
+
+def _token_ids(doc, n_vocab: int) -> np.ndarray:
+    """One document's token ids (a sequence of ints or an integer array) as contiguous int32."""
+    if isinstance(doc, (list, tuple)):
+        return _ids_from_list(doc, n_vocab)
+    if isinstance(doc, _TEXT_TYPES):
+        raise TypeError("a document's token ids are a sequence of ints, not a text: embed texts "
+                        "with embed()")
+    if isinstance(doc, np.ndarray) or hasattr(doc, "__array__"):  # numpy, torch, pandas
+        return _ids_from_array(np.asarray(doc), n_vocab)
+    if isinstance(doc, Sequence):  # range, array.array, ...
+        return _ids_from_list(list(doc), n_vocab)
+    raise TypeError(f"a document's token ids are a sequence of ints, not {type(doc).__name__}")
 
 
 def _nonfinite_rows(a: np.ndarray, block: int = 4096) -> List[int]:
@@ -492,45 +580,18 @@ class Model:
 
     def embed_batch(self, inputs: Iterable[Union[Text, Sequence[int], np.ndarray]],
                     pooling: Pooling = None, normalize: bool = True) -> BatchResult:
-        """Embed each input (a text, or an array of token ids) without raising for failed ones.
+        """Embed each input (a text, or a sequence of token ids) without raising for failed ones.
 
         A document that fails (too long for mem_limit, a token outside the
         vocabulary, empty) gets a NaN row, n_tokens as tokenized (-1 when it
         could not be) and its SpectralError; the others are still embedded.
-        Packs short documents as spectral_encode_batch does: bit-identical to
-        one at a time.
+        An input of the wrong type (a float id, a dict) raises TypeError for
+        the call. Packs short documents as spectral_encode_batch does:
+        bit-identical to one at a time.
         """
-        p = _parse_pooling(pooling)
-        if p == _lib.POOLING_NONE:
-            raise ValueError("pooling 'none' has no single vector per document: use token_states()")
-        docs: List[Optional[np.ndarray]] = []
-        errors: List[Optional[SpectralError]] = []
-        for i, x in enumerate(inputs):
-            try:
-                if isinstance(x, (str, bytes, bytearray, memoryview)):
-                    docs.append(self.tokenize(x))
-                else:
-                    docs.append(np.ascontiguousarray(x, dtype=np.int32).reshape(-1))
-                errors.append(None)
-            except SpectralError as e:
-                docs.append(None)
-                errors.append(type(e)(e.message, e.status, i))
-        n = len(docs)
-        emb = np.full((n, self.n_pooled), np.nan, dtype=np.float32)
-        n_tokens = np.array([-1 if d is None else d.size for d in docs], dtype=np.int64)
-        todo = [i for i in range(n) if docs[i] is not None]
-        if todo:
-            self._encode_batch([docs[i] for i in todo], p, normalize,
-                               lambda k, ctx: ctypes.memmove(
-                                   emb[todo[k]].ctypes.data, _c.spectral_get_embedding(ctx),
-                                   4 * self.n_pooled),
-                               lambda k, status, msg: errors.__setitem__(
-                                   todo[k], _error(status, todo[k], msg)))
-            for i in _nonfinite_rows(emb):
-                if errors[i] is None:
-                    errors[i] = _nonfinite_error(i)
-                    emb[i] = np.nan
-        return BatchResult(emb, n_tokens, errors)
+        p = self._pooled(pooling)
+        docs, errors = self._documents(_inputs(inputs, "embed_batch()"))
+        return self._embed_documents(docs, errors, p, normalize)
 
     def embed(self, texts: Union[Text, Iterable[Text]], pooling: Pooling = None,
               normalize: bool = True) -> np.ndarray:
@@ -539,27 +600,27 @@ class Model:
         pooling: None (the model's), "mean", "cls" or "last". normalize: L2-normalize.
         Raises the first failed document's SpectralError (its .index says which).
         """
-        single = isinstance(texts, (str, bytes, bytearray, memoryview))
-        items = [texts] if single else list(texts)
-        for t in items:
-            if not isinstance(t, (str, bytes, bytearray, memoryview)):
-                raise TypeError(f"embed() takes texts (str or bytes), not {type(t).__name__}; "
-                                "use embed_tokens() for token ids")
-        r = self._raise_first(self.embed_batch(items, pooling, normalize))
+        p = self._pooled(pooling)
+        single = isinstance(texts, _TEXT_TYPES)
+        items = [texts] if single else self._texts(texts, "embed()")
+        docs, errors = self._documents(items)
+        r = self._raise_first(self._embed_documents(docs, errors, p, normalize))
         return r[0] if single else r
 
     def embed_tokens(self, tokens: Iterable[Union[Sequence[int], np.ndarray]],
                      pooling: Pooling = None, normalize: bool = True) -> np.ndarray:
         """Embeddings of already tokenized documents (each a sequence of int ids): (N, n_pooled)."""
-        items = [np.ascontiguousarray(t, dtype=np.int32).reshape(-1) for t in tokens]
-        return self._raise_first(self.embed_batch(items, pooling, normalize))
+        p = self._pooled(pooling)
+        items = _inputs(tokens, "embed_tokens()")
+        for i, t in enumerate(items):
+            if isinstance(t, _TEXT_TYPES):
+                raise TypeError(f"input {i}: embed_tokens() takes token ids, not texts: use embed()")
+        docs, errors = self._documents(items)
+        return self._raise_first(self._embed_documents(docs, errors, p, normalize))
 
     def token_states(self, text: Union[Text, Sequence[int], np.ndarray]) -> np.ndarray:
         """Final hidden states of one document (a text or token ids): (T, n_embd) float32."""
-        if isinstance(text, (str, bytes, bytearray, memoryview)):
-            tok = self.tokenize(text)
-        else:
-            tok = np.ascontiguousarray(text, dtype=np.int32).reshape(-1)
+        tok = self.tokenize(text) if isinstance(text, _TEXT_TYPES) else _token_ids(text, self.n_vocab)
         out: List[np.ndarray] = []
 
         def done(k, ctx):
@@ -576,6 +637,60 @@ class Model:
 
         self._encode_batch([tok], _lib.POOLING_NONE, True, done, failed)
         return out[0]
+
+    # -- the embed path: inputs -> token ids -> library
+
+    @staticmethod
+    def _pooled(pooling: Pooling) -> int:
+        p = _parse_pooling(pooling)
+        if p == _lib.POOLING_NONE:
+            raise ValueError("pooling 'none' has no single vector per document: use token_states()")
+        return p
+
+    @staticmethod
+    def _texts(texts, what: str) -> list:
+        items = _inputs(texts, what)
+        for i, t in enumerate(items):
+            if not isinstance(t, _TEXT_TYPES):
+                raise TypeError(f"input {i}: {what} takes texts (str or bytes), not {type(t).__name__}; "
+                                "use embed_tokens() for token ids")
+        return items
+
+    def _documents(self, items: list) -> Tuple[List[Optional[np.ndarray]], List[Optional[SpectralError]]]:
+        """Each input's token ids (texts tokenized), or its SpectralError (with its index)."""
+        docs: List[Optional[np.ndarray]] = []
+        errors: List[Optional[SpectralError]] = []
+        for i, x in enumerate(items):
+            try:
+                docs.append(self.tokenize(x) if isinstance(x, _TEXT_TYPES) else _token_ids(x, self.n_vocab))
+                errors.append(None)
+            except SpectralError as e:
+                docs.append(None)
+                errors.append(type(e)(e.message, e.status, i))
+            except TypeError as e:
+                raise TypeError(f"input {i}: {e}") from None
+        return docs, errors
+
+    def _embed_documents(self, docs: List[Optional[np.ndarray]], errors: List[Optional[SpectralError]],
+                         pooling: int, normalize: bool) -> BatchResult:
+        """Pooled embeddings of the documents that have token ids; `errors` gains the library's
+        failures."""
+        n = len(docs)
+        emb = np.full((n, self.n_pooled), np.nan, dtype=np.float32)
+        n_tokens = np.array([-1 if d is None else d.size for d in docs], dtype=np.int64)
+        todo = [i for i in range(n) if docs[i] is not None]
+        if todo:
+            self._encode_batch([docs[i] for i in todo], pooling, normalize,
+                               lambda k, ctx: ctypes.memmove(
+                                   emb[todo[k]].ctypes.data, _c.spectral_get_embedding(ctx),
+                                   4 * self.n_pooled),
+                               lambda k, status, msg: errors.__setitem__(
+                                   todo[k], _error(status, todo[k], msg)))
+            for i in _nonfinite_rows(emb):
+                if errors[i] is None:
+                    errors[i] = _nonfinite_error(i)
+                    emb[i] = np.nan
+        return BatchResult(emb, n_tokens, errors)
 
     @staticmethod
     def _raise_first(r: BatchResult) -> np.ndarray:
@@ -617,4 +732,3 @@ class Model:
             self._release(held)
         if trouble:
             raise trouble[0]
-
