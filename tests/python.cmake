@@ -3,7 +3,7 @@
 #                    (the CMake project built as the wheel builds it), once for the tests below
 #   python_binding   the ctypes declarations against runtime/spectral.h
 #   python_model     spectral.Model against spectral-embed bit for bit, errors, threads,
-#                    the memory cap, input checks, Ctrl-C
+#                    the memory cap, input checks, Ctrl-C, long inputs
 #   python_leak      RSS bounded over 10,000 calls and 100 model open/close cycles
 #   python_corpus_*  tools/corpus/embed_corpus.py on a local Dask cluster of two workers
 # SKIP (77) when a Python dependency is missing (tools/deps.sh installs them).

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -76,6 +77,7 @@ def test_embed_equals_cli_bit_for_bit(model, cli, tmp_path, options):
                                         normalize="--no-normalize" not in options), got)
 
 
+@pytest.mark.filterwarnings("ignore::spectral.LongInputWarning")  # long on purpose
 def test_byte_model_equals_cli(byte_model, cli, tmp_path):
     texts = corpus(seed=2, n=12)
     files = write_files(tmp_path, texts)
@@ -255,9 +257,11 @@ def test_inputs_must_be_ordered_collections(model):
 
 INTERRUPT_SCRIPT = r"""
 import json, os, signal, sys, threading, time
+import warnings
 import numpy as np
 import spectral
 
+warnings.simplefilter("ignore", spectral.LongInputWarning)
 m = spectral.Model(sys.argv[1], n_threads=1)
 doc = bytes(range(32, 127)) * 160  # 15,200 tokens: one pass of about a second on a 2-core VM
 while True:  # long enough that the signal, sent after DELAY, lands inside the pass
@@ -338,9 +342,38 @@ def test_nonfinite_output_is_an_error(tmp_path):
             m.token_states("a document")
 
 
+# ---------------------------------------------------------------- long inputs
+
+
+def test_long_input_warns(byte_model):
+    """Issue 25: past the model's training length the CLI warns; Python said nothing."""
+    n = byte_model.n_ctx_train
+    assert n == 4096  # the byte model's context_length; each byte is a token
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        byte_model.embed(b"a" * n)  # exactly the training length: no warning
+        byte_model.embed_tokens([np.full(n, 97)])
+    calls = {
+        "embed": lambda: byte_model.embed([b"short", b"a" * (n + 1)]),
+        "embed_tokens": lambda: byte_model.embed_tokens([[97], np.full(n + 1, 97)]),
+        "embed_batch": lambda: byte_model.embed_batch([b"short", b"a" * (n + 1)]),
+        "token_states": lambda: byte_model.token_states(b"a" * (n + 1)),
+    }
+    for name, call in calls.items():
+        with pytest.warns(spectral.LongInputWarning) as w:
+            call()
+        assert len(w) == 1, name
+        msg = str(w[0].message)
+        assert f"{n + 1} tokens" in msg and f"training length ({n} tokens)" in msg, msg
+        assert w[0].filename == __file__, (name, w[0].filename)  # points at the caller's line
+    with pytest.warns(spectral.LongInputWarning, match="2 of 3 inputs"):
+        byte_model.embed([b"a" * (n + 5), b"b", b"a" * (n + 1)])
+
+
 # ---------------------------------------------------------------- the memory cap
 
 
+@pytest.mark.filterwarnings("ignore::spectral.LongInputWarning")  # long on purpose
 def test_memory_limit(byte_model, cli, tmp_path):
     long_doc = bytes(random.Random(3).getrandbits(7) + 32 for _ in range(60000))
     short = b"a short document"

@@ -25,6 +25,9 @@ a NaN or an infinity fails its document (ModelError). Inputs of the wrong type
 (a float token id, a dict of texts) raise TypeError, ids outside the
 vocabulary InvalidArgumentError (a ValueError). Ctrl-C while encoding raises
 KeyboardInterrupt once the running pass has finished.
+
+Inputs longer than the model's training length (Model.n_ctx_train) are
+embedded whole, with a LongInputWarning.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import ctypes
 import os
 import signal
 import threading
+import warnings
 from collections.abc import Iterable as _Iterable
 from collections.abc import Mapping, Set
 from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
@@ -56,6 +60,7 @@ __all__ = [
     "OutOfMemoryError",
     "BackendError",
     "UnsupportedError",
+    "LongInputWarning",
     "library_version",
     "backend_available",
     "parse_size",
@@ -120,6 +125,15 @@ class BackendError(SpectralError):
 
 class UnsupportedError(SpectralError):
     status = _lib.ERR_UNSUPPORTED
+
+
+class LongInputWarning(UserWarning):
+    """An input is longer than the model's training length (Model.n_ctx_train).
+
+    It is embedded whole, as spectral-embed does: the mixing is defined for any
+    length, but the model never saw one this long, so its embedding may be worse.
+    Silence it with warnings.filterwarnings("ignore", category=spectral.LongInputWarning).
+    """
 
 
 _ERRORS = {cls.status: cls for cls in (
@@ -591,6 +605,7 @@ class Model:
         """
         p = self._pooled(pooling)
         docs, errors = self._documents(_inputs(inputs, "embed_batch()"))
+        self._warn_long(docs, stacklevel=3)
         return self._embed_documents(docs, errors, p, normalize)
 
     def embed(self, texts: Union[Text, Iterable[Text]], pooling: Pooling = None,
@@ -604,6 +619,7 @@ class Model:
         single = isinstance(texts, _TEXT_TYPES)
         items = [texts] if single else self._texts(texts, "embed()")
         docs, errors = self._documents(items)
+        self._warn_long(docs, stacklevel=3)
         r = self._raise_first(self._embed_documents(docs, errors, p, normalize))
         return r[0] if single else r
 
@@ -616,11 +632,13 @@ class Model:
             if isinstance(t, _TEXT_TYPES):
                 raise TypeError(f"input {i}: embed_tokens() takes token ids, not texts: use embed()")
         docs, errors = self._documents(items)
+        self._warn_long(docs, stacklevel=3)
         return self._raise_first(self._embed_documents(docs, errors, p, normalize))
 
     def token_states(self, text: Union[Text, Sequence[int], np.ndarray]) -> np.ndarray:
         """Final hidden states of one document (a text or token ids): (T, n_embd) float32."""
         tok = self.tokenize(text) if isinstance(text, _TEXT_TYPES) else _token_ids(text, self.n_vocab)
+        self._warn_long([tok], stacklevel=3)
         out: List[np.ndarray] = []
 
         def done(k, ctx):
@@ -638,7 +656,7 @@ class Model:
         self._encode_batch([tok], _lib.POOLING_NONE, True, done, failed)
         return out[0]
 
-    # -- the embed path: inputs -> token ids -> library
+    # -- the embed path: inputs -> token ids -> (warning) -> library
 
     @staticmethod
     def _pooled(pooling: Pooling) -> int:
@@ -670,6 +688,27 @@ class Model:
             except TypeError as e:
                 raise TypeError(f"input {i}: {e}") from None
         return docs, errors
+
+    def _warn_long(self, docs: Sequence[Optional[np.ndarray]], stacklevel: int) -> None:
+        """A LongInputWarning for documents longer than the training length, as spectral-embed
+        warns (not for a model with a hard maximum: the library refuses those). One per call;
+        stacklevel 3 names the line that called the public method calling this."""
+        limit = self.n_ctx_train
+        if limit <= 0 or self.max_tokens:
+            return
+        long = [(i, d.size) for i, d in enumerate(docs) if d is not None and d.size > limit]
+        if not long:
+            return
+        n = len(docs)
+        index, longest = max(long, key=lambda x: x[1])
+        if n == 1:
+            what = f"the input has {longest} tokens, more than"
+        elif len(long) == 1:
+            what = f"input {index} has {longest} tokens, more than"
+        else:
+            what = f"{len(long)} of {n} inputs are longer (up to {longest} tokens, input {index}) than"
+        warnings.warn(f"{what} the model's training length ({limit} tokens): embedded whole; "
+                      "quality may drop", LongInputWarning, stacklevel=stacklevel)
 
     def _embed_documents(self, docs: List[Optional[np.ndarray]], errors: List[Optional[SpectralError]],
                          pooling: int, normalize: bool) -> BatchResult:
