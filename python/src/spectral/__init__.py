@@ -7,6 +7,7 @@ Usage:
         e = m.embed(["first document", "second document"])   # (2, m.n_pooled) float32
         t = m.tokenize("first document")                       # int32 token ids
         h = m.token_states("first document")                   # (len(t), m.n_embd)
+        v = m.encode(texts, batch_size=64, show_progress_bar=True)  # sentence-transformers' encode
 
 Results are bit for bit those of the C library and of `spectral-embed` on the
 same bytes with the same pooling and normalization.
@@ -35,6 +36,7 @@ from __future__ import annotations
 import _signal  # signal's own C module: see _SignalsDeferred
 import array
 import ctypes
+import logging
 import os
 import signal
 import threading
@@ -47,6 +49,7 @@ import numpy as np
 
 from . import _lib
 from ._lib import lib as _c
+from ._progress import progress_bar
 
 __all__ = [
     "Model",
@@ -70,6 +73,10 @@ __all__ = [
 Text = Union[str, bytes, bytearray, memoryview]
 Pooling = Union[None, str, int]
 _TEXT_TYPES = (str, bytes, bytearray, memoryview)
+
+# encode(show_progress_bar=None) shows a bar when this logger is at INFO or DEBUG,
+# as sentence-transformers does with its own.
+_logger = logging.getLogger("spectral")
 
 
 # ---------------------------------------------------------------- errors
@@ -437,6 +444,7 @@ class Model:
         if isinstance(batch_tokens, bool) or not isinstance(batch_tokens, int) or batch_tokens < 0:
             raise ValueError("batch_tokens must be an int >= 0")
         self._backend, self._device = _parse_device(device)
+        self.device: str = "cpu" if self._backend == _lib.BACKEND_CPU else f"cuda:{self._device}"
         self._n_threads = n_threads
         self._mem_limit = parse_size(mem_limit)
         self._batch_tokens = batch_tokens
@@ -639,22 +647,108 @@ class Model:
         """Final hidden states of one document (a text or token ids): (T, n_embd) float32."""
         tok = self.tokenize(text) if isinstance(text, _TEXT_TYPES) else _token_ids(text, self.n_vocab)
         self._warn_long([tok], stacklevel=3)
-        out: List[np.ndarray] = []
+        return self._states_of_documents([tok], first_index=None)[0]
 
-        def done(k, ctx):
-            T = ctypes.c_int64(0)
-            ptr = _c.spectral_get_token_states(ctx, ctypes.byref(T))
-            a = np.empty((T.value, self.n_embd), dtype=np.float32)
-            ctypes.memmove(a.ctypes.data, ptr, a.nbytes)
-            if _nonfinite_rows(a):
-                raise _nonfinite_error(None)
-            out.append(a)
+    def encode(self, sentences: Union[Text, Iterable[Text], None] = None,
+               prompt_name: Optional[str] = None, prompt: Optional[str] = None, batch_size: int = 32,
+               show_progress_bar: Optional[bool] = None, output_value: Optional[str] = "sentence_embedding",
+               precision: str = "float32", convert_to_numpy: bool = True, convert_to_tensor: bool = False,
+               device: Union[None, str, list] = None, normalize_embeddings: bool = False,
+               truncate_dim: Optional[int] = None, pool: Optional[dict] = None,
+               chunk_size: Optional[int] = None, *, inputs: Union[Text, Iterable[Text], None] = None):
+        """sentence-transformers' SentenceTransformer.encode, on this model (docs/python.md).
 
-        def failed(k, status, msg):
-            raise _error(status, None, msg)  # stops the batch
+        A string gives a (D,) vector, a list an (N, D) float32 array, in input
+        order; the vectors are embed()'s. The arguments mean what they mean in
+        sentence-transformers (5.x, 6.x; `inputs` is its newer name for
+        `sentences`), with these differences:
+        batch_size: sentences per call to the library (which packs them into
+            passes by tokens); it sets the progress bar's steps, not the result.
+        show_progress_bar: None shows one when the "spectral" logger is at INFO
+            or DEBUG; the bar needs tqdm and is left out without it.
+        normalize_embeddings: the embeddings are unit length already (the model's
+            output, as for a sentence-transformers model ending in Normalize);
+            embed(normalize=False) gives them unnormalized.
+        truncate_dim: n_pooled, or n_embd for a model with a lexical sketch (its
+            dense part, unit length again); other cuts are refused.
+        output_value: "sentence_embedding", or "token_embeddings" for a list of
+            (T, n_embd) numpy arrays (tensors with convert_to_tensor).
+        convert_to_tensor / convert_to_numpy=False: PyTorch tensors; needs torch.
+        prompt: prepended to each text. prompt_name, precision other than
+        "float32", a device other than the model's, pool: refused (ValueError).
+        chunk_size (multi-process chunks) is accepted and unused.
+        """
+        if inputs is not None:
+            if sentences is not None:
+                raise TypeError("encode() takes the texts as sentences or as inputs, not both")
+            sentences = inputs
+        elif sentences is None:
+            raise TypeError("encode() needs the texts to embed (a string or a list of strings)")
+        if show_progress_bar is None:
+            show_progress_bar = _logger.getEffectiveLevel() in (logging.INFO, logging.DEBUG)
+        if convert_to_tensor:
+            convert_to_numpy = False
+        if output_value not in ("sentence_embedding", "token_embeddings"):
+            raise ValueError(f"output_value {output_value!r} is not supported: 'sentence_embedding' "
+                             "or 'token_embeddings'")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+            raise TypeError(f"batch_size must be an int, not {type(batch_size).__name__}")
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+        if precision != "float32":
+            raise ValueError(f"precision {precision!r} is not supported: spectral gives float32 "
+                             "embeddings only (quantize them with sentence_transformers.quantization."
+                             "quantize_embeddings if you need int8 or binary)")
+        if pool is not None or isinstance(device, (list, tuple)):
+            raise ValueError("multi-process encoding (pool, a list of devices) is not supported: one "
+                             "Model uses every core (n_threads) and may be shared by threads")
+        if device is not None and _parse_device(str(device)) != (self._backend, self._device):
+            raise ValueError(f"this Model runs on {self.device}, not {device}: load the model with "
+                             f"spectral.Model(path, device={str(device)!r})")
+        if prompt is None and prompt_name is not None:
+            raise ValueError(f"Prompt name {prompt_name!r} not found: this model has no named prompts "
+                             "(pass the text itself as prompt=)")
+        torch = _import_torch() if not convert_to_numpy else None
+        keep = self._kept_dimensions(truncate_dim) if output_value == "sentence_embedding" else None
 
-        self._encode_batch([tok], _lib.POOLING_NONE, True, done, failed)
-        return out[0]
+        single = isinstance(sentences, _TEXT_TYPES)
+        items = [sentences] if single else self._texts(sentences, "encode()")
+        if prompt:
+            items = [(prompt if isinstance(t, str) else prompt.encode("utf-8")) + t for t in items]
+        docs, errors = self._documents(items)
+        self._warn_long(docs, stacklevel=3)
+        p = self._pooled(None)
+        parts: list = []
+        bar = progress_bar(-(-len(docs) // batch_size), "Batches", enabled=show_progress_bar)
+        try:
+            for start in range(0, len(docs), batch_size):
+                chunk, chunk_errors = docs[start:start + batch_size], errors[start:start + batch_size]
+                if output_value == "token_embeddings":
+                    for e in chunk_errors:
+                        if e is not None:
+                            raise e
+                    parts.extend(self._states_of_documents(chunk, first_index=start))
+                else:
+                    parts.append(self._raise_first(
+                        self._embed_documents(chunk, chunk_errors, p, True, first_index=start)))
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        if output_value == "token_embeddings":
+            out = [torch.from_numpy(s) for s in parts] if torch is not None else parts
+            return out[0] if single else out
+        emb = np.concatenate(parts) if parts else np.empty((0, self.n_pooled), np.float32)
+        if keep is not None:
+            emb = _unit_rows(emb[:, :keep])
+        if torch is not None:
+            emb = torch.from_numpy(emb) if convert_to_tensor else [torch.from_numpy(r) for r in emb]
+        return emb[0] if single else emb
+
+    def get_sentence_embedding_dimension(self) -> int:
+        """sentence-transformers' name for the embedding length: n_pooled."""
+        return self.n_pooled
 
     # -- the embed path: inputs -> token ids -> (warning) -> library
 
@@ -711,9 +805,9 @@ class Model:
                       "quality may drop", LongInputWarning, stacklevel=stacklevel)
 
     def _embed_documents(self, docs: List[Optional[np.ndarray]], errors: List[Optional[SpectralError]],
-                         pooling: int, normalize: bool) -> BatchResult:
+                         pooling: int, normalize: bool, first_index: int = 0) -> BatchResult:
         """Pooled embeddings of the documents that have token ids; `errors` gains the library's
-        failures."""
+        failures. first_index: the index of docs[0] among the caller's inputs, for messages."""
         n = len(docs)
         emb = np.full((n, self.n_pooled), np.nan, dtype=np.float32)
         n_tokens = np.array([-1 if d is None else d.size for d in docs], dtype=np.int64)
@@ -724,12 +818,36 @@ class Model:
                                    emb[todo[k]].ctypes.data, _c.spectral_get_embedding(ctx),
                                    4 * self.n_pooled),
                                lambda k, status, msg: errors.__setitem__(
-                                   todo[k], _error(status, todo[k], msg)))
+                                   todo[k], _error(status, first_index + todo[k], msg)))
             for i in _nonfinite_rows(emb):
                 if errors[i] is None:
-                    errors[i] = _nonfinite_error(i)
+                    errors[i] = _nonfinite_error(first_index + i)
                     emb[i] = np.nan
         return BatchResult(emb, n_tokens, errors)
+
+    def _states_of_documents(self, docs: List[np.ndarray], first_index: Optional[int]) -> List[np.ndarray]:
+        """The (T, n_embd) token states of each document; raises the first failure.
+        first_index: the index of docs[0] among the caller's inputs, None for a single one."""
+        out: List[np.ndarray] = []
+
+        def index(k):
+            return None if first_index is None else first_index + k
+
+        def done(k, ctx):
+            T = ctypes.c_int64(0)
+            ptr = _c.spectral_get_token_states(ctx, ctypes.byref(T))
+            a = np.empty((T.value, self.n_embd), dtype=np.float32)
+            ctypes.memmove(a.ctypes.data, ptr, a.nbytes)
+            if _nonfinite_rows(a):
+                raise _nonfinite_error(index(k))
+            out.append(a)
+
+        def failed(k, status, msg):
+            raise _error(status, index(k), msg)  # stops the batch
+
+        if docs:
+            self._encode_batch(docs, _lib.POOLING_NONE, True, done, failed)
+        return out
 
     @staticmethod
     def _raise_first(r: BatchResult) -> np.ndarray:
@@ -737,6 +855,18 @@ class Model:
             if e is not None:
                 raise e
         return r.embeddings
+
+    def _kept_dimensions(self, truncate_dim: Optional[int]) -> Optional[int]:
+        """encode()'s truncate_dim: None to keep every value, or the dense part's length."""
+        if truncate_dim is None or truncate_dim == self.n_pooled:
+            return None
+        if truncate_dim == self.n_embd:
+            return self.n_embd
+        if self.n_embd == self.n_pooled:
+            raise ValueError(f"truncate_dim {truncate_dim}: this model's embeddings have {self.n_pooled} "
+                             "dimensions; it was not trained to be cut shorter")
+        raise ValueError(f"truncate_dim {truncate_dim}: this model's embeddings have {self.n_pooled} "
+                         f"dimensions, or {self.n_embd} without its lexical sketch")
 
     def _encode_batch(self, docs: List[np.ndarray], pooling: int, normalize: bool,
                       on_ok, on_error) -> None:
@@ -771,3 +901,20 @@ class Model:
             self._release(held)
         if trouble:
             raise trouble[0]
+
+
+def _unit_rows(a: np.ndarray) -> np.ndarray:
+    """Each row made unit length again (the sum of squares in float64, as spectral-server does)."""
+    ss = np.einsum("ij,ij->i", a, a, dtype=np.float64)
+    inv = np.where(ss > 0, 1.0 / np.sqrt(np.where(ss > 0, ss, 1.0)), 1.0).astype(np.float32)
+    return np.ascontiguousarray(a * inv[:, None], dtype=np.float32)
+
+
+def _import_torch():
+    try:
+        import torch
+    except ImportError:
+        raise ImportError("convert_to_tensor=True and convert_to_numpy=False give PyTorch tensors, and "
+                          "torch is not installed (pip install torch); the default gives numpy arrays"
+                          ) from None
+    return torch
