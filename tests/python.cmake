@@ -7,6 +7,7 @@
 #   python_encode    Model.encode as sentence-transformers' encode, its progress bar
 #   python_leak      RSS bounded over 10,000 calls and 100 model open/close cycles
 #   python_corpus_*  tools/corpus/embed_corpus.py on a local Dask cluster of two workers
+#                    (and its progress bar, without Dask)
 # SKIP (77) when a Python dependency is missing (tools/deps.sh installs them).
 set(spectral_py_tests python_install python_binding python_model python_encode python_leak python_corpus_dir
     python_corpus_jsonl)
@@ -29,7 +30,7 @@ else()
   add_test(NAME python_encode COMMAND ${spectral_py_pytest} test_encode.py)
   add_test(NAME python_leak COMMAND ${spectral_py_pytest} test_model.py -k leak)
   add_test(NAME python_corpus_dir COMMAND ${spectral_py_pytest} --need pyarrow,distributed
-           test_corpus.py -k directory)
+           test_corpus.py -k "directory or progress")
   add_test(NAME python_corpus_jsonl COMMAND ${spectral_py_pytest} --need pyarrow,distributed
            test_corpus.py -k jsonl)
   foreach(t ${spectral_py_tests})
