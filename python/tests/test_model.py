@@ -296,6 +296,15 @@ calls = []
 signal.signal(signal.SIGINT, lambda s, f: calls.append(s))  # the app's own, which does not raise
 res["own_handler"] = interrupted(lambda: m.embed([doc, b"short"]))
 res["own_handler_calls"] = len(calls)
+
+
+def second(s, f):
+    calls.append("second")
+
+
+signal.signal(signal.SIGINT, lambda s, f: signal.signal(signal.SIGINT, second))
+interrupted(lambda: m.embed(doc))  # a handler that installs another: that one stays
+res["handler_installed_by_handler_kept"] = signal.getsignal(signal.SIGINT) is second
 print(json.dumps(res))
 """
 
@@ -318,6 +327,7 @@ def test_ctrl_c_interrupts_and_never_returns_nan():
     # a handler that does not raise is called, and the batch goes on to the end
     assert res["own_handler"] == {"raised": None, "nan": False, "seconds": res["own_handler"]["seconds"]}
     assert res["own_handler_calls"] == 1
+    assert res["handler_installed_by_handler_kept"]
 
 
 def test_nonfinite_output_is_an_error(tmp_path):

@@ -362,7 +362,8 @@ class _SignalsDeferred:
     callback's try, where an exception stops the batch and is raised when the
     call returns, and once more after the call, for a signal that came during
     the last pass. A handler that does not raise (an app's own) runs a little
-    later, that is all. Only the main thread runs Python's handlers.
+    later, that is all; one that installs another handler keeps it. Only the
+    main thread runs Python's handlers.
 
     The handlers are swapped with _signal, signal's own C module: the signal
     module's wrappers turn every handler into an enum member, and looking at
@@ -370,11 +371,12 @@ class _SignalsDeferred:
     by signal.siginterrupt() is reset by the swap.
     """
 
-    __slots__ = ("pending", "saved")
+    __slots__ = ("pending", "saved", "note")
 
     def __init__(self) -> None:
         self.pending: list = []
         self.saved: dict = {}
+        self.note = self._note  # one bound method, to know our own handler again
 
     def __enter__(self) -> "_SignalsDeferred":
         if threading.current_thread() is not threading.main_thread():
@@ -384,7 +386,7 @@ class _SignalsDeferred:
                 handler = _signal.getsignal(s)
                 if callable(handler):
                     self.saved[s] = handler
-                    _signal.signal(s, self._note)
+                    _signal.signal(s, self.note)
         except ValueError:  # not the main interpreter, whose handlers do not run here either
             self._restore()
             self.saved = {}
@@ -403,7 +405,8 @@ class _SignalsDeferred:
 
     def _restore(self) -> None:
         for s, handler in self.saved.items():
-            _signal.signal(s, handler)
+            if _signal.getsignal(s) is self.note:  # not if a handler has installed another
+                _signal.signal(s, handler)
 
     def __exit__(self, *exc) -> None:
         self._restore()
