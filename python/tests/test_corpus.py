@@ -161,3 +161,64 @@ def test_jsonl_and_parquet_with_bad_records(tmp_path, cli):
     for id_, e in zip(got2["id"], got2["embedding"]):
         if id_ in by_id and id_ not in errors:
             assert by_id[id_][1] == e, id_
+
+
+def test_progress_bar(tmp_path, monkeypatch, capsys):
+    """A bar over the parts (tqdm when installed, none otherwise), without Dask, in this process."""
+    import importlib.util
+    import types
+    made = []
+
+    class FakeBar:
+        def __init__(self, total=None, desc=None, unit=None, **kw):
+            self.total, self.desc, self.unit, self.n, self.closed = total, desc, unit, 0, False
+            made.append(self)
+
+        def update(self, n=1):
+            self.n += n
+
+        def set_postfix_str(self, s, refresh=True):
+            self.postfix = s
+
+        def close(self):
+            self.closed = True
+
+    auto = types.ModuleType("tqdm.auto")
+    auto.tqdm = FakeBar
+    monkeypatch.setitem(sys.modules, "tqdm.auto", auto)
+    spec = importlib.util.spec_from_file_location("embed_corpus_under_test", TOOL)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = random.Random(3)
+    for i in range(7):
+        (src / f"d{i}.txt").write_bytes(text(rng, 1, 20))
+    (src / "long.txt").write_bytes(text(rng, 600, 600))
+    with spectral.Model(DEFAULT_MODEL, n_threads=1) as m:  # a cap that refuses long.txt only
+        cap = m.memory_minimum(len(m.tokenize((src / "long.txt").read_bytes()))) - 1
+    runs = []
+
+    def run(*extra):
+        runs.append(extra)
+        rc = tool.main([str(src), "-m", str(DEFAULT_MODEL), "-o", str(tmp_path / f"out{len(runs)}"),
+                        "--workers", "0", "-t", "1", "--docs-per-partition", "3", "--mem-limit", str(cap),
+                        *extra])
+        assert rc == 0
+        out = capsys.readouterr()
+        return json.loads(out.out.strip().splitlines()[-1]), out.err
+
+    s, _ = run("--progress")
+    assert s["partitions"] == 3 and len(made) == 1
+    bar = made[0]
+    assert (bar.total, bar.n, bar.closed, bar.unit) == (3, 3, True, "part")
+    assert bar.postfix == "8 docs, 1 failed"
+    _, err = run()  # stderr is not a terminal here: no bar by default, a line per part
+    assert "part 2: 2 docs, 1 failed" in err and len(made) == 1
+    _, err = run("--progress", "-q")
+    assert err == "" and len(made) == 1
+    # without tqdm: a line per part instead, nothing fails
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    _, err = run("--progress")
+    assert "part 2: 2 docs, 1 failed" in err and len(made) == 1
