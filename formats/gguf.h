@@ -12,6 +12,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -162,8 +163,14 @@ int sp_gguf_writer_add_tensor(sp_gguf_writer *w, const char *name, int type, uin
                               const int64_t *ne, const void *data);
 /* Copies key i of a reader (any type, strings byte for byte) into w. */
 int sp_gguf_writer_copy_kv(sp_gguf_writer *w, const sp_gguf *g, int64_t i);
-/* Writes header, metadata, tensor infos and aligned data. 0 on success. */
+/* Writes header, metadata, tensor infos and aligned data to path, through a
+ * temporary file beside it renamed over it when complete (formats/
+ * file_replace.h): path is a new file, an existing regular file or a link
+ * to one; on failure nothing but that temporary file was created, and it is
+ * gone. 0 on success. */
 int sp_gguf_writer_write(sp_gguf_writer *w, const char *path, char *err, size_t err_len);
+/* The same bytes to an open stream (nothing created, renamed or removed). */
+int sp_gguf_writer_write_stream(sp_gguf_writer *w, FILE *f, char *err, size_t err_len);
 
 #ifdef __cplusplus
 }

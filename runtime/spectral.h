@@ -267,9 +267,12 @@ spectral_status spectral_context_set_adapters(spectral_context *ctx,
  *         fprintf(stderr, "%s\n", spectral_last_error());
  *     }
  *
- * The input must load as a model; the output is written only when it loads
- * too (else it is removed), and never over the input. Every other tensor and
- * key is copied unchanged. Loading dequantizes / reconstructs compressed
+ * The input must load as a model. The output is written into a new file
+ * beside out_path and renamed over it only once it loads as a model too, so
+ * a failure leaves out_path as it was. out_path is a new file, a regular
+ * file (replaced) or a symbolic link to one (its target replaced); anything
+ * else (a device, a FIFO, a directory) is refused before any work, and the
+ * input is never overwritten. Every other tensor and key is copied unchanged. Loading dequantizes / reconstructs compressed
  * weights to float32 once: they save file size, not memory while running.
  *
  * Thread safety: reentrant; calls on different files may run concurrently. */
@@ -308,7 +311,8 @@ typedef struct {
 spectral_quantize_params spectral_quantize_default_params(void);
 /* SPECTRAL_ERR_INVALID_ARGUMENT: bad params (type, keep, regex), output path
  * equal to the input or a selected tensor that cannot take the type;
- * SPECTRAL_ERR_IO / _FORMAT / _MODEL: the input; SPECTRAL_ERR_IO: writing. */
+ * SPECTRAL_ERR_IO / _FORMAT / _MODEL: the input; SPECTRAL_ERR_IO: an output
+ * path that is not a regular file, or writing. */
 spectral_status spectral_model_quantize(const char *in_path, const char *out_path,
                                         const spectral_quantize_params *params);
 

@@ -29,7 +29,13 @@ checked against loose floors (f16 0.9999, q8_0 0.999, q4_0 0.98) that
 catch a wrong codec without being a benchmark.
 
 CLI: --help, usage errors (exit 2), refusing IN as OUT (IN unchanged),
-unreadable input, bad regex, unfit selection (exit 1).
+unreadable input, bad regex, unfit selection (exit 1), type names in any case.
+
+The output path: a device node, a FIFO or a directory is refused before
+anything is written and left as it was; a write that fails (a file-size
+limit standing in for a full disk) leaves an existing OUT untouched and no
+temporary file behind; a successful run replaces a regular OUT (through a
+symbolic link, the link's target) in one rename.
 
 Exit 0 pass, 1 fail, 77 skip (numpy or gguf missing)."""
 from __future__ import annotations
@@ -38,6 +44,10 @@ import argparse
 import hashlib
 import json
 import os
+import resource
+import shutil
+import signal
+import stat
 import subprocess
 import sys
 
@@ -277,6 +287,78 @@ def check_cli(args, model, work):
           "--tensors selects only matching tensors")
 
 
+def check_output_path(args, model, work):
+    """Issue 21, item 1: nothing but a regular file the tool wrote is ever removed or replaced."""
+    q = args.quantize
+    d = os.path.join(work, "outpath")
+    shutil.rmtree(d, ignore_errors=True)  # left by an earlier run
+    os.makedirs(d)
+
+    def leftovers():
+        return sorted(n for n in os.listdir(d) if n not in {"dev", "fifo", "precious.gguf", "target.gguf",
+                                                           "link.gguf", "fresh.gguf", "subdir"})
+
+    def quantize(out, preexec=None):
+        try:
+            return subprocess.run([q, model, out, "--type", "q8_0"], capture_output=True, text=True,
+                                  timeout=60, preexec_fn=preexec)
+        except subprocess.TimeoutExpired:
+            return None
+
+    dev = os.path.join(d, "dev")
+    try:  # a character device that fails every write, as /dev/full does (needs CAP_MKNOD)
+        os.mknod(dev, 0o666 | stat.S_IFCHR, os.makedev(1, 7))
+    except (PermissionError, OSError) as e:
+        print(f"(no device node test: {e})")
+        dev = None
+    if dev:
+        p = quantize(dev)
+        check(p is not None and p.returncode == 1 and "not a regular file" in p.stderr,
+              f"OUT a device: {p and (p.returncode, p.stderr)}")
+        check(os.path.lexists(dev) and stat.S_ISCHR(os.lstat(dev).st_mode), "the device node is still there")
+    fifo = os.path.join(d, "fifo")
+    os.mkfifo(fifo)
+    p = quantize(fifo)  # before: blocked opening it, then removed it
+    check(p is not None and p.returncode == 1 and "not a regular file" in p.stderr,
+          f"OUT a FIFO: {p and (p.returncode, p.stderr)}")
+    check(os.path.lexists(fifo) and stat.S_ISFIFO(os.lstat(fifo).st_mode), "the FIFO is still there")
+    sub = os.path.join(d, "subdir")
+    os.mkdir(sub)
+    p = quantize(sub)
+    check(p is not None and p.returncode == 1 and os.path.isdir(sub), f"OUT a directory: {p and p.stderr}")
+
+    precious = os.path.join(d, "precious.gguf")
+    with open(precious, "wb") as fh:
+        fh.write(b"precious bytes")
+
+    def small_files():  # a write error part-way (EFBIG), as a full disk would give
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16384, 16384))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    p = quantize(precious, small_files)
+    check(p is not None and p.returncode == 1 and "File too large" in p.stderr, f"write error: {p and p.stderr}")
+    check(os.path.exists(precious) and open(precious, "rb").read() == b"precious bytes",
+          "a failed write leaves the existing OUT as it was")
+    check(leftovers() == [], f"no temporary file left behind: {leftovers()}")
+    p = quantize(precious)
+    check(p is not None and p.returncode == 0 and open(precious, "rb").read(4) == b"GGUF",
+          f"success replaces a regular OUT: {p and p.stderr}")
+    fresh = os.path.join(d, "fresh.gguf")
+    p = quantize(fresh)
+    mask = os.umask(0)
+    os.umask(mask)
+    check(p is not None and p.returncode == 0 and stat.S_IMODE(os.stat(fresh).st_mode) == 0o666 & ~mask,
+          f"a new OUT gets the usual mode: {oct(stat.S_IMODE(os.stat(fresh).st_mode))}")
+    target, link = os.path.join(d, "target.gguf"), os.path.join(d, "link.gguf")
+    with open(target, "wb") as fh:
+        fh.write(b"old")
+    os.symlink("target.gguf", link)
+    p = quantize(link)
+    check(p is not None and p.returncode == 0 and os.path.islink(link) and open(target, "rb").read(4) == b"GGUF",
+          f"OUT a link: the link stays, its target is written: {p and p.stderr}")
+    check(leftovers() == [], f"no temporary file left behind: {leftovers()}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quantize", required=True)
@@ -323,6 +405,7 @@ def main() -> int:
                       f"mean-pooled cosine to F32 {cos:.6f}")
                 check(cos >= floors[typ], f"{typ}: cosine to the F32 model {cos:.6f} < {floors[typ]}")
     check_cli(args, tiny, args.work)
+    check_output_path(args, tiny, args.work)
     return harness.report("test_quantize")
 
 
