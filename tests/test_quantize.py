@@ -29,7 +29,7 @@ checked against loose floors (f16 0.9999, q8_0 0.999, q4_0 0.98) that
 catch a wrong codec without being a benchmark.
 
 CLI: --help, usage errors (exit 2), refusing IN as OUT (IN unchanged),
-unreadable input, bad regex, unfit selection (exit 1), type names in any case.
+unreadable input, bad regex, unfit selection (exit 1), type names in any case (Q8_0 as q8_0).
 
 The output path: a device node, a FIFO or a directory is refused before
 anything is written and left as it was; a write that fails (a file-size
@@ -279,6 +279,9 @@ def check_cli(args, model, work):
           f"unfit selection: {p.stderr}")
     p = run([q, model, os.path.join(work, "no-such-dir", "x.gguf"), "--type", "q8_0"])
     check(p.returncode == 1 and p.stderr.strip(), f"unwritable output: rc {p.returncode}")
+    for typ in ("Q8_0", "Q4_0", "F16", "SST"):  # as llama-quantize users type them
+        p = run([q, model, out, "--type", typ])
+        check(p.returncode == 0, f"--type {typ}: rc {p.returncode} {p.stderr}")
     p = run([q, model, out, "--type=q4_0", "--tensors=ffn_up", "-v"])
     check(p.returncode == 0 and "ffn_up.weight" in p.stderr and "q4_0" in p.stderr, f"-v: {p.stderr}")
     r, ts = tensors_of(out)
