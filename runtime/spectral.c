@@ -264,22 +264,24 @@ void spectral_model_free(spectral_model *m) {
     free(m);
 }
 
-const char *spectral_model_arch(const spectral_model *m) { return m->arch->name; }
-const char *spectral_model_name(const spectral_model *m) { return m->name; }
-int32_t spectral_model_n_embd(const spectral_model *m) { return (int32_t)m->info.n_embd; }
+/* The getters of a NULL handle give 0, "" or UNSPECIFIED (spectral.h). */
+const char *spectral_model_arch(const spectral_model *m) { return m ? m->arch->name : ""; }
+const char *spectral_model_name(const spectral_model *m) { return m ? m->name : ""; }
+int32_t spectral_model_n_embd(const spectral_model *m) { return m ? (int32_t)m->info.n_embd : 0; }
 int32_t spectral_model_n_pooled(const spectral_model *m) {
-    return (int32_t)(m->info.n_embd + m->lexical.dims);
+    return m ? (int32_t)(m->info.n_embd + m->lexical.dims) : 0;
 }
-int32_t spectral_model_n_layer(const spectral_model *m) { return (int32_t)m->info.n_layer; }
-int32_t spectral_model_n_vocab(const spectral_model *m) { return (int32_t)m->info.n_vocab; }
+int32_t spectral_model_n_layer(const spectral_model *m) { return m ? (int32_t)m->info.n_layer : 0; }
+int32_t spectral_model_n_vocab(const spectral_model *m) { return m ? (int32_t)m->info.n_vocab : 0; }
 int32_t spectral_model_n_ctx_train(const spectral_model *m) {
+    if (!m) return 0;
     return m->info.n_ctx_train > INT32_MAX ? INT32_MAX : (int32_t)m->info.n_ctx_train;
 }
-int64_t spectral_model_max_tokens(const spectral_model *m) { return m->info.max_tokens; }
+int64_t spectral_model_max_tokens(const spectral_model *m) { return m ? m->info.max_tokens : 0; }
 spectral_pooling spectral_model_pooling(const spectral_model *m) {
-    return (spectral_pooling)m->info.pooling;
+    return m ? (spectral_pooling)m->info.pooling : SPECTRAL_POOLING_UNSPECIFIED;
 }
-uint64_t spectral_model_n_params(const spectral_model *m) { return m->info.n_params; }
+uint64_t spectral_model_n_params(const spectral_model *m) { return m ? m->info.n_params : 0; }
 const sp_weight_list *sp_model_weight_list(const spectral_model *m) { return &m->weights; }
 const sp_gguf *sp_model_gguf(const spectral_model *m) { return m->gguf; }
 
@@ -576,7 +578,9 @@ spectral_status spectral_context_set_mem_limit(spectral_context *c, size_t mem_l
     return SPECTRAL_OK;
 }
 
-spectral_pooling spectral_context_pooling(const spectral_context *c) { return c->pooling; }
+spectral_pooling spectral_context_pooling(const spectral_context *c) {
+    return c ? c->pooling : SPECTRAL_POOLING_UNSPECIFIED;
+}
 
 static void l2_normalize(float *v, int64_t n) {
     double ss = 0;

@@ -43,7 +43,12 @@
  *
  * Errors: functions return spectral_status (0 = SPECTRAL_OK). The library
  * never exits or aborts on bad input; spectral_last_error() describes the last
- * failure on the calling thread. */
+ * failure on the calling thread.
+ *
+ * NULL handles: every function accepts NULL for its model, context or
+ * adapter. Those that return a status return SPECTRAL_ERR_INVALID_ARGUMENT;
+ * getters return 0 (sizes, counts), NULL (outputs), "" (names) or
+ * SPECTRAL_POOLING_UNSPECIFIED; the *_free functions do nothing. */
 #ifndef SPECTRAL_H
 #define SPECTRAL_H
 

@@ -157,6 +157,40 @@ static void test_bad_arguments(spectral_model *model) {
           "bytes");
 }
 
+/* Every entry point takes NULL handles without crashing: getters give 0 /
+ * NULL / "" / UNSPECIFIED, calls with a status give INVALID_ARGUMENT. */
+static void test_null_handles(void) {
+    CHECK(spectral_model_arch(NULL) != NULL && !spectral_model_arch(NULL)[0], "arch");
+    CHECK(spectral_model_name(NULL) != NULL && !spectral_model_name(NULL)[0], "name");
+    CHECK(spectral_model_n_embd(NULL) == 0 && spectral_model_n_pooled(NULL) == 0 &&
+              spectral_model_n_layer(NULL) == 0 && spectral_model_n_vocab(NULL) == 0 &&
+              spectral_model_n_ctx_train(NULL) == 0 && spectral_model_max_tokens(NULL) == 0 &&
+              spectral_model_n_params(NULL) == 0,
+          "sizes of no model are 0");
+    CHECK(spectral_model_pooling(NULL) == SPECTRAL_POOLING_UNSPECIFIED, "model pooling");
+    CHECK(spectral_context_pooling(NULL) == SPECTRAL_POOLING_UNSPECIFIED, "context pooling");
+    CHECK(spectral_tokenize(NULL, "a", 1, NULL, 0) == -1, "tokenize");
+    CHECK(spectral_context_memory_needed(NULL, 10) == 0 && spectral_context_memory_minimum(NULL, 10) == 0 &&
+              spectral_context_peak_memory(NULL) == 0,
+          "memory");
+    int64_t T = 7;
+    CHECK(spectral_get_embedding(NULL) == NULL && spectral_get_token_states(NULL, &T) == NULL && T == 0,
+          "outputs");
+    CHECK(spectral_encode_batch(NULL, NULL, NULL, 0, NULL, NULL) == SPECTRAL_ERR_INVALID_ARGUMENT, "batch");
+    CHECK(spectral_context_set_adapters(NULL, NULL, NULL, 0) == SPECTRAL_ERR_INVALID_ARGUMENT, "adapters");
+    CHECK(spectral_adapter_n_targets(NULL) == 0 && !spectral_adapter_name(NULL)[0], "adapter getters");
+    spectral_adapter *ad = NULL;
+    CHECK(spectral_adapter_load(NULL, "x.gguf", &ad) == SPECTRAL_ERR_INVALID_ARGUMENT && !ad, "adapter load");
+    spectral_context *c = NULL;
+    CHECK(spectral_context_create(NULL, spectral_context_default_params(), &c) == SPECTRAL_ERR_INVALID_ARGUMENT &&
+              !c,
+          "context of no model");
+    CHECK(spectral_model_quantize(NULL, NULL, NULL) == SPECTRAL_ERR_INVALID_ARGUMENT, "quantize");
+    spectral_model_free(NULL);
+    spectral_context_free(NULL);
+    spectral_adapter_free(NULL);
+}
+
 /* ---- batch streaming ---- */
 typedef struct {
     int64_t seen[8];
@@ -567,6 +601,7 @@ int main(void) {
               spectral_model_n_vocab(model) == 256 && spectral_model_pooling(model) == SPECTRAL_POOLING_MEAN,
           "model info");
     test_arena_unit();
+    test_null_handles();
     test_memory_limit(model);
     test_bad_arguments(model);
     test_batch(model);
