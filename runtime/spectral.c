@@ -414,7 +414,7 @@ spectral_context_params spectral_context_default_params(void) {
         .n_threads = 0,
         .backend = SPECTRAL_BACKEND_CPU,
         .device = 0,
-        .mem_limit = 0,
+        .mem_limit = SPECTRAL_MEM_UNLIMITED,
         .pooling = SPECTRAL_POOLING_UNSPECIFIED,
         .normalize = true,
         .batch_tokens = 0,
@@ -569,7 +569,7 @@ size_t spectral_context_peak_memory(const spectral_context *c) { return c ? c->p
 spectral_status spectral_context_set_mem_limit(spectral_context *c, size_t mem_limit) {
     if (!c) return sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "NULL context");
     c->params.mem_limit = mem_limit;
-    if (mem_limit && c->arena_size > mem_limit) {
+    if (c->arena_size > mem_limit) {
         c->be->ops->buffer_free(c->be, c->arena_buf);
         c->arena_buf = NULL;
         c->arena_size = 0;
@@ -616,7 +616,7 @@ static spectral_status plan(spectral_context *c, const int64_t *offsets, int64_t
     *arena = measure(c, offsets, n_docs);
     if (!*arena) return sp_fail(SPECTRAL_ERR_BACKEND, "planning failed: %s", be->err);
     *need = *arena + outside;
-    if (!limit || *need <= limit) return SPECTRAL_OK;
+    if (*need <= limit) return SPECTRAL_OK;
     /* Fewer tiles in flight need less scratch: find the most that fit. */
     int lo = 1, hi = be->n_threads - 1, best = 0;
     size_t best_need = 0;
@@ -670,7 +670,7 @@ static spectral_status encode_pass(spectral_context *c, const int32_t *const *to
     s = plan(c, c->offsets, n_docs, &need, &arena);
     if (s) return s;
     char b1[32];
-    if (arena > c->arena_size || (c->params.mem_limit && c->arena_size + (need - arena) > c->params.mem_limit)) {
+    if (arena > c->arena_size || c->arena_size + (need - arena) > c->params.mem_limit) {
         /* Grow (or, when what the backend allocates itself grew, shrink) to
          * exactly what this pass needs: never past the cap. */
         if (c->arena_buf) c->be->ops->buffer_free(c->be, c->arena_buf);

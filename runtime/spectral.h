@@ -13,7 +13,7 @@
  *     }
  *     spectral_context_params cp = spectral_context_default_params();
  *     cp.n_threads = 4;
- *     cp.mem_limit = 512u << 20;              // hard cap on activation memory
+ *     cp.mem_limit = 512u << 20;              // hard cap on working memory
  *     spectral_context *ctx = NULL;
  *     if (spectral_context_create(model, cp, &ctx)) { ... }
  *
@@ -101,13 +101,20 @@ typedef struct {
                       with SIGBUS. Set false to read a copy into memory. */
 } spectral_model_params;
 
+/* mem_limit of a context with no cap: the largest size_t, so that "no cap"
+ * is never a value a subtraction can produce by accident. */
+#define SPECTRAL_MEM_UNLIMITED SIZE_MAX
+
 typedef struct {
     int n_threads;               /* CPU threads; 0 = all online cores (default) */
     spectral_backend backend;    /* default SPECTRAL_BACKEND_CPU */
     int device;                  /* CUDA device ordinal (default 0) */
     size_t mem_limit;            /* hard cap on working memory in bytes: the activation
                                     arena plus what the backend allocates itself for a
-                                    pass (FFTW's tables); 0 = none */
+                                    pass (FFTW's tables). Default SPECTRAL_MEM_UNLIMITED.
+                                    0 is a cap of 0 bytes, which refuses every document:
+                                    a limit computed as a remainder never switches the
+                                    cap off by coming out at 0 */
     spectral_pooling pooling;    /* default SPECTRAL_POOLING_UNSPECIFIED */
     bool normalize;              /* L2-normalize pooled embeddings (default true) */
     int64_t batch_tokens;        /* spectral_encode_batch packs consecutive short documents
@@ -178,11 +185,12 @@ size_t spectral_context_memory_needed(spectral_context *ctx, int64_t n_tokens);
 size_t spectral_context_memory_minimum(spectral_context *ctx, int64_t n_tokens);
 /* Most working memory charged against mem_limit so far by this context. */
 size_t spectral_context_peak_memory(const spectral_context *ctx);
-/* Changes the cap on activation memory for later passes (0 = none), e.g. to
- * leave room for what the caller holds itself (spectral-embed counts each
- * input's text and tokens against --mem-limit this way). An arena already
- * larger than the new cap is released at once (and with it the outputs of
- * the last pass: call it between passes). */
+/* Changes the cap on working memory for later passes, e.g. to leave room
+ * for what the caller holds itself (spectral-embed counts each input's text
+ * and tokens against --mem-limit this way). SPECTRAL_MEM_UNLIMITED removes
+ * the cap; 0, what is left when the caller holds all of it, refuses every
+ * document. An arena already larger than the new cap is released at once
+ * (and with it the outputs of the last pass: call it between passes). */
 spectral_status spectral_context_set_mem_limit(spectral_context *ctx, size_t mem_limit);
 spectral_pooling spectral_context_pooling(const spectral_context *ctx);
 

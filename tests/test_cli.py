@@ -253,6 +253,14 @@ with tempfile.TemporaryDirectory() as d:
         check(base and peak and peak <= base + (16 << 10) + (8 << 10),
               f"peak RSS {peak} KiB over baseline {base} KiB + 16 MiB cap + 8 MiB")
 
+    # the cap less the input held came out at exactly 0: that refuses, it does not uncap
+    # (issue 21, item 4: A held 4,000 bytes of tokens... B's text left 0 for A's pass)
+    a_txt = write("capA.txt", b"a" * 4000)
+    b_txt = write("capB.txt", b"b" * ((1 << 20) - 16000))
+    rc, out, err = run("-m", MODEL, "--mem-limit", "1M", "--verbose", a_txt, b_txt)
+    check(rc == 1 and a_txt not in out.decode() and f"{a_txt}: a document of 4000 tokens needs" in err,
+          f"a zero remainder refuses: {rc} {out[:80]!r} {err[-400:]!r}")
+
     # --option=value
     rc, out, err = run(f"--model={MODEL}", "--pooling=none", "--batch-tokens=7", good1)
     check(rc == 0 and len(json.loads(out)["embeddings"]) == 45, f"--opt=value: {rc} {err!r}")

@@ -100,12 +100,21 @@ static void test_memory_limit(spectral_model *model) {
     CHECK(spectral_context_set_mem_limit(ctx, 4096) == SPECTRAL_OK, "set_mem_limit");
     CHECK(spectral_get_embedding(ctx) == NULL, "outputs gone with the arena");
     CHECK(spectral_encode(ctx, tok, T) == SPECTRAL_ERR_MEMORY_LIMIT, "lowered cap refuses");
-    CHECK(spectral_context_set_mem_limit(ctx, 0) == SPECTRAL_OK, "no cap");
+    CHECK(spectral_context_set_mem_limit(ctx, SPECTRAL_MEM_UNLIMITED) == SPECTRAL_OK, "no cap");
     CHECK(spectral_encode(ctx, tok, T) == SPECTRAL_OK && spectral_context_peak_memory(ctx) == need,
           "uncapped again: the full plan (%zu)", spectral_context_peak_memory(ctx));
     e = spectral_get_embedding(ctx);
     CHECK(e && !memcmp(e, ref, sizeof(float) * (size_t)spectral_model_n_pooled(model)), "same bits");
     CHECK(spectral_context_set_mem_limit(NULL, 1) == SPECTRAL_ERR_INVALID_ARGUMENT, "NULL context");
+    /* a cap of 0 bytes (a caller's remainder that came out at 0) is a cap:
+     * it refuses, it does not switch the cap off */
+    CHECK(spectral_context_set_mem_limit(ctx, 0) == SPECTRAL_OK, "set_mem_limit 0");
+    CHECK(spectral_encode(ctx, tok, T) == SPECTRAL_ERR_MEMORY_LIMIT, "a cap of 0 refuses");
+    spectral_context_free(ctx);
+    p.mem_limit = 0;
+    CHECK(spectral_context_create(model, p, &ctx) == SPECTRAL_OK, "%s", spectral_last_error());
+    CHECK(spectral_encode(ctx, tok, T) == SPECTRAL_ERR_MEMORY_LIMIT && spectral_context_peak_memory(ctx) == 0,
+          "mem_limit 0 at creation refuses too");
     spectral_context_free(ctx);
 
     /* one byte short of the minimum fails cleanly */

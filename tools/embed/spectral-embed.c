@@ -28,7 +28,7 @@ typedef struct {
     enum output_format format;
     int threads;
     spectral_backend device;
-    size_t mem_limit;
+    size_t mem_limit; /* SPECTRAL_MEM_UNLIMITED without --mem-limit */
     int64_t batch_tokens;
     bool no_mmap;
     bool verbose;
@@ -106,6 +106,7 @@ static int parse_args(int argc, char **argv, options *o) {
     o->normalize = true;
     o->format = OUT_JSONL;
     o->device = SPECTRAL_BACKEND_CPU;
+    o->mem_limit = SPECTRAL_MEM_UNLIMITED;
     cli_args c;
     cli_args_init(&c, "spectral-embed", argc, argv);
     o->inputs = calloc((size_t)argc + 1, sizeof *o->inputs);
@@ -194,9 +195,16 @@ static int parse_args(int argc, char **argv, options *o) {
     return 0;
 }
 
-/* Reads a whole file or stdin, at most max bytes (0: no bound; a file
- * known to be larger is refused before any is read). Returns 0, or -1 with
- * a message. */
+/* What is left of the cap when the caller holds `held` bytes: 0 when that is
+ * all of it (a cap of 0 refuses), SPECTRAL_MEM_UNLIMITED without a cap. */
+static size_t cap_left(size_t cap, size_t held) {
+    if (cap == SPECTRAL_MEM_UNLIMITED) return cap;
+    return held >= cap ? 0 : cap - held;
+}
+
+/* Reads a whole file or stdin, at most max bytes (SPECTRAL_MEM_UNLIMITED: no
+ * bound; a file known to be larger is refused before any is read). Returns
+ * 0, or -1 with a message. */
 static int read_input(const char *path, size_t max, char **data, size_t *size, char *err,
                       size_t err_len) {
     FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
@@ -215,7 +223,8 @@ static int read_input(const char *path, size_t max, char **data, size_t *size, c
         snprintf(err, err_len, "is a directory");
         return -1;
     }
-    if (max && S_ISREG(st.st_mode) && (uintmax_t)st.st_size > max) {
+    const int bounded = max != SPECTRAL_MEM_UNLIMITED;
+    if (bounded && S_ISREG(st.st_mode) && (uintmax_t)st.st_size > max) {
         if (f != stdin) fclose(f);
         snprintf(err, err_len, "its %jd bytes of text are over the %zu bytes left under --mem-limit",
                  (intmax_t)st.st_size, max);
@@ -223,18 +232,18 @@ static int read_input(const char *path, size_t max, char **data, size_t *size, c
     }
     size_t cap = 1 << 16, n = 0;
     if (S_ISREG(st.st_mode) && st.st_size > 0) cap = (size_t)st.st_size + 1;
-    if (max && cap > max + 1) cap = max + 1;
+    if (bounded && cap > max + 1) cap = max + 1;
     char *buf = malloc(cap);
     while (buf) {
         n += fread(buf + n, 1, cap - n, f);
         if (n < cap || ferror(f)) break;
-        if (max && n > max) { /* a pipe, or a file that grew: stop reading */
+        if (bounded && n > max) { /* a pipe, or a file that grew: stop reading */
             free(buf);
             if (f != stdin) fclose(f);
             snprintf(err, err_len, "more than the %zu bytes of text left under --mem-limit", max);
             return -1;
         }
-        if (max && cap * 2 > max + 1) {
+        if (bounded && cap * 2 > max + 1) {
             char *nb = realloc(buf, max + 1);
             if (!nb) {
                 free(buf);
@@ -442,7 +451,7 @@ static int on_document(spectral_context *ctx, int64_t i, spectral_status s, void
     const char *label = fs->p->labels[i];
     if (s != SPECTRAL_OK) {
         const size_t inputs = fs->held + (size_t)fs->p->total * sizeof(int32_t);
-        if (s == SPECTRAL_ERR_MEMORY_LIMIT && fs->o->mem_limit)
+        if (s == SPECTRAL_ERR_MEMORY_LIMIT && fs->o->mem_limit != SPECTRAL_MEM_UNLIMITED)
             fprintf(stderr, "%sspectral-embed: %s: %s (--mem-limit %zu bytes less %zu bytes of input text and tokens)\n",
                     fs->progress ? "\n" : "", label, spectral_last_error(), fs->o->mem_limit, inputs);
         else
@@ -468,9 +477,7 @@ static int on_document(spectral_context *ctx, int64_t i, spectral_status s, void
 static void flush_pending(spectral_context *ctx, flush_state *fs) {
     pending *p = fs->p;
     if (!p->n) return;
-    if (fs->o->mem_limit)
-        spectral_context_set_mem_limit(ctx, fs->o->mem_limit - fs->held -
-                                                (size_t)p->total * sizeof(int32_t));
+    spectral_context_set_mem_limit(ctx, cap_left(fs->o->mem_limit, fs->held + (size_t)p->total * sizeof(int32_t)));
     spectral_encode_batch(ctx, (const int32_t *const *)p->tokens, p->lens, p->n, on_document, fs);
     for (int i = 0; i < p->n; i++) free(p->tokens[i]);
     p->n = 0;
@@ -555,6 +562,7 @@ int main(int argc, char **argv) {
      * with the activations: text + tokens of the inputs held <= the cap,
      * and the pass gets the rest. */
     const size_t cap = o.mem_limit;
+    const bool capped = cap != SPECTRAL_MEM_UNLIMITED;
     for (int i = 0; i < o.n_inputs && !fs.write_errno; i++) {
         const char *path = o.inputs[i];
         const char *label = strcmp(path, "-") ? path : "<stdin>";
@@ -565,18 +573,18 @@ int main(int argc, char **argv) {
         int32_t *tokens = NULL;
         const char *problem = NULL;
         int64_t n = 0;
-        if (cap && p.n) { /* room for this input, or encode what is pending first */
+        if (capped && p.n) { /* room for this input, or encode what is pending first */
             struct stat st;
             const int known = (strcmp(path, "-") ? stat(path, &st) : fstat(STDIN_FILENO, &st)) == 0 &&
                               S_ISREG(st.st_mode);
             if (!known || (uintmax_t)st.st_size + (uintmax_t)p.total * 4 > cap) flush_pending(ctx, &fs);
         }
         const size_t held_tokens = (size_t)p.total * sizeof(int32_t);
-        if (read_input(path, cap ? cap - held_tokens : 0, &text, &len, err, sizeof err)) {
+        if (read_input(path, cap_left(cap, held_tokens), &text, &len, err, sizeof err)) {
             problem = err;
         } else if ((n = spectral_tokenize(model, text, len, NULL, 0)) == 0) {
             problem = "empty input";
-        } else if (n > 0 && cap && len + (size_t)n * sizeof *tokens + held_tokens > cap) {
+        } else if (n > 0 && capped && len + (size_t)n * sizeof *tokens + held_tokens > cap) {
             if (p.n) { /* encode what is pending (with this text held) to make room */
                 fs.held = len;
                 flush_pending(ctx, &fs);
