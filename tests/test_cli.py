@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 
 import harness
 from harness import check
@@ -170,6 +171,19 @@ with tempfile.TemporaryDirectory() as d:
     with open("/dev/full", "wb") as full:
         p = subprocess.run([EMBED, "--help"], stdout=full, stderr=subprocess.PIPE, timeout=300)
     check(p.returncode == 3, f"--help to /dev/full: {p.returncode}")
+    with open("/dev/full", "wb") as full:  # issue 21, item 9: the reason, not EIO
+        p = subprocess.run([EMBED, "-m", MODEL, "-o", "raw", "--pooling", "none", good1, good2], stdout=full,
+                           stderr=subprocess.PIPE, timeout=300)
+    check(p.returncode == 3 and b"No space left on device" in p.stderr, f"raw to /dev/full: {p.stderr!r}")
+    # a reader that goes away (| head): ended by SIGPIPE as other Unix tools are, and said so
+    p = subprocess.Popen([EMBED, "-m", MODEL, *([good2] * 200)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.readline()
+    p.stdout.close()
+    err = p.stderr.read()
+    rc = p.wait(timeout=300)
+    check(rc == -signal.SIGPIPE and err == b"", f"| head: {rc} {err!r}")
+    rc, out, err = run("--help")
+    check(b"SIGPIPE" in out, "--help says what a closed pipe does")
     # a reader that goes away, with SIGPIPE ignored: EPIPE stops the run
     p = subprocess.Popen([EMBED, "-m", MODEL, *([good2] * 200)], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGPIPE, signal.SIG_IGN))
@@ -227,6 +241,43 @@ with tempfile.TemporaryDirectory() as d:
         lines = (first + rest).split(b"\n")
         whole = lines[-1] == b"" and all(json.loads(l)["n_tokens"] == 51200 for l in lines[:-1])
         check(rc == code and whole, f"signal {sig}: rc {rc}, {len(lines) - 1} lines, last torn: {not whole}")
+
+    # the same signals while the process is blocked writing to a reader that has stopped
+    # reading (issue 21, item 2: write() failed with EINTR, stdio dropped its buffer and the
+    # rest of the record followed it): every record whole or absent, -o json a valid document
+    def blocked_writer(args, sig):
+        p = subprocess.Popen([EMBED, "-m", MODEL, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10  # /proc/PID/wchan may not say: then a plain wait
+        while time.time() < deadline and p.poll() is None:
+            try:
+                with open(f"/proc/{p.pid}/wchan") as fh:
+                    if "pipe_write" in fh.read():
+                        break
+            except OSError:
+                pass
+            time.sleep(0.01)
+        time.sleep(0.2)  # the pipe stays full: the writer is blocked in write()
+        p.send_signal(sig)
+        out = p.stdout.read()
+        return p.wait(timeout=300), out
+
+    mid_doc = write("mid_doc.txt", bytes(range(32, 127)) * 30)  # 2,850 tokens, ~4 MB a record
+    for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+        rc, out = blocked_writer(["--pooling", "none", mid_doc, mid_doc, mid_doc], sig)
+        lines = out.split(b"\n")
+        try:
+            whole = lines[-1] == b"" and all(len(json.loads(l)["embeddings"]) == 2850 for l in lines[:-1])
+        except ValueError:
+            whole = False
+        check(rc == code and whole and len(lines) >= 2,
+              f"signal {sig} while blocked on a full pipe: rc {rc}, {len(lines) - 1} lines, all whole: {whole}")
+    rc, out = blocked_writer(["--pooling", "none", "-o", "json", mid_doc, mid_doc, mid_doc], signal.SIGINT)
+    try:
+        arr = json.loads(out)
+        ok = len(arr) >= 1 and all(len(r["embeddings"]) == 2850 for r in arr)
+    except ValueError:
+        ok = False
+    check(rc == 130 and ok, f"-o json interrupted is still one JSON document: rc {rc}, {out[-60:]!r}")
 
     # --mem-limit bounds the process, not only activations: each input's text
     # and tokens count against it (a file over it is refused before reading)
