@@ -55,6 +55,7 @@ const char *spectral_status_string(spectral_status s) {
     case SPECTRAL_ERR_OUT_OF_MEMORY: return "out of memory";
     case SPECTRAL_ERR_BACKEND: return "backend error";
     case SPECTRAL_ERR_UNSUPPORTED: return "unsupported";
+    case SPECTRAL_ERR_STOPPED: return "stopped by the callback";
     }
     return "unknown status";
 }
@@ -812,7 +813,9 @@ spectral_status spectral_encode_batch(spectral_context *c, const int32_t *const 
                 c->has_output = 0; /* no stale output from an earlier pass */
                 if (first == SPECTRAL_OK) first = s;
             }
-            if (on_done && on_done(c, k, s, user_data)) return first;
+            if (on_done && on_done(c, k, s, user_data))
+                return sp_fail(SPECTRAL_ERR_STOPPED, "the callback stopped the batch after document %lld of %lld",
+                               (long long)k, (long long)n_docs);
         }
         i = j;
     }

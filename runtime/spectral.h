@@ -77,6 +77,7 @@ typedef enum {
     SPECTRAL_ERR_OUT_OF_MEMORY = 6,    /* an allocation failed below the limit */
     SPECTRAL_ERR_BACKEND = 7,          /* the compute backend failed */
     SPECTRAL_ERR_UNSUPPORTED = 8,      /* e.g. CUDA requested in a build without it */
+    SPECTRAL_ERR_STOPPED = 9,          /* spectral_encode_batch: the callback stopped it */
 } spectral_status;
 
 typedef enum {
@@ -210,9 +211,11 @@ const float *spectral_get_token_states(spectral_context *ctx, int64_t *n_tokens)
  * documents are packed into one pass of up to batch_tokens tokens; on the CPU
  * the results are bit-identical to encoding them one at a time. A document
  * that fails (e.g. over the memory limit) is
- * reported with its status and the others still run. Returns SPECTRAL_OK
- * when every document succeeded, else the first failure's status. Returning
- * non-zero from the callback stops the batch. */
+ * reported with its status and the others still run. Returning non-zero
+ * from the callback stops the batch: the documents after that one are
+ * neither encoded nor reported. Returns SPECTRAL_ERR_STOPPED when the
+ * callback stopped it, else SPECTRAL_OK when every document succeeded, else
+ * the first failure's status. */
 typedef int (*spectral_doc_callback)(spectral_context *ctx, int64_t doc_index,
                                      spectral_status status, void *user_data);
 spectral_status spectral_encode_batch(spectral_context *ctx, const int32_t *const *tokens,

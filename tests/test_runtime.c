@@ -217,6 +217,13 @@ static int on_doc(spectral_context *ctx, int64_t i, spectral_status s, void *use
     return 0;
 }
 
+static int stop_after_first(spectral_context *ctx, int64_t i, spectral_status s, void *user) {
+    (void)ctx;
+    (void)s;
+    ++*(int *)user;
+    return i == 0; /* stop after document 0 */
+}
+
 static void test_batch(spectral_model *model) {
     spectral_context_params p = spectral_context_default_params();
     p.n_threads = 1;
@@ -237,6 +244,12 @@ static void test_batch(spectral_model *model) {
     CHECK(log.status[0] == SPECTRAL_OK && log.status[1] == SPECTRAL_ERR_MEMORY_LIMIT &&
               log.status[2] == SPECTRAL_OK && log.status[3] == SPECTRAL_ERR_INVALID_ARGUMENT,
           "per-document statuses");
+    /* stopped by the callback: a status of its own, not OK (documents were skipped) */
+    int calls = 0;
+    const int32_t *good[3] = {a, c, a};
+    const int64_t good_lens[3] = {100, 300, 100};
+    s = spectral_encode_batch(ctx, good, good_lens, 3, stop_after_first, &calls);
+    CHECK(s == SPECTRAL_ERR_STOPPED && calls == 1, "a stopped batch says so: status %d, %d calls", (int)s, calls);
     spectral_context_free(ctx);
     free(a);
     free(b);
