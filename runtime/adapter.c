@@ -140,8 +140,17 @@ static spectral_status load_target(const sp_gguf *g, const spectral_model *m, co
     char terr[256];
     /* the shape as the file has it, dense or stored as a sparse spectral tensor */
     const int known = sp_model_tensor_ne(sp_model_gguf(m), name, ne, terr, sizeof terr) == 0;
-    const int64_t b_rows = known ? ne[1] * ne[2] * ne[3] : -1, b_cols = known ? ne[0] : -1;
-    if ((known && (b_rows != rows || b_cols != cols || ne[2] != 1 || ne[3] != 1)) ||
+    if (known && (ne[2] != 1 || ne[3] != 1)) {
+        char shape[96];
+        const int dims = ne[3] != 1 ? 4 : 3;
+        snprintf(shape, sizeof shape, "%lld, %lld, %lld", (long long)ne[0], (long long)ne[1], (long long)ne[2]);
+        if (dims == 4) snprintf(shape + strlen(shape), sizeof shape - strlen(shape), ", %lld", (long long)ne[3]);
+        return sp_fail(SPECTRAL_ERR_MODEL,
+                       "%s: %s is a %d-D tensor [%s] (ggml order), not a weight matrix: FourierFT "
+                       "adapts 2-D matrices only", path, name, dims, shape);
+    }
+    const int64_t b_rows = known ? ne[1] : -1, b_cols = known ? ne[0] : -1;
+    if ((known && (b_rows != rows || b_cols != cols)) ||
         wl->n_elems[t->weight] != rows * cols) {
         if (known)
             return sp_fail(SPECTRAL_ERR_MODEL,

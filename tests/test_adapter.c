@@ -258,6 +258,12 @@ static void test_refusals(spectral_model *m, target *t, int nt) {
     c.name = "blk.0.mix_norm.weight"; /* exists, but is not 64 x 32 */
     CHECK(write_adapter(bad_path, &c, 1, 2.0f, v) == 0, "writing");
     expect_refused(m, "vector target", SPECTRAL_ERR_MODEL, "not the base model");
+    /* the mixing filter [2, K, D]: its values line up as 256 x 2, but it is 3-D,
+     * which is the reason to give (it said "made for 256 x 2, but the model's is 256 x 2") */
+    target filt = make_target("blk.0.mix_filter.weight", 8 * 32, 2, 10);
+    CHECK(write_adapter(bad_path, &filt, 1, 2.0f, v) == 0, "writing");
+    expect_refused(m, "3-D target", SPECTRAL_ERR_MODEL, "blk.0.mix_filter.weight is a 3-D tensor [2, 8, 32]");
+    free_target(&filt);
     free(loc);
     free(spec);
 
