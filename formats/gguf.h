@@ -131,6 +131,11 @@ const char *sp_gguf_type_name(sp_gguf_type t);
 void sp_convert_to_f32(int type, const void *src, float *dst, size_t n);
 float sp_fp16_to_f32(uint16_t h);
 uint16_t sp_f32_to_fp16(float f);
+/* The index of the first NaN or Inf among n values of type (F32, F16,
+ * BF16; for Q8_0/Q4_0, the first value of the first block whose f16 scale
+ * is NaN or Inf, the only way a block holds one), or -1 when all are finite
+ * or the type holds no floats. Reads the stored bits, converts nothing. */
+int64_t sp_first_nonfinite(int type, const void *src, size_t n);
 float sp_bf16_to_f32(uint16_t h);
 uint16_t sp_f32_to_bf16(float f);
 

@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "formats/gguf.h"
 #include "formats/quant.h"
 #include "kernels/cpu/cpu_internal.h" /* sp_fft_mutex: FFTW's planner is process-wide */
 
@@ -123,6 +124,9 @@ static spectral_status materialise(adapter_target *t, const float *spec, const i
     const double f = (double)scaling / (double)RC;
     for (int64_t i = 0; i < RC; i++) t->delta[i] = (float)((double)S[i][0] * f);
     fftwf_free(S);
+    if (sp_first_nonfinite(SP_TENSOR_F32, t->delta, (size_t)RC) >= 0)
+        return sp_fail(SPECTRAL_ERR_FORMAT, "the delta of %s overflows float32 (adapter.fourierft.scaling %g)",
+                       name, (double)scaling);
     return SPECTRAL_OK;
 }
 
@@ -399,6 +403,11 @@ spectral_status sp_adapter_set_build(const spectral_model *m, sp_backend *be,
                 /* scale 1 gives exactly peft's merge, W += delta_W in float32 */
                 for (int64_t e = 0; e < ne; e++) host[e] += sc * d[e];
             }
+        if (sp_first_nonfinite(SP_TENSOR_F32, host, (size_t)ne) >= 0) {
+            s = sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT,
+                        "the merged %s overflows float32: an adapter's scale is too large", wl->names[wi]);
+            break;
+        }
         void *dst = host;
         if (!be->host_memory) {
             dst = be->ops->buffer_alloc(be, bytes);

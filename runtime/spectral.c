@@ -56,6 +56,7 @@ const char *spectral_status_string(spectral_status s) {
     case SPECTRAL_ERR_BACKEND: return "backend error";
     case SPECTRAL_ERR_UNSUPPORTED: return "unsupported";
     case SPECTRAL_ERR_STOPPED: return "stopped by the callback";
+    case SPECTRAL_ERR_NUMERIC: return "non-finite output";
     }
     return "unknown status";
 }
@@ -401,6 +402,7 @@ struct spectral_context {
     int64_t emb_cap;     /* documents emb can hold */
     int64_t *offsets;    /* n_docs + 1 row offsets of the pass */
     int64_t offsets_cap;
+    spectral_status *doc_status; /* n_docs: OK, or SPECTRAL_ERR_NUMERIC (emb_cap of them) */
     /* the document the getters show */
     int64_t cur_row0, n_tokens;
     const float *embedding;
@@ -430,6 +432,9 @@ static spectral_status ensure_docs(spectral_context *c, int64_t n) {
         float *e = realloc(c->emb, (size_t)(n * E) * sizeof(float));
         if (!e) return sp_fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
         c->emb = e;
+        spectral_status *st = realloc(c->doc_status, (size_t)n * sizeof *st);
+        if (!st) return sp_fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
+        c->doc_status = st;
         c->emb_cap = n;
     }
     if (n + 1 > c->offsets_cap) {
@@ -497,6 +502,7 @@ void spectral_context_free(spectral_context *c) {
     free(c->emb);
     free(c->lex_counts);
     free(c->offsets);
+    free(c->doc_status);
     free(c);
 }
 
@@ -650,15 +656,25 @@ static spectral_status plan(spectral_context *c, const int64_t *offsets, int64_t
     return SPECTRAL_OK;
 }
 
-/* Points the getters at document i of the last pass. */
-static void show_document(spectral_context *c, int64_t i) {
+/* Points the getters at document i of the last pass; fails instead when
+ * its outputs are not finite. */
+static spectral_status show_document(spectral_context *c, int64_t i) {
+    if (c->doc_status[i] != SPECTRAL_OK) {
+        c->has_output = 0;
+        return sp_fail(c->doc_status[i],
+                       "the document's output has non-finite values (NaN or Inf): the model's weights "
+                       "(or an adapter's scale) overflow on it");
+    }
+    c->has_output = 1;
     c->cur_row0 = c->offsets[i];
     c->n_tokens = c->offsets[i + 1] - c->offsets[i];
     c->embedding = c->emb + i * spectral_model_n_pooled(c->model);
     c->states_fresh = 0;
+    return SPECTRAL_OK;
 }
 
-/* Runs n_docs already checked documents as one pass. */
+/* Runs n_docs already checked documents as one pass; each one's outcome is
+ * then in doc_status (show_document). */
 static spectral_status encode_pass(spectral_context *c, const int32_t *const *tokens,
                                    const int64_t *n_tokens, int64_t n_docs) {
     const spectral_model *m = c->model;
@@ -715,9 +731,18 @@ static spectral_status encode_pass(spectral_context *c, const int32_t *const *to
         }
     }
     if (c->be->ops->synchronize(c->be)) return sp_fail(SPECTRAL_ERR_BACKEND, "%s", c->be->err);
+    /* A document's outputs are finite or it fails (spectral.h): its pooled
+     * vector, and its token states where they are in host memory (a device
+     * backend's are checked when downloaded). Documents of a pack do not
+     * mix, so one overflow fails its own document only. */
+    for (int64_t i = 0; i < n_docs; i++) {
+        const int bad = (c->pooling != SPECTRAL_POOLING_NONE &&
+                         sp_first_nonfinite(SP_TENSOR_F32, c->emb + i * P, (size_t)P) >= 0) ||
+                        (c->be->host_memory &&
+                         sp_first_nonfinite(SP_TENSOR_F32, states + c->offsets[i] * E, (size_t)(n_tokens[i] * E)) >= 0);
+        c->doc_status[i] = bad ? SPECTRAL_ERR_NUMERIC : SPECTRAL_OK;
+    }
     c->states = states;
-    c->has_output = 1;
-    show_document(c, 0);
     return SPECTRAL_OK;
 }
 
@@ -744,8 +769,8 @@ spectral_status spectral_encode(spectral_context *c, const int32_t *tokens, int6
     if (!c) return sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "NULL argument");
     c->has_output = 0;
     spectral_status s = check_document(c->model, tokens, T);
-    if (s) return s;
-    return encode_pass(c, &tokens, &T, 1);
+    if (s == SPECTRAL_OK) s = encode_pass(c, &tokens, &T, 1);
+    return s == SPECTRAL_OK ? show_document(c, 0) : s;
 }
 
 const float *spectral_get_embedding(spectral_context *c) {
@@ -773,6 +798,10 @@ const float *spectral_get_token_states(spectral_context *c, int64_t *n_tokens) {
         }
         if (c->be->ops->download(c->be, c->states_host, rows, bytes)) {
             sp_fail(SPECTRAL_ERR_BACKEND, "%s", c->be->err);
+            return NULL;
+        }
+        if (sp_first_nonfinite(SP_TENSOR_F32, c->states_host, (size_t)c->n_tokens * (size_t)E) >= 0) {
+            sp_fail(SPECTRAL_ERR_NUMERIC, "the document's token states have non-finite values (NaN or Inf)");
             return NULL;
         }
         c->states_fresh = 1;
@@ -807,13 +836,11 @@ spectral_status spectral_encode_batch(spectral_context *c, const int32_t *const 
             }
         }
         for (int64_t k = i; k < j; k++) {
-            if (s == SPECTRAL_OK) {
-                show_document(c, k - i);
-            } else {
-                c->has_output = 0; /* no stale output from an earlier pass */
-                if (first == SPECTRAL_OK) first = s;
-            }
-            if (on_done && on_done(c, k, s, user_data))
+            spectral_status sk = s;
+            if (s == SPECTRAL_OK) sk = show_document(c, k - i);
+            else c->has_output = 0; /* no stale output from an earlier pass */
+            if (sk != SPECTRAL_OK && first == SPECTRAL_OK) first = sk;
+            if (on_done && on_done(c, k, sk, user_data))
                 return sp_fail(SPECTRAL_ERR_STOPPED, "the callback stopped the batch after document %lld of %lld",
                                (long long)k, (long long)n_docs);
         }

@@ -78,6 +78,8 @@ typedef enum {
     SPECTRAL_ERR_BACKEND = 7,          /* the compute backend failed */
     SPECTRAL_ERR_UNSUPPORTED = 8,      /* e.g. CUDA requested in a build without it */
     SPECTRAL_ERR_STOPPED = 9,          /* spectral_encode_batch: the callback stopped it */
+    SPECTRAL_ERR_NUMERIC = 10,         /* the document's output has a NaN or Inf (finite
+                                          weights, or an adapter's scale, overflow on it) */
 } spectral_status;
 
 typedef enum {
@@ -132,7 +134,9 @@ const char *spectral_last_error(void);
 /* Whether this build can run the given backend on this machine. */
 bool spectral_backend_available(spectral_backend b);
 
-/* Model */
+/* Model. Loading checks every weight: a NaN or Inf in any tensor (an F32,
+ * F16 or BF16 value, a Q8_0/Q4_0 block scale) refuses the model with
+ * SPECTRAL_ERR_MODEL and the tensor's name. */
 spectral_model_params spectral_model_default_params(void);
 spectral_status spectral_model_load(const char *path, spectral_model_params params,
                                     spectral_model **out);
@@ -196,13 +200,20 @@ spectral_status spectral_context_set_mem_limit(spectral_context *ctx, size_t mem
 spectral_pooling spectral_context_pooling(const spectral_context *ctx);
 
 /* Encode one document. On success the outputs below are valid until the next
- * encode call on this context. */
+ * encode call on this context. Outputs are finite: a document whose pooled
+ * embedding or token states would hold a NaN or Inf (weights are checked
+ * finite at load, but finite weights can still overflow on some input) fails
+ * with SPECTRAL_ERR_NUMERIC and has no outputs. On a device backend the
+ * token states are checked when spectral_get_token_states copies them to the
+ * host (NULL, with the reason in spectral_last_error()). */
 spectral_status spectral_encode(spectral_context *ctx, const int32_t *tokens, int64_t n_tokens);
 
 /* Pooled embedding of the last document (n_pooled floats), or NULL when the
  * context's pooling is NONE. */
 const float *spectral_get_embedding(spectral_context *ctx);
-/* Final hidden states of the last document: n_tokens x n_embd, row-major. */
+/* Final hidden states of the last document: n_tokens x n_embd, row-major;
+ * NULL when there are none (or, on a device backend, when they are not
+ * finite: SPECTRAL_ERR_NUMERIC's message in spectral_last_error()). */
 const float *spectral_get_token_states(spectral_context *ctx, int64_t *n_tokens);
 
 /* Encode several documents, calling on_done for each one, in order, as soon

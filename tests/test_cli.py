@@ -229,6 +229,13 @@ with tempfile.TemporaryDirectory() as d:
         check(rc == 1 and "defined for any length" not in err and "longer than the maximum" in err,
               f"FNet over its positions: {rc} {err!r}")
 
+    # an adapter at scale 1e30 overflows the forward pass: an error for the input (or the
+    # adapter), never "embedding": [null, ...] with exit 0 (issue 21, item 7)
+    data = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+    rc, out, err = run("-m", os.path.join(data, "seed", "model.gguf"), "--adapter",
+                       os.path.join(data, "fourierft", "seed-adapter.gguf") + ":1e30", good1)
+    check(rc in (1, 2) and b"null" not in out and "non-finite" in err, f"adapter scale 1e30: {rc} {err!r}")
+
     # SIGTERM / SIGINT in the middle of long records: whole lines only, exit 143 / 130
     big = write("big.txt", bytes(range(256)) * 200)
     for sig, code in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):

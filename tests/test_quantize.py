@@ -48,6 +48,7 @@ import resource
 import shutil
 import signal
 import stat
+import struct
 import subprocess
 import sys
 
@@ -362,6 +363,46 @@ def check_output_path(args, model, work):
     check(leftovers() == [], f"no temporary file left behind: {leftovers()}")
 
 
+def check_nonfinite_weights(args, work):
+    """Issue 21, item 7: a NaN or Inf anywhere in the weights (a value of an F32, F16 or BF16
+    tensor, a Q8_0 or Q4_0 block's scale) refuses the model at load, naming the tensor; it used to
+    load and print "embedding": [null, ...] with exit 0."""
+    text = os.path.join(work, "nonfinite.txt")
+    with open(text, "wb") as fh:
+        fh.write(b"some text to embed")
+    base = {dt: os.path.join(work, f"nf_{dt}.gguf") for dt in ("f32", "f16", "bf16")}
+    for dt, path in base.items():
+        make_model.write_model(path, dim=64, ffn=128, layers=2, filters=8, seed=11, dtype=dt, dtype_all=True)
+    for typ in ("q8_0", "q4_0"):
+        base[typ] = os.path.join(work, f"nf_{typ}.gguf")
+        p = run([args.quantize, base["f32"], base[typ], "--type", typ])
+        check(p.returncode == 0, f"quantize {typ}: {p.stderr}")
+    nan32, inf16, ninf_bf16, nan16 = (struct.pack("<I", 0x7FC00000), struct.pack("<H", 0x7C00),
+                                      struct.pack("<H", 0xFF80), struct.pack("<H", 0x7E00))
+    cases = [  # (model, tensor, byte offset in its data, bytes, where the message says it is)
+        ("f32", "blk.0.ffn_up.weight", 4 * 5, nan32, "element 5"),
+        ("f32", "token_embd.weight", 4 * 5000, nan32, "element 5000"),
+        ("f32", "blk.1.ffn_norm.bias", 4 * 3, nan32, "element 3"),
+        ("f16", "blk.1.ffn_down.weight", 2 * 7, inf16, "element 7"),
+        ("f16", "blk.0.mix_filter.weight", 2 * 2, inf16, "element 2"),
+        ("bf16", "blk.0.ffn_up.weight", 2 * 4099, ninf_bf16, "element 4099"),
+        ("bf16", "blk.0.mix_norm.weight", 0, ninf_bf16, "element 0"),
+        ("q8_0", "blk.0.ffn_up.weight", 34 * 3, nan16, "block 3"),   # block 3's f16 scale
+        ("q4_0", "blk.1.ffn_down.weight", 18 * 1, inf16, "block 1"),  # block 1's f16 scale
+    ]
+    for typ, name, off, raw, where in cases:
+        bad = os.path.join(work, f"nf_bad_{typ}.gguf")
+        shutil.copyfile(base[typ], bad)
+        t = {t.name: t for t in gguf.GGUFReader(bad).tensors}[name]
+        with open(bad, "r+b") as fh:
+            fh.seek(int(t.data_offset) + off)
+            fh.write(raw)
+        p = run([args.embed, "-m", bad, text])
+        check(p.returncode == 2 and "non-finite" in p.stderr and name in p.stderr and where in p.stderr and
+              "null" not in p.stdout,
+              f"{typ} {name} with a non-finite value: rc {p.returncode} {p.stderr.strip()!r} {p.stdout[:80]!r}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quantize", required=True)
@@ -409,6 +450,7 @@ def main() -> int:
                 check(cos >= floors[typ], f"{typ}: cosine to the F32 model {cos:.6f} < {floors[typ]}")
     check_cli(args, tiny, args.work)
     check_output_path(args, tiny, args.work)
+    check_nonfinite_weights(args, args.work)
     return harness.report("test_quantize")
 
 

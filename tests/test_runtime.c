@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "formats/gguf.h"
 #include "runtime/arena.h"
 #include "spectral.h"
 #include "tiny_model.h"
@@ -490,6 +491,7 @@ typedef struct {
     int nan_weight;      /* one weight NaN */
     int bucket_as_f32;   /* lexical.bucket stored as F32 */
     int64_t n_values;    /* values per tensor (256 = one per byte token) */
+    float weight_200;    /* when non-zero, token 200's weight */
 } lexical_variant;
 
 static int add_lexical(sp_gguf_writer *w, void *user) {
@@ -506,6 +508,7 @@ static int add_lexical(sp_gguf_writer *w, void *user) {
     }
     if (!rc && v->bad_bucket) bucket[n / 2] = (int32_t)v->dims;
     if (!rc && v->nan_weight) weight[n / 3] = NAN;
+    if (!rc && v->weight_200 != 0.0f && n > 200) weight[200] = v->weight_200;
     const int64_t ne[1] = {n};
     if (!rc && v->with_key) rc |= sp_gguf_writer_set_u32(w, "spectralmlp.lexical.dims", v->dims);
     if (!rc && v->with_key) rc |= sp_gguf_writer_set_f32(w, "spectralmlp.lexical.scale", 2.0f);
@@ -611,6 +614,109 @@ static void test_lexical(spectral_model *plain) {
     remove(path);
 }
 
+/* The model file in memory with tensor `name` set to +v, -v, +v, ... */
+static char *model_with_tensor(const char *path, const char *name, float v, size_t *size) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    *size = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc(*size);
+    const int ok = buf && fread(buf, 1, *size, f) == *size;
+    fclose(f);
+    sp_gguf *g = NULL;
+    char err[256];
+    if (!ok || sp_gguf_open_memory(buf, *size, &g, err, sizeof err)) {
+        free(buf);
+        return NULL;
+    }
+    const sp_gguf_tensor *t = sp_gguf_tensor_at(g, sp_gguf_find_tensor(g, name));
+    float *x = (float *)(buf + ((const char *)t->data - buf));
+    for (int64_t i = 0; i < t->ne[0] * t->ne[1]; i++) x[i] = i % 2 ? -v : v;
+    sp_gguf_close(g);
+    return buf;
+}
+
+typedef struct {
+    spectral_status status[3];
+    float first[3];
+    int n;
+} nonfinite_log;
+
+static int on_nonfinite(spectral_context *ctx, int64_t i, spectral_status s, void *user) {
+    nonfinite_log *log = user;
+    log->status[i] = s;
+    const float *e = spectral_get_embedding(ctx);
+    log->first[i] = e ? e[0] : NAN;
+    log->n++;
+    return 0;
+}
+
+/* Issue 21, item 7: finite weights can still overflow (3e38 in a matrix, or
+ * in one token's sketch weight). Such an output is an error for that
+ * document, never NaN/Inf handed out as a result; the other documents of
+ * the same packed pass are unaffected. */
+static void test_nonfinite_output(void) {
+    size_t size = 0;
+    char *buf = model_with_tensor(model_path, "blk.0.ffn_up.weight", 3e38f, &size);
+    spectral_model *m = NULL;
+    CHECK(buf && spectral_model_load_from_memory(buf, size, spectral_model_default_params(), &m) == SPECTRAL_OK,
+          "finite weights load: %s", spectral_last_error());
+    int32_t *doc = make_tokens(50, 3);
+    spectral_context_params p = spectral_context_default_params();
+    p.n_threads = 2;
+    for (int pooling = SPECTRAL_POOLING_NONE; m && pooling <= SPECTRAL_POOLING_MEAN; pooling++) {
+        p.pooling = (spectral_pooling)pooling;
+        spectral_context *ctx = NULL;
+        CHECK(spectral_context_create(m, p, &ctx) == SPECTRAL_OK, "%s", spectral_last_error());
+        const spectral_status s = spectral_encode(ctx, doc, 50);
+        CHECK(s == SPECTRAL_ERR_NUMERIC && strstr(spectral_last_error(), "non-finite"),
+              "pooling %d: overflowing weights: status %d, '%s'", pooling, (int)s, spectral_last_error());
+        CHECK(spectral_get_embedding(ctx) == NULL && spectral_get_token_states(ctx, NULL) == NULL,
+              "no output of a failed document");
+        spectral_context_free(ctx);
+    }
+    spectral_model_free(m);
+    free(buf);
+    free(doc);
+
+    /* per document: token 200's sketch weight overflows when it occurs 4 times */
+    char path[300];
+    snprintf(path, sizeof path, "%s.huge.gguf", model_path);
+    lexical_variant v = {1, 1, 1, 16, 0, 0, 0, 256, 3e38f};
+    m = NULL;
+    CHECK(!write_tiny_model_with(path, 24, 48, 6, 2, 12345, add_lexical, &v) &&
+              spectral_model_load(path, spectral_model_default_params(), &m) == SPECTRAL_OK,
+          "%s", spectral_last_error());
+    remove(path);
+    if (!m) return;
+    int32_t a[50], b[50], c[70];
+    for (int i = 0; i < 50; i++) a[i] = b[i] = (int32_t)(i * 7 % 100);
+    for (int i = 0; i < 70; i++) c[i] = (int32_t)(i * 3 % 100);
+    b[3] = b[10] = b[20] = b[30] = 200;
+    p.pooling = SPECTRAL_POOLING_MEAN;
+    spectral_context *ctx = NULL;
+    CHECK(spectral_context_create(m, p, &ctx) == SPECTRAL_OK, "%s", spectral_last_error());
+    CHECK(spectral_encode(ctx, b, 50) == SPECTRAL_ERR_NUMERIC, "the sketch overflows: %s", spectral_last_error());
+    float alone[2];
+    CHECK(spectral_encode(ctx, a, 50) == SPECTRAL_OK, "%s", spectral_last_error());
+    alone[0] = spectral_get_embedding(ctx)[0];
+    CHECK(spectral_encode(ctx, c, 70) == SPECTRAL_OK, "%s", spectral_last_error());
+    alone[1] = spectral_get_embedding(ctx)[0];
+    const int32_t *docs[3] = {a, b, c};
+    const int64_t lens[3] = {50, 50, 70};
+    nonfinite_log log = {{SPECTRAL_OK}, {0}, 0};
+    const spectral_status s = spectral_encode_batch(ctx, docs, lens, 3, on_nonfinite, &log);
+    CHECK(s == SPECTRAL_ERR_NUMERIC && log.n == 3 && log.status[0] == SPECTRAL_OK &&
+              log.status[1] == SPECTRAL_ERR_NUMERIC && log.status[2] == SPECTRAL_OK,
+          "packed: per-document statuses %d %d %d", (int)log.status[0], (int)log.status[1], (int)log.status[2]);
+    CHECK(log.first[0] == alone[0] && isnan(log.first[1]) && log.first[2] == alone[1],
+          "packed: the others as alone, none for the failed one");
+    spectral_context_free(ctx);
+    spectral_model_free(m);
+}
+
+
 int main(void) {
     snprintf(model_path, sizeof model_path, "/tmp/spectral_test_runtime_%d.gguf", (int)getpid());
     if (write_tiny_model(model_path, 24, 48, 6, 2, 12345)) return 1;
@@ -632,6 +738,7 @@ int main(void) {
     test_memory_vs_threads(model);
     test_thread_create_failure(model);
     test_lexical(model); /* the same weights without a sketch */
+    test_nonfinite_output();
     spectral_model_free(model);
 
     /* use_mmap = false path gives the same model */

@@ -340,6 +340,11 @@ static int on_document(spectral_context *ctx, int64_t i, spectral_status s, void
     const float *pooled = spectral_get_embedding(ctx);
     int64_t rows = 0;
     const float *states = pooled ? NULL : spectral_get_token_states(ctx, &rows);
+    if (!pooled && !states) { /* a device's states failed their download or check */
+        fprintf(stderr, "%sspectral-embed: %s: %s\n", fs->progress ? "\n" : "", label, spectral_last_error());
+        (*fs->n_failed)++;
+        return 0;
+    }
     fs->write_errno = output_record(label, fs->p->lens[i], pooled, fs->n_pooled, states, rows, fs->n_embd);
     if (!fs->write_errno) (*fs->n_written)++;
     if (fs->write_errno) return 1; /* stop the batch */
