@@ -169,7 +169,12 @@ uint64_t spectral_model_n_params(const spectral_model *model);
 
 /* Tokenize text with the model's tokenizer. Writes up to n_max tokens and
  * returns the total number of tokens the text produces (which may exceed
- * n_max: call once with tokens = NULL to size the buffer), or -1 on error. */
+ * n_max: call once with tokens = NULL to size the buffer), or -1 on error.
+ * A text with nothing to embed gives 0 tokens and writes none, whatever the
+ * tokenizer: empty, white space alone (Unicode White_Space, which a bytes
+ * tokenizer would otherwise keep as tokens), or characters the tokenizer
+ * drops entirely (which a bert tokenizer would leave as [CLS] [SEP]). Such
+ * a document is refused by spectral_encode as empty. */
 int64_t spectral_tokenize(const spectral_model *model, const char *text, size_t len,
                           int32_t *tokens, int64_t n_max);
 

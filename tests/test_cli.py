@@ -107,6 +107,18 @@ with tempfile.TemporaryDirectory() as d:
     check(json.loads(out)["embedding"] == recs[0]["embedding"], "stdin same as file")
     rc, out, err = run("-m", MODEL, "-", stdin=b"")
     check(rc == 1 and "empty input" in err, "empty stdin is an input error")
+    # whitespace alone is empty too, for every tokenizer (issue 25: the default model's bert
+    # tokenizer embedded it as [CLS] [SEP], the byte model as the spaces)
+    blank = write("blank.txt", b" \t\n  \r\n" + "\u3000\u00a0".encode())
+    default_model = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "models", "spectral-default.gguf")
+    for m in (MODEL, default_model):
+        rc, out, err = run("-m", m, empty, blank, good1)
+        lines = out.decode().splitlines()
+        check(rc == 1 and err.count("empty input") == 2 and len(lines) == 1 and json.loads(lines[0])["input"] == good1,
+              f"{os.path.basename(m)}: empty and whitespace-only inputs are errors: {rc} {err!r}")
+    dropped = write("dropped.txt", "\u200b\ufeff\x01".encode())  # all removed by bert's text cleaning
+    rc, out, err = run("-m", default_model, dropped)
+    check(rc == 1 and "empty input" in err and out == b"", f"only what bert drops: {rc} {err!r}")
 
     # pooling none, no-normalize, float round trip through raw
     rc, out, err = run("-m", MODEL, "--pooling", "none", good1)

@@ -165,6 +165,13 @@ static void test_bad_arguments(spectral_model *model) {
           "truncated fill");
     CHECK(spectral_tokenize(model, "\xff\x00", 2, tk, 8) == 2 && tk[0] == 255 && tk[1] == 0,
           "bytes");
+    /* a text of whitespace alone has nothing to embed: no tokens, for every
+     * tokenizer (the bytes one would give the spaces themselves) */
+    const char *blank[] = {"", " ", "  \t\n\r\v\f ", "\xc2\xa0\xe3\x80\x80\xe2\x80\xa8\xc2\x85"};
+    for (size_t i = 0; i < sizeof blank / sizeof blank[0]; i++)
+        CHECK(spectral_tokenize(model, blank[i], strlen(blank[i]), tk, 8) == 0, "blank text %zu", i);
+    CHECK(spectral_tokenize(model, " a ", 3, tk, 8) == 3 && tk[1] == 'a', "text around spaces");
+    CHECK(spectral_tokenize(model, "\xc2", 1, tk, 8) == 1, "a stray byte is not blank");
 }
 
 /* Every entry point takes NULL handles without crashing: getters give 0 /

@@ -154,6 +154,7 @@ def main(argv=None) -> int:
         big = write("big.txt", b"a" * (8 << 20))
         cases = [
             ("empty file", ["-m", M, write("empty.txt", b"")], None),
+            ("whitespace-only file", ["-m", M, write("blank.txt", b" \t\n\r\n")], None),
             ("binary file (all 256 byte values)", ["-m", M, write("bin.txt", bytes(range(256)))], None),
             ("a directory", ["-m", M, d], None),
             ("a missing file", ["-m", M, os.path.join(d, "missing.txt")], None),
