@@ -116,6 +116,16 @@ with tempfile.TemporaryDirectory() as d:
         lines = out.decode().splitlines()
         check(rc == 1 and err.count("empty input") == 2 and len(lines) == 1 and json.loads(lines[0])["input"] == good1,
               f"{os.path.basename(m)}: empty and whitespace-only inputs are errors: {rc} {err!r}")
+    # the README's --mem-limit examples each run the default model on a short input (issue 25:
+    # its 65536 refused every input)
+    readme = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "README.md")).read()
+    usage = readme[readme.index("spectral-embed -m MODEL [options]"):]
+    usage = usage[usage.index("--mem-limit SIZE"):usage.index("-b, --batch-tokens")]
+    sizes = re.findall(r"(?<![\w.])(\d+(?:\.\d+)?[KMGT]?)(?=[,\s)]|$)", usage)
+    check(len(sizes) >= 2, f"README --mem-limit examples found: {sizes}")
+    for size in sizes:
+        rc, out, err = run("-m", default_model, "--mem-limit", size, good1)
+        check(rc == 0, f"README's --mem-limit {size} with the default model: {rc} {err!r}")
     dropped = write("dropped.txt", "\u200b\ufeff\x01".encode())  # all removed by bert's text cleaning
     rc, out, err = run("-m", default_model, dropped)
     check(rc == 1 and "empty input" in err and out == b"", f"only what bert drops: {rc} {err!r}")
@@ -196,6 +206,10 @@ with tempfile.TemporaryDirectory() as d:
     check(rc == -signal.SIGPIPE and err == b"", f"| head: {rc} {err!r}")
     rc, out, err = run("--help")
     check(b"SIGPIPE" in out, "--help says what a closed pipe does")
+    # --mem-limit bounds the process (text and tokens too), not only activations (issue 25)
+    help_text = out.decode()
+    mem_help = help_text[help_text.index("--mem-limit"):help_text.index("--batch-tokens")]
+    check("text and tokens" in mem_help and "activation memory," not in mem_help, f"--help --mem-limit: {mem_help!r}")
     # a reader that goes away, with SIGPIPE ignored: EPIPE stops the run
     p = subprocess.Popen([EMBED, "-m", MODEL, *([good2] * 200)], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGPIPE, signal.SIG_IGN))
