@@ -299,11 +299,11 @@ int64_t spectral_tokenize(const spectral_model *m, const char *text, size_t len,
     if (!text || sp_text_is_blank(text, len)) return 0;
     const int64_t n_special = sp_tokenize(m->tokenizer, "", 0, 1, NULL, 0);
     int32_t saved[4];
-    const int64_t n_saved = n_special < n_max ? n_special : n_max;
-    if (n_saved > 4) { /* none of ours adds more than two */
+    if (n_special < 0 || n_special > 4) { /* none of ours adds more than two */
         sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "the tokenizer adds %lld special tokens", (long long)n_special);
         return -1;
     }
+    const int64_t n_saved = n_special < n_max ? n_special : n_max;
     if (n_saved > 0) memcpy(saved, tokens, (size_t)n_saved * sizeof *saved);
     const int64_t n = sp_tokenize(m->tokenizer, text, len, 1, tokens, n_max);
     if (n < 0) sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "tokenization failed");
