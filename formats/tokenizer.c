@@ -467,6 +467,17 @@ const char *sp_tokenizer_model(const sp_tokenizer *tok) { return tok->model; }
 
 int64_t sp_tokenizer_n_vocab(const sp_tokenizer *tok) { return tok->n_vocab; }
 
+int sp_text_is_blank(const char *text, size_t len) {
+    const unsigned char *s = (const unsigned char *)text;
+    for (size_t i = 0, adv = 0; i < len; i += adv) {
+        const uint32_t cp = sp_utf8_next(s, len, i, &adv);
+        /* BERT's space table is White_Space less the three it counts as
+         * control characters */
+        if (!sp_uc_bert_space(cp) && cp != 0x0B && cp != 0x0C && cp != 0x85) return 0;
+    }
+    return 1;
+}
+
 int64_t sp_tokenize(const sp_tokenizer *tok, const char *text, size_t len, int add_special,
                     int32_t *out, int64_t n_max) {
     if (!tok || (!text && len) || n_max < 0 || (!out && n_max > 0)) return -1;

@@ -49,6 +49,12 @@ int64_t sp_token_piece(const sp_tokenizer *tok, int32_t id, char *out, int64_t s
  * for padding (bert [CLS], [SEP], [PAD]; SentencePiece control tokens). */
 int sp_token_is_control(const sp_tokenizer *tok, int32_t id);
 
+/* Non-zero when text is empty or every character in it is white space
+ * (Unicode's White_Space property: ASCII \t \n \v \f \r and space, U+0085,
+ * U+00A0, U+1680, U+2000..U+200A, U+2028, U+2029, U+202F, U+205F, U+3000).
+ * Bytes that are not valid UTF-8 are not white space. */
+int sp_text_is_blank(const char *text, size_t len);
+
 #ifdef __cplusplus
 }
 #endif

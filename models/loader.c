@@ -144,20 +144,46 @@ static int take_tensor(const sp_gguf *g, sp_owned_buffers *owned, const char *na
     }
     if (!wl) return 0;
     int64_t n = t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
+    /* Every weight is finite, or the model is refused here: a NaN or Inf
+     * would otherwise come out as an embedding of NaNs (docs/reliability.md
+     * has what the check costs at load). */
+    const int quantized = t->type == SP_TENSOR_Q8_0 || t->type == SP_TENSOR_Q4_0;
     const void *data = t->data;
     sp_weight_type type = SP_WEIGHT_F32;
-    if (keep_quantized && (t->type == SP_TENSOR_Q8_0 || t->type == SP_TENSOR_Q4_0)) {
+    int64_t bad = -1;
+    if (t->type == SP_TENSOR_F32 || (keep_quantized && quantized)) {
+        /* used where the file maps it: one pass over the stored bits (for
+         * Q8_0/Q4_0, the block scales; the quants are integers) */
+        bad = sp_first_nonfinite(t->type, t->data, (size_t)n);
         /* the reader checked ne[0] % 32 == 0 and the byte size */
-        type = t->type == SP_TENSOR_Q8_0 ? SP_WEIGHT_Q8_0 : SP_WEIGHT_Q4_0;
-    } else if (t->type != SP_TENSOR_F32) {
+        if (quantized) type = t->type == SP_TENSOR_Q8_0 ? SP_WEIGHT_Q8_0 : SP_WEIGHT_Q4_0;
+    } else {
         float *buf = malloc((size_t)n * sizeof(float));
         if (!buf || sp_owned_add(owned, buf)) {
             free(buf);
             snprintf(err, err_len, "out of memory converting tensor %s", name);
             return -1;
         }
-        sp_convert_to_f32(t->type, t->data, buf, (size_t)n);
+        /* converted a chunk at a time, each checked while it is in cache */
+        const int64_t chunk = 4096; /* a whole number of Q8_0/Q4_0 blocks */
+        const int64_t bs = sp_tensor_block_size(t->type);
+        const size_t bb = sp_tensor_block_bytes(t->type);
+        for (int64_t i0 = 0; i0 < n && bad < 0; i0 += chunk) {
+            const int64_t m = n - i0 < chunk ? n - i0 : chunk;
+            sp_convert_to_f32(t->type, (const uint8_t *)t->data + (size_t)(i0 / bs) * bb, buf + i0, (size_t)m);
+            const int64_t b = sp_first_nonfinite(SP_TENSOR_F32, buf + i0, (size_t)m);
+            if (b >= 0) bad = i0 + b;
+        }
         data = buf;
+    }
+    if (bad >= 0) {
+        if (quantized)
+            snprintf(err, err_len, "tensor %s has a non-finite value: the scale of its block %lld is NaN or Inf",
+                     name, (long long)(bad / 32));
+        else
+            snprintf(err, err_len, "tensor %s has a non-finite value (NaN or Inf) at element %lld", name,
+                     (long long)bad);
+        return -1;
     }
     if (sp_weight_list_push(wl, data, type, n)) {
         snprintf(err, err_len, "out of memory");

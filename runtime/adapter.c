@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "formats/gguf.h"
 #include "formats/quant.h"
 #include "kernels/cpu/cpu_internal.h" /* sp_fft_mutex: FFTW's planner is process-wide */
 
@@ -123,6 +124,9 @@ static spectral_status materialise(adapter_target *t, const float *spec, const i
     const double f = (double)scaling / (double)RC;
     for (int64_t i = 0; i < RC; i++) t->delta[i] = (float)((double)S[i][0] * f);
     fftwf_free(S);
+    if (sp_first_nonfinite(SP_TENSOR_F32, t->delta, (size_t)RC) >= 0)
+        return sp_fail(SPECTRAL_ERR_FORMAT, "the delta of %s overflows float32 (adapter.fourierft.scaling %g)",
+                       name, (double)scaling);
     return SPECTRAL_OK;
 }
 
@@ -140,8 +144,17 @@ static spectral_status load_target(const sp_gguf *g, const spectral_model *m, co
     char terr[256];
     /* the shape as the file has it, dense or stored as a sparse spectral tensor */
     const int known = sp_model_tensor_ne(sp_model_gguf(m), name, ne, terr, sizeof terr) == 0;
-    const int64_t b_rows = known ? ne[1] * ne[2] * ne[3] : -1, b_cols = known ? ne[0] : -1;
-    if ((known && (b_rows != rows || b_cols != cols || ne[2] != 1 || ne[3] != 1)) ||
+    if (known && (ne[2] != 1 || ne[3] != 1)) {
+        char shape[96];
+        const int dims = ne[3] != 1 ? 4 : 3;
+        snprintf(shape, sizeof shape, "%lld, %lld, %lld", (long long)ne[0], (long long)ne[1], (long long)ne[2]);
+        if (dims == 4) snprintf(shape + strlen(shape), sizeof shape - strlen(shape), ", %lld", (long long)ne[3]);
+        return sp_fail(SPECTRAL_ERR_MODEL,
+                       "%s: %s is a %d-D tensor [%s] (ggml order), not a weight matrix: FourierFT "
+                       "adapts 2-D matrices only", path, name, dims, shape);
+    }
+    const int64_t b_rows = known ? ne[1] : -1, b_cols = known ? ne[0] : -1;
+    if ((known && (b_rows != rows || b_cols != cols)) ||
         wl->n_elems[t->weight] != rows * cols) {
         if (known)
             return sp_fail(SPECTRAL_ERR_MODEL,
@@ -390,6 +403,11 @@ spectral_status sp_adapter_set_build(const spectral_model *m, sp_backend *be,
                 /* scale 1 gives exactly peft's merge, W += delta_W in float32 */
                 for (int64_t e = 0; e < ne; e++) host[e] += sc * d[e];
             }
+        if (sp_first_nonfinite(SP_TENSOR_F32, host, (size_t)ne) >= 0) {
+            s = sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT,
+                        "the merged %s overflows float32: an adapter's scale is too large", wl->names[wi]);
+            break;
+        }
         void *dst = host;
         if (!be->host_memory) {
             dst = be->ops->buffer_alloc(be, bytes);

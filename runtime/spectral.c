@@ -55,6 +55,8 @@ const char *spectral_status_string(spectral_status s) {
     case SPECTRAL_ERR_OUT_OF_MEMORY: return "out of memory";
     case SPECTRAL_ERR_BACKEND: return "backend error";
     case SPECTRAL_ERR_UNSUPPORTED: return "unsupported";
+    case SPECTRAL_ERR_STOPPED: return "stopped by the callback";
+    case SPECTRAL_ERR_NUMERIC: return "non-finite output";
     }
     return "unknown status";
 }
@@ -264,22 +266,24 @@ void spectral_model_free(spectral_model *m) {
     free(m);
 }
 
-const char *spectral_model_arch(const spectral_model *m) { return m->arch->name; }
-const char *spectral_model_name(const spectral_model *m) { return m->name; }
-int32_t spectral_model_n_embd(const spectral_model *m) { return (int32_t)m->info.n_embd; }
+/* The getters of a NULL handle give 0, "" or UNSPECIFIED (spectral.h). */
+const char *spectral_model_arch(const spectral_model *m) { return m ? m->arch->name : ""; }
+const char *spectral_model_name(const spectral_model *m) { return m ? m->name : ""; }
+int32_t spectral_model_n_embd(const spectral_model *m) { return m ? (int32_t)m->info.n_embd : 0; }
 int32_t spectral_model_n_pooled(const spectral_model *m) {
-    return (int32_t)(m->info.n_embd + m->lexical.dims);
+    return m ? (int32_t)(m->info.n_embd + m->lexical.dims) : 0;
 }
-int32_t spectral_model_n_layer(const spectral_model *m) { return (int32_t)m->info.n_layer; }
-int32_t spectral_model_n_vocab(const spectral_model *m) { return (int32_t)m->info.n_vocab; }
+int32_t spectral_model_n_layer(const spectral_model *m) { return m ? (int32_t)m->info.n_layer : 0; }
+int32_t spectral_model_n_vocab(const spectral_model *m) { return m ? (int32_t)m->info.n_vocab : 0; }
 int32_t spectral_model_n_ctx_train(const spectral_model *m) {
+    if (!m) return 0;
     return m->info.n_ctx_train > INT32_MAX ? INT32_MAX : (int32_t)m->info.n_ctx_train;
 }
-int64_t spectral_model_max_tokens(const spectral_model *m) { return m->info.max_tokens; }
+int64_t spectral_model_max_tokens(const spectral_model *m) { return m ? m->info.max_tokens : 0; }
 spectral_pooling spectral_model_pooling(const spectral_model *m) {
-    return (spectral_pooling)m->info.pooling;
+    return m ? (spectral_pooling)m->info.pooling : SPECTRAL_POOLING_UNSPECIFIED;
 }
-uint64_t spectral_model_n_params(const spectral_model *m) { return m->info.n_params; }
+uint64_t spectral_model_n_params(const spectral_model *m) { return m ? m->info.n_params : 0; }
 const sp_weight_list *sp_model_weight_list(const spectral_model *m) { return &m->weights; }
 const sp_gguf *sp_model_gguf(const spectral_model *m) { return m->gguf; }
 
@@ -293,12 +297,28 @@ int64_t spectral_tokenize_with(const spectral_model *m, const char *text, size_t
         sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "invalid argument to spectral_tokenize");
         return -1;
     }
+    /* Nothing to embed gives no tokens, whatever the tokenizer (spectral.h):
+     * white space alone, or text the tokenizer drops entirely (bert's
+     * control characters), which would leave only its special tokens. */
+    if (!text || sp_text_is_blank(text, len)) return 0;
+    const int64_t n_special = p.add_special ? sp_tokenize(m->tokenizer, "", 0, 1, NULL, 0) : 0;
+    int32_t saved[4];
+    if (n_special < 0 || n_special > 4) { /* none of ours adds more than two */
+        sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "the tokenizer adds %lld special tokens", (long long)n_special);
+        return -1;
+    }
+    const int64_t n_saved = n_special < n_max ? n_special : n_max;
+    if (n_saved > 0) memcpy(saved, tokens, (size_t)n_saved * sizeof *saved);
     const int64_t cut = p.max_tokens;
-    const int64_t n = sp_tokenize(m->tokenizer, text ? text : "", len, p.add_special,
-                                  tokens, cut && cut < n_max ? cut : n_max);
+    const int64_t n = sp_tokenize(m->tokenizer, text, len, p.add_special, tokens,
+                                  cut && cut < n_max ? cut : n_max);
     if (n < 0) {
         sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "tokenization failed");
         return -1;
+    }
+    if (n <= n_special) { /* wrote only the special tokens: put back what was there */
+        if (n_saved > 0) memcpy(tokens, saved, (size_t)n_saved * sizeof *saved);
+        return 0;
     }
     if (!cut || n <= cut) return n;
     /* The first cut tokens, closed as a whole text is: the end token the
@@ -435,6 +455,7 @@ struct spectral_context {
     int64_t emb_cap;     /* documents emb can hold */
     int64_t *offsets;    /* n_docs + 1 row offsets of the pass */
     int64_t offsets_cap;
+    spectral_status *doc_status; /* n_docs: OK, or SPECTRAL_ERR_NUMERIC (emb_cap of them) */
     /* the document the getters show */
     int64_t cur_row0, n_tokens;
     const float *embedding;
@@ -449,7 +470,7 @@ spectral_context_params spectral_context_default_params(void) {
         .n_threads = 0,
         .backend = SPECTRAL_BACKEND_CPU,
         .device = 0,
-        .mem_limit = 0,
+        .mem_limit = SPECTRAL_MEM_UNLIMITED,
         .pooling = SPECTRAL_POOLING_UNSPECIFIED,
         .normalize = true,
         .batch_tokens = 0,
@@ -464,6 +485,9 @@ static spectral_status ensure_docs(spectral_context *c, int64_t n) {
         float *e = realloc(c->emb, (size_t)(n * E) * sizeof(float));
         if (!e) return sp_fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
         c->emb = e;
+        spectral_status *st = realloc(c->doc_status, (size_t)n * sizeof *st);
+        if (!st) return sp_fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
+        c->doc_status = st;
         c->emb_cap = n;
     }
     if (n + 1 > c->offsets_cap) {
@@ -531,6 +555,7 @@ void spectral_context_free(spectral_context *c) {
     free(c->emb);
     free(c->lex_counts);
     free(c->offsets);
+    free(c->doc_status);
     free(c);
 }
 
@@ -604,7 +629,7 @@ size_t spectral_context_peak_memory(const spectral_context *c) { return c ? c->p
 spectral_status spectral_context_set_mem_limit(spectral_context *c, size_t mem_limit) {
     if (!c) return sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "NULL context");
     c->params.mem_limit = mem_limit;
-    if (mem_limit && c->arena_size > mem_limit) {
+    if (c->arena_size > mem_limit) {
         c->be->ops->buffer_free(c->be, c->arena_buf);
         c->arena_buf = NULL;
         c->arena_size = 0;
@@ -619,7 +644,9 @@ spectral_status spectral_context_set_normalize(spectral_context *c, bool normali
     return SPECTRAL_OK;
 }
 
-spectral_pooling spectral_context_pooling(const spectral_context *c) { return c->pooling; }
+spectral_pooling spectral_context_pooling(const spectral_context *c) {
+    return c ? c->pooling : SPECTRAL_POOLING_UNSPECIFIED;
+}
 
 static void l2_normalize(float *v, int64_t n) {
     double ss = 0;
@@ -655,7 +682,7 @@ static spectral_status plan(spectral_context *c, const int64_t *offsets, int64_t
     *arena = measure(c, offsets, n_docs);
     if (!*arena) return sp_fail(SPECTRAL_ERR_BACKEND, "planning failed: %s", be->err);
     *need = *arena + outside;
-    if (!limit || *need <= limit) return SPECTRAL_OK;
+    if (*need <= limit) return SPECTRAL_OK;
     /* Fewer tiles in flight need less scratch: find the most that fit. */
     int lo = 1, hi = be->n_threads - 1, best = 0;
     size_t best_need = 0;
@@ -688,15 +715,25 @@ static spectral_status plan(spectral_context *c, const int64_t *offsets, int64_t
     return SPECTRAL_OK;
 }
 
-/* Points the getters at document i of the last pass. */
-static void show_document(spectral_context *c, int64_t i) {
+/* Points the getters at document i of the last pass; fails instead when
+ * its outputs are not finite. */
+static spectral_status show_document(spectral_context *c, int64_t i) {
+    if (c->doc_status[i] != SPECTRAL_OK) {
+        c->has_output = 0;
+        return sp_fail(c->doc_status[i],
+                       "the document's output has non-finite values (NaN or Inf): the model's weights "
+                       "(or an adapter's scale) overflow on it");
+    }
+    c->has_output = 1;
     c->cur_row0 = c->offsets[i];
     c->n_tokens = c->offsets[i + 1] - c->offsets[i];
     c->embedding = c->emb + i * spectral_model_n_pooled(c->model);
     c->states_fresh = 0;
+    return SPECTRAL_OK;
 }
 
-/* Runs n_docs already checked documents as one pass. */
+/* Runs n_docs already checked documents as one pass; each one's outcome is
+ * then in doc_status (show_document). */
 static spectral_status encode_pass(spectral_context *c, const int32_t *const *tokens,
                                    const int64_t *n_tokens, int64_t n_docs) {
     const spectral_model *m = c->model;
@@ -709,7 +746,7 @@ static spectral_status encode_pass(spectral_context *c, const int32_t *const *to
     s = plan(c, c->offsets, n_docs, &need, &arena);
     if (s) return s;
     char b1[32];
-    if (arena > c->arena_size || (c->params.mem_limit && c->arena_size + (need - arena) > c->params.mem_limit)) {
+    if (arena > c->arena_size || c->arena_size + (need - arena) > c->params.mem_limit) {
         /* Grow (or, when what the backend allocates itself grew, shrink) to
          * exactly what this pass needs: never past the cap. */
         if (c->arena_buf) c->be->ops->buffer_free(c->be, c->arena_buf);
@@ -753,9 +790,18 @@ static spectral_status encode_pass(spectral_context *c, const int32_t *const *to
         }
     }
     if (c->be->ops->synchronize(c->be)) return sp_fail(SPECTRAL_ERR_BACKEND, "%s", c->be->err);
+    /* A document's outputs are finite or it fails (spectral.h): its pooled
+     * vector, and its token states where they are in host memory (a device
+     * backend's are checked when downloaded). Documents of a pack do not
+     * mix, so one overflow fails its own document only. */
+    for (int64_t i = 0; i < n_docs; i++) {
+        const int bad = (c->pooling != SPECTRAL_POOLING_NONE &&
+                         sp_first_nonfinite(SP_TENSOR_F32, c->emb + i * P, (size_t)P) >= 0) ||
+                        (c->be->host_memory &&
+                         sp_first_nonfinite(SP_TENSOR_F32, states + c->offsets[i] * E, (size_t)(n_tokens[i] * E)) >= 0);
+        c->doc_status[i] = bad ? SPECTRAL_ERR_NUMERIC : SPECTRAL_OK;
+    }
     c->states = states;
-    c->has_output = 1;
-    show_document(c, 0);
     return SPECTRAL_OK;
 }
 
@@ -782,8 +828,8 @@ spectral_status spectral_encode(spectral_context *c, const int32_t *tokens, int6
     if (!c) return sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "NULL argument");
     c->has_output = 0;
     spectral_status s = check_document(c->model, tokens, T);
-    if (s) return s;
-    return encode_pass(c, &tokens, &T, 1);
+    if (s == SPECTRAL_OK) s = encode_pass(c, &tokens, &T, 1);
+    return s == SPECTRAL_OK ? show_document(c, 0) : s;
 }
 
 const float *spectral_get_embedding(spectral_context *c) {
@@ -811,6 +857,10 @@ const float *spectral_get_token_states(spectral_context *c, int64_t *n_tokens) {
         }
         if (c->be->ops->download(c->be, c->states_host, rows, bytes)) {
             sp_fail(SPECTRAL_ERR_BACKEND, "%s", c->be->err);
+            return NULL;
+        }
+        if (sp_first_nonfinite(SP_TENSOR_F32, c->states_host, (size_t)c->n_tokens * (size_t)E) >= 0) {
+            sp_fail(SPECTRAL_ERR_NUMERIC, "the document's token states have non-finite values (NaN or Inf)");
             return NULL;
         }
         c->states_fresh = 1;
@@ -845,13 +895,13 @@ spectral_status spectral_encode_batch(spectral_context *c, const int32_t *const 
             }
         }
         for (int64_t k = i; k < j; k++) {
-            if (s == SPECTRAL_OK) {
-                show_document(c, k - i);
-            } else {
-                c->has_output = 0; /* no stale output from an earlier pass */
-                if (first == SPECTRAL_OK) first = s;
-            }
-            if (on_done && on_done(c, k, s, user_data)) return first;
+            spectral_status sk = s;
+            if (s == SPECTRAL_OK) sk = show_document(c, k - i);
+            else c->has_output = 0; /* no stale output from an earlier pass */
+            if (sk != SPECTRAL_OK && first == SPECTRAL_OK) first = sk;
+            if (on_done && on_done(c, k, sk, user_data))
+                return sp_fail(SPECTRAL_ERR_STOPPED, "the callback stopped the batch after document %lld of %lld",
+                               (long long)k, (long long)n_docs);
         }
         i = j;
     }

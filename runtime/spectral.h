@@ -13,7 +13,7 @@
  *     }
  *     spectral_context_params cp = spectral_context_default_params();
  *     cp.n_threads = 4;
- *     cp.mem_limit = 512u << 20;              // hard cap on activation memory
+ *     cp.mem_limit = 512u << 20;              // hard cap on working memory
  *     spectral_context *ctx = NULL;
  *     if (spectral_context_create(model, cp, &ctx)) { ... }
  *
@@ -43,7 +43,12 @@
  *
  * Errors: functions return spectral_status (0 = SPECTRAL_OK). The library
  * never exits or aborts on bad input; spectral_last_error() describes the last
- * failure on the calling thread. */
+ * failure on the calling thread.
+ *
+ * NULL handles: every function accepts NULL for its model, context or
+ * adapter. Those that return a status return SPECTRAL_ERR_INVALID_ARGUMENT;
+ * getters return 0 (sizes, counts), NULL (outputs), "" (names) or
+ * SPECTRAL_POOLING_UNSPECIFIED; the *_free functions do nothing. */
 #ifndef SPECTRAL_H
 #define SPECTRAL_H
 
@@ -72,6 +77,9 @@ typedef enum {
     SPECTRAL_ERR_OUT_OF_MEMORY = 6,    /* an allocation failed below the limit */
     SPECTRAL_ERR_BACKEND = 7,          /* the compute backend failed */
     SPECTRAL_ERR_UNSUPPORTED = 8,      /* e.g. CUDA requested in a build without it */
+    SPECTRAL_ERR_STOPPED = 9,          /* spectral_encode_batch: the callback stopped it */
+    SPECTRAL_ERR_NUMERIC = 10,         /* the document's output has a NaN or Inf (finite
+                                          weights, or an adapter's scale, overflow on it) */
 } spectral_status;
 
 typedef enum {
@@ -96,13 +104,20 @@ typedef struct {
                       with SIGBUS. Set false to read a copy into memory. */
 } spectral_model_params;
 
+/* mem_limit of a context with no cap: the largest size_t, so that "no cap"
+ * is never a value a subtraction can produce by accident. */
+#define SPECTRAL_MEM_UNLIMITED SIZE_MAX
+
 typedef struct {
     int n_threads;               /* CPU threads; 0 = all online cores (default) */
     spectral_backend backend;    /* default SPECTRAL_BACKEND_CPU */
     int device;                  /* CUDA device ordinal (default 0) */
     size_t mem_limit;            /* hard cap on working memory in bytes: the activation
                                     arena plus what the backend allocates itself for a
-                                    pass (FFTW's tables); 0 = none */
+                                    pass (FFTW's tables). Default SPECTRAL_MEM_UNLIMITED.
+                                    0 is a cap of 0 bytes, which refuses every document:
+                                    a limit computed as a remainder never switches the
+                                    cap off by coming out at 0 */
     spectral_pooling pooling;    /* default SPECTRAL_POOLING_UNSPECIFIED */
     bool normalize;              /* L2-normalize pooled embeddings (default true) */
     int64_t batch_tokens;        /* spectral_encode_batch packs consecutive short documents
@@ -119,7 +134,9 @@ const char *spectral_last_error(void);
 /* Whether this build can run the given backend on this machine. */
 bool spectral_backend_available(spectral_backend b);
 
-/* Model */
+/* Model. Loading checks every weight: a NaN or Inf in any tensor (an F32,
+ * F16 or BF16 value, a Q8_0/Q4_0 block scale) refuses the model with
+ * SPECTRAL_ERR_MODEL and the tensor's name. */
 spectral_model_params spectral_model_default_params(void);
 spectral_status spectral_model_load(const char *path, spectral_model_params params,
                                     spectral_model **out);
@@ -152,7 +169,12 @@ uint64_t spectral_model_n_params(const spectral_model *model);
 
 /* Tokenize text with the model's tokenizer. Writes up to n_max tokens and
  * returns the total number of tokens the text produces (which may exceed
- * n_max: call once with tokens = NULL to size the buffer), or -1 on error. */
+ * n_max: call once with tokens = NULL to size the buffer), or -1 on error.
+ * A text with nothing to embed gives 0 tokens and writes none, whatever the
+ * tokenizer: empty, white space alone (Unicode White_Space, which a bytes
+ * tokenizer would otherwise keep as tokens), or characters the tokenizer
+ * drops entirely (which a bert tokenizer would leave as [CLS] [SEP]). Such
+ * a document is refused by spectral_encode as empty. */
 int64_t spectral_tokenize(const spectral_model *model, const char *text, size_t len,
                           int32_t *tokens, int64_t n_max);
 
@@ -215,11 +237,12 @@ size_t spectral_context_memory_needed(spectral_context *ctx, int64_t n_tokens);
 size_t spectral_context_memory_minimum(spectral_context *ctx, int64_t n_tokens);
 /* Most working memory charged against mem_limit so far by this context. */
 size_t spectral_context_peak_memory(const spectral_context *ctx);
-/* Changes the cap on activation memory for later passes (0 = none), e.g. to
- * leave room for what the caller holds itself (spectral-embed counts each
- * input's text and tokens against --mem-limit this way). An arena already
- * larger than the new cap is released at once (and with it the outputs of
- * the last pass: call it between passes). */
+/* Changes the cap on working memory for later passes, e.g. to leave room
+ * for what the caller holds itself (spectral-embed counts each input's text
+ * and tokens against --mem-limit this way). SPECTRAL_MEM_UNLIMITED removes
+ * the cap; 0, what is left when the caller holds all of it, refuses every
+ * document. An arena already larger than the new cap is released at once
+ * (and with it the outputs of the last pass: call it between passes). */
 spectral_status spectral_context_set_mem_limit(spectral_context *ctx, size_t mem_limit);
 /* Changes params.normalize for later encodes (spectral-server switches it
  * between passes for requests that ask for unnormalized vectors). */
@@ -227,13 +250,20 @@ spectral_status spectral_context_set_normalize(spectral_context *ctx, bool norma
 spectral_pooling spectral_context_pooling(const spectral_context *ctx);
 
 /* Encode one document. On success the outputs below are valid until the next
- * encode call on this context. */
+ * encode call on this context. Outputs are finite: a document whose pooled
+ * embedding or token states would hold a NaN or Inf (weights are checked
+ * finite at load, but finite weights can still overflow on some input) fails
+ * with SPECTRAL_ERR_NUMERIC and has no outputs. On a device backend the
+ * token states are checked when spectral_get_token_states copies them to the
+ * host (NULL, with the reason in spectral_last_error()). */
 spectral_status spectral_encode(spectral_context *ctx, const int32_t *tokens, int64_t n_tokens);
 
 /* Pooled embedding of the last document (n_pooled floats), or NULL when the
  * context's pooling is NONE. */
 const float *spectral_get_embedding(spectral_context *ctx);
-/* Final hidden states of the last document: n_tokens x n_embd, row-major. */
+/* Final hidden states of the last document: n_tokens x n_embd, row-major;
+ * NULL when there are none (or, on a device backend, when they are not
+ * finite: SPECTRAL_ERR_NUMERIC's message in spectral_last_error()). */
 const float *spectral_get_token_states(spectral_context *ctx, int64_t *n_tokens);
 
 /* Encode several documents, calling on_done for each one, in order, as soon
@@ -242,9 +272,11 @@ const float *spectral_get_token_states(spectral_context *ctx, int64_t *n_tokens)
  * documents are packed into one pass of up to batch_tokens tokens; on the CPU
  * the results are bit-identical to encoding them one at a time. A document
  * that fails (e.g. over the memory limit) is
- * reported with its status and the others still run. Returns SPECTRAL_OK
- * when every document succeeded, else the first failure's status. Returning
- * non-zero from the callback stops the batch. */
+ * reported with its status and the others still run. Returning non-zero
+ * from the callback stops the batch: the documents after that one are
+ * neither encoded nor reported. Returns SPECTRAL_ERR_STOPPED when the
+ * callback stopped it, else SPECTRAL_OK when every document succeeded, else
+ * the first failure's status. */
 typedef int (*spectral_doc_callback)(spectral_context *ctx, int64_t doc_index,
                                      spectral_status status, void *user_data);
 spectral_status spectral_encode_batch(spectral_context *ctx, const int32_t *const *tokens,
@@ -312,9 +344,12 @@ spectral_status spectral_context_set_adapters(spectral_context *ctx,
  *         fprintf(stderr, "%s\n", spectral_last_error());
  *     }
  *
- * The input must load as a model; the output is written only when it loads
- * too (else it is removed), and never over the input. Every other tensor and
- * key is copied unchanged. Loading dequantizes / reconstructs compressed
+ * The input must load as a model. The output is written into a new file
+ * beside out_path and renamed over it only once it loads as a model too, so
+ * a failure leaves out_path as it was. out_path is a new file, a regular
+ * file (replaced) or a symbolic link to one (its target replaced); anything
+ * else (a device, a FIFO, a directory) is refused before any work, and the
+ * input is never overwritten. Every other tensor and key is copied unchanged. Loading dequantizes / reconstructs compressed
  * weights to float32 once: they save file size, not memory while running.
  *
  * Thread safety: reentrant; calls on different files may run concurrently. */
@@ -353,7 +388,8 @@ typedef struct {
 spectral_quantize_params spectral_quantize_default_params(void);
 /* SPECTRAL_ERR_INVALID_ARGUMENT: bad params (type, keep, regex), output path
  * equal to the input or a selected tensor that cannot take the type;
- * SPECTRAL_ERR_IO / _FORMAT / _MODEL: the input; SPECTRAL_ERR_IO: writing. */
+ * SPECTRAL_ERR_IO / _FORMAT / _MODEL: the input; SPECTRAL_ERR_IO: an output
+ * path that is not a regular file, or writing. */
 spectral_status spectral_model_quantize(const char *in_path, const char *out_path,
                                         const spectral_quantize_params *params);
 

@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "formats/gguf.h"
 #include "runtime/arena.h"
 #include "spectral.h"
 #include "tiny_model.h"
@@ -100,12 +101,21 @@ static void test_memory_limit(spectral_model *model) {
     CHECK(spectral_context_set_mem_limit(ctx, 4096) == SPECTRAL_OK, "set_mem_limit");
     CHECK(spectral_get_embedding(ctx) == NULL, "outputs gone with the arena");
     CHECK(spectral_encode(ctx, tok, T) == SPECTRAL_ERR_MEMORY_LIMIT, "lowered cap refuses");
-    CHECK(spectral_context_set_mem_limit(ctx, 0) == SPECTRAL_OK, "no cap");
+    CHECK(spectral_context_set_mem_limit(ctx, SPECTRAL_MEM_UNLIMITED) == SPECTRAL_OK, "no cap");
     CHECK(spectral_encode(ctx, tok, T) == SPECTRAL_OK && spectral_context_peak_memory(ctx) == need,
           "uncapped again: the full plan (%zu)", spectral_context_peak_memory(ctx));
     e = spectral_get_embedding(ctx);
     CHECK(e && !memcmp(e, ref, sizeof(float) * (size_t)spectral_model_n_pooled(model)), "same bits");
     CHECK(spectral_context_set_mem_limit(NULL, 1) == SPECTRAL_ERR_INVALID_ARGUMENT, "NULL context");
+    /* a cap of 0 bytes (a caller's remainder that came out at 0) is a cap:
+     * it refuses, it does not switch the cap off */
+    CHECK(spectral_context_set_mem_limit(ctx, 0) == SPECTRAL_OK, "set_mem_limit 0");
+    CHECK(spectral_encode(ctx, tok, T) == SPECTRAL_ERR_MEMORY_LIMIT, "a cap of 0 refuses");
+    spectral_context_free(ctx);
+    p.mem_limit = 0;
+    CHECK(spectral_context_create(model, p, &ctx) == SPECTRAL_OK, "%s", spectral_last_error());
+    CHECK(spectral_encode(ctx, tok, T) == SPECTRAL_ERR_MEMORY_LIMIT && spectral_context_peak_memory(ctx) == 0,
+          "mem_limit 0 at creation refuses too");
     spectral_context_free(ctx);
 
     /* one byte short of the minimum fails cleanly */
@@ -155,6 +165,47 @@ static void test_bad_arguments(spectral_model *model) {
           "truncated fill");
     CHECK(spectral_tokenize(model, "\xff\x00", 2, tk, 8) == 2 && tk[0] == 255 && tk[1] == 0,
           "bytes");
+    /* a text of whitespace alone has nothing to embed: no tokens, for every
+     * tokenizer (the bytes one would give the spaces themselves) */
+    const char *blank[] = {"", " ", "  \t\n\r\v\f ", "\xc2\xa0\xe3\x80\x80\xe2\x80\xa8\xc2\x85"};
+    for (size_t i = 0; i < sizeof blank / sizeof blank[0]; i++)
+        CHECK(spectral_tokenize(model, blank[i], strlen(blank[i]), tk, 8) == 0, "blank text %zu", i);
+    CHECK(spectral_tokenize(model, " a ", 3, tk, 8) == 3 && tk[1] == 'a', "text around spaces");
+    CHECK(spectral_tokenize(model, "\xc2", 1, tk, 8) == 1, "a stray byte is not blank");
+}
+
+/* Every entry point takes NULL handles without crashing: getters give 0 /
+ * NULL / "" / UNSPECIFIED, calls with a status give INVALID_ARGUMENT. */
+static void test_null_handles(void) {
+    CHECK(spectral_model_arch(NULL) != NULL && !spectral_model_arch(NULL)[0], "arch");
+    CHECK(spectral_model_name(NULL) != NULL && !spectral_model_name(NULL)[0], "name");
+    CHECK(spectral_model_n_embd(NULL) == 0 && spectral_model_n_pooled(NULL) == 0 &&
+              spectral_model_n_layer(NULL) == 0 && spectral_model_n_vocab(NULL) == 0 &&
+              spectral_model_n_ctx_train(NULL) == 0 && spectral_model_max_tokens(NULL) == 0 &&
+              spectral_model_n_params(NULL) == 0,
+          "sizes of no model are 0");
+    CHECK(spectral_model_pooling(NULL) == SPECTRAL_POOLING_UNSPECIFIED, "model pooling");
+    CHECK(spectral_context_pooling(NULL) == SPECTRAL_POOLING_UNSPECIFIED, "context pooling");
+    CHECK(spectral_tokenize(NULL, "a", 1, NULL, 0) == -1, "tokenize");
+    CHECK(spectral_context_memory_needed(NULL, 10) == 0 && spectral_context_memory_minimum(NULL, 10) == 0 &&
+              spectral_context_peak_memory(NULL) == 0,
+          "memory");
+    int64_t T = 7;
+    CHECK(spectral_get_embedding(NULL) == NULL && spectral_get_token_states(NULL, &T) == NULL && T == 0,
+          "outputs");
+    CHECK(spectral_encode_batch(NULL, NULL, NULL, 0, NULL, NULL) == SPECTRAL_ERR_INVALID_ARGUMENT, "batch");
+    CHECK(spectral_context_set_adapters(NULL, NULL, NULL, 0) == SPECTRAL_ERR_INVALID_ARGUMENT, "adapters");
+    CHECK(spectral_adapter_n_targets(NULL) == 0 && !spectral_adapter_name(NULL)[0], "adapter getters");
+    spectral_adapter *ad = NULL;
+    CHECK(spectral_adapter_load(NULL, "x.gguf", &ad) == SPECTRAL_ERR_INVALID_ARGUMENT && !ad, "adapter load");
+    spectral_context *c = NULL;
+    CHECK(spectral_context_create(NULL, spectral_context_default_params(), &c) == SPECTRAL_ERR_INVALID_ARGUMENT &&
+              !c,
+          "context of no model");
+    CHECK(spectral_model_quantize(NULL, NULL, NULL) == SPECTRAL_ERR_INVALID_ARGUMENT, "quantize");
+    spectral_model_free(NULL);
+    spectral_context_free(NULL);
+    spectral_adapter_free(NULL);
 }
 
 /* ---- truncation, pieces, normalize switch ---- */
@@ -216,6 +267,13 @@ static int on_doc(spectral_context *ctx, int64_t i, spectral_status s, void *use
     return 0;
 }
 
+static int stop_after_first(spectral_context *ctx, int64_t i, spectral_status s, void *user) {
+    (void)ctx;
+    (void)s;
+    ++*(int *)user;
+    return i == 0; /* stop after document 0 */
+}
+
 static void test_batch(spectral_model *model) {
     spectral_context_params p = spectral_context_default_params();
     p.n_threads = 1;
@@ -236,6 +294,12 @@ static void test_batch(spectral_model *model) {
     CHECK(log.status[0] == SPECTRAL_OK && log.status[1] == SPECTRAL_ERR_MEMORY_LIMIT &&
               log.status[2] == SPECTRAL_OK && log.status[3] == SPECTRAL_ERR_INVALID_ARGUMENT,
           "per-document statuses");
+    /* stopped by the callback: a status of its own, not OK (documents were skipped) */
+    int calls = 0;
+    const int32_t *good[3] = {a, c, a};
+    const int64_t good_lens[3] = {100, 300, 100};
+    s = spectral_encode_batch(ctx, good, good_lens, 3, stop_after_first, &calls);
+    CHECK(s == SPECTRAL_ERR_STOPPED && calls == 1, "a stopped batch says so: status %d, %d calls", (int)s, calls);
     spectral_context_free(ctx);
     free(a);
     free(b);
@@ -476,6 +540,7 @@ typedef struct {
     int nan_weight;      /* one weight NaN */
     int bucket_as_f32;   /* lexical.bucket stored as F32 */
     int64_t n_values;    /* values per tensor (256 = one per byte token) */
+    float weight_200;    /* when non-zero, token 200's weight */
 } lexical_variant;
 
 static int add_lexical(sp_gguf_writer *w, void *user) {
@@ -492,6 +557,7 @@ static int add_lexical(sp_gguf_writer *w, void *user) {
     }
     if (!rc && v->bad_bucket) bucket[n / 2] = (int32_t)v->dims;
     if (!rc && v->nan_weight) weight[n / 3] = NAN;
+    if (!rc && v->weight_200 != 0.0f && n > 200) weight[200] = v->weight_200;
     const int64_t ne[1] = {n};
     if (!rc && v->with_key) rc |= sp_gguf_writer_set_u32(w, "spectralmlp.lexical.dims", v->dims);
     if (!rc && v->with_key) rc |= sp_gguf_writer_set_f32(w, "spectralmlp.lexical.scale", 2.0f);
@@ -597,6 +663,109 @@ static void test_lexical(spectral_model *plain) {
     remove(path);
 }
 
+/* The model file in memory with tensor `name` set to +v, -v, +v, ... */
+static char *model_with_tensor(const char *path, const char *name, float v, size_t *size) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    *size = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc(*size);
+    const int ok = buf && fread(buf, 1, *size, f) == *size;
+    fclose(f);
+    sp_gguf *g = NULL;
+    char err[256];
+    if (!ok || sp_gguf_open_memory(buf, *size, &g, err, sizeof err)) {
+        free(buf);
+        return NULL;
+    }
+    const sp_gguf_tensor *t = sp_gguf_tensor_at(g, sp_gguf_find_tensor(g, name));
+    float *x = (float *)(buf + ((const char *)t->data - buf));
+    for (int64_t i = 0; i < t->ne[0] * t->ne[1]; i++) x[i] = i % 2 ? -v : v;
+    sp_gguf_close(g);
+    return buf;
+}
+
+typedef struct {
+    spectral_status status[3];
+    float first[3];
+    int n;
+} nonfinite_log;
+
+static int on_nonfinite(spectral_context *ctx, int64_t i, spectral_status s, void *user) {
+    nonfinite_log *log = user;
+    log->status[i] = s;
+    const float *e = spectral_get_embedding(ctx);
+    log->first[i] = e ? e[0] : NAN;
+    log->n++;
+    return 0;
+}
+
+/* Issue 21, item 7: finite weights can still overflow (3e38 in a matrix, or
+ * in one token's sketch weight). Such an output is an error for that
+ * document, never NaN/Inf handed out as a result; the other documents of
+ * the same packed pass are unaffected. */
+static void test_nonfinite_output(void) {
+    size_t size = 0;
+    char *buf = model_with_tensor(model_path, "blk.0.ffn_up.weight", 3e38f, &size);
+    spectral_model *m = NULL;
+    CHECK(buf && spectral_model_load_from_memory(buf, size, spectral_model_default_params(), &m) == SPECTRAL_OK,
+          "finite weights load: %s", spectral_last_error());
+    int32_t *doc = make_tokens(50, 3);
+    spectral_context_params p = spectral_context_default_params();
+    p.n_threads = 2;
+    for (int pooling = SPECTRAL_POOLING_NONE; m && pooling <= SPECTRAL_POOLING_MEAN; pooling++) {
+        p.pooling = (spectral_pooling)pooling;
+        spectral_context *ctx = NULL;
+        CHECK(spectral_context_create(m, p, &ctx) == SPECTRAL_OK, "%s", spectral_last_error());
+        const spectral_status s = spectral_encode(ctx, doc, 50);
+        CHECK(s == SPECTRAL_ERR_NUMERIC && strstr(spectral_last_error(), "non-finite"),
+              "pooling %d: overflowing weights: status %d, '%s'", pooling, (int)s, spectral_last_error());
+        CHECK(spectral_get_embedding(ctx) == NULL && spectral_get_token_states(ctx, NULL) == NULL,
+              "no output of a failed document");
+        spectral_context_free(ctx);
+    }
+    spectral_model_free(m);
+    free(buf);
+    free(doc);
+
+    /* per document: token 200's sketch weight overflows when it occurs 4 times */
+    char path[300];
+    snprintf(path, sizeof path, "%s.huge.gguf", model_path);
+    lexical_variant v = {1, 1, 1, 16, 0, 0, 0, 256, 3e38f};
+    m = NULL;
+    CHECK(!write_tiny_model_with(path, 24, 48, 6, 2, 12345, add_lexical, &v) &&
+              spectral_model_load(path, spectral_model_default_params(), &m) == SPECTRAL_OK,
+          "%s", spectral_last_error());
+    remove(path);
+    if (!m) return;
+    int32_t a[50], b[50], c[70];
+    for (int i = 0; i < 50; i++) a[i] = b[i] = (int32_t)(i * 7 % 100);
+    for (int i = 0; i < 70; i++) c[i] = (int32_t)(i * 3 % 100);
+    b[3] = b[10] = b[20] = b[30] = 200;
+    p.pooling = SPECTRAL_POOLING_MEAN;
+    spectral_context *ctx = NULL;
+    CHECK(spectral_context_create(m, p, &ctx) == SPECTRAL_OK, "%s", spectral_last_error());
+    CHECK(spectral_encode(ctx, b, 50) == SPECTRAL_ERR_NUMERIC, "the sketch overflows: %s", spectral_last_error());
+    float alone[2];
+    CHECK(spectral_encode(ctx, a, 50) == SPECTRAL_OK, "%s", spectral_last_error());
+    alone[0] = spectral_get_embedding(ctx)[0];
+    CHECK(spectral_encode(ctx, c, 70) == SPECTRAL_OK, "%s", spectral_last_error());
+    alone[1] = spectral_get_embedding(ctx)[0];
+    const int32_t *docs[3] = {a, b, c};
+    const int64_t lens[3] = {50, 50, 70};
+    nonfinite_log log = {{SPECTRAL_OK}, {0}, 0};
+    const spectral_status s = spectral_encode_batch(ctx, docs, lens, 3, on_nonfinite, &log);
+    CHECK(s == SPECTRAL_ERR_NUMERIC && log.n == 3 && log.status[0] == SPECTRAL_OK &&
+              log.status[1] == SPECTRAL_ERR_NUMERIC && log.status[2] == SPECTRAL_OK,
+          "packed: per-document statuses %d %d %d", (int)log.status[0], (int)log.status[1], (int)log.status[2]);
+    CHECK(log.first[0] == alone[0] && isnan(log.first[1]) && log.first[2] == alone[1],
+          "packed: the others as alone, none for the failed one");
+    spectral_context_free(ctx);
+    spectral_model_free(m);
+}
+
+
 int main(void) {
     snprintf(model_path, sizeof model_path, "/tmp/spectral_test_runtime_%d.gguf", (int)getpid());
     if (write_tiny_model(model_path, 24, 48, 6, 2, 12345)) return 1;
@@ -609,6 +778,7 @@ int main(void) {
               spectral_model_n_vocab(model) == 256 && spectral_model_pooling(model) == SPECTRAL_POOLING_MEAN,
           "model info");
     test_arena_unit();
+    test_null_handles();
     test_memory_limit(model);
     test_bad_arguments(model);
     test_tokens_and_pieces(model);
@@ -618,6 +788,7 @@ int main(void) {
     test_memory_vs_threads(model);
     test_thread_create_failure(model);
     test_lexical(model); /* the same weights without a sketch */
+    test_nonfinite_output();
     spectral_model_free(model);
 
     /* use_mmap = false path gives the same model */

@@ -800,7 +800,7 @@ static void spectral_model_row(spectral_model *model, const options *o, int64_t 
     spectral_context_params cp = spectral_context_default_params();
     cp.n_threads = o->threads;
     cp.backend = o->cuda ? SPECTRAL_BACKEND_CUDA : SPECTRAL_BACKEND_CPU;
-    cp.mem_limit = o->mem_limit;
+    cp.mem_limit = o->mem_limit ? o->mem_limit : SPECTRAL_MEM_UNLIMITED; /* 0: no --mem-limit */
     spectral_context *ctx = NULL;
     spectral_status st = spectral_context_create(model, cp, &ctx);
     if (st != SPECTRAL_OK) {

@@ -77,7 +77,7 @@ char *srv_metrics_text(srv_metrics *m, const srv_metrics_gauges *g, size_t *len)
     srv_buf_printf(&b, "spectral_batch_tokens_total %llu\n", (unsigned long long)g->pool.batch_tokens);
     metric(&b, "spectral_arena_peak_bytes", "gauge", "Sum over contexts of the largest activation arena each used.");
     srv_buf_printf(&b, "spectral_arena_peak_bytes %zu\n", g->pool.arena_peak);
-    metric(&b, "spectral_mem_limit_bytes", "gauge", "The --mem-limit cap on all contexts together (0 = none).");
+    metric(&b, "spectral_mem_limit_bytes", "gauge", "The --mem-limit cap on all contexts together.");
     srv_buf_printf(&b, "spectral_mem_limit_bytes %zu\n", g->mem_limit);
     metric(&b, "spectral_request_memory_bytes", "gauge",
            "Memory requests hold outside the arenas (bodies, parses, tokens, vectors, answers).");

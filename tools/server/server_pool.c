@@ -238,8 +238,11 @@ srv_pool *srv_pool_create(const srv_pool_params *p, char *err, size_t err_len) {
     }
     pool->p = *p;
     pool->n_embd = spectral_model_n_pooled(p->model); /* the length of one embedding */
-    pool->ctx_limit = p->mem_limit / (size_t)p->n_contexts;
-    if (p->mem_limit && !pool->ctx_limit) pool->ctx_limit = 1; /* a cap is a cap, even a silly one */
+    /* Each context's share. One below a byte is a byte: the same refusal
+     * (spectral-server.c reads a share of 0 as no cap). */
+    pool->ctx_limit = p->mem_limit == SPECTRAL_MEM_UNLIMITED ? SPECTRAL_MEM_UNLIMITED
+                                                             : p->mem_limit / (size_t)p->n_contexts;
+    if (!pool->ctx_limit) pool->ctx_limit = 1;
     pthread_mutex_init(&pool->lock, NULL);
     pthread_mutex_init(&pool->probe_lock, NULL);
     pthread_cond_init(&pool->wake, NULL);
@@ -285,7 +288,7 @@ srv_pool *srv_pool_create(const srv_pool_params *p, char *err, size_t err_len) {
      * shrink the token budget until such a pass fits a context, so packs
      * are not planned only to be refused and split (results are the same
      * either way). */
-    if (pool->ctx_limit && pool->probe) {
+    if (pool->ctx_limit != SPECTRAL_MEM_UNLIMITED && pool->probe) {
         if (pool->p.batch_tokens <= 0) pool->p.batch_tokens = 4096;
         while (pool->p.batch_tokens > 1 &&
                spectral_context_memory_minimum(pool->probe, pool->p.batch_tokens) > pool->ctx_limit)

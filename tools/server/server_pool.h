@@ -44,7 +44,7 @@ typedef struct {
     int n_contexts;           /* --parallel */
     int n_threads;            /* CPU threads per context */
     spectral_backend backend; /* cpu or cuda */
-    size_t mem_limit;         /* all contexts together; 0 = no cap */
+    size_t mem_limit;         /* all contexts together; SPECTRAL_MEM_UNLIMITED = no cap */
     spectral_pooling pooling; /* UNSPECIFIED = the model's */
     int64_t batch_tokens;     /* tokens per packed pass (0 = 4096) */
     int queue;                /* requests admitted and not yet computed */
@@ -63,7 +63,7 @@ srv_pool *srv_pool_create(const srv_pool_params *p, char *err, size_t err_len);
 /* Waits for the workers to finish what is queued, then frees everything. */
 void srv_pool_free(srv_pool *pool);
 
-/* Activation bytes each context may use (0 = no cap). */
+/* Activation bytes each context may use (SPECTRAL_MEM_UNLIMITED: no cap). */
 size_t srv_pool_context_limit(const srv_pool *pool);
 /* Tokens per packed pass: batch_tokens, halved until such a pass fits. */
 int64_t srv_pool_batch_tokens(const srv_pool *pool);

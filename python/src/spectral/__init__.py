@@ -536,7 +536,7 @@ class Model:
             cp.n_threads = self._n_threads
             cp.backend = self._backend
             cp.device = self._device
-            cp.mem_limit = self._mem_limit
+            cp.mem_limit = self._mem_limit or cp.mem_limit  # None/0: the default, SPECTRAL_MEM_UNLIMITED
             cp.pooling = pooling
             cp.normalize = bool(normalize)
             cp.batch_tokens = self._batch_tokens
