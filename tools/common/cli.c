@@ -1,8 +1,10 @@
-/* Command-line parsing shared by the programs: see cli.h. */
+/* Command-line parsing and process setup shared by the programs: see cli.h. */
+#define _POSIX_C_SOURCE 200809L /* sigaction */
 #include "cli.h"
 
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +56,15 @@ int cli_usage_error(const cli_args *c, const char *fmt, const char *arg) {
     fprintf(stderr, fmt, arg);
     fprintf(stderr, "\nTry '%s --help'.\n", c->prog);
     return CLI_EXIT_USAGE;
+}
+
+void cli_on_stop_signals(void (*handler)(int)) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = handler;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
 }
 
 int cli_parse_size(const char *s, size_t *out) {

@@ -2,6 +2,8 @@
  * embed_output.h. */
 #define _POSIX_C_SOURCE 200809L
 #include "embed_output.h"
+#include "cli.h"
+#include "utf8.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -85,29 +87,7 @@ static void on_stop_signal(int sig) {
 
 void output_begin(enum output_format format) {
     g_out.format = format;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_stop_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-}
-
-/* Length of the valid UTF-8 sequence at p (1-4), or 0 when it is not one
- * (stray continuation, overlong form, surrogate, past U+10FFFF). */
-static int utf8_len(const unsigned char *p) {
-    const unsigned c = p[0];
-    int n;
-    unsigned lo = 0x80, hi = 0xBF;
-    if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF) n = 2;
-    else if (c >= 0xE0 && c <= 0xEF) n = 3, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
-    else if (c >= 0xF0 && c <= 0xF4) n = 4, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
-    else return 0;
-    if (p[1] < lo || p[1] > hi) return 0;
-    for (int i = 2; i < n; i++)
-        if (p[i] < 0x80 || p[i] > 0xBF) return 0;
-    return n;
+    cli_on_stop_signals(on_stop_signal);
 }
 
 /* A JSON string. Bytes that are not valid UTF-8 become U+FFFD, so the output
@@ -116,8 +96,9 @@ static int utf8_len(const unsigned char *p) {
 static int json_string(const char *s) {
     int lossless = 1;
     put_char('"');
+    const unsigned char *end = (const unsigned char *)s + strlen(s);
     for (const unsigned char *p = (const unsigned char *)s; *p;) {
-        const int n = utf8_len(p);
+        const int n = utf8_len(p, (size_t)(end - p));
         if (n == 0) {
             put_str("\\ufffd");
             lossless = 0;

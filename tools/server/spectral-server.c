@@ -387,12 +387,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "spectral-server: pipe: %s\n", strerror(errno));
         return 2;
     }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_stop_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    cli_on_stop_signals(on_stop_signal);
     signal(SIGPIPE, SIG_IGN);
     srv_api_init();
     /* Everything requests hold outside the arenas; by default as much as the arenas may. */
