@@ -11,12 +11,14 @@ jobs=$(nproc)
 fuzz_seconds=${SPECTRAL_FUZZ_SECONDS:-60}
 
 echo "== release build (CUDA backend: ${SPECTRAL_CUDA:-AUTO}) =="
-cmake -S . -B build-test -DCMAKE_BUILD_TYPE=Release -DSPECTRAL_CUDA="${SPECTRAL_CUDA:-AUTO}" >/dev/null
+cmake -S . -B build-test -DCMAKE_BUILD_TYPE=Release -DSPECTRAL_CUDA="${SPECTRAL_CUDA:-AUTO}" \
+  -DPython3_EXECUTABLE="$SPECTRAL_PYTHON" >/dev/null
 cmake --build build-test -j"$jobs"
 (cd build-test && ctest --output-on-failure -j"$jobs")
 
 echo "== ASan + UBSan build =="
-cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS="-O1" -DSPECTRAL_SANITIZE=ON -DSPECTRAL_CUDA=OFF >/dev/null
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS="-O1" -DSPECTRAL_SANITIZE=ON -DSPECTRAL_CUDA=OFF \
+  -DPython3_EXECUTABLE="$SPECTRAL_PYTHON" >/dev/null
 cmake --build build-asan -j"$jobs"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
