@@ -4,3 +4,13 @@ spectral_add_c_test(test_cpu_ops test_cpu_ops.c)
 # the AVX-512 code emulated, against an independent reference of backend.h's
 # arithmetic, bit for bit; their stated tolerances; dispatch.
 spectral_add_c_test(test_gemm_packed test_gemm_packed.c)
+# clang at -O1 with the sanitizers (the ASan and fuzzing builds) cannot honour
+# `#pragma omp simd` and warned (-Wpass-failed) on the CPU kernels: compile
+# every kernel file that way with the warning as an error.
+find_program(SPECTRAL_CLANG clang)
+if(SPECTRAL_CLANG)
+  file(GLOB SPECTRAL_CPU_KERNEL_SOURCES ${PROJECT_SOURCE_DIR}/kernels/cpu/*.c)
+  add_test(NAME cpu_kernels_clang_O1_vectorize
+    COMMAND sh -c "for f in \"$@\"; do ${SPECTRAL_CLANG} -std=c11 -O1 -fsanitize=address,undefined -fopenmp-simd -Werror=pass-failed -I${PROJECT_SOURCE_DIR} -c \"$f\" -o /dev/null || exit 1; done"
+            sh ${SPECTRAL_CPU_KERNEL_SOURCES})
+endif()

@@ -25,20 +25,26 @@ float erff(float) __attribute__((__simd__("notinbranch")));
 #define SP_SIMD_ERFF 1
 #endif
 
+/* Sum of f(x[d]) in 8 interleaved partial sums added pairwise at the end:
+ * the order of the additions is written here, so it is the same for every
+ * compiler and optimization level, and compilers vectorize it unasked (it
+ * was an omp simd reduction: its order was the compiler's choice, and
+ * clang at -O1, which the sanitizer builds use, warned it could not
+ * vectorize it). */
+#define LANES 8
+#define LANE_SUM(out, D, term)                                                                        do {                                                                                                  double p_[LANES] = {0};                                                                           int64_t d = 0;                                                                                    for (; d + LANES <= (D); d += LANES)                                                                  for (int l = 0; l < LANES; l++) p_[l] += (term(d + l));                                       for (int l = 0; d < (D); d++, l++) p_[l] += (term(d));                                            (out) = ((p_[0] + p_[1]) + (p_[2] + p_[3])) + ((p_[4] + p_[5]) + (p_[6] + p_[7]));            } while (0)
+
 void sp_cpu_row_stats(const float *x, int64_t D, float eps, double *mean_out, double *rstd_out) {
     /* Two passes in double: exact enough that the result does not depend on
-     * D or on the magnitude of the mean. The simd reductions fix one order of
-     * the additions per build, the same for every row and thread count. */
-    double s = 0.0;
-#pragma omp simd reduction(+ : s)
-    for (int64_t d = 0; d < D; d++) s += x[d];
+     * D or on the magnitude of the mean. */
+    double s, v;
+#define VALUE(i) (double)x[i]
+    LANE_SUM(s, D, VALUE);
     const double mean = s / (double)D;
-    double v = 0.0;
-#pragma omp simd reduction(+ : v)
-    for (int64_t d = 0; d < D; d++) {
-        const double c = x[d] - mean;
-        v += c * c;
-    }
+#define SQUARE(i) (((double)x[i] - mean) * ((double)x[i] - mean))
+    LANE_SUM(v, D, SQUARE);
+#undef VALUE
+#undef SQUARE
     *mean_out = mean;
     *rstd_out = 1.0 / sqrt(v / (double)D + (double)eps);
 }
@@ -49,7 +55,6 @@ void sp_cpu_layer_norm_row(const float *x, const float *w, const float *b, float
     sp_cpu_row_stats(x, D, eps, &mean, &rstd);
     /* Centre in double: a float mean rounded near a large offset would shift
      * every output by up to half an ulp of the offset. */
-#pragma omp simd
     for (int64_t d = 0; d < D; d++) y[d] = (float)((x[d] - mean) * rstd) * w[d] + b[d];
 }
 
