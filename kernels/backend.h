@@ -177,9 +177,12 @@ typedef struct sp_backend_ops {
      * count and packing of documents. */
 
     /* Bytes pack_weight would take (the whole object), or 0 when this backend
-     * does not pack a type-stored weight for compute (on the CPU: F32 without
-     * AVX2+FMA, INT8 of a float weight): the caller then keeps the weight as
-     * it is and calls linear / ffn_block. */
+     * cannot lay out a type-stored weight for compute (on the CPU: INT8 of a
+     * float weight, rows not whole 32-blocks): the caller then keeps the
+     * weight as it is and calls linear / ffn_block. The CPU lays out F32 as
+     * plain rows for OpenBLAS where its AVX2 kernel cannot run (SPECTRAL_CPU_ISA=c
+     * asks for that too), pointing at W when W is float32: W must then
+     * outlive the packed weight. */
     size_t (*packed_size)(sp_backend *be, sp_weight_type type, int64_t OUT, int64_t IN,
                           sp_compute compute);
     /* The packed copy of W (type as in dequantize_rows, or F32), or NULL with

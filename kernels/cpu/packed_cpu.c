@@ -106,13 +106,17 @@ static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 /* Sizes of the parts: the struct, the weights, and for INT8 the scales
  * and corrections. 0 when the shape or type cannot be packed. */
 static size_t packed_parts(sp_weight_type type, int64_t OUT, int64_t IN, sp_compute compute,
-                           size_t *w_bytes, size_t *aux_bytes) {
+                           int rows_layout, size_t *w_bytes, size_t *aux_bytes) {
     if (OUT <= 0 || IN <= 0 || OUT > (INT64_C(1) << 31) || IN > (INT64_C(1) << 31)) return 0;
     if (type != SP_WEIGHT_F32 && type != SP_WEIGHT_Q8_0 && type != SP_WEIGHT_Q4_0) return 0;
     const int64_t panels = (OUT + SP_PACK_NR - 1) / SP_PACK_NR;
     *aux_bytes = 0;
     switch (compute) {
-    case SP_COMPUTE_F32: *w_bytes = (size_t)(panels * SP_PACK_NR * IN) * sizeof(float); break;
+    case SP_COMPUTE_F32:
+        /* plain rows of a float32 weight are the weight itself: nothing copied */
+        *w_bytes = rows_layout ? (type == SP_WEIGHT_F32 ? 0 : (size_t)(OUT * IN) * sizeof(float))
+                               : (size_t)(panels * SP_PACK_NR * IN) * sizeof(float);
+        break;
     case SP_COMPUTE_BF16:
         *w_bytes = (size_t)(panels * SP_PACK_NR * (IN + (IN & 1))) * sizeof(uint16_t);
         break;
@@ -162,18 +166,23 @@ static void pack_row_q8(sp_packed *P, sp_weight_type type, int64_t o, const uint
     }
 }
 
+/* F32 with no kernel of ours at this level: rows for OpenBLAS. */
+static int rows_layout(sp_backend *be, sp_compute compute) {
+    return compute == SP_COMPUTE_F32 && sp_packed_level_for(compute, sp_cpu_kernel_level(be)) < 0;
+}
+
 size_t sp_cpu_packed_size(sp_backend *be, sp_weight_type type, int64_t OUT, int64_t IN,
                           sp_compute compute) {
     size_t wb, ab;
-    if (sp_packed_level_for(compute, sp_cpu_kernel_level(be)) < 0) return 0;
-    return packed_parts(type, OUT, IN, compute, &wb, &ab);
+    return packed_parts(type, OUT, IN, compute, rows_layout(be, compute), &wb, &ab);
 }
 
 sp_packed *sp_cpu_pack_weight(sp_backend *be, sp_weight_type type, const void *W, int64_t OUT,
                               int64_t IN, sp_compute compute) {
     size_t wb, ab;
-    const size_t total = sp_cpu_packed_size(be, type, OUT, IN, compute);
-    if (!total || !packed_parts(type, OUT, IN, compute, &wb, &ab)) {
+    const int rows = rows_layout(be, compute);
+    const size_t total = packed_parts(type, OUT, IN, compute, rows, &wb, &ab);
+    if (!total) {
         sp_cpu_set_err(be, "cpu pack_weight: cannot pack a %lld x %lld weight of type %d for compute %d here",
                        (long long)OUT, (long long)IN, (int)type, (int)compute);
         return NULL;
@@ -202,6 +211,14 @@ sp_packed *sp_cpu_pack_weight(sp_backend *be, sp_weight_type type, const void *W
     P->scale = ab ? (float *)((char *)P->w + wb) : NULL;
     P->sum128 = ab ? (int32_t *)((char *)P->w + wb + ab) : NULL;
     P->bytes = total;
+    P->rows_layout = rows;
+    P->owns_w = !(rows && type == SP_WEIGHT_F32);
+    if (rows) {
+        if (type == SP_WEIGHT_F32) P->w = (void *)W; /* the caller's rows, which outlive P */
+        else sp_cpu_decode_row(type, W, OUT * IN, P->w);
+        free(row);
+        return P;
+    }
     const uint8_t *src = W;
     for (int64_t o = 0; o < OUT; o++, src += row_bytes(type, IN)) {
         if (compute == SP_COMPUTE_INT8) {
@@ -241,13 +258,17 @@ size_t sp_cpu_tile_scratch(const sp_cpu_weight *W) {
 
 void sp_cpu_tile_gemm(sp_backend *be, const sp_cpu_weight *W, int64_t rows, const float *x,
                       int64_t ldx, float *y, int64_t ldy, int accumulate, void *scratch) {
-    if (!W->packed) {
+    if (!W->packed || W->packed->rows_layout) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)W->rows, (int)W->cols,
-                    1.0f, x, (int)ldx, W->f32, (int)W->cols, accumulate ? 1.0f : 0.0f, y, (int)ldy);
+                    1.0f, x, (int)ldx, W->packed ? W->packed->w : W->f32, (int)W->cols,
+                    accumulate ? 1.0f : 0.0f, y, (int)ldy);
         return;
     }
     const sp_packed *P = W->packed;
-    const sp_kernel_level level = (sp_kernel_level)sp_packed_level_for(P->compute, sp_cpu_kernel_level(be));
+    int level = sp_packed_level_for(P->compute, sp_cpu_kernel_level(be));
+    /* F32 panels were packed on this CPU, so it has their AVX2 kernel, even
+     * when this backend's cap (SPECTRAL_CPU_ISA) is lower */
+    if (level < 0) level = SP_KERNEL_AVX2;
     sp_gemm_args a = {P, x, ldx, NULL};
     if (P->compute == SP_COMPUTE_INT8) {
         int8_t *q = scratch;
@@ -261,5 +282,5 @@ void sp_cpu_tile_gemm(sp_backend *be, const sp_cpu_weight *W, int64_t rows, cons
         a.x = scratch;
         a.ldx = P->cols_pad;
     }
-    sp_packed_gemm(level, &a, rows, y, ldy, accumulate);
+    sp_packed_gemm((sp_kernel_level)level, &a, rows, y, ldy, accumulate);
 }

@@ -14,7 +14,11 @@
  *         int32 sum128[panel][IN / 32][16]    128 * the block's sum of q (the AVX-512
  *         kernel feeds activations as unsigned bytes x + 128 and subtracts it)
  * 16 outputs of 4 bytes are one ZMM register, or two YMM: the AVX2 and
- * AVX-512 kernels read the same bytes. */
+ * AVX-512 kernels read the same bytes.
+ *
+ * F32 on a CPU without the AVX2 kernel (or under SPECTRAL_CPU_ISA=c) is
+ * laid out as plain rows instead, W itself, for OpenBLAS: pointing at the
+ * caller's float32 data, or a decoded copy of Q8_0/Q4_0. */
 #ifndef SP_PACKED_CPU_H
 #define SP_PACKED_CPU_H
 
@@ -29,6 +33,8 @@
 
 struct sp_packed {
     sp_compute compute;
+    int rows_layout;    /* F32 only: plain OUT x IN rows for OpenBLAS, not panels */
+    int owns_w;         /* w was allocated with the struct (not the caller's data) */
     int64_t rows, cols; /* OUT, IN */
     int64_t panels;     /* ceil(OUT / 16) */
     int64_t cols_pad;   /* IN, rounded up to even for BF16 */
@@ -89,7 +95,7 @@ extern const sp_micro sp_micro_f32_avx2, sp_micro_q8_c, sp_micro_q8_avx2, sp_mic
  * only AVX2; the emulated level runs everywhere). */
 int sp_packed_level_available(sp_compute compute, sp_kernel_level level);
 /* The level the backend uses for compute under cap: the best available
- * (F32 with no AVX2 kernel: -1, the weight stays unpacked). */
+ * (F32 with no AVX2 kernel: -1, OpenBLAS on plain rows). */
 int sp_packed_level_for(sp_compute compute, sp_kernel_level cap);
 /* y[rows, OUT] (row stride ldy) = the packed GEMM of a's activations with
  * level's kernels, acc starting at y when accumulate is set. */
