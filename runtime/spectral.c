@@ -17,6 +17,8 @@
 #include "formats/quant.h"
 #include "formats/tokenizer.h"
 #include "kernels/backend.h"
+#include "kernels/cpu/cpu_features.h"
+#include "kernels/cpu/packed_cpu.h"
 #include "models/model.h"
 #include "runtime/adapter.h"
 #include "runtime/arena.h"
@@ -63,6 +65,26 @@ bool spectral_backend_available(spectral_backend b) {
     if (b == SPECTRAL_BACKEND_CPU) return true;
     if (b == SPECTRAL_BACKEND_CUDA) return sp_backend_cuda_device_count() > 0;
     return false;
+}
+
+static char g_system_info[512];
+
+static void system_info_init(void) {
+    char flags[256];
+    sp_cpu_features_string(flags, sizeof flags);
+    const sp_kernel_level cap = sp_cpu_kernel_cap();
+    const int f32 = sp_packed_level_for(SP_COMPUTE_F32, cap), q8 = sp_packed_level_for(SP_COMPUTE_INT8, cap),
+              bf16 = sp_packed_level_for(SP_COMPUTE_BF16, cap);
+    snprintf(g_system_info, sizeof g_system_info, "cpu: %s | kernels: f32 %s, int8 %s, bf16 %s%s", flags,
+             f32 < 0 ? "openblas" : sp_kernel_level_name((sp_kernel_level)f32),
+             sp_kernel_level_name((sp_kernel_level)q8), sp_kernel_level_name((sp_kernel_level)bf16),
+             bf16 == SP_KERNEL_AVX512 ? "" : " (emulated)");
+}
+
+const char *spectral_system_info(void) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, system_info_init);
+    return g_system_info;
 }
 
 /* Human-readable byte count for messages. */

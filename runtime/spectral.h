@@ -131,6 +131,10 @@ const char *spectral_status_string(spectral_status s);
 const char *spectral_last_error(void);
 /* Whether this build can run the given backend on this machine. */
 bool spectral_backend_available(spectral_backend b);
+/* One line naming this CPU's features that matter here and the CPU GEMM
+ * kernel each dtype runs, e.g. "cpu: avx2 fma f16c | kernels: f32 avx2,
+ * int8 avx2, bf16 avx2 (emulated)": for reports and benchmarks. */
+const char *spectral_system_info(void);
 
 /* Model */
 spectral_model_params spectral_model_default_params(void);

@@ -304,6 +304,34 @@ static void test_q8_edges(void) {
     free(W);
 }
 
+/* The activation quantizers: C and AVX2 give the same bytes and scales,
+ * NaN, infinities, signed zeros and tiny blocks included, and equal the
+ * reference on finite rows. */
+static void test_quantizers(void) {
+    enum { IN = 256, ROWS = 6 };
+    static float x[ROWS * IN];
+    static int8_t qc[ROWS * IN], qa[ROWS * IN], qr[IN];
+    float dc[ROWS * IN / 32], da[ROWS * IN / 32], dr[IN / 32];
+    test_fill(x, ROWS * IN, 3.0f, 0.0f);
+    for (int k = 0; k < IN; k += 5) x[k] = (float)(k % 7) - 3.0f; /* exact ties after scaling, some */
+    x[IN + 3] = NAN;
+    x[IN + 40] = INFINITY;
+    x[IN + 70] = -INFINITY;
+    for (int k = 0; k < 32; k++) x[2 * IN + k] = -0.0f;
+    for (int k = 32; k < 64; k++) x[2 * IN + k] = 1e-39f * (float)(k - 40);
+    for (int k = 64; k < 96; k++) x[2 * IN + k] = 3e38f * (k & 1 ? 1.0f : -1.0f);
+    sp_q8_quantize_rows(ROWS, IN, x, IN, qc, dc);
+    if (sp_packed_level_available(SP_COMPUTE_INT8, SP_KERNEL_AVX2)) {
+        sp_q8_quantize_rows_avx2(ROWS, IN, x, IN, qa, da);
+        CHECK(!memcmp(qc, qa, sizeof qc) && !memcmp(dc, da, sizeof dc), "C and AVX2 quantizers differ");
+    }
+    for (int r = 0; r < ROWS; r++) {
+        if (r == 1) continue; /* NaN and infinities: no reference */
+        ref_quantize(x + r * IN, IN, qr, dr);
+        CHECK(!memcmp(qr, qc + r * IN, IN) && !memcmp(dr, dc + r * (IN / 32), sizeof dr), "row %d vs the reference", r);
+    }
+}
+
 /* BF16 denormals: inputs that round to denormals read as 0, results below
  * the float minimum flushed to 0, the conversion's rounding and NaN. */
 static void test_bf16_rules(void) {
@@ -509,6 +537,7 @@ int main(void) {
         test_ops(kinds[i].c, kinds[i].t);
     }
     test_q8_edges();
+    test_quantizers();
     test_bf16_rules();
     test_tolerance();
     test_refusals();

@@ -190,6 +190,50 @@ __attribute__((noinline)) AVX2 static void bf16_avx2(const sp_gemm_args *a, int 
 
 const sp_micro sp_micro_f32_avx2 = {f32_avx2, 6}, sp_micro_q8_avx2 = {q8_avx2, 4},
                sp_micro_bf16_avx2 = {bf16_avx2, 4};
+
+/* sp_q8_quantize_rows with the same operations 8 lanes at a time (the C
+ * one's max reduction and byte packing did not vectorize): MINPS / MAXPS
+ * return their second operand for a NaN, as the C comparisons do, and
+ * VROUNDPS rounds to nearest even as rintf does. */
+AVX2 void sp_q8_quantize_rows_avx2(int64_t rows, int64_t IN, const float *x, int64_t ldx, int8_t *q,
+                                   float *dx) {
+    const int64_t nb = IN / SP_Q8_BLOCK;
+    const __m256 sign = _mm256_set1_ps(-0.0f), hi = _mm256_set1_ps(127.0f), lo = _mm256_set1_ps(-127.0f);
+    /* PACKS interleaves 128-bit lanes; this puts the 8 dwords back in order */
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t b = 0; b < nb; b++) {
+            const float *v = x + r * ldx + b * SP_Q8_BLOCK;
+            const __m256 v0 = _mm256_loadu_ps(v), v1 = _mm256_loadu_ps(v + 8), v2 = _mm256_loadu_ps(v + 16),
+                         v3 = _mm256_loadu_ps(v + 24);
+            /* |v| > m ? |v| : m, as the C reduction: MAXPS(|v|, m) keeps m for a NaN */
+            __m256 m = _mm256_setzero_ps();
+            m = _mm256_max_ps(_mm256_andnot_ps(sign, v0), m);
+            m = _mm256_max_ps(_mm256_andnot_ps(sign, v1), m);
+            m = _mm256_max_ps(_mm256_andnot_ps(sign, v2), m);
+            m = _mm256_max_ps(_mm256_andnot_ps(sign, v3), m);
+            __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+            m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+            m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
+            const float a = _mm_cvtss_f32(m4), d = a / 127.0f;
+            float id = d != 0.0f ? 1.0f / d : 0.0f;
+            if (id == __builtin_inff()) id = 0.0f;
+            dx[r * nb + b] = d;
+            const __m256 s = _mm256_set1_ps(id);
+#define QUANT(v)                                                                                  \
+    _mm256_cvtps_epi32(_mm256_round_ps(_mm256_max_ps(_mm256_min_ps(_mm256_mul_ps(v, s), hi), lo), \
+                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC))
+            const __m256i w01 = _mm256_packs_epi32(QUANT(v0), QUANT(v1)), w23 = _mm256_packs_epi32(QUANT(v2), QUANT(v3));
+#undef QUANT
+            const __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(w01, w23), order);
+            _mm256_storeu_si256((__m256i *)(q + r * IN + b * SP_Q8_BLOCK), bytes);
+        }
+    }
+}
 #else
 const sp_micro sp_micro_f32_avx2 = {0, 0}, sp_micro_q8_avx2 = {0, 0}, sp_micro_bf16_avx2 = {0, 0};
+void sp_q8_quantize_rows_avx2(int64_t rows, int64_t IN, const float *x, int64_t ldx, int8_t *q,
+                              float *dx) {
+    sp_q8_quantize_rows(rows, IN, x, ldx, q, dx);
+}
 #endif

@@ -25,17 +25,26 @@ void sp_q8_quantize_rows(int64_t rows, int64_t IN, const float *x, int64_t ldx, 
         const float *xr = x + r * ldx;
         for (int64_t b = 0; b < nb; b++) {
             const float *v = xr + b * SP_Q8_BLOCK;
+            /* comparisons rather than fmaxf / fminf, which GCC calls out of
+             * line (their NaN rules are not MAXPS's): these vectorize */
+            float m[8] = {0};
+            for (int j = 0; j < SP_Q8_BLOCK; j += 8)
+                for (int l = 0; l < 8; l++) m[l] = fabsf(v[j + l]) > m[l] ? fabsf(v[j + l]) : m[l];
             float a = 0.0f;
-            for (int j = 0; j < SP_Q8_BLOCK; j++) a = fmaxf(a, fabsf(v[j]));
+            for (int l = 0; l < 8; l++) a = m[l] > a ? m[l] : a;
             const float d = a / 127.0f;
             float id = d != 0.0f ? 1.0f / d : 0.0f;
             if (isinf(id)) id = 0.0f; /* a block below 1e-37: zeros, not NaNs */
             dx[r * nb + b] = d;
             int8_t *o = q + r * IN + b * SP_Q8_BLOCK;
-            /* clamped before rounding: a NaN becomes -127, never an
+            /* clamped before rounding: a NaN becomes 127, never an
              * out-of-range conversion */
-            for (int j = 0; j < SP_Q8_BLOCK; j++)
-                o[j] = (int8_t)rintf(fminf(fmaxf(v[j] * id, -127.0f), 127.0f));
+            for (int j = 0; j < SP_Q8_BLOCK; j++) {
+                float t = v[j] * id;
+                t = t < 127.0f ? t : 127.0f;
+                t = t > -127.0f ? t : -127.0f;
+                o[j] = (int8_t)rintf(t);
+            }
         }
     }
 }

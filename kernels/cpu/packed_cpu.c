@@ -273,7 +273,10 @@ void sp_cpu_tile_gemm(sp_backend *be, const sp_cpu_weight *W, int64_t rows, cons
     if (P->compute == SP_COMPUTE_INT8) {
         int8_t *q = scratch;
         float *dx = (float *)((char *)scratch + sp_cpu_round_up(SP_CPU_ROW_TILE * P->cols, SP_CPU_ALIGN));
-        sp_q8_quantize_rows(rows, P->cols, x, ldx, q, dx);
+        if (level >= SP_KERNEL_AVX2 && level != SP_KERNEL_AVX512_EMULATED)
+            sp_q8_quantize_rows_avx2(rows, P->cols, x, ldx, q, dx);
+        else
+            sp_q8_quantize_rows(rows, P->cols, x, ldx, q, dx);
         a.x = q;
         a.ldx = P->cols;
         a.dx = dx;

@@ -48,6 +48,9 @@ struct sp_packed {
  * bytes (row-major, clamped to [-127, 127]) and rows x IN/32 scales
  * (backend.h: q = rne(x / dx)). */
 void sp_q8_quantize_rows(int64_t rows, int64_t IN, const float *x, int64_t ldx, int8_t *q, float *dx);
+/* The same bytes, AVX2 (gemm_avx2.c); only where the CPU has AVX2. */
+void sp_q8_quantize_rows_avx2(int64_t rows, int64_t IN, const float *x, int64_t ldx, int8_t *q,
+                              float *dx);
 /* f32 -> bfloat16 as VCVTNEPS2BF16 does it: nearest-even, denormals to
  * signed zero, NaN kept quiet. */
 uint16_t sp_bf16_from_f32(float f);
