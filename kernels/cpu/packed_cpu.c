@@ -28,6 +28,9 @@
 #define Q8_CHUNK 8
 #define BF16_CHUNK 128
 #define MR_MAX 8
+/* A tile's activations up to this size stay in L2 (of 512 KB here) while
+ * the panels go by. */
+#define ACT_L2_BYTES (192 * 1024)
 
 int sp_packed_level_available(sp_compute compute, sp_kernel_level level) {
     const sp_cpu_features *f = sp_cpu_features_get();
@@ -76,25 +79,32 @@ void sp_packed_gemm(sp_kernel_level level, const sp_gemm_args *a, int64_t rows, 
     const int64_t chunk = W->compute == SP_COMPUTE_F32    ? F32_CHUNK
                           : W->compute == SP_COMPUTE_INT8 ? Q8_CHUNK
                                                           : BF16_CHUNK;
-    for (int64_t u0 = 0; u0 < units; u0 += chunk) {
-        const int64_t u1 = u0 + chunk < units ? u0 + chunk : units;
+    /* Chunks outside panels keeps a chunk of the activations in cache while
+     * every panel reads it; panels outside chunks keeps a panel's outputs in
+     * L1 across the chunks instead, better when all the activations fit in
+     * L2 anyway (an output tile of many columns does not). */
+    const int64_t elem = W->compute == SP_COMPUTE_F32 ? 4 : W->compute == SP_COMPUTE_BF16 ? 2 : 1;
+    const int panels_outside = rows * W->cols_pad * elem <= ACT_L2_BYTES;
+    const int64_t n_chunks = (units + chunk - 1) / chunk;
+    for (int64_t i = 0; i < n_chunks * W->panels; i++) {
+        const int64_t c = panels_outside ? i % n_chunks : i / W->panels;
+        const int64_t p = panels_outside ? i / n_chunks : i % W->panels;
+        const int64_t u0 = c * chunk, u1 = u0 + chunk < units ? u0 + chunk : units;
         const int first = !accumulate && u0 == 0;
-        for (int64_t p = 0; p < W->panels; p++) {
-            const int64_t o0 = p * SP_PACK_NR;
-            const int64_t n = W->rows - o0 < SP_PACK_NR ? W->rows - o0 : SP_PACK_NR;
-            for (int64_t r0 = 0; r0 < rows; r0 += m->mr) {
-                const int mr = rows - r0 < m->mr ? (int)(rows - r0) : m->mr;
-                float *yt = y + r0 * ldy + o0;
-                if (n == SP_PACK_NR) {
-                    m->fn(a, mr, r0, p, u0, u1, yt, ldy, first);
-                    continue;
-                }
-                /* the last panel's padding lanes go to a scratch tile */
-                float t[MR_MAX * SP_PACK_NR] = {0};
-                for (int r = 0; r < mr && !first; r++) memcpy(t + r * SP_PACK_NR, yt + r * ldy, (size_t)n * sizeof(float));
-                m->fn(a, mr, r0, p, u0, u1, t, SP_PACK_NR, first);
-                for (int r = 0; r < mr; r++) memcpy(yt + r * ldy, t + r * SP_PACK_NR, (size_t)n * sizeof(float));
+        const int64_t o0 = p * SP_PACK_NR;
+        const int64_t n = W->rows - o0 < SP_PACK_NR ? W->rows - o0 : SP_PACK_NR;
+        for (int64_t r0 = 0; r0 < rows; r0 += m->mr) {
+            const int mr = rows - r0 < m->mr ? (int)(rows - r0) : m->mr;
+            float *yt = y + r0 * ldy + o0;
+            if (n == SP_PACK_NR) {
+                m->fn(a, mr, r0, p, u0, u1, yt, ldy, first);
+                continue;
             }
+            /* the last panel's padding lanes go to a scratch tile */
+            float t[MR_MAX * SP_PACK_NR] = {0};
+            for (int r = 0; r < mr && !first; r++) memcpy(t + r * SP_PACK_NR, yt + r * ldy, (size_t)n * sizeof(float));
+            m->fn(a, mr, r0, p, u0, u1, t, SP_PACK_NR, first);
+            for (int r = 0; r < mr; r++) memcpy(yt + r * ldy, t + r * SP_PACK_NR, (size_t)n * sizeof(float));
         }
     }
 }
