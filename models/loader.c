@@ -298,6 +298,31 @@ int sp_load_blocks(const sp_loader *ld, int64_t n_layer, const sp_block_tensor *
     return 0;
 }
 
+int64_t sp_model_layer_scratch(const sp_weight_type *wt, int64_t i_block0, int64_t stride,
+                               int64_t n_layer, const sp_layer_matrix *mats, int n) {
+    int64_t need = 0;
+    for (int64_t l = 0; l < n_layer; l++) {
+        int64_t sum = 0;
+        for (int j = 0; j < n; j++)
+            sum += sp_model_weight_scratch(wt, i_block0 + l * stride + mats[j].offset, mats[j].rows,
+                                           mats[j].cols);
+        if (sum > need) need = sum;
+    }
+    return need;
+}
+
+int sp_model_layer_weights(sp_backend *be, const void *const *w, const sp_weight_type *wt,
+                           int64_t i_block, const sp_layer_matrix *mats, int n, float *scratch,
+                           const float **out) {
+    for (int j = 0; j < n; j++) {
+        const int64_t i = i_block + mats[j].offset;
+        if (!(out[j] = sp_model_weight(be, w, wt, i, mats[j].rows, mats[j].cols, scratch))) return -1;
+        const int64_t used = sp_model_weight_scratch(wt, i, mats[j].rows, mats[j].cols);
+        if (used) scratch += used; /* scratch is NULL when nothing is quantized */
+    }
+    return 0;
+}
+
 const float *sp_model_weight(sp_backend *be, const void *const *w, const sp_weight_type *wt,
                              int64_t i, int64_t rows, int64_t cols, float *scratch) {
     if (wt[i] == SP_WEIGHT_F32) return w[i];

@@ -203,6 +203,24 @@ static inline int64_t sp_model_weight_scratch(const sp_weight_type *wt, int64_t 
                                               int64_t cols) {
     return i >= 0 && wt[i] != SP_WEIGHT_F32 ? rows * cols : 0;
 }
+/* For forwards that decode quantized matrices themselves (an arch without
+ * packed_gemms): a matrix of every block that a forward step decodes, when quantized,
+ * together with the step's other matrices: its offset in the block and its
+ * shape (rows x cols, row-major). */
+typedef struct {
+    int64_t offset, rows, cols;
+} sp_layer_matrix;
+/* Floats of scratch for decoding, one block at a time, the n quantized
+ * matrices of `mats` in every one of n_layer blocks laid out `stride`
+ * weights apart from i_block0: the largest block's total. */
+int64_t sp_model_layer_scratch(const sp_weight_type *wt, int64_t i_block0, int64_t stride,
+                               int64_t n_layer, const sp_layer_matrix *mats, int n);
+/* The block starting at weight i_block's matrices `mats` as float32, each
+ * decoded (when quantized) into its own part of scratch, sized by
+ * sp_model_layer_scratch: out[j] is matrix j. 0, or -1 (message in be->err). */
+int sp_model_layer_weights(sp_backend *be, const void *const *w, const sp_weight_type *wt,
+                           int64_t i_block, const sp_layer_matrix *mats, int n, float *scratch,
+                           const float **out);
 /* A forward pass's GEMMs with weight i (an OUT x IN GEMM weight) in
  * whatever form the context gives it: packed (linear_packed), float32
  * (linear), or Q8_0/Q4_0 decoded into the workspace first. The workspace

@@ -425,8 +425,8 @@ static sp_compute compute_for(spectral_dtype dtype, sp_weight_type type) {
 }
 
 /* The model's weights with every GEMM weight packed for dtype (made once per
- * dtype, shared by the contexts): a weight the CPU backend does not pack
- * (F32 without the AVX2 kernel) stays as loaded and runs through OpenBLAS. */
+ * dtype, shared by the contexts): a weight the CPU backend cannot lay out
+ * for its compute type stays as loaded. */
 static spectral_status packed_weights_for(spectral_model *m, spectral_dtype dtype, packed_set **out) {
     spectral_status s = SPECTRAL_OK;
     pthread_mutex_lock(&m->lock);

@@ -76,12 +76,10 @@ __attribute__((noinline)) AVX2 static void f32_avx2(const sp_gemm_args *a, int m
  * is exact. Then the float step of backend.h, once per block. */
 INLINE void q8_tile(const int MR, const sp_gemm_args *a, int64_t r0, int64_t p, int64_t u0,
                     int64_t u1, float *y, int64_t ldy, int first) {
-    const sp_packed *W = a->W;
-    const int64_t nb = W->cols / SP_Q8_BLOCK, ldx = a->ldx;
-    const int8_t *x = (const int8_t *)a->x + r0 * ldx;
-    const float *dx = a->dx + r0 * nb;
-    const int8_t *w = (const int8_t *)W->w + (p * nb + u0) * (SP_Q8_BLOCK * SP_PACK_NR);
-    const float *scale = W->scale + (p * nb + u0) * SP_PACK_NR;
+    const sp_q8_view view = sp_q8_at(a, r0, p, u0);
+    const int64_t nb = view.nb, ldx = view.ldx;
+    const int8_t *x = view.x, *w = view.w;
+    const float *dx = view.dx, *scale = view.scale;
     const __m256i ones = _mm256_set1_epi16(1);
 #define DECL(r) __m256 lo##r = _mm256_setzero_ps(), hi##r = _mm256_setzero_ps();
     ROWS4(DECL)

@@ -83,6 +83,22 @@ typedef struct {
  * set, at y otherwise. Each output's sequence of operations is the same
  * whatever mr, r0 or the cut into unit ranges, which is what makes every
  * level, tile and thread count give the same bits. */
+/* Where an INT8 micro-kernel call's operands start: its first row's
+ * quantized activations and scales, and its panel's weights, scales and
+ * corrections at block u0. */
+typedef struct {
+    const int8_t *x, *w;
+    const float *dx, *scale;
+    const int32_t *sum128;
+    int64_t nb, ldx; /* blocks per row, bytes per activation row */
+} sp_q8_view;
+static inline sp_q8_view sp_q8_at(const sp_gemm_args *a, int64_t r0, int64_t p, int64_t u0) {
+    const sp_packed *W = a->W;
+    const int64_t nb = W->cols / SP_Q8_BLOCK, at = (p * nb + u0) * SP_PACK_NR;
+    const sp_q8_view v = {(const int8_t *)a->x + r0 * a->ldx, (const int8_t *)W->w + at * SP_Q8_BLOCK,
+                          a->dx + r0 * nb, W->scale + at, W->sum128 + at, nb, a->ldx};
+    return v;
+}
 typedef void (*sp_micro_fn)(const sp_gemm_args *a, int mr, int64_t r0, int64_t p, int64_t u0,
                             int64_t u1, float *y, int64_t ldy, int first);
 typedef struct {

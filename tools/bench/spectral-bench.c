@@ -198,6 +198,9 @@ static void csv_str(FILE *f, const char *s) {
 /* ------------------------------------------------------------ options */
 
 typedef enum { OUT_MD, OUT_CSV, OUT_JSON, OUT_JSONL } out_fmt;
+/* --dtype openblas: float32 GEMMs through OpenBLAS, the reference path
+ * (SPECTRAL_CPU_ISA=c for a second copy of the model and its context). */
+#define DTYPE_OPENBLAS 100
 enum { MODE_MODEL = 1, MODE_MIX = 2, MODE_MLP = 4 };
 
 typedef struct {
@@ -217,7 +220,8 @@ typedef struct {
     size_t mem_limit;
     int64_t calib_n;
     size_t calib_mem;
-    spectral_dtype dtypes[3]; /* model rows are repeated for each */
+    /* model rows are repeated for each; DTYPE_OPENBLAS is f32 through OpenBLAS */
+    int dtypes[4];
     int n_dtypes;
 } options;
 
@@ -251,7 +255,8 @@ static void usage(FILE *f) {
 "                          the last measured row) exceeds it is not run\n"
 "                          (\"stopped (budget)\")                     (default 60)\n"
 "  --dtype LIST            GEMM precision of the spectral model rows, a row each:\n"
-"                          auto,f32,bf16 (docs/precision.md)       (default auto)\n"
+"                          auto,f32,bf16 (docs/precision.md), and openblas: f32\n"
+"                          through OpenBLAS, the reference path     (default auto)\n"
 "  --mem-limit BYTES       activation memory cap (k/m/g suffix), for both the\n"
 "                          spectral context and the attention buffers (default none)\n"
 "  --calib-size N          side of the calibration sgemm            (default 2048)\n"
@@ -367,11 +372,12 @@ static void parse_args(int argc, char **argv, options *o) {
             char buf[64];
             snprintf(buf, sizeof buf, "%s", v);
             for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-                if (o->n_dtypes == 3 || cli_parse_dtype(t, &o->dtypes[o->n_dtypes]))
-                    die_opt("--dtype expects a list of auto, f32, bf16 (at most 3), got '%s'", v);
-                o->n_dtypes++;
+                spectral_dtype d;
+                if (o->n_dtypes == 4 || (strcmp(t, "openblas") && cli_parse_dtype(t, &d)))
+                    die_opt("--dtype expects a list of auto, f32, bf16, openblas (at most 4), got '%s'", v);
+                o->dtypes[o->n_dtypes++] = strcmp(t, "openblas") ? (int)d : DTYPE_OPENBLAS;
             }
-            if (!o->n_dtypes) die_opt("--dtype expects a list of auto, f32, bf16, got '%s'", v);
+            if (!o->n_dtypes) die_opt("--dtype expects a list of auto, f32, bf16, openblas, got '%s'", v);
         } else if (!strcmp(a, "--mem-limit")) {
             TAKE();
             o->mem_limit = (size_t)parse_size_opt(a, v, 1, INT64_MAX);
@@ -817,15 +823,30 @@ static void set_status_err(row *r, spectral_status st) {
                  spectral_last_error());
 }
 
+/* A context of model for the rows; reference: with the CPU kernels capped
+ * to C (SPECTRAL_CPU_ISA=c), so float32 runs through OpenBLAS. */
+static spectral_status make_context(spectral_model *model, spectral_context_params cp, int reference,
+                                    spectral_context **ctx) {
+    if (!reference) return spectral_context_create(model, cp, ctx);
+    const char *was = getenv("SPECTRAL_CPU_ISA");
+    char *saved = was ? strdup(was) : NULL;
+    setenv("SPECTRAL_CPU_ISA", "c", 1);
+    const spectral_status st = spectral_context_create(model, cp, ctx);
+    if (saved) setenv("SPECTRAL_CPU_ISA", saved, 1);
+    else unsetenv("SPECTRAL_CPU_ISA");
+    free(saved);
+    return st;
+}
+
 static void spectral_model_row(spectral_model *model, const options *o, spectral_dtype dtype,
-                               int64_t T, int64_t b, row *r) {
+                               int reference, int64_t T, int64_t b, row *r) {
     spectral_context_params cp = spectral_context_default_params();
     cp.dtype = dtype;
     cp.n_threads = o->threads;
     cp.backend = o->cuda ? SPECTRAL_BACKEND_CUDA : SPECTRAL_BACKEND_CPU;
     cp.mem_limit = o->mem_limit;
     spectral_context *ctx = NULL;
-    spectral_status st = spectral_context_create(model, cp, &ctx);
+    spectral_status st = make_context(model, cp, reference, &ctx);
     if (st != SPECTRAL_OK) {
         set_status_err(r, st);
         return;
@@ -1045,7 +1066,7 @@ int main(int argc, char **argv) {
     /* The model: a file, or random weights written to a temporary GGUF. */
     model_shape shape;
     memset(&shape, 0, sizeof shape);
-    spectral_model *model = NULL;
+    spectral_model *model = NULL, *openblas_model = NULL;
     char tmp_path[512] = {0};
     if (o.model_path) {
         if (read_shape(o.model_path, &shape, err, sizeof err)) {
@@ -1090,6 +1111,10 @@ int main(int argc, char **argv) {
         spectral_model_params mp = spectral_model_default_params();
         mp.use_mmap = false; /* read it: the temporary file is removed right away */
         spectral_status st = spectral_model_load(o.model_path ? o.model_path : tmp_path, mp, &model);
+        /* a second copy for the OpenBLAS rows: its weights are laid out for them */
+        for (int i = 0; i < o.n_dtypes && st == SPECTRAL_OK; i++)
+            if (o.dtypes[i] == DTYPE_OPENBLAS && !openblas_model)
+                st = spectral_model_load(o.model_path ? o.model_path : tmp_path, mp, &openblas_model);
         if (tmp_path[0]) unlink(tmp_path);
         if (st != SPECTRAL_OK) {
             fprintf(stderr, "spectral-bench: loading the model: %s: %s\n",
@@ -1207,7 +1232,8 @@ int main(int argc, char **argv) {
                 static row rs, ra;
                 memset(&rs, 0, sizeof rs);
                 rs.impl = "spectral";
-                if (mode == MODE_MODEL) rs.dtype = cli_dtype_name(o.dtypes[di]);
+                if (mode == MODE_MODEL)
+                    rs.dtype = o.dtypes[di] == DTYPE_OPENBLAS ? "openblas" : cli_dtype_name((spectral_dtype)o.dtypes[di]);
                 rs.mode = mode_names[mi];
                 rs.T = T;
                 rs.batch = b;
@@ -1224,7 +1250,10 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "  %s %s T=%lld batch=%lld ...\n", rs.impl, rs.mode,
                         (long long)T, (long long)b);
                 if (mode == MODE_MODEL)
-                    spectral_model_row(model, &o, o.dtypes[di], T, b, &rs);
+                    spectral_model_row(o.dtypes[di] == DTYPE_OPENBLAS ? openblas_model : model, &o,
+                                       o.dtypes[di] == DTYPE_OPENBLAS ? SPECTRAL_DTYPE_F32
+                                                                      : (spectral_dtype)o.dtypes[di],
+                                       o.dtypes[di] == DTYPE_OPENBLAS, T, b, &rs);
                 else
                     spectral_op_row(&ob, &o, &shape, mode == MODE_MIX, T, b, &rs);
                 row_finish(&rs, T * b);
@@ -1274,5 +1303,6 @@ out:
     }
     bench_attn_free(am);
     spectral_model_free(model);
+    spectral_model_free(openblas_model);
     return rc_main;
 }
