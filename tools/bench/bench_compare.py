@@ -23,13 +23,14 @@ over -r repetitions after one warm-up, for:
 
 and, in a second table (low precision; --no-lowp leaves it out):
 
-  spectral OpenBLAS    the same spectral-bench run under SPECTRAL_CPU_ISA=c: float32 GEMMs
-                       through OpenBLAS (the reference path), int8/bf16 kernels in C
+  spectral OpenBLAS    rows of the same spectral-bench run (--dtype auto,openblas): float32
+                       GEMMs through OpenBLAS (the reference path)
   spectral int8        spectral-bench on a Q8_0 copy of the model (spectral-quantize
                        --type q8_0 of its matrices): int8 products, activations quantized
-                       per 32-block (docs/precision.md)
-  spectral bf16        spectral-bench --dtype bf16 (with --bf16 only; emulated on a CPU
-                       without AVX512_BF16: the header names the kernel)
+                       per 32-block (docs/precision.md); "Q8_0 as f32" is the same file with
+                       --dtype f32 in the same run ("int8 vs own f32")
+  spectral bf16        --dtype bf16 rows in the first run (with --bf16 only; emulated on a
+                       CPU without AVX512_BF16: the header names the kernel)
   torch dynamic int8   torch.ao.quantization.quantize_dynamic of the rfft form's nn.Linear
                        layers (qint8 weights from the same float32 weights, per tensor;
                        activations quantized per call), eager
@@ -92,12 +93,13 @@ sys.path.insert(0, os.path.join(HERE, "..", "convert"))  # make_model, reference
 
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 ENGINES = ("spectral", "torch-eager-complex", "torch-eager-rfft", "torch-compile")
-LOWP_ENGINES = ("spectral", "spectral-openblas", "spectral-int8", "spectral-bf16", "torch-compile",
-                "torch-dynamic-int8")
+LOWP_ENGINES = ("spectral", "spectral-openblas", "spectral-q8-f32", "spectral-int8", "spectral-bf16",
+                "torch-compile", "torch-dynamic-int8")
 LOAD_ENGINES = ("spectral", "torch-eager-rfft", "torch-compile")  # the quiet-vs-loaded table
 ENGINE_TITLES = {"spectral": "spectral", "torch-eager-complex": "torch eager complex",
                  "torch-eager-rfft": "torch eager rfft", "torch-compile": "torch.compile",
                  "spectral-openblas": "spectral f32 OpenBLAS", "spectral-int8": "spectral int8 (Q8_0)",
+                 "spectral-q8-f32": "spectral Q8_0 as f32",
                  "spectral-bf16": "spectral bf16", "torch-dynamic-int8": "torch dynamic int8"}
 MAX_DIFF = 1e-3
 DEFAULT_LENGTHS = "512,1024,2048,4096,8192,16384,32768,65536"
@@ -417,8 +419,11 @@ def env_settings(variants):
     return out
 
 
-def run_spectral(bench, model, lengths, threads, reps, prefix, extra=(), impl="spectral"):
-    """spectral-bench's rows, named impl; extra: more spectral-bench options (--dtype)."""
+def run_spectral(bench, model, lengths, threads, reps, prefix, dtypes=None):
+    """spectral-bench's model rows; dtypes: {spectral-bench --dtype: impl name} (rows of
+    several dtypes, interleaved per T in one run), default {auto: spectral}."""
+    dtypes = dtypes or {"auto": "spectral"}
+    extra = ["--dtype", ",".join(dtypes)]
     cmd = prefix + [bench, "-m", model, "-p", ",".join(map(str, lengths)), "--no-attn",
                     "-r", str(reps), "-t", str(threads), "-o", "jsonl", *extra,
                     "--calib-size", "64", "--calib-mem", "1m"]  # calibration unused here: keep it short
@@ -436,7 +441,7 @@ def run_spectral(bench, model, lengths, threads, reps, prefix, extra=(), impl="s
             r["spectral_version"] = version.group(1) if version else r.get("build", "?")
             r["system_info"] = info.group(1) if info else "?"
             if r.get("impl") == "spectral":
-                r["impl"] = impl
+                r["impl"] = impl = dtypes.get(r.get("dtype"), "spectral")
                 r["ms_per_doc"] = r["avg_ns"] / 1e6 if r.get("status") == "ok" else None
                 rows.append(r)
                 if r.get("status") == "ok":
@@ -631,7 +636,7 @@ def markdown(rows, meta, args):
             hdr = ["T"] + [f"{ENGINE_TITLES[e]}{' f32' if e in ('spectral', 'torch-compile') else ''} ms"
                            for e in lowp]
             pairs = [("spectral-openblas", "spectral", "f32 packed vs OpenBLAS"),
-                     ("spectral", "spectral-int8", "int8 vs own f32"),
+                     ("spectral-q8-f32", "spectral-int8", "int8 vs own f32"),
                      ("torch-compile", "spectral-int8", "int8 vs torch.compile f32"),
                      ("torch-dynamic-int8", "spectral-int8", "int8 vs torch int8"),
                      ("spectral", "spectral-bf16", "bf16 vs own f32")]
@@ -779,17 +784,18 @@ def main(argv=None):
         log(f"=== {name}, {load}")
         procs = start_load(load, args.threads, bench, model) if load != "quiet" else []
         try:
-            srows = run_spectral(bench, model, args.n_tokens, args.threads, args.repetitions, prefix)
+            # the float32 model, with the OpenBLAS reference (and bf16) in the same run
+            dtypes = {"auto": "spectral"}
+            if qmodel:
+                dtypes["openblas"] = "spectral-openblas"
+                if args.bf16:
+                    dtypes["bf16"] = "spectral-bf16"
+            srows = run_spectral(bench, model, args.n_tokens, args.threads, args.repetitions, prefix, dtypes)
             meta.setdefault("spectral_version", srows[0]["spectral_version"] if srows else "?")
             meta.setdefault("system_info", srows[0]["system_info"] if srows else "?")
-            if qmodel:
-                srows += run_spectral(bench, model, args.n_tokens, args.threads, args.repetitions,
-                                      ["env", "SPECTRAL_CPU_ISA=c"] + prefix, impl="spectral-openblas")
+            if qmodel:  # the Q8_0 copy in int8, and in float32 next to it
                 srows += run_spectral(bench, qmodel, args.n_tokens, args.threads, args.repetitions, prefix,
-                                      impl="spectral-int8")
-                if args.bf16:
-                    srows += run_spectral(bench, model, args.n_tokens, args.threads, args.repetitions, prefix,
-                                          ["--dtype", "bf16"], impl="spectral-bf16")
+                                      {"auto": "spectral-int8", "f32": "spectral-q8-f32"})
             cfg = dict(kind="eager", model=model, lengths=args.n_tokens, threads=args.threads,
                        reps=args.repetitions, seed=args.seed, int8=bool(qmodel))
             trows, events = run_worker(cfg, prefix)
