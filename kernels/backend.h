@@ -39,7 +39,32 @@ typedef enum { SP_POOL_MEAN = 1, SP_POOL_FIRST = 2, SP_POOL_LAST = 3 } sp_pool_o
  *                                                 x[j + 16] = d * ((nib[j] >> 4) - 8)
  * The product d * q is one float32 multiplication, so every decoder gives
  * the same floats. */
-typedef enum { SP_WEIGHT_F32 = 0, SP_WEIGHT_Q8_0 = 1, SP_WEIGHT_Q4_0 = 2 } sp_weight_type;
+typedef enum {
+    SP_WEIGHT_F32 = 0,
+    SP_WEIGHT_Q8_0 = 1,
+    SP_WEIGHT_Q4_0 = 2,
+    SP_WEIGHT_PACKED = 3, /* an sp_packed * made by pack_weight (below) */
+} sp_weight_type;
+
+/* The arithmetic of a GEMM on packed weights: y[o] = x . W[o] over k < IN,
+ * acc starting at 0 (or at out when accumulating), then + b[o] and act.
+ *   F32:  acc = fma(x[k], W[o][k], acc) for k = 0, 1, ... in order.
+ *   INT8: W is Q8_0 or Q4_0, W[o][k] = d[o][b] * q[o][k] with b = k / 32.
+ *         Each row of x is quantized per block of 32 as ggml's Q8_0 does it,
+ *         with a float32 scale: a = max |x[k]| over the block, dx = a / 127,
+ *         q_x[k] = round-to-nearest-even(x[k] * (1 / dx)) clamped to [-127, 127]
+ *         (0 when a = 0, or when 1 / dx overflows). The
+ *         block sums S[b] = sum q_x[k] q[o][k] are exact integers, then
+ *         acc = fma((float)S[b], d[o][b] * dx[b], acc) for b = 0, 1, ...
+ *   BF16: W (any type, decoded to float32) and x rounded to bfloat16 (nearest
+ *         even, denormals to zero); for each pair i, as VDPBF16PS:
+ *         acc = fma(x[2i+1], W[o][2i+1], acc), then acc = fma(x[2i], W[o][2i], acc),
+ *         denormal inputs read as 0 and denormal results flushed to 0.
+ * Every kernel of a type (portable C, AVX2, AVX-512) gives the same bits;
+ * docs/precision.md says why these and what they cost in accuracy. */
+typedef enum { SP_COMPUTE_F32 = 0, SP_COMPUTE_INT8 = 1, SP_COMPUTE_BF16 = 2 } sp_compute;
+/* A weight matrix laid out once in a backend's own GEMM format. */
+typedef struct sp_packed sp_packed;
 
 typedef struct sp_backend_ops {
     const char *name; /* "cpu", "cuda" */
@@ -142,6 +167,44 @@ typedef struct sp_backend_ops {
      * backend whose weights are all float32 (CUDA dequantizes at upload). */
     int (*dequantize_rows)(sp_backend *be, sp_weight_type type, const void *src, int64_t row_len,
                            const int32_t *ids, int64_t n_rows, float *dst);
+
+    /* ---- packed weights (optional: all NULL in a backend without them) ----
+     * A weight W (OUT x IN, stored as type) is laid out once, for one compute
+     * type, in the backend's own blocked format (its GEMM kernels read it as
+     * is: nothing is repacked per call), then used by the two ops below. The
+     * results follow sp_compute's arithmetic above; the rows are cut into
+     * fixed tiles as linear's are, so they are bit-identical for any thread
+     * count and packing of documents. */
+
+    /* Bytes pack_weight would take (the whole object), or 0 when this backend
+     * cannot lay out a type-stored weight for compute (on the CPU: INT8 of a
+     * float weight, rows not whole 32-blocks): the caller then keeps the
+     * weight as it is and calls linear / ffn_block. The CPU lays out F32 as
+     * plain rows for OpenBLAS where its AVX2 kernel cannot run (SPECTRAL_CPU_ISA=c
+     * asks for that too), pointing at W when W is float32: W must then
+     * outlive the packed weight. */
+    size_t (*packed_size)(sp_backend *be, sp_weight_type type, int64_t OUT, int64_t IN,
+                          sp_compute compute);
+    /* The packed copy of W (type as in dequantize_rows, or F32), or NULL with
+     * a message in err. W is only read. Freed by packed_free on any instance
+     * of the same backend. */
+    sp_packed *(*pack_weight)(sp_backend *be, sp_weight_type type, const void *W, int64_t OUT,
+                              int64_t IN, sp_compute compute);
+    void (*packed_free)(sp_backend *be, sp_packed *W);
+    /* Bytes of scratch linear_packed needs for T rows (0 allowed). */
+    size_t (*linear_packed_workspace_size)(sp_backend *be, const sp_packed *W, int64_t T);
+    /* linear with a packed W (its OUT x IN shape): out[T, OUT] = act(x W^T + b),
+     * or out += x W^T + b with accumulate (act NONE). */
+    int (*linear_packed)(sp_backend *be, const float *x, const sp_packed *W, const float *b,
+                         int64_t T, sp_act act, int accumulate, void *workspace, float *out);
+    /* ffn_block with packed W_up (F x D) and W_down (D x F). */
+    size_t (*ffn_block_packed_workspace_size)(sp_backend *be, const sp_packed *W_up,
+                                              const sp_packed *W_down, const int64_t *offsets,
+                                              int64_t n_docs);
+    int (*ffn_block_packed)(sp_backend *be, float *h, const float *ln_w, const float *ln_b,
+                            float eps, const sp_packed *W_up, const float *b_up, sp_act act,
+                            const sp_packed *W_down, const float *b_down, const int64_t *offsets,
+                            int64_t n_docs, void *workspace);
 } sp_backend_ops;
 
 struct sp_backend {

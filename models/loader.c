@@ -243,12 +243,16 @@ int sp_weight_list_push(sp_weight_list *wl, const void *data, sp_weight_type typ
         char **nm = realloc(wl->names, (size_t)cap * sizeof *nm);
         if (!nm) return -1;
         wl->names = nm;
+        int64_t *gr = realloc(wl->gemm_rows, (size_t)cap * sizeof *gr);
+        if (!gr) return -1;
+        wl->gemm_rows = gr;
         wl->cap = cap;
     }
     wl->data[wl->n] = data;
     wl->types[wl->n] = type;
     wl->n_elems[wl->n] = n;
     wl->names[wl->n] = NULL;
+    wl->gemm_rows[wl->n] = 0;
     wl->n++;
     return 0;
 }
@@ -298,6 +302,13 @@ int sp_load_matrix(const sp_loader *ld, const char *name, int optional, int64_t 
                                 ld->err_len);
 }
 
+int sp_load_gemm(const sp_loader *ld, const char *name, int optional, int64_t IN, int64_t OUT,
+                 int64_t *index) {
+    if (sp_load_matrix(ld, name, optional, IN, OUT, index)) return -1;
+    if (*index >= 0) ld->wl->gemm_rows[*index] = OUT;
+    return 0;
+}
+
 int sp_load_blocks(const sp_loader *ld, int64_t n_layer, const sp_block_tensor *spec, int n) {
     for (int64_t l = 0; l < n_layer; l++)
         for (int j = 0; j < n; j++) {
@@ -305,7 +316,7 @@ int sp_load_blocks(const sp_loader *ld, int64_t n_layer, const sp_block_tensor *
             int64_t idx;
             snprintf(name, sizeof name, "blk.%lld.%s", (long long)l, spec[j].suffix);
             const int rc = spec[j].matrix
-                               ? sp_load_matrix(ld, name, 0, spec[j].ne[0], spec[j].ne[1], &idx)
+                               ? sp_load_gemm(ld, name, 0, spec[j].ne[0], spec[j].ne[1], &idx)
                                : sp_load_tensor(ld, name, 0, spec[j].n_dims, spec[j].ne[0],
                                                 spec[j].ne[1], spec[j].ne[2], &idx);
             if (rc) return -1;
@@ -359,9 +370,69 @@ int sp_model_gather(sp_backend *be, const void *const *w, const sp_weight_type *
     return be->ops->dequantize_rows(be, wt[i], w[i], D, ids, T, out);
 }
 
+/* ---- GEMMs in a forward pass ---- */
+
+static int is_packed(const sp_weight_type *wt, int64_t i) { return wt[i] == SP_WEIGHT_PACKED; }
+
+static size_t floats(int64_t n) { return (size_t)n * sizeof(float); }
+
+size_t sp_model_linear_workspace(sp_backend *be, const void *const *w, const sp_weight_type *wt,
+                                 int64_t i, int64_t OUT, int64_t IN, int64_t T) {
+    if (is_packed(wt, i)) return be->ops->linear_packed_workspace_size(be, w[i], T);
+    return floats(sp_model_weight_scratch(wt, i, OUT, IN));
+}
+
+int sp_model_linear(sp_backend *be, const void *const *w, const sp_weight_type *wt, int64_t i,
+                    int64_t OUT, int64_t IN, const float *x, const float *b, int64_t T, sp_act act,
+                    int accumulate, void *workspace, float *out) {
+    if (is_packed(wt, i))
+        return be->ops->linear_packed(be, x, w[i], b, T, act, accumulate, workspace, out) ? -1 : 0;
+    const float *W = sp_model_weight(be, w, wt, i, OUT, IN, workspace);
+    if (!W) return -1;
+    return be->ops->linear(be, x, W, b, T, IN, OUT, act, accumulate, out) ? -1 : 0;
+}
+
+/* The workspace of sp_model_ffn: decoded W_up, decoded W_down (when
+ * quantized and not packed), then ffn_block's own. */
+size_t sp_model_ffn_workspace(sp_backend *be, const void *const *w, const sp_weight_type *wt,
+                              int64_t i_up, int64_t i_down, int64_t D, int64_t F,
+                              const int64_t *offsets, int64_t n_docs) {
+    if (is_packed(wt, i_up) && is_packed(wt, i_down))
+        return be->ops->ffn_block_packed_workspace_size(be, w[i_up], w[i_down], offsets, n_docs);
+    return floats(sp_model_weight_scratch(wt, i_up, F, D)) +
+           floats(sp_model_weight_scratch(wt, i_down, D, F)) +
+           be->ops->ffn_block_workspace_size(be, offsets, n_docs, D, F);
+}
+
+int sp_model_ffn(sp_backend *be, const void *const *w, const sp_weight_type *wt, float *h,
+                 const float *ln_w, const float *ln_b, float eps, int64_t i_up, const float *b_up,
+                 sp_act act, int64_t i_down, const float *b_down, int64_t D, int64_t F,
+                 const int64_t *offsets, int64_t n_docs, void *workspace) {
+    if (is_packed(wt, i_up) && is_packed(wt, i_down))
+        return be->ops->ffn_block_packed(be, h, ln_w, ln_b, eps, w[i_up], b_up, act, w[i_down],
+                                         b_down, offsets, n_docs, workspace)
+                   ? -1
+                   : 0;
+    if (is_packed(wt, i_up) || is_packed(wt, i_down)) {
+        snprintf(be->err, sizeof be->err, "an MLP with one packed and one unpacked matrix");
+        return -1;
+    }
+    float *wq_up = workspace;
+    float *wq_down = wq_up + sp_model_weight_scratch(wt, i_up, F, D);
+    char *ws = (char *)(wq_down + sp_model_weight_scratch(wt, i_down, D, F));
+    const float *up = sp_model_weight(be, w, wt, i_up, F, D, wq_up);
+    const float *down = up ? sp_model_weight(be, w, wt, i_down, D, F, wq_down) : NULL;
+    if (!down) return -1;
+    return be->ops->ffn_block(be, h, ln_w, ln_b, eps, up, b_up, act, down, b_down, D, F, offsets,
+                              n_docs, ws)
+               ? -1
+               : 0;
+}
+
 void sp_weight_list_free(sp_weight_list *wl) {
     for (int64_t i = 0; wl->names && i < wl->n; i++) free(wl->names[i]);
     free(wl->names);
+    free(wl->gemm_rows);
     free(wl->data);
     free(wl->types);
     free(wl->n_elems);

@@ -17,6 +17,8 @@
 #include "formats/quant.h"
 #include "formats/tokenizer.h"
 #include "kernels/backend.h"
+#include "kernels/cpu/cpu_features.h"
+#include "kernels/cpu/packed_cpu.h"
 #include "models/model.h"
 #include "runtime/adapter.h"
 #include "runtime/arena.h"
@@ -67,6 +69,26 @@ bool spectral_backend_available(spectral_backend b) {
     return false;
 }
 
+static char g_system_info[512];
+
+static void system_info_init(void) {
+    char flags[256];
+    sp_cpu_features_string(flags, sizeof flags);
+    const sp_kernel_level cap = sp_cpu_kernel_cap();
+    const int f32 = sp_packed_level_for(SP_COMPUTE_F32, cap), q8 = sp_packed_level_for(SP_COMPUTE_INT8, cap),
+              bf16 = sp_packed_level_for(SP_COMPUTE_BF16, cap);
+    snprintf(g_system_info, sizeof g_system_info, "cpu: %s | kernels: f32 %s, int8 %s, bf16 %s%s", flags,
+             f32 < 0 ? "openblas" : sp_kernel_level_name((sp_kernel_level)f32),
+             sp_kernel_level_name((sp_kernel_level)q8), sp_kernel_level_name((sp_kernel_level)bf16),
+             bf16 == SP_KERNEL_AVX512 ? "" : " (emulated)");
+}
+
+const char *spectral_system_info(void) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, system_info_init);
+    return g_system_info;
+}
+
 /* Human-readable byte count for messages. */
 static const char *fmt_bytes(size_t n, char *buf, size_t len) {
     if (n >= (size_t)1 << 30) snprintf(buf, len, "%.2f GiB", (double)n / (1 << 30));
@@ -79,6 +101,17 @@ static const char *fmt_bytes(size_t n, char *buf, size_t len) {
 /* ---- model ------------------------------------------------------------- */
 
 static const sp_arch *const k_archs[] = {&sp_arch_spectralmlp, &sp_arch_fnet};
+
+/* The model's weights with its GEMM weights packed for one dtype (CPU),
+ * shared by every context of that dtype: see packed_weights_for. */
+typedef struct packed_set {
+    spectral_dtype dtype;
+    sp_backend *owner; /* packed them and frees them */
+    const void **w;    /* the model's weights, packed ones in place */
+    sp_weight_type *wt;
+    size_t bytes;      /* the packed copies in all */
+    struct packed_set *next;
+} packed_set;
 
 /* Weights uploaded to one CUDA device, shared by every context on it. */
 typedef struct device_weights {
@@ -99,8 +132,9 @@ struct spectral_model {
     sp_tokenizer *tokenizer;
     sp_lexical lexical; /* dims 0: pooled embeddings are the dense part alone */
     char name[256];
-    pthread_mutex_t lock; /* guards device_weights */
+    pthread_mutex_t lock; /* guards device_weights and packed */
     device_weights *uploaded;
+    packed_set *packed;
     /* SP_WEIGHT_F32 for every weight: the types a device backend's forward
      * sees, as weights are dequantized at upload (model_weights_for). */
     sp_weight_type *all_f32;
@@ -253,6 +287,15 @@ void spectral_model_free(spectral_model *m) {
         free(d->w);
         d->owner->ops->destroy(d->owner);
         free(d);
+    }
+    for (packed_set *p = m->packed, *next; p; p = next) {
+        next = p->next;
+        for (int64_t i = 0; i < m->weights.n; i++)
+            if (p->wt[i] == SP_WEIGHT_PACKED) p->owner->ops->packed_free(p->owner, (sp_packed *)p->w[i]);
+        p->owner->ops->destroy(p->owner);
+        free(p->w);
+        free(p->wt);
+        free(p);
     }
     free(m->arch_model);
     sp_weight_list_free(&m->weights);
@@ -431,6 +474,78 @@ static spectral_status model_weights_for(spectral_model *m, sp_backend *be, int 
     return s;
 }
 
+/* The compute type a GEMM weight stored as type gets under dtype. */
+static sp_compute compute_for(spectral_dtype dtype, sp_weight_type type) {
+    if (dtype == SPECTRAL_DTYPE_BF16) return SP_COMPUTE_BF16;
+    if (dtype == SPECTRAL_DTYPE_AUTO && type != SP_WEIGHT_F32) return SP_COMPUTE_INT8;
+    return SP_COMPUTE_F32;
+}
+
+/* The model's weights with every GEMM weight packed for dtype (made once per
+ * dtype, shared by the contexts): a weight the CPU backend cannot lay out
+ * for its compute type stays as loaded. */
+static spectral_status packed_weights_for(spectral_model *m, spectral_dtype dtype, packed_set **out) {
+    spectral_status s = SPECTRAL_OK;
+    pthread_mutex_lock(&m->lock);
+    packed_set *p = m->packed;
+    while (p && p->dtype != dtype) p = p->next;
+    if (!p) {
+        char err[512] = "";
+        const sp_weight_list *wl = &m->weights;
+        p = calloc(1, sizeof *p);
+        if (p) p->w = malloc((size_t)wl->n * sizeof *p->w + 1);
+        if (p && p->w) p->wt = malloc((size_t)wl->n * sizeof *p->wt + 1);
+        if (p && p->wt) p->owner = sp_backend_cpu_create(1, err, sizeof err);
+        if (!p || !p->w || !p->wt || !p->owner) {
+            s = p && p->wt ? sp_fail(SPECTRAL_ERR_BACKEND, "CPU backend: %s", err)
+                           : sp_fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
+            if (p) {
+                free(p->w);
+                free(p->wt);
+            }
+            free(p);
+            p = NULL;
+        } else {
+            p->dtype = dtype;
+            sp_backend *be = p->owner;
+            int64_t i = 0;
+            for (; i < wl->n; i++) {
+                p->w[i] = wl->data[i];
+                p->wt[i] = wl->types[i];
+                const int64_t OUT = wl->gemm_rows[i];
+                if (OUT <= 0) continue;
+                const sp_compute c = compute_for(dtype, wl->types[i]);
+                const size_t bytes = be->ops->packed_size(be, wl->types[i], OUT, wl->n_elems[i] / OUT, c);
+                if (!bytes) continue;
+                sp_packed *pw = be->ops->pack_weight(be, wl->types[i], wl->data[i], OUT, wl->n_elems[i] / OUT, c);
+                if (!pw) {
+                    s = sp_fail(SPECTRAL_ERR_OUT_OF_MEMORY, "packing %s: %s", wl->names[i] ? wl->names[i] : "a weight",
+                                be->err);
+                    break;
+                }
+                p->w[i] = pw;
+                p->wt[i] = SP_WEIGHT_PACKED;
+                p->bytes += bytes;
+            }
+            if (s == SPECTRAL_OK) {
+                p->next = m->packed;
+                m->packed = p;
+            } else {
+                while (i-- > 0)
+                    if (p->wt[i] == SP_WEIGHT_PACKED) be->ops->packed_free(be, (sp_packed *)p->w[i]);
+                be->ops->destroy(be);
+                free(p->w);
+                free(p->wt);
+                free(p);
+                p = NULL;
+            }
+        }
+    }
+    *out = p;
+    pthread_mutex_unlock(&m->lock);
+    return s;
+}
+
 /* ---- context ----------------------------------------------------------- */
 
 /* Tokens per packed pass of spectral_encode_batch when the caller says 0. */
@@ -444,6 +559,7 @@ struct spectral_context {
     const void *const *w;      /* the weights the forward pass reads: w_base or the adapters' */
     const void *const *w_base; /* the model's, in be's memory */
     const sp_weight_type *wt, *wt_base; /* their types in be's memory (w[i] is stored as wt[i]) */
+    size_t packed_bytes;        /* the packed copies w_base uses (spectral_context_weight_memory) */
     sp_adapter_set *adapters;   /* NULL without adapters (runtime/adapter.c) */
     void *arena_buf;
     size_t arena_size;
@@ -463,6 +579,15 @@ struct spectral_context {
     size_t states_host_cap;
     int states_fresh;
     int has_output;
+    /* the arch's head (spectralmlp's output projection), when it has one:
+     * the pass's states before it, and, while the head waits for the token
+     * states to be read (host memory, pooled output), where it will go */
+    const float *head_in;
+    float *head_out;
+    void *head_ws;
+    float *head_pooled; /* n_docs x n_head_in pooled rows */
+    int64_t head_docs;  /* documents of the pass */
+    int head_deferred;
 };
 
 spectral_context_params spectral_context_default_params(void) {
@@ -474,6 +599,7 @@ spectral_context_params spectral_context_default_params(void) {
         .pooling = SPECTRAL_POOLING_UNSPECIFIED,
         .normalize = true,
         .batch_tokens = 0,
+        .dtype = SPECTRAL_DTYPE_AUTO,
     };
     return p;
 }
@@ -507,6 +633,10 @@ spectral_status spectral_context_create(spectral_model *m, spectral_context_para
     if (p.batch_tokens < 0) return sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "batch_tokens must be >= 0");
     if (p.pooling < SPECTRAL_POOLING_UNSPECIFIED || p.pooling > SPECTRAL_POOLING_LAST)
         return sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "unknown pooling type %d", (int)p.pooling);
+    if (p.dtype < SPECTRAL_DTYPE_AUTO || p.dtype > SPECTRAL_DTYPE_BF16)
+        return sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "unknown dtype %d", (int)p.dtype);
+    if (p.dtype == SPECTRAL_DTYPE_BF16 && p.backend != SPECTRAL_BACKEND_CPU)
+        return sp_fail(SPECTRAL_ERR_UNSUPPORTED, "dtype bf16 runs on the CPU backend only");
     if (p.n_threads == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         p.n_threads = n > 0 ? (n > 1024 ? 1024 : (int)n) : 1;
@@ -534,6 +664,15 @@ spectral_status spectral_context_create(spectral_model *m, spectral_context_para
         s = sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "unknown backend %d", (int)p.backend);
     }
     if (s == SPECTRAL_OK) s = model_weights_for(m, c->be, p.device, &c->w, &c->wt);
+    if (s == SPECTRAL_OK && c->be->host_memory && m->arch->packed_gemms && c->be->ops->pack_weight) {
+        packed_set *ps = NULL;
+        s = packed_weights_for(m, p.dtype, &ps);
+        if (ps) {
+            c->w = ps->w;
+            c->wt = ps->wt;
+            c->packed_bytes = ps->bytes;
+        }
+    }
     c->w_base = c->w;
     c->wt_base = c->wt;
     if (s != SPECTRAL_OK) {
@@ -559,6 +698,54 @@ void spectral_context_free(spectral_context *c) {
     free(c);
 }
 
+/* The arch's head over the rows of each document of the pass (one call per
+ * document, so its GEMM rows are cut the same whether the document came
+ * alone or packed). */
+static int head_rows(spectral_context *c, const int64_t *offsets, int64_t n_docs) {
+    const spectral_model *m = c->model;
+    const int64_t D = m->info.n_head_in, E = m->info.n_embd;
+    for (int64_t i = 0; i < n_docs; i++)
+        if (m->arch->head(m->arch_model, c->w, c->wt, c->be, c->head_in + offsets[i] * D,
+                          offsets[i + 1] - offsets[i], c->head_ws, c->head_out + offsets[i] * E))
+            return -1;
+    return 0;
+}
+
+/* Plans the head's memory (the states after it, its workspace, the pooled
+ * rows), then runs it on every row, or, on a host-memory backend when the
+ * output is pooled, leaves it for the pooled rows (encode_pass) and for
+ * the token states if they are read (spectral_get_token_states): the same
+ * numbers for the states either way, a fifth of a pass less for the
+ * default model's embeddings. *states becomes the states after the head. */
+static int run_head(spectral_context *c, sp_arena *a, const int64_t *offsets, int64_t n_docs,
+                    float **states) {
+    const spectral_model *m = c->model;
+    const int64_t T = offsets[n_docs], D = m->info.n_head_in, E = m->info.n_embd;
+    int64_t longest = 0;
+    for (int64_t i = 0; i < n_docs; i++)
+        if (offsets[i + 1] - offsets[i] > longest) longest = offsets[i + 1] - offsets[i];
+    const size_t ws = m->arch->head_workspace(m->arch_model, c->w, c->wt, c->be, longest);
+    float *out = sp_arena_alloc(a, (size_t)(T * E) * sizeof(float));
+    void *head_ws = sp_arena_alloc(a, ws);
+    float *head_pooled = sp_arena_alloc(a, (size_t)(n_docs * D) * sizeof(float));
+    if (!out || !head_ws || !head_pooled) {
+        snprintf(c->be->err, sizeof c->be->err, "activation arena exhausted (planning error)");
+        return -1;
+    }
+    /* measuring (between passes too) leaves the last pass's outputs alone */
+    if (sp_arena_measuring(a)) {
+        *states = out;
+        return 0;
+    }
+    c->head_in = *states;
+    c->head_out = *states = out;
+    c->head_ws = head_ws;
+    c->head_pooled = head_pooled;
+    c->head_docs = n_docs;
+    c->head_deferred = c->be->host_memory && c->pooling != SPECTRAL_POOLING_NONE;
+    return c->head_deferred ? 0 : head_rows(c, offsets, n_docs);
+}
+
 /* The forward pass over n_docs packed documents (tokens[i] has
  * offsets[i+1] - offsets[i] ids; tokens may be NULL when measuring), then
  * the model's own pooling head when it has one for the context's pooling
@@ -579,6 +766,7 @@ static int run_graph(spectral_context *c, sp_arena *a, const int32_t *const *tok
                                    (size_t)(offsets[i + 1] - offsets[i]) * sizeof *ids))
                 return -1;
     if (m->arch->forward(m->arch_model, c->w, c->wt, c->be, a, ids, offsets, n_docs, states)) return -1;
+    if (m->info.n_head_in && run_head(c, a, offsets, n_docs, states)) return -1;
     if (n_docs == 1 && m->arch->pool && c->pooling != SPECTRAL_POOLING_NONE)
         return m->arch->pool(m->arch_model, c->w, c->wt, c->be, a, (int)c->pooling, *states, T, pooled);
     return 0;
@@ -598,14 +786,16 @@ static size_t measure(spectral_context *c, const int64_t *offsets, int64_t n_doc
     return a.used;
 }
 
-/* What the backend allocates itself for a pass (FFTW's tables), outside the
- * arena: charged against mem_limit with it. */
+size_t spectral_context_weight_memory(const spectral_context *c) { return c ? c->packed_bytes : 0; }
+
+/* What a pass holds outside the arena, charged against mem_limit with it:
+ * what the backend allocates itself (FFTW's tables) and the packed weights. */
 static size_t outside_arena(spectral_context *c, const int64_t *offsets, int64_t n_docs) {
-    if (!c->be->ops->external_memory) return 0;
+    if (!c->be->ops->external_memory) return c->packed_bytes;
     int64_t T_max = 0;
     for (int64_t i = 0; i < n_docs; i++)
         if (offsets[i + 1] - offsets[i] > T_max) T_max = offsets[i + 1] - offsets[i];
-    return c->be->ops->external_memory(c->be, T_max);
+    return c->be->ops->external_memory(c->be, T_max) + c->packed_bytes;
 }
 
 /* One document's working memory with at most max_parallel tiles in flight
@@ -772,11 +962,18 @@ static spectral_status encode_pass(spectral_context *c, const int32_t *const *to
         sp_pool_op op = c->pooling == SPECTRAL_POOLING_CLS ? SP_POOL_FIRST
                         : c->pooling == SPECTRAL_POOLING_LAST ? SP_POOL_LAST
                                                               : SP_POOL_MEAN;
+        const int64_t Dh = m->info.n_head_in;
         for (int64_t i = 0; i < n_docs; i++) {
             float *e = c->emb + i * P;
             /* A model's pooling head gave one row: pooling it copies it to the host. */
             if (pooled ? c->be->ops->pool(c->be, pooled, 1, E, SP_POOL_FIRST, e)
-                       : c->be->ops->pool(c->be, states + c->offsets[i] * E, n_tokens[i], E, op, e))
+                       : c->head_deferred
+                           /* host memory: the pooled row of the states before the head, then the head */
+                           ? c->be->ops->pool(c->be, c->head_in + c->offsets[i] * Dh, n_tokens[i], Dh, op,
+                                              c->head_pooled + i * Dh) ||
+                                 m->arch->head(m->arch_model, c->w, c->wt, c->be, c->head_pooled + i * Dh, 1,
+                                               c->head_ws, e)
+                           : c->be->ops->pool(c->be, states + c->offsets[i] * E, n_tokens[i], E, op, e))
                 return sp_fail(SPECTRAL_ERR_BACKEND, "%s", c->be->err);
             if (R) {
                 /* [dense / |dense|, scale * sketch / |sketch|]: the two parts
@@ -792,13 +989,16 @@ static spectral_status encode_pass(spectral_context *c, const int32_t *const *to
     if (c->be->ops->synchronize(c->be)) return sp_fail(SPECTRAL_ERR_BACKEND, "%s", c->be->err);
     /* A document's outputs are finite or it fails (spectral.h): its pooled
      * vector, and its token states where they are in host memory (a device
-     * backend's are checked when downloaded). Documents of a pack do not
-     * mix, so one overflow fails its own document only. */
+     * backend's are checked when downloaded; with the head deferred, the
+     * rows it will read now, and its output when it runs). Documents of a
+     * pack do not mix, so one overflow fails its own document only. */
+    const float *rows = c->head_deferred ? c->head_in : states;
+    const int64_t W = c->head_deferred ? m->info.n_head_in : E;
     for (int64_t i = 0; i < n_docs; i++) {
         const int bad = (c->pooling != SPECTRAL_POOLING_NONE &&
                          sp_first_nonfinite(SP_TENSOR_F32, c->emb + i * P, (size_t)P) >= 0) ||
                         (c->be->host_memory &&
-                         sp_first_nonfinite(SP_TENSOR_F32, states + c->offsets[i] * E, (size_t)(n_tokens[i] * E)) >= 0);
+                         sp_first_nonfinite(SP_TENSOR_F32, rows + c->offsets[i] * W, (size_t)(n_tokens[i] * W)) >= 0);
         c->doc_status[i] = bad ? SPECTRAL_ERR_NUMERIC : SPECTRAL_OK;
     }
     c->states = states;
@@ -812,8 +1012,9 @@ spectral_status spectral_context_set_adapters(spectral_context *c, spectral_adap
         return sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "invalid argument to spectral_context_set_adapters");
     sp_adapter_set *set = NULL;
     if (n > 0) {
-        spectral_status s =
-            sp_adapter_set_build(c->model, c->be, c->w_base, c->wt_base, adapters, scales, n, &set);
+        spectral_status s = sp_adapter_set_build(c->model, c->be, c->w_base, c->wt_base,
+                                                 compute_for(c->params.dtype, SP_WEIGHT_F32), adapters,
+                                                 scales, n, &set);
         if (s) return s;
     }
     sp_adapter_set_free(c->adapters, c->be);
@@ -840,10 +1041,26 @@ const float *spectral_get_embedding(spectral_context *c) {
 const float *spectral_get_token_states(spectral_context *c, int64_t *n_tokens) {
     if (n_tokens) *n_tokens = 0;
     if (!c || !c->has_output) return NULL;
-    if (n_tokens) *n_tokens = c->n_tokens;
+    if (c->head_deferred) {
+        /* the pass left the head for the pooled rows: run it on every row now */
+        if (head_rows(c, c->offsets, c->head_docs)) {
+            sp_fail(SPECTRAL_ERR_BACKEND, "%s", c->be->err);
+            return NULL;
+        }
+        c->head_deferred = 0;
+    }
     const int64_t E = c->model->info.n_embd;
     const float *rows = c->states + c->cur_row0 * E;
-    if (c->be->host_memory) return rows;
+    if (c->be->host_memory) {
+        /* the head may have run just now: its rows were not checked yet */
+        if (sp_first_nonfinite(SP_TENSOR_F32, rows, (size_t)c->n_tokens * (size_t)E) >= 0) {
+            sp_fail(SPECTRAL_ERR_NUMERIC, "the document's token states have non-finite values (NaN or Inf)");
+            return NULL;
+        }
+        if (n_tokens) *n_tokens = c->n_tokens;
+        return rows;
+    }
+    if (n_tokens) *n_tokens = c->n_tokens;
     if (!c->states_fresh) {
         size_t bytes = (size_t)c->n_tokens * (size_t)E * sizeof(float);
         if (bytes > c->states_host_cap) {

@@ -97,6 +97,16 @@ typedef enum {
     SPECTRAL_POOLING_LAST = 3,
 } spectral_pooling;
 
+/* The precision of the GEMMs (the linear layers, nearly all of the work)
+ * on the CPU; docs/precision.md says what each costs and gives. */
+typedef enum {
+    SPECTRAL_DTYPE_AUTO = 0, /* each weight matrix in its own: float32 for float weights
+                                (F32/F16/BF16 files), int8 products for Q8_0/Q4_0 ones */
+    SPECTRAL_DTYPE_F32 = 1,  /* float32 everywhere, Q8_0/Q4_0 matrices decoded */
+    SPECTRAL_DTYPE_BF16 = 2, /* bfloat16 products summed in float32 (AVX512_BF16 where
+                                the CPU has it, the same numbers emulated elsewhere) */
+} spectral_dtype;
+
 typedef struct {
     bool use_mmap; /* map the file instead of reading it (default true). A mapped
                       file must not change while the model is loaded: overwritten
@@ -114,16 +124,19 @@ typedef struct {
     int device;                  /* CUDA device ordinal (default 0) */
     size_t mem_limit;            /* hard cap on working memory in bytes: the activation
                                     arena plus what the backend allocates itself for a
-                                    pass (FFTW's tables). Default SPECTRAL_MEM_UNLIMITED.
-                                    0 is a cap of 0 bytes, which refuses every document:
-                                    a limit computed as a remainder never switches the
-                                    cap off by coming out at 0 */
+                                    pass (FFTW's tables) plus the weights packed for the
+                                    dtype. Default SPECTRAL_MEM_UNLIMITED. 0 is a cap of
+                                    0 bytes, which refuses every document: a limit
+                                    computed as a remainder never switches the cap off
+                                    by coming out at 0 */
     spectral_pooling pooling;    /* default SPECTRAL_POOLING_UNSPECIFIED */
     bool normalize;              /* L2-normalize pooled embeddings (default true) */
     int64_t batch_tokens;        /* spectral_encode_batch packs consecutive short documents
                                     into one pass up to this many tokens in all (the MLP
                                     runs on all their rows at once, the mixing per
                                     document); 0 = default (4096), 1 = one at a time */
+    spectral_dtype dtype;        /* GEMM precision (default SPECTRAL_DTYPE_AUTO); the CUDA
+                                    backend computes float32 and refuses BF16 */
 } spectral_context_params;
 
 /* Library */
@@ -133,6 +146,10 @@ const char *spectral_status_string(spectral_status s);
 const char *spectral_last_error(void);
 /* Whether this build can run the given backend on this machine. */
 bool spectral_backend_available(spectral_backend b);
+/* One line naming this CPU's features that matter here and the CPU GEMM
+ * kernel each dtype runs, e.g. "cpu: avx2 fma f16c | kernels: f32 avx2,
+ * int8 avx2, bf16 avx2 (emulated)": for reports and benchmarks. */
+const char *spectral_system_info(void);
 
 /* Model. Loading checks every weight: a NaN or Inf in any tensor (an F32,
  * F16 or BF16 value, a Q8_0/Q4_0 block scale) refuses the model with
@@ -227,7 +244,8 @@ spectral_status spectral_context_create(spectral_model *model, spectral_context_
 void spectral_context_free(spectral_context *ctx);
 
 /* Bytes of working memory (activations, plus the backend's own tables, e.g.
- * 16 bytes per token for FFTW's on the CPU) one document of n_tokens needs in
+ * 16 bytes per token for FFTW's on the CPU, plus the weight copies of
+ * spectral_context_weight_memory) one document of n_tokens needs in
  * this context with every thread busy. Under a tighter mem_limit the context runs fewer
  * tiles at once (less scratch, less parallelism) and refuses the document
  * only when even one tile at a time does not fit. */
@@ -237,6 +255,11 @@ size_t spectral_context_memory_needed(spectral_context *ctx, int64_t n_tokens);
 size_t spectral_context_memory_minimum(spectral_context *ctx, int64_t n_tokens);
 /* Most working memory charged against mem_limit so far by this context. */
 size_t spectral_context_peak_memory(const spectral_context *ctx);
+/* Bytes of the weight copies laid out for this context's dtype (the CPU's
+ * GEMM weights, packed once for its kernels; 0 when none), shared by the
+ * model's contexts of the same dtype. They count against mem_limit and in
+ * the three figures above. */
+size_t spectral_context_weight_memory(const spectral_context *ctx);
 /* Changes the cap on working memory for later passes, e.g. to leave room
  * for what the caller holds itself (spectral-embed counts each input's text
  * and tokens against --mem-limit this way). SPECTRAL_MEM_UNLIMITED removes

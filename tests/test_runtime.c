@@ -766,6 +766,124 @@ static void test_nonfinite_output(void) {
 }
 
 
+/* ---- the output projection (the arch's head) and the dtype ---- */
+
+static int add_output(sp_gguf_writer *w, void *user) {
+    (void)user;
+    unsigned seed = 77;
+    return tiny_tensor(w, "output_norm.weight", 1, 24, 1, 1, 1, 0.1f, &seed) |
+           tiny_tensor(w, "output_norm.bias", 1, 24, 1, 1, 0, 0.1f, &seed) |
+           tiny_tensor(w, "output.weight", 2, 24, 40, 1, 0, 0.2f, &seed) |
+           tiny_tensor(w, "output.bias", 1, 40, 1, 1, 0, 0.1f, &seed);
+}
+
+typedef struct {
+    spectral_context *none; /* the same model with pooling none: token states computed eagerly */
+    const int32_t *const *docs;
+    const int64_t *lens;
+    int read_states; /* read the token states of every other document */
+    int n, errors;
+    double worst; /* largest |embedding - normalized mean of the states| */
+} head_log;
+
+static int on_head(spectral_context *ctx, int64_t i, spectral_status s, void *user) {
+    head_log *h = user;
+    const float *e = s == SPECTRAL_OK ? spectral_get_embedding(ctx) : NULL;
+    if (!e) {
+        h->errors++;
+        return 0;
+    }
+    h->n++;
+    if (!h->read_states || i % 2) return 0;
+    int64_t T = 0, T2 = 0;
+    const float *st = spectral_get_token_states(ctx, &T);
+    if (!st || T != h->lens[i] || spectral_encode(h->none, h->docs[i], h->lens[i]) != SPECTRAL_OK) {
+        h->errors++;
+        return 0;
+    }
+    const float *want = spectral_get_token_states(h->none, &T2);
+    CHECK(want && T2 == T && !memcmp(st, want, (size_t)(T * 40) * sizeof(float)),
+          "document %lld: the states after the head, run when read, equal those of a pooling-none context",
+          (long long)i);
+    /* the embedding came from the pooled row through the head: the same as
+     * the mean of the states, up to rounding */
+    double mean[40] = {0}, norm = 0;
+    for (int64_t t = 0; t < T; t++)
+        for (int k = 0; k < 40; k++) mean[k] += st[t * 40 + k] / (double)T;
+    for (int k = 0; k < 40; k++) norm += mean[k] * mean[k];
+    for (int k = 0; k < 40; k++) {
+        const double d = fabs(e[k] - mean[k] / sqrt(norm));
+        if (d > h->worst) h->worst = d;
+    }
+    return 0;
+}
+
+static void test_head_and_dtype(void) {
+    char path[300];
+    snprintf(path, sizeof path, "%s.head.gguf", model_path);
+    spectral_model *model = NULL;
+    if (write_tiny_model_with(path, 24, 48, 6, 2, 12345, add_output, NULL) ||
+        spectral_model_load(path, spectral_model_default_params(), &model) != SPECTRAL_OK) {
+        CHECK(0, "head model: %s", spectral_last_error());
+        remove(path);
+        return;
+    }
+    CHECK(spectral_model_n_embd(model) == 40);
+    enum { N = 5 };
+    const int64_t lens[N] = {3, 300, 1, 129, 40};
+    int32_t *docs[N];
+    for (int i = 0; i < N; i++) docs[i] = make_tokens(lens[i], 90 + i);
+    spectral_context_params p = spectral_context_default_params();
+    p.n_threads = 2;
+    spectral_context *ctx = NULL, *none = NULL;
+    CHECK(spectral_context_create(model, p, &ctx) == SPECTRAL_OK, "%s", spectral_last_error());
+    p.pooling = SPECTRAL_POOLING_NONE;
+    CHECK(spectral_context_create(model, p, &none) == SPECTRAL_OK, "%s", spectral_last_error());
+    if (ctx && none) {
+        /* packed passes, states read for some documents only */
+        head_log h = {none, (const int32_t *const *)docs, lens, 1, 0, 0, 0};
+        CHECK(spectral_encode_batch(ctx, (const int32_t *const *)docs, lens, N, on_head, &h) == SPECTRAL_OK);
+        CHECK(h.n == N && h.errors == 0, "%d documents, %d errors", h.n, h.errors);
+        CHECK(h.worst < 1e-6, "embedding vs the normalized mean of the states: %g", h.worst);
+        /* the planned memory counts the head's output whether or not it runs */
+        CHECK(spectral_context_memory_needed(ctx, 300) == spectral_context_memory_needed(none, 300));
+    }
+    spectral_context_free(ctx);
+    spectral_context_free(none);
+    test_deterministic(model); /* states read in every callback: the head per document */
+
+    /* dtype: refused values, packed weights counted, bf16 close to f32 */
+    p = spectral_context_default_params();
+    p.n_threads = 1;
+    p.dtype = (spectral_dtype)7;
+    CHECK(spectral_context_create(model, p, &ctx) == SPECTRAL_ERR_INVALID_ARGUMENT);
+    p.dtype = SPECTRAL_DTYPE_BF16;
+    p.backend = SPECTRAL_BACKEND_CUDA;
+    CHECK(spectral_context_create(model, p, &ctx) == SPECTRAL_ERR_UNSUPPORTED && strstr(spectral_last_error(), "bf16"));
+    p.backend = SPECTRAL_BACKEND_CPU;
+    float emb[2][40];
+    for (int k = 0; k < 2; k++) {
+        p.dtype = k ? SPECTRAL_DTYPE_BF16 : SPECTRAL_DTYPE_F32;
+        ctx = NULL;
+        CHECK(spectral_context_create(model, p, &ctx) == SPECTRAL_OK, "%s", spectral_last_error());
+        if (!ctx) continue;
+        const size_t wbytes = spectral_context_weight_memory(ctx);
+        CHECK(wbytes > 0 && spectral_context_memory_needed(ctx, 300) > wbytes, "weights packed: %zu", wbytes);
+        CHECK(spectral_encode(ctx, docs[1], lens[1]) == SPECTRAL_OK, "%s", spectral_last_error());
+        memcpy(emb[k], spectral_get_embedding(ctx), sizeof emb[k]);
+        /* a limit below the packed weights refuses every document */
+        CHECK(spectral_context_set_mem_limit(ctx, wbytes) == SPECTRAL_OK);
+        CHECK(spectral_encode(ctx, docs[2], 1) == SPECTRAL_ERR_MEMORY_LIMIT);
+        spectral_context_free(ctx);
+    }
+    double dot = 0;
+    for (int i = 0; i < 40; i++) dot += (double)emb[0][i] * emb[1][i];
+    CHECK(dot > 0.999 && memcmp(emb[0], emb[1], sizeof emb[0]), "bf16 vs f32 embedding cosine %.6f", dot);
+    for (int i = 0; i < N; i++) free(docs[i]);
+    spectral_model_free(model);
+    remove(path);
+}
+
 int main(void) {
     snprintf(model_path, sizeof model_path, "/tmp/spectral_test_runtime_%d.gguf", (int)getpid());
     if (write_tiny_model(model_path, 24, 48, 6, 2, 12345)) return 1;
@@ -790,6 +908,7 @@ int main(void) {
     test_lexical(model); /* the same weights without a sketch */
     test_nonfinite_output();
     spectral_model_free(model);
+    test_head_and_dtype();
 
     /* use_mmap = false path gives the same model */
     spectral_model_params mp = spectral_model_default_params();

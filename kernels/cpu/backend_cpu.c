@@ -10,7 +10,8 @@
  * once (measured), while the threaded build at one thread does not.
  *
  * The ops live in three files: this one (memory, rows, LayerNorm, add,
- * pooling), linear_cpu.c (GEMMs and the fused MLP), mix_cpu.c (FFTs). */
+ * pooling), linear_cpu.c (GEMMs and the fused MLP), mix_cpu.c (FFTs); the
+ * packed weights and their kernels in packed_cpu.c and gemm_*.c. */
 #define _DEFAULT_SOURCE /* sysconf, MAP_ANONYMOUS */
 #include <cblas.h>
 /* OpenBLAS's cblas.h pulls in <complex.h>; keep fftwf_complex a float[2]. */
@@ -317,7 +318,18 @@ static const sp_backend_ops sp_cpu_ops = {
     .ffn_block = sp_cpu_ffn_block,
     .external_memory = sp_cpu_external_memory,
     .dequantize_rows = sp_cpu_dequantize_rows,
+    .packed_size = sp_cpu_packed_size,
+    .pack_weight = sp_cpu_pack_weight,
+    .packed_free = sp_cpu_packed_free,
+    .linear_packed_workspace_size = sp_cpu_linear_packed_workspace_size,
+    .linear_packed = sp_cpu_linear_packed,
+    .ffn_block_packed_workspace_size = sp_cpu_ffn_block_packed_workspace_size,
+    .ffn_block_packed = sp_cpu_ffn_block_packed,
 };
+
+void sp_cpu_set_kernel_level(sp_backend *be, sp_kernel_level level) {
+    ((sp_cpu_impl *)be->impl)->kernels = level;
+}
 
 /* A threaded OpenBLAS would run a second pool under ours: one thread. */
 static void blas_single_threaded(void) {
@@ -349,6 +361,7 @@ sp_backend *sp_backend_cpu_create(int n_threads, char *err, size_t err_len) {
      * costs tens of ms per new length but can give faster plans. */
     const char *ms = getenv("SPECTRAL_FFTW_MEASURE");
     impl->fft_flags = (ms && ms[0] == '1') ? FFTW_MEASURE : FFTW_ESTIMATE;
+    impl->kernels = sp_cpu_kernel_cap();
     impl->tile = SP_MIX_TILE_DEFAULT;
     const char *ts = getenv("SPECTRAL_CPU_MIX_TILE");
     if (ts) {

@@ -198,6 +198,9 @@ static void csv_str(FILE *f, const char *s) {
 /* ------------------------------------------------------------ options */
 
 typedef enum { OUT_MD, OUT_CSV, OUT_JSON, OUT_JSONL } out_fmt;
+/* --dtype openblas: float32 GEMMs through OpenBLAS, the reference path
+ * (SPECTRAL_CPU_ISA=c for a second copy of the model and its context). */
+#define DTYPE_OPENBLAS 100
 enum { MODE_MODEL = 1, MODE_MIX = 2, MODE_MLP = 4 };
 
 typedef struct {
@@ -217,6 +220,9 @@ typedef struct {
     size_t mem_limit;
     int64_t calib_n;
     size_t calib_mem;
+    /* model rows are repeated for each; DTYPE_OPENBLAS is f32 through OpenBLAS */
+    int dtypes[4];
+    int n_dtypes;
 } options;
 
 static void usage(FILE *f) {
@@ -248,6 +254,9 @@ static void usage(FILE *f) {
 "                          past it, and a length whose predicted time (T^2 from\n"
 "                          the last measured row) exceeds it is not run\n"
 "                          (\"stopped (budget)\")                     (default 60)\n"
+"  --dtype LIST            GEMM precision of the spectral model rows, a row each:\n"
+"                          auto,f32,bf16 (docs/precision.md), and openblas: f32\n"
+"                          through OpenBLAS, the reference path     (default auto)\n"
 "  --mem-limit BYTES       activation memory cap (k/m/g suffix), for both the\n"
 "                          spectral context and the attention buffers (default none)\n"
 "  --calib-size N          side of the calibration sgemm            (default 2048)\n"
@@ -357,6 +366,18 @@ static void parse_args(int argc, char **argv, options *o) {
             if (errno || end == v || *end || !(d > 0) || d > 1e7)
                 die_opt("--attn-budget expects seconds > 0, got '%s'", v);
             o->attn_budget = d;
+        } else if (!strcmp(a, "--dtype")) {
+            TAKE();
+            o->n_dtypes = 0;
+            char buf[64];
+            snprintf(buf, sizeof buf, "%s", v);
+            for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+                spectral_dtype d;
+                if (o->n_dtypes == 4 || (strcmp(t, "openblas") && cli_parse_dtype(t, &d)))
+                    die_opt("--dtype expects a list of auto, f32, bf16, openblas (at most 4), got '%s'", v);
+                o->dtypes[o->n_dtypes++] = strcmp(t, "openblas") ? (int)d : DTYPE_OPENBLAS;
+            }
+            if (!o->n_dtypes) die_opt("--dtype expects a list of auto, f32, bf16, openblas, got '%s'", v);
         } else if (!strcmp(a, "--mem-limit")) {
             TAKE();
             o->mem_limit = (size_t)parse_size_opt(a, v, 1, INT64_MAX);
@@ -378,6 +399,10 @@ static void parse_args(int argc, char **argv, options *o) {
     if (o->nB == 0) {
         o->B[0] = 1;
         o->nB = 1;
+    }
+    if (o->n_dtypes == 0) {
+        o->dtypes[0] = SPECTRAL_DTYPE_AUTO;
+        o->n_dtypes = 1;
     }
 }
 
@@ -533,6 +558,7 @@ typedef struct {
 
 typedef struct {
     const char *impl; /* "spectral" | "attention" */
+    const char *dtype; /* spectral model rows: the context's dtype; NULL otherwise */
     const char *mode; /* "model" | "mix" | "mlp" */
     char model[192];
     int64_t T, batch;
@@ -579,7 +605,7 @@ static void row_finish(row *r, int64_t tokens_per_batch) {
 }
 
 #define MD_COLS 14
-static const int md_width[MD_COLS] = {34, 7, 7, 5, 9, 8, 5, 24, 10, 10, 8, 6, 8, 7};
+static const int md_width[MD_COLS] = {34, 7, 7, 5, 15, 8, 5, 24, 10, 10, 8, 6, 8, 7};
 static const int md_right[MD_COLS] = {0, 0, 1, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1};
 
 /* One markdown table line; "±" counts as one column for the padding. */
@@ -616,8 +642,8 @@ static void print_header(const out_ctx *oc) {
                  c->gemm_gflops);
     FILE *f = oc->o->fmt == OUT_MD ? stdout : stderr;
     fprintf(f, "spectral-bench (spectral %s, %s): backend %s, %d threads | roofline calibration: "
-               "%s, %s\n",
-            spectral_version(), oc->build, oc->backend, oc->threads, gemm, bw);
+               "%s, %s | %s\n",
+            spectral_version(), oc->build, oc->backend, oc->threads, gemm, bw, spectral_system_info());
     if (oc->o->fmt == OUT_MD) {
         static const char *names[MD_COLS] = {"model", "backend", "threads", "mode", "impl",
                                              "T", "batch", "t/s", "ms/doc", "peak mem",
@@ -636,7 +662,7 @@ static void print_header(const out_ctx *oc) {
     } else if (oc->o->fmt == OUT_CSV) {
         printf("build,model,impl,backend,n_threads,mode,n_tokens,n_batch,n_reps,status,avg_ns,"
                "stddev_ns,avg_ts,stddev_ts,ms_per_doc,peak_mem_bytes,flops_per_doc,gflops,"
-               "peak_share,gemm_peak_gflops,mem_bw_gbs,time_ratio,mem_ratio\n");
+               "peak_share,gemm_peak_gflops,mem_bw_gbs,time_ratio,mem_ratio,dtype\n");
     } else if (oc->o->fmt == OUT_JSON) {
         printf("[\n");
     }
@@ -680,11 +706,12 @@ static void print_row(out_ctx *oc, const row *r) {
             snprintf(tr, sizeof tr, "-");
             snprintf(mr, sizeof mr, "-");
         }
-        char th[16], tt[24], bb[24];
+        char th[16], tt[24], bb[24], impl[48];
+        snprintf(impl, sizeof impl, r->dtype ? "%s %s" : "%s", r->impl, r->dtype);
         snprintf(th, sizeof th, "%d", oc->threads);
         snprintf(tt, sizeof tt, "%lld", (long long)r->T);
         snprintf(bb, sizeof bb, "%lld", (long long)r->batch);
-        const char *cells[MD_COLS] = {r->model, oc->backend, th, r->mode, r->impl, tt, bb,
+        const char *cells[MD_COLS] = {r->model, oc->backend, th, r->mode, impl, tt, bb,
                                       ts, ms, pm, gf, sh, tr, mr};
         md_line(cells);
         break;
@@ -707,10 +734,10 @@ static void print_row(out_ctx *oc, const row *r) {
         if (r->have_ratio) {
             printf(",%.6g,", r->time_ratio);
             if (r->mem_ratio > 0) printf("%.6g", r->mem_ratio);
-            printf("\n");
         } else {
-            printf(",,\n");
+            printf(",,");
         }
+        printf(",%s\n", r->dtype ? r->dtype : "");
         break;
     case OUT_JSON:
     case OUT_JSONL: {
@@ -726,6 +753,7 @@ static void print_row(out_ctx *oc, const row *r) {
                r->impl, oc->backend, oc->threads, r->mode, (long long)r->T, (long long)r->batch,
                r->n);
         json_str(stdout, r->status);
+        if (r->dtype) printf(", \"dtype\": \"%s\"", r->dtype);
         if (ok) {
             printf(", \"avg_ns\": %.0f, \"stddev_ns\": %.0f, \"avg_ts\": %.4f, \"stddev_ts\": %.4f, "
                    "\"ms_per_doc\": %.6f, \"peak_mem_bytes\": %zu, \"gflops\": %.4f, "
@@ -795,14 +823,30 @@ static void set_status_err(row *r, spectral_status st) {
                  spectral_last_error());
 }
 
-static void spectral_model_row(spectral_model *model, const options *o, int64_t T, int64_t b,
-                               row *r) {
+/* A context of model for the rows; reference: with the CPU kernels capped
+ * to C (SPECTRAL_CPU_ISA=c), so float32 runs through OpenBLAS. */
+static spectral_status make_context(spectral_model *model, spectral_context_params cp, int reference,
+                                    spectral_context **ctx) {
+    if (!reference) return spectral_context_create(model, cp, ctx);
+    const char *was = getenv("SPECTRAL_CPU_ISA");
+    char *saved = was ? strdup(was) : NULL;
+    setenv("SPECTRAL_CPU_ISA", "c", 1);
+    const spectral_status st = spectral_context_create(model, cp, ctx);
+    if (saved) setenv("SPECTRAL_CPU_ISA", saved, 1);
+    else unsetenv("SPECTRAL_CPU_ISA");
+    free(saved);
+    return st;
+}
+
+static void spectral_model_row(spectral_model *model, const options *o, spectral_dtype dtype,
+                               int reference, int64_t T, int64_t b, row *r) {
     spectral_context_params cp = spectral_context_default_params();
+    cp.dtype = dtype;
     cp.n_threads = o->threads;
     cp.backend = o->cuda ? SPECTRAL_BACKEND_CUDA : SPECTRAL_BACKEND_CPU;
     cp.mem_limit = o->mem_limit ? o->mem_limit : SPECTRAL_MEM_UNLIMITED; /* 0: no --mem-limit */
     spectral_context *ctx = NULL;
-    spectral_status st = spectral_context_create(model, cp, &ctx);
+    spectral_status st = make_context(model, cp, reference, &ctx);
     if (st != SPECTRAL_OK) {
         set_status_err(r, st);
         return;
@@ -1022,7 +1066,7 @@ int main(int argc, char **argv) {
     /* The model: a file, or random weights written to a temporary GGUF. */
     model_shape shape;
     memset(&shape, 0, sizeof shape);
-    spectral_model *model = NULL;
+    spectral_model *model = NULL, *openblas_model = NULL;
     char tmp_path[512] = {0};
     if (o.model_path) {
         if (read_shape(o.model_path, &shape, err, sizeof err)) {
@@ -1067,6 +1111,10 @@ int main(int argc, char **argv) {
         spectral_model_params mp = spectral_model_default_params();
         mp.use_mmap = false; /* read it: the temporary file is removed right away */
         spectral_status st = spectral_model_load(o.model_path ? o.model_path : tmp_path, mp, &model);
+        /* a second copy for the OpenBLAS rows: its weights are laid out for them */
+        for (int i = 0; i < o.n_dtypes && st == SPECTRAL_OK; i++)
+            if (o.dtypes[i] == DTYPE_OPENBLAS && !openblas_model)
+                st = spectral_model_load(o.model_path ? o.model_path : tmp_path, mp, &openblas_model);
         if (tmp_path[0]) unlink(tmp_path);
         if (st != SPECTRAL_OK) {
             fprintf(stderr, "spectral-bench: loading the model: %s: %s\n",
@@ -1178,10 +1226,14 @@ int main(int argc, char **argv) {
             const int64_t b = o.B[bi];
             attn_series ser = {0, 0, 0};
             for (int ti = 0; ti < o.nT; ti++) {
+              /* model rows: one per dtype; the attention row after the first */
+              for (int di = 0; di < (mode == MODE_MODEL ? o.n_dtypes : 1); di++) {
                 const int64_t T = o.T[ti];
                 static row rs, ra;
                 memset(&rs, 0, sizeof rs);
                 rs.impl = "spectral";
+                if (mode == MODE_MODEL)
+                    rs.dtype = o.dtypes[di] == DTYPE_OPENBLAS ? "openblas" : cli_dtype_name((spectral_dtype)o.dtypes[di]);
                 rs.mode = mode_names[mi];
                 rs.T = T;
                 rs.batch = b;
@@ -1198,14 +1250,17 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "  %s %s T=%lld batch=%lld ...\n", rs.impl, rs.mode,
                         (long long)T, (long long)b);
                 if (mode == MODE_MODEL)
-                    spectral_model_row(model, &o, T, b, &rs);
+                    spectral_model_row(o.dtypes[di] == DTYPE_OPENBLAS ? openblas_model : model, &o,
+                                       o.dtypes[di] == DTYPE_OPENBLAS ? SPECTRAL_DTYPE_F32
+                                                                      : (spectral_dtype)o.dtypes[di],
+                                       o.dtypes[di] == DTYPE_OPENBLAS, T, b, &rs);
                 else
                     spectral_op_row(&ob, &o, &shape, mode == MODE_MIX, T, b, &rs);
                 row_finish(&rs, T * b);
                 if (rs.gflops > 0 && cal.gemm_gflops > 0) rs.share = rs.gflops / cal.gemm_gflops;
                 print_row(&oc, &rs);
 
-                if (mode == MODE_MLP || !o.attn || !shape.have_shape) continue;
+                if (mode == MODE_MLP || !o.attn || !shape.have_shape || di > 0) continue;
                 memset(&ra, 0, sizeof ra);
                 ra.impl = "attention";
                 ra.mode = mode_names[mi];
@@ -1233,6 +1288,7 @@ int main(int argc, char **argv) {
                     ra.mem_ratio = ra.peak_mem ? (double)rs.peak_mem / (double)ra.peak_mem : 0;
                 }
                 print_row(&oc, &ra);
+              }
             }
         }
     }
@@ -1247,5 +1303,6 @@ out:
     }
     bench_attn_free(am);
     spectral_model_free(model);
+    spectral_model_free(openblas_model);
     return rc_main;
 }

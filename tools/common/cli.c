@@ -116,6 +116,22 @@ int cli_parse_pooling(const char *s, spectral_pooling *out) {
     return -1;
 }
 
+static const char *const k_dtypes[] = {[SPECTRAL_DTYPE_AUTO] = "auto", [SPECTRAL_DTYPE_F32] = "f32",
+                                        [SPECTRAL_DTYPE_BF16] = "bf16"};
+
+int cli_parse_dtype(const char *s, spectral_dtype *out) {
+    for (size_t i = 0; i < sizeof k_dtypes / sizeof k_dtypes[0]; i++)
+        if (!strcmp(s, k_dtypes[i])) {
+            *out = (spectral_dtype)i;
+            return 0;
+        }
+    return -1;
+}
+
+const char *cli_dtype_name(spectral_dtype d) {
+    return (size_t)d < sizeof k_dtypes / sizeof k_dtypes[0] ? k_dtypes[d] : "?";
+}
+
 int cli_parse_device(const char *s, spectral_backend *out) {
     if (!strcmp(s, "cpu")) *out = SPECTRAL_BACKEND_CPU;
     else if (!strcmp(s, "cuda")) *out = SPECTRAL_BACKEND_CUDA;

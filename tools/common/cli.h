@@ -50,5 +50,9 @@ int cli_parse_int(const char *s, int64_t lo, int64_t hi, int64_t *out);
 int cli_parse_pooling(const char *s, spectral_pooling *out);
 /* cpu | cuda: 0, or -1 for any other word. */
 int cli_parse_device(const char *s, spectral_backend *out);
+/* auto | f32 | bf16: 0, or -1 for any other word. */
+int cli_parse_dtype(const char *s, spectral_dtype *out);
+/* The word cli_parse_dtype reads for d. */
+const char *cli_dtype_name(spectral_dtype d);
 
 #endif

@@ -33,6 +33,7 @@ typedef struct {
     int64_t truncate; /* --truncate N: keep the first N tokens of longer inputs (0: off) */
     bool no_mmap;
     bool verbose;
+    spectral_dtype dtype;
     const char **adapters; /* --adapter FILE[:SCALE], in order */
     float *adapter_scales;
     int n_adapters;
@@ -67,6 +68,8 @@ static void print_usage(FILE *f) {
         "  -o, --output-format FMT   jsonl | json | raw (default: jsonl)\n"
         "  -t, --threads N           CPU threads (default: all cores)\n"
         "  -d, --device DEV          cpu | cuda (default: cpu)\n"
+        "      --dtype TYPE          GEMM precision: auto (float32, and int8 for Q8_0/Q4_0\n"
+        "                            weights) | f32 | bf16 (CPU; default: auto)\n"
         "      --mem-limit SIZE      hard cap on the memory the run uses beyond the loaded\n"
         "                            model: activations plus each input's text and tokens,\n"
         "                            e.g. 512M, 2G (suffixes K, M, G, T are powers of 1024;\n"
@@ -163,6 +166,10 @@ static int parse_args(int argc, char **argv, options *o) {
             if (!(val = cli_value(&c))) return CLI_EXIT_USAGE;
             if (cli_parse_device(val, &o->device))
                 return cli_usage_error(&c, "unknown device '%s' (cpu, cuda)", val);
+        } else if (!strcmp(a, "--dtype")) {
+            if (!(val = cli_value(&c))) return CLI_EXIT_USAGE;
+            if (cli_parse_dtype(val, &o->dtype))
+                return cli_usage_error(&c, "unknown dtype '%s' (auto, f32, bf16)", val);
         } else if (!strcmp(a, "--mem-limit")) {
             if (!(val = cli_value(&c))) return CLI_EXIT_USAGE;
             if (cli_parse_size(val, &o->mem_limit))
@@ -400,6 +407,7 @@ int main(int argc, char **argv) {
     cp.pooling = o.pooling;
     cp.normalize = o.normalize;
     cp.batch_tokens = o.batch_tokens;
+    cp.dtype = o.dtype;
     spectral_context *ctx = NULL;
     if (spectral_context_create(model, cp, &ctx) != SPECTRAL_OK) {
         fprintf(stderr, "spectral-embed: %s\n", spectral_last_error());
@@ -437,6 +445,9 @@ int main(int argc, char **argv) {
                 o.model_path, spectral_model_arch(model), spectral_model_n_layer(model),
                 (long long)n_embd, (long long)n_pooled, spectral_model_n_vocab(model), (long long)n_ctx,
                 (unsigned long long)spectral_model_n_params(model));
+    if (o.verbose)
+        fprintf(stderr, "spectral-embed: dtype %s: %zu bytes of weights packed for it\n", cli_dtype_name(o.dtype),
+                spectral_context_weight_memory(ctx));
 
     output_begin(o.format);
     const bool progress = isatty(STDERR_FILENO) && !o.verbose && o.n_inputs > 1;

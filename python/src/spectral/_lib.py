@@ -34,6 +34,11 @@ ERR_NUMERIC = 10
 BACKEND_CPU = 0
 BACKEND_CUDA = 1
 
+# spectral_dtype
+DTYPE_AUTO = 0
+DTYPE_F32 = 1
+DTYPE_BF16 = 2
+
 # spectral_pooling (llama.cpp's numbering)
 POOLING_UNSPECIFIED = -1
 POOLING_NONE = 0
@@ -56,6 +61,7 @@ class ContextParams(ctypes.Structure):
         ("pooling", ctypes.c_int),
         ("normalize", ctypes.c_bool),
         ("batch_tokens", ctypes.c_int64),
+        ("dtype", ctypes.c_int),
     ]
 
 
