@@ -255,3 +255,103 @@ int sp_cpu_ffn_block(sp_backend *be, float *h, const float *ln_w, const float *l
     sp_pool_run(sp_cpu_pool(be), n_tiles, ffn_slots(be, n_tiles, offsets[n_docs], D, F), ffn_task, &j);
     return 0;
 }
+
+/* ----------------------------------------------------------- glu_ffn_block */
+
+/* Per-thread scratch: the gate tile (ROW_TILE x 2F) and the output tile
+ * (ROW_TILE x D). */
+static size_t glu_slot_bytes(int64_t D, int64_t F) {
+    return (size_t)sp_cpu_round_up(SP_CPU_ROW_TILE * 2 * F * (int64_t)sizeof(float), SP_CPU_ALIGN) +
+           (size_t)sp_cpu_round_up(SP_CPU_ROW_TILE * D * (int64_t)sizeof(float), SP_CPU_ALIGN);
+}
+
+static int glu_slots(sp_backend *be, int64_t n_tiles, int64_t T, int64_t D, int64_t F) {
+    /* as ffn_slots: no more scratch than max(T x D floats, 32 MiB) */
+    int slots = sp_cpu_slots(be, n_tiles);
+    const int64_t budget = T * D * (int64_t)sizeof(float) > (INT64_C(32) << 20)
+                               ? T * D * (int64_t)sizeof(float)
+                               : (INT64_C(32) << 20);
+    const int64_t cap = budget / (int64_t)glu_slot_bytes(D, F);
+    if (cap < slots) slots = cap < 1 ? 1 : (int)cap;
+    return slots;
+}
+
+size_t sp_cpu_glu_ffn_block_workspace_size(sp_backend *be, const int64_t *offsets, int64_t n_docs,
+                                           int64_t D, int64_t F, int64_t n_blocks) {
+    if (!offsets || n_docs < 1 || D <= 0 || F <= 0 || n_blocks <= 0 || offsets[n_docs] <= 0) return 0;
+    const int64_t n_tiles = sp_cpu_doc_tiles(offsets, n_docs, NULL);
+    return ffn_starts_bytes(n_tiles) +
+           (size_t)glu_slots(be, n_tiles, offsets[n_docs], D, F) * glu_slot_bytes(D, F) + SP_CPU_ALIGN;
+}
+
+typedef struct {
+    float *h;
+    const float *W_gate, *W_down, *b_down, *ln_w, *ln_b;
+    float eps;
+    int64_t D, F, nb;
+    const int64_t *tile_start;
+    char *ws;
+    size_t slot;
+} glu_job;
+
+static void glu_task(void *arg, int64_t task, int worker) {
+    const glu_job *j = arg;
+    const int64_t D = j->D, F = j->F, nb = j->nb, Db = D / nb, Gb = 2 * F / nb, Fb = F / nb;
+    const int64_t r0 = j->tile_start[task], rows = j->tile_start[task + 1] - r0;
+    float *g = (float *)(j->ws + (size_t)worker * j->slot);
+    float *z = g + sp_cpu_round_up(SP_CPU_ROW_TILE * 2 * F, SP_CPU_ALIGN / sizeof(float));
+    float *h = j->h + r0 * D;
+    /* g[:, block b] = h[:, block b of D] W_gate[block b]^T */
+    for (int64_t b = 0; b < nb; b++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)Gb, (int)Db, 1.0f,
+                    h + b * Db, (int)D, j->W_gate + b * Gb * Db, (int)Db, 0.0f, g + b * Gb,
+                    (int)(2 * F));
+    /* m = gelu(g[:, :F]) * g[:, F:], into g[:, :F] */
+    for (int64_t r = 0; r < rows; r++) {
+        float *gr = g + r * 2 * F;
+        bias_act_row(gr, NULL, F, SP_ACT_GELU);
+        for (int64_t i = 0; i < F; i++) gr[i] *= gr[F + i];
+    }
+    for (int64_t b = 0; b < nb; b++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)Db, (int)Fb, 1.0f,
+                    g + b * Fb, (int)(2 * F), j->W_down + b * Db * Fb, (int)Fb, 0.0f, z + b * Db,
+                    (int)D);
+    /* h = LN(z + b_down + h) */
+    for (int64_t r = 0; r < rows; r++) {
+        float *zr = z + r * D, *hr = h + r * D;
+        for (int64_t d = 0; d < D; d++) zr[d] = (zr[d] + j->b_down[d]) + hr[d];
+        sp_cpu_layer_norm_row(zr, j->ln_w, j->ln_b, j->eps, D, hr);
+    }
+}
+
+int sp_cpu_glu_ffn_block(sp_backend *be, float *h, const float *W_gate, const float *W_down,
+                         const float *b_down, const float *ln_w, const float *ln_b, float eps,
+                         int64_t D, int64_t F, int64_t n_blocks, const int64_t *offsets,
+                         int64_t n_docs, void *workspace) {
+    if (D <= 0 || F <= 0 || n_blocks <= 0 || D % n_blocks || F % n_blocks || 2 * F > INT_MAX ||
+        D > INT_MAX) {
+        sp_cpu_set_err(be, "cpu glu_ffn_block: bad shape D=%lld F=%lld blocks=%lld", (long long)D,
+                       (long long)F, (long long)n_blocks);
+        return 1;
+    }
+    if (!offsets || n_docs < 1 || offsets[0] != 0) {
+        sp_cpu_set_err(be, "cpu glu_ffn_block: bad document offsets");
+        return 1;
+    }
+    for (int64_t i = 0; i < n_docs; i++)
+        if (offsets[i + 1] <= offsets[i]) {
+            sp_cpu_set_err(be, "cpu glu_ffn_block: document %lld is empty or out of order", (long long)i);
+            return 1;
+        }
+    if (!h || !W_gate || !W_down || !b_down || !ln_w || !ln_b || !workspace) {
+        sp_cpu_set_err(be, "cpu glu_ffn_block: NULL argument");
+        return 1;
+    }
+    char *ws = sp_cpu_align(workspace);
+    int64_t *tile_start = (int64_t *)ws;
+    const int64_t n_tiles = sp_cpu_doc_tiles(offsets, n_docs, tile_start);
+    glu_job j = {h, W_gate, W_down, b_down, ln_w, ln_b, eps, D, F, n_blocks, tile_start,
+                 ws + ffn_starts_bytes(n_tiles), glu_slot_bytes(D, F)};
+    sp_pool_run(sp_cpu_pool(be), n_tiles, glu_slots(be, n_tiles, offsets[n_docs], D, F), glu_task, &j);
+    return 0;
+}
