@@ -109,6 +109,11 @@ typedef struct {
                                     into one pass up to this many tokens in all (the MLP
                                     runs on all their rows at once, the mixing per
                                     document); 0 = default (4096), 1 = one at a time */
+    bool no_pad;                 /* models that pad (M2-BERT: as its model card, every
+                                    document runs padded with [PAD] to the model's length;
+                                    token states and pooling cover the real tokens only):
+                                    run each document at its own length instead, faster
+                                    and a different embedding. Default false */
 } spectral_context_params;
 
 /* Library */

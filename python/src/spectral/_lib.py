@@ -54,6 +54,7 @@ class ContextParams(ctypes.Structure):
         ("pooling", ctypes.c_int),
         ("normalize", ctypes.c_bool),
         ("batch_tokens", ctypes.c_int64),
+        ("no_pad", ctypes.c_bool),
     ]
 
 
