@@ -6,3 +6,17 @@
 spectral_add_c_test(test_m2bert_ops test_m2bert_ops.c)
 add_test(NAME test_m2bert_ops_cuda COMMAND test_m2bert_ops --cuda)
 set_tests_properties(test_m2bert_ops_cuda PROPERTIES SKIP_RETURN_CODE ${SPECTRAL_GPU_SKIP})
+
+# Parity with the reference PyTorch code's outputs (tests/data/m2bert, made by
+# tests/fixtures/make_m2bert_fixture.py): tiny and published widths, padded
+# and unpadded; over-long documents and broken files refused; quantized files.
+set(M2BERT_PARITY ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/m2bert_parity.py
+    $<TARGET_FILE:fnet_dump> --data ${SPECTRAL_TEST_DATA}/m2bert)
+if(TARGET spectral-quantize)
+  add_test(NAME test_m2bert_parity COMMAND ${M2BERT_PARITY} --quantize $<TARGET_FILE:spectral-quantize>)
+else()
+  add_test(NAME test_m2bert_parity COMMAND ${M2BERT_PARITY})
+endif()
+add_test(NAME test_m2bert_parity_cuda COMMAND ${M2BERT_PARITY} --backend cuda --tol 1e-4)
+set_tests_properties(test_m2bert_parity test_m2bert_parity_cuda PROPERTIES
+  SKIP_RETURN_CODE ${SPECTRAL_GPU_SKIP} TIMEOUT 300)
