@@ -20,3 +20,10 @@ endif()
 add_test(NAME test_m2bert_parity_cuda COMMAND ${M2BERT_PARITY} --backend cuda --tol 1e-4)
 set_tests_properties(test_m2bert_parity test_m2bert_parity_cuda PROPERTIES
   SKIP_RETURN_CODE ${SPECTRAL_GPU_SKIP} TIMEOUT 300)
+
+# The converter without torch: the tiny fixture round-trips through a
+# reference-style checkpoint; --dtype f16/bf16; refusals by name.
+add_test(NAME test_convert_m2bert
+  COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/test_convert_m2bert.py
+          $<TARGET_FILE:fnet_dump> --data ${SPECTRAL_TEST_DATA}/m2bert/tiny)
+set_tests_properties(test_convert_m2bert PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300)

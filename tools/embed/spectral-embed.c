@@ -31,6 +31,7 @@ typedef struct {
     size_t mem_limit;
     int64_t batch_tokens;
     bool no_mmap;
+    bool no_pad;
     bool verbose;
     const char **adapters; /* --adapter FILE[:SCALE], in order */
     float *adapter_scales;
@@ -70,6 +71,9 @@ static void print_usage(FILE *f) {
         "                            (suffixes K, M, G, T are powers of 1024; default: none)\n"
         "  -b, --batch-tokens N      pack consecutive short inputs into one forward pass of\n"
         "                            up to N tokens (default: 4096; 1 = one input at a time)\n"
+        "      --no-pad              a model that pads every input to its length (M2-BERT, as\n"
+        "                            its model card does) runs each at its own length instead:\n"
+        "                            faster, and a different embedding\n"
         "      --no-mmap             read the model into memory instead of mapping it (a\n"
         "                            mapped model must not be changed or truncated meanwhile)\n"
         "      --adapter FILE[:SCALE]  apply a FourierFT adapter GGUF (tools/convert/convert_fourierft.py)\n"
@@ -162,6 +166,8 @@ static int parse_args(int argc, char **argv, options *o) {
                 return cli_usage_error(&c, "--batch-tokens needs a number from 1 to 2^34, got '%s'", val);
         } else if (!strcmp(a, "--no-mmap")) {
             o->no_mmap = true;
+        } else if (!strcmp(a, "--no-pad")) {
+            o->no_pad = true;
         } else if (!strcmp(a, "--adapter")) {
             if (!(val = cli_value(&c))) return CLI_EXIT_USAGE;
             /* FILE:SCALE when what follows the last ':' is a number, else all of it is FILE */
@@ -500,6 +506,7 @@ int main(int argc, char **argv) {
     cp.pooling = o.pooling;
     cp.normalize = o.normalize;
     cp.batch_tokens = o.batch_tokens;
+    cp.no_pad = o.no_pad;
     spectral_context *ctx = NULL;
     if (spectral_context_create(model, cp, &ctx) != SPECTRAL_OK) {
         fprintf(stderr, "spectral-embed: %s\n", spectral_last_error());
