@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "models/model.h" /* sp_arena_table */
 #include "runtime/arena.h"
 
 typedef struct {

@@ -27,3 +27,9 @@ add_test(NAME test_convert_m2bert
   COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/test_convert_m2bert.py
           $<TARGET_FILE:fnet_dump> --data ${SPECTRAL_TEST_DATA}/m2bert/tiny)
 set_tests_properties(test_convert_m2bert PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300)
+
+# The derived-table cache, padding and --mem-limit through the API.
+add_executable(test_m2bert_runtime test_m2bert_runtime.c)
+target_link_libraries(test_m2bert_runtime PRIVATE spectral_internal m)
+target_include_directories(test_m2bert_runtime PRIVATE ${PROJECT_SOURCE_DIR} ${CMAKE_CURRENT_SOURCE_DIR})
+add_test(NAME test_m2bert_runtime COMMAND test_m2bert_runtime ${SPECTRAL_TEST_DATA}/m2bert/tiny)
