@@ -12,11 +12,13 @@ set_tests_properties(test_m2bert_ops_cuda PROPERTIES SKIP_RETURN_CODE ${SPECTRAL
 # and unpadded; over-long documents and broken files refused; quantized files.
 set(M2BERT_PARITY ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/m2bert_parity.py
     $<TARGET_FILE:fnet_dump> --data ${SPECTRAL_TEST_DATA}/m2bert)
-if(TARGET spectral-quantize)
-  add_test(NAME test_m2bert_parity COMMAND ${M2BERT_PARITY} --quantize $<TARGET_FILE:spectral-quantize>)
-else()
-  add_test(NAME test_m2bert_parity COMMAND ${M2BERT_PARITY})
-endif()
+set(M2BERT_PROGRAMS)
+foreach(tool quantize embed server)
+  if(TARGET spectral-${tool})
+    list(APPEND M2BERT_PROGRAMS --${tool} $<TARGET_FILE:spectral-${tool}>)
+  endif()
+endforeach()
+add_test(NAME test_m2bert_parity COMMAND ${M2BERT_PARITY} ${M2BERT_PROGRAMS})
 add_test(NAME test_m2bert_parity_cuda COMMAND ${M2BERT_PARITY} --backend cuda --tol 1e-4)
 set_tests_properties(test_m2bert_parity test_m2bert_parity_cuda PROPERTIES
   SKIP_RETURN_CODE ${SPECTRAL_GPU_SKIP} TIMEOUT 300)

@@ -22,9 +22,11 @@ Also checked: the padded and unpadded runs of a short document differ (padding c
 the embedding, as in the reference); 1 and 3 threads give the same bytes; a document one
 token longer than the model's positions is refused in both modes, naming both lengths;
 without a pooler, cls pooling is the first token's state; broken variants of the tiny
-model are refused at load with a message naming the problem; and with --quantize,
+model are refused at load with a message naming the problem; with --quantize,
 spectral-quantize's Q8_0 file computes exactly what a float32 file of its dequantized
-weights does, and an F16 file stays within 1e-2 of the reference.
+weights does, and an F16 file stays within 1e-2 of the reference; with --embed and --server,
+spectral-embed --no-pad and spectral-server --no-pad give the dump's numbers for a text, and
+without it the padded ones.
 Exit 0 pass, 1 fail, 77 when --backend cuda is asked for and not available.
 """
 from __future__ import annotations
@@ -199,12 +201,52 @@ def quantized(a):
         check(eq < 0.2 and ef < 1e-2, f"quantized outputs too far from the reference ({eq:.3g}, {ef:.3g})")
 
 
+def programs(a):
+    """spectral-embed and spectral-server, padded and --no-pad, against the dump's ids."""
+    import server_common as sc
+
+    d = os.path.join(a.data, "tiny")
+    model, text = os.path.join(d, "model.gguf"), "W1 w2, w3"  # [CLS] w1 w2 , w3 [SEP]; "," is [UNK]
+    with tempfile.TemporaryDirectory() as tmp:
+        ids = os.path.join(tmp, "ids.txt")
+        with open(ids, "w") as f:
+            f.write("2 6 7 1 8 3\n")
+        want = {}
+        for pad in (True, False):
+            r = run_dump(a, model, ids, *([] if pad else ["--no-pad"]), "--pooled")
+            if check(r.returncode == 0, f"dump: {r.stderr}"):
+                v = parse(r.stdout)[0].astype(np.float32)
+                # the runtime's L2 normalization: the sum in double, one float32 scale
+                want[pad] = v * np.float32(1.0 / np.sqrt(np.sum(v.astype(np.float64) ** 2)))
+    for pad in want:
+        flags = [] if pad else ["--no-pad"]
+        what = "padded" if pad else "--no-pad"
+        if a.embed:
+            (n, e), = sc.cli_embed(a.embed, model, [text], *flags)
+            check(n == 6, f"spectral-embed {what}: {n} tokens")
+            check(np.array_equal(np.array(e, dtype=np.float32), want[pad]),
+                  f"spectral-embed {what}: not the dump's embedding")
+        if a.server:
+            srv = sc.Server(a.server, model, "-t", "2", *flags)
+            try:
+                st, _, body = srv.embed({"input": text, "model": "m"})
+                e = json.loads(body)["data"][0]["embedding"] if st == 200 else None
+                check(st == 200 and np.array_equal(np.array(e, dtype=np.float32), want[pad]),
+                      f"spectral-server {what}: status {st}, not the dump's embedding")
+            finally:
+                srv.stop()
+    if len(want) == 2:
+        check(not np.array_equal(want[True], want[False]), "padded and unpadded embeddings are equal")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("dump")
     ap.add_argument("--data", default=os.path.join(HERE, "data", "m2bert"))
     ap.add_argument("--backend", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--quantize", default=None)
+    ap.add_argument("--embed", default=None)
+    ap.add_argument("--server", default=None)
     ap.add_argument("--tol", type=float, default=TOL)
     a = ap.parse_args(argv)
     worst = [0.0]
@@ -216,6 +258,8 @@ def main(argv=None) -> int:
     broken(a, man)
     if a.quantize:
         quantized(a)
+    if a.embed or a.server:
+        programs(a)
     print(f"worst rel err {worst[0]:.3g}")
     return harness.report("m2bert_parity")
 
