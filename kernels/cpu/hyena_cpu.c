@@ -17,6 +17,24 @@
 
 #include "kernels/cpu/cpu_internal.h"
 
+/* glibc >= 2.35 has vector sin and expf in libmvec but declares them only
+ * under -ffast-math (linear_cpu.c does the same for erff): with the SIMD
+ * clones declared, the filter's loops below call them several lanes at a
+ * time; one scalar sin per element cost as much as the MLP's GEMMs. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__) && \
+    (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 35)) && !defined(__FAST_MATH__)
+double sin(double) __attribute__((__simd__("notinbranch")));
+float expf(float) __attribute__((__simd__("notinbranch")));
+#define SP_SIMD_MATH 1
+#endif
+/* Built for AVX2 too (chosen at load time): 4 double or 8 float lanes. */
+#if defined(__GNUC__) && defined(__x86_64__) && defined(__GLIBC__) && !defined(__clang__) && \
+    !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+#define SP_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define SP_VECTOR_CLONES
+#endif
+
 /* Channels per task: 16 floats are one cache line of a strided gather. */
 #define SP_HYENA_TILE 16
 /* Rows per task of the filter's MLP. */
@@ -64,7 +82,8 @@ size_t sp_cpu_hyena_spectrum_size(sp_backend *be, int64_t T, int64_t D) {
  * Workspace: the weights in double (per direction W_in, W_mid[0..1], b_in,
  * b_mid[0..1], w_mod * freq), the last Sin activations of both directions
  * (T x order floats each), then one slot per task in flight: the MLP's two
- * intermediate tiles in double, or a tile of the reverse kernel (tile x T). */
+ * intermediate tiles in double, or a tile of the reverse kernel and the
+ * decay of one channel ((tile + 1) x T). */
 typedef struct {
     size_t dw, act, slot;
     int slots;
@@ -79,7 +98,7 @@ static filter_layout filter_layout_of(const sp_backend *be, int64_t T, int64_t D
     L.dw = aligned(2 * dir_doubles(E, order) * 8);
     L.act = aligned(T * order * 4);
     const int64_t w = order > E ? order : E; /* the tiles also hold z's rows */
-    const int64_t mlp = 2 * aligned(SP_HYENA_ROWS * w * 8), rev = aligned(SP_HYENA_TILE * T * 4);
+    const int64_t mlp = 2 * aligned(SP_HYENA_ROWS * w * 8), rev = aligned((SP_HYENA_TILE + 1) * T * 4);
     L.slot = (size_t)(mlp > rev ? mlp : rev);
     const int64_t tasks_mlp = 2 * ((T + SP_HYENA_ROWS - 1) / SP_HYENA_ROWS);
     const int64_t tasks_fft = (D + SP_HYENA_TILE - 1) / SP_HYENA_TILE;
@@ -135,11 +154,23 @@ static double *dir_weights_fill(const sp_hyena_filter *f, int dir, double *mem, 
 }
 
 /* o = sin(wf * (o + b)) over rows x n. */
-static void bias_sin(double *o, int64_t rows, int64_t n, const double *b, const double *wf) {
+SP_VECTOR_CLONES static void bias_sin(double *o, int64_t rows, int64_t n, const double *b,
+                                      const double *wf) {
     for (int64_t r = 0; r < rows; r++) {
         double *x = o + r * n;
+#ifdef SP_SIMD_MATH
+#pragma omp simd
+#endif
         for (int64_t j = 0; j < n; j++) x[j] = sin(wf[j] * (x[j] + b[j]));
     }
+}
+
+/* dec[t] = exp(-t_pos[t] * a): ExponentialModulation's decay (shift 0). */
+SP_VECTOR_CLONES static void decay_row(const float *tpos, int64_t T, float a, float *dec) {
+#ifdef SP_SIMD_MATH
+#pragma omp simd
+#endif
+    for (int64_t t = 0; t < T; t++) dec[t] = expf(-tpos[t] * a);
 }
 
 /* Phase 1: the implicit MLP of one direction for one tile of rows. */
@@ -186,14 +217,14 @@ static void filter_fft_task(void *arg, int64_t task, int worker) {
                 f->dir[0].W_out + d0 * O, O, j->act[0], O, 0.0f, rows, (int)rd);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, (int)T, O, 1.0f,
                 f->dir[1].W_out + d0 * O, O, j->act[1], O, 0.0f, rev, (int)T);
+    float *dec = rev + m * T; /* T floats after the tile's reverse kernels */
     for (int c = 0; c < m; c++) {
         float *row = rows + c * rd;
         const float *kr = rev + c * T;
-        const float a = fabsf(f->decay[d0 + c]);
-        /* k * (exp(-t |delta|) + 0): ExponentialModulation with shift 0 */
-        for (int64_t t = 0; t < T; t++) row[t] *= expf(-f->t[t] * a);
+        decay_row(f->t, T, fabsf(f->decay[d0 + c]), dec);
+        for (int64_t t = 0; t < T; t++) row[t] *= dec[t];
         memset(row + T, 0, (size_t)(N - 2 * T) * sizeof(float));
-        for (int64_t s = 0; s < T; s++) row[N - 1 - s] = kr[s] * expf(-f->t[s] * a);
+        for (int64_t s = 0; s < T; s++) row[N - 1 - s] = kr[s] * dec[s];
     }
     const sp_fft_plan *p = m == SP_HYENA_TILE ? j->full : j->last;
     fftwf_execute_dft_r2c(p->r2c, rows, spec);
