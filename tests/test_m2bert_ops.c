@@ -245,15 +245,11 @@ static double mix_case(int64_t T, int64_t D, int64_t E, int64_t O, float **out) 
     CHECK(err <= TOL, "hyena T=%lld D=%lld E=%lld order=%lld: rel err %.3g", (long long)T, (long long)D,
           (long long)E, (long long)O, err);
     *out = y;
-    dev_free(spec[0]);
-    dev_free(spec[1]);
+    g_be->ops->buffer_free(g_be, spec[0]);
+    g_be->ops->buffer_free(g_be, spec[1]);
     g_be->ops->buffer_free(g_be, ws);
-    if (!g_be->host_memory) {
-        dev_free(da), dev_free(du), dev_free(dcw), dev_free(dcb), dev_free(db), dev_free(dbr);
-        g_be->ops->buffer_free(g_be, dy);
-    } else {
-        g_be->ops->buffer_free(g_be, dy);
-    }
+    g_be->ops->buffer_free(g_be, dy);
+    dev_free(da), dev_free(du), dev_free(dcw), dev_free(dcb), dev_free(db), dev_free(dbr);
     filter_dev_free(&fd[0]);
     filter_dev_free(&fd[1]);
     for (int f = 0; f < 2; f++) {
