@@ -460,30 +460,43 @@ static int read_shape(const char *path, model_shape *s, char *err, size_t err_le
     return 0;
 }
 
+/* A GGUF writer with the keys every random model has: the architecture, a
+ * name, <arch>.embedding_length / feed_forward_length / block_count /
+ * context_length, and the bytes tokenizer. *rc collects the setters' status. */
+static sp_gguf_writer *random_model_writer(const char *arch, const char *name, const options *o,
+                                           int64_t ctx_len, int *rc) {
+    sp_gguf_writer *w = sp_gguf_writer_new();
+    if (!w) return NULL;
+    char key[96];
+#define KEY(s) (snprintf(key, sizeof key, "%s." s, arch), key)
+    *rc |= sp_gguf_writer_set_str(w, "general.architecture", arch);
+    *rc |= sp_gguf_writer_set_str(w, "general.name", name);
+    *rc |= sp_gguf_writer_set_u32(w, KEY("embedding_length"), (uint32_t)o->dim);
+    *rc |= sp_gguf_writer_set_u32(w, KEY("feed_forward_length"), (uint32_t)o->ffn);
+    *rc |= sp_gguf_writer_set_u32(w, KEY("block_count"), (uint32_t)o->layers);
+    *rc |= sp_gguf_writer_set_u32(w, KEY("context_length"),
+                                  (uint32_t)(ctx_len > UINT32_MAX ? UINT32_MAX : ctx_len));
+    *rc |= sp_gguf_writer_set_str(w, "tokenizer.ggml.model", "bytes");
+#undef KEY
+    return w;
+}
+
 /* Writes a random-weight spectralmlp GGUF to path. */
 static int write_random_model(const char *path, const options *o, int64_t ctx_len, char *err,
                               size_t err_len) {
     const int64_t D = o->dim, F = o->ffn, L = o->layers, K = o->filters;
-    sp_gguf_writer *w = sp_gguf_writer_new();
-    if (!w) {
-        snprintf(err, err_len, "out of memory creating the GGUF writer");
-        return -1;
-    }
     char name[128];
     snprintf(name, sizeof name, "random-D%lld-F%lld-L%lld-K%lld", (long long)D, (long long)F,
              (long long)L, (long long)K);
     int rc = 0;
-    rc |= sp_gguf_writer_set_str(w, "general.architecture", "spectralmlp");
-    rc |= sp_gguf_writer_set_str(w, "general.name", name);
-    rc |= sp_gguf_writer_set_u32(w, "spectralmlp.embedding_length", (uint32_t)D);
-    rc |= sp_gguf_writer_set_u32(w, "spectralmlp.feed_forward_length", (uint32_t)F);
-    rc |= sp_gguf_writer_set_u32(w, "spectralmlp.block_count", (uint32_t)L);
+    sp_gguf_writer *w = random_model_writer("spectralmlp", name, o, ctx_len, &rc);
+    if (!w) {
+        snprintf(err, err_len, "out of memory creating the GGUF writer");
+        return -1;
+    }
     rc |= sp_gguf_writer_set_u32(w, "spectralmlp.mixing.n_filters", (uint32_t)K);
-    rc |= sp_gguf_writer_set_u32(w, "spectralmlp.context_length",
-                                 (uint32_t)(ctx_len > UINT32_MAX ? UINT32_MAX : ctx_len));
     rc |= sp_gguf_writer_set_f32(w, "spectralmlp.attention.layer_norm_epsilon", 1e-5f);
     rc |= sp_gguf_writer_set_u32(w, "spectralmlp.pooling_type", 1);
-    rc |= sp_gguf_writer_set_str(w, "tokenizer.ggml.model", "bytes");
     size_t maxn = (size_t)(D * F > 256 * D ? D * F : 256 * D);
     if ((size_t)(2 * K * D) > maxn) maxn = (size_t)(2 * K * D);
     float *buf = malloc(maxn * sizeof *buf);
@@ -542,7 +555,11 @@ static int write_random_m2bert(const char *path, const options *o, int64_t ctx_l
         snprintf(err, err_len, "m2bert: --dim and --ffn must be multiples of 4 (Monarch blocks)");
         return -1;
     }
-    sp_gguf_writer *w = sp_gguf_writer_new();
+    char name[128];
+    snprintf(name, sizeof name, "random-m2bert-D%lld-F%lld-L%lld-P%lld", (long long)D, (long long)F,
+             (long long)L, (long long)P);
+    int rc = 0;
+    sp_gguf_writer *w = random_model_writer("m2bert", name, o, P, &rc);
     size_t maxn = (size_t)(3 * D * D > 256 * D ? 3 * D * D : 256 * D);
     if ((size_t)(P * D) > maxn) maxn = (size_t)(P * D);
     if ((size_t)(2 * F * D) > maxn) maxn = (size_t)(2 * F * D);
@@ -553,21 +570,10 @@ static int write_random_m2bert(const char *path, const options *o, int64_t ctx_l
         snprintf(err, err_len, "out of memory building the random model");
         return -1;
     }
-    char name[128];
-    snprintf(name, sizeof name, "random-m2bert-D%lld-F%lld-L%lld-P%lld", (long long)D, (long long)F,
-             (long long)L, (long long)P);
-    int rc = 0;
-    rc |= sp_gguf_writer_set_str(w, "general.architecture", "m2bert");
-    rc |= sp_gguf_writer_set_str(w, "general.name", name);
-    rc |= sp_gguf_writer_set_u32(w, "m2bert.embedding_length", (uint32_t)D);
-    rc |= sp_gguf_writer_set_u32(w, "m2bert.feed_forward_length", (uint32_t)F);
-    rc |= sp_gguf_writer_set_u32(w, "m2bert.block_count", (uint32_t)L);
-    rc |= sp_gguf_writer_set_u32(w, "m2bert.context_length", (uint32_t)P);
     rc |= sp_gguf_writer_set_u32(w, "m2bert.ffn.n_blocks", (uint32_t)NB);
     rc |= sp_gguf_writer_set_u32(w, "m2bert.hyena.emb_dim", (uint32_t)E);
     rc |= sp_gguf_writer_set_u32(w, "m2bert.hyena.filter_order", (uint32_t)O);
     rc |= sp_gguf_writer_set_u32(w, "m2bert.hyena.l_max", (uint32_t)P);
-    rc |= sp_gguf_writer_set_str(w, "tokenizer.ggml.model", "bytes");
     int64_t ne[3] = {1, 1, 1};
     char tn[96];
 #define ADD(nm, nd, n0, n1, fill)                                                        \
