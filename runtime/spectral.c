@@ -790,6 +790,7 @@ spectral_status spectral_context_set_adapters(spectral_context *c, spectral_adap
     c->w = set ? sp_adapter_set_weights(set) : c->w_base;
     c->wt = set ? sp_adapter_set_types(set) : c->wt_base;
     c->has_output = 0; /* the last outputs were made with other weights */
+    sp_tables_set_budget(c->tables, -1, 0); /* and so were the cached tables */
     return SPECTRAL_OK;
 }
 

@@ -11,14 +11,18 @@
  * no longer needs, plus the four tables), a mem_limit equal to
  * spectral_context_memory_needed runs without any table and gives the same
  * bits, one byte less is refused, and padding costs what the model's
- * length costs. */
+ * length costs; an adapter set after a pass (on a filter weight, which the
+ * cached spectra derive from) gives what a fresh context with it gives. */
+#define _POSIX_C_SOURCE 200809L /* mkstemp */
 #include "spectral.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check.h"
+#include "formats/gguf.h"
 #include "kernels/backend.h"
 #include "models/model.h"
 #include "runtime/arena.h"
@@ -111,6 +115,72 @@ static void done(run *r) {
     free(r->states);
 }
 
+/* A FourierFT adapter (docs/adapters.md) on blk.0.hyena.fwd_out.weight
+ * (64 x 16) of the tiny model: three coefficients. */
+static int write_filter_adapter(const char *path) {
+    sp_gguf_writer *w = sp_gguf_writer_new();
+    if (!w) return -1;
+    const char *target = "blk.0.hyena.fwd_out.weight";
+    const uint32_t shapes[2] = {64, 16};
+    const float spec[3] = {40.0f, -25.0f, 30.0f};
+    const int32_t loc[6] = {1, 5, 60, 2, 9, 15}; /* rows, then columns */
+    int rc = sp_gguf_writer_set_str(w, "general.architecture", "m2bert");
+    rc |= sp_gguf_writer_set_str(w, "general.type", "adapter");
+    rc |= sp_gguf_writer_set_str(w, "adapter.type", "fourierft");
+    rc |= sp_gguf_writer_set_f32(w, "adapter.fourierft.scaling", 1.0f);
+    rc |= sp_gguf_writer_set_i64(w, "adapter.fourierft.random_loc_seed", 1);
+    rc |= sp_gguf_writer_set_arr_str(w, "adapter.fourierft.targets", &target, 1);
+    rc |= sp_gguf_writer_set_arr(w, "adapter.fourierft.shapes", SP_GGUF_TYPE_UINT32, shapes, 2);
+    int64_t ne[2] = {3, 1};
+    rc |= sp_gguf_writer_add_tensor(w, "blk.0.hyena.fwd_out.weight.fourierft_spectrum", SP_TENSOR_F32, 1,
+                                    ne, spec);
+    ne[1] = 2;
+    rc |= sp_gguf_writer_add_tensor(w, "blk.0.hyena.fwd_out.weight.fourierft_indices", SP_TENSOR_I32, 2,
+                                    ne, loc);
+    char err[256];
+    if (!rc) rc = sp_gguf_writer_write(w, path, err, sizeof err);
+    sp_gguf_writer_free(w);
+    return rc;
+}
+
+static void test_adapter_on_filter(spectral_model *model, const int32_t *ids, int64_t n) {
+    char path[] = "/tmp/m2bert-adapter-XXXXXX";
+    const int fd = mkstemp(path);
+    if (fd < 0 || write_filter_adapter(path)) {
+        CHECK(0, "cannot write the adapter");
+        return;
+    }
+    close(fd);
+    spectral_adapter *ad = NULL;
+    if (spectral_adapter_load(model, path, &ad)) {
+        CHECK(0, "adapter: %s", spectral_last_error());
+        unlink(path);
+        return;
+    }
+    unlink(path);
+    const float scale = 1.0f;
+    run base, later, fresh;
+    /* a pass without it (the spectra cached), then with it */
+    CHECK(encode(model, 0, 0, ids, n, 1, &base) == SPECTRAL_OK);
+    CHECK(spectral_context_set_adapters(base.ctx, &ad, &scale, 1) == SPECTRAL_OK);
+    CHECK(spectral_encode(base.ctx, ids, n) == SPECTRAL_OK);
+    memcpy(later.emb, spectral_get_embedding(base.ctx), sizeof later.emb);
+    /* with it from the start */
+    spectral_context_params cp = spectral_context_default_params();
+    cp.n_threads = 2;
+    cp.pooling = SPECTRAL_POOLING_CLS;
+    CHECK(spectral_context_create(model, cp, &fresh.ctx) == SPECTRAL_OK);
+    CHECK(spectral_context_set_adapters(fresh.ctx, &ad, &scale, 1) == SPECTRAL_OK);
+    CHECK(spectral_encode(fresh.ctx, ids, n) == SPECTRAL_OK);
+    CHECK(!memcmp(later.emb, spectral_get_embedding(fresh.ctx), sizeof later.emb),
+          "an adapter set after a pass used the filters' spectra of the base weights");
+    CHECK(memcmp(later.emb, base.emb, sizeof base.emb) != 0, "the adapter changed nothing");
+    fresh.states = NULL;
+    done(&base);
+    done(&fresh);
+    spectral_adapter_free(ad);
+}
+
 static void test_api(const char *dir) {
     char path[1024];
     snprintf(path, sizeof path, "%s/model.gguf", dir);
@@ -159,6 +229,7 @@ static void test_api(const char *dir) {
     done(&one);
     done(&two);
     done(&own);
+    test_adapter_on_filter(model, ids, 7);
     spectral_model_free(model);
 }
 
