@@ -73,9 +73,10 @@ int sp_cpu_glu_ffn_block(sp_backend *be, float *h, const float *W_gate, const fl
                          const float *b_down, const float *ln_w, const float *ln_b, float eps,
                          int64_t D, int64_t F, int64_t n_blocks, const int64_t *offsets,
                          int64_t n_docs, void *workspace);
-/* Row tiles of SP_CPU_ROW_TILE cut at document starts: fills tile_start[]
- * (n + 1 entries, may be NULL to count) and returns the number of tiles. */
-int64_t sp_cpu_doc_tiles(const int64_t *offsets, int64_t n_docs, int64_t *tile_start);
+/* Row tiles of `rows` (SP_CPU_ROW_TILE for most ops) cut at document starts:
+ * fills tile_start[] (n + 1 entries, may be NULL to count) and returns the
+ * number of tiles. */
+int64_t sp_cpu_doc_tiles(const int64_t *offsets, int64_t n_docs, int64_t rows, int64_t *tile_start);
 /* A row's LayerNorm statistics (mean, 1/sqrt(var + eps)) in double. */
 void sp_cpu_row_stats(const float *x, int64_t D, float eps, double *mean, double *rstd);
 /* One row of LayerNorm, exactly as the layer_norm op computes it. */
