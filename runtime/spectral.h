@@ -169,7 +169,8 @@ void spectral_context_free(spectral_context *ctx);
 
 /* Bytes of working memory (activations, plus the backend's own tables, e.g.
  * 16 bytes per token for FFTW's on the CPU) one document of n_tokens needs in
- * this context with every thread busy. Under a tighter mem_limit the context runs fewer
+ * this context with every thread busy (a model that pads: the padded length's;
+ * M2-BERT's cached filter spectra come on top, only within mem_limit). Under a tighter mem_limit the context runs fewer
  * tiles at once (less scratch, less parallelism) and refuses the document
  * only when even one tile at a time does not fit. */
 size_t spectral_context_memory_needed(spectral_context *ctx, int64_t n_tokens);
