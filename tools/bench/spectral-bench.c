@@ -481,6 +481,18 @@ static sp_gguf_writer *random_model_writer(const char *arch, const char *name, c
     return w;
 }
 
+/* Writes w to path (rc: whether adding its keys and tensors failed) and frees it. */
+static int finish_random_model(sp_gguf_writer *w, int rc, const char *path, char *err, size_t err_len) {
+    if (rc) {
+        sp_gguf_writer_free(w);
+        snprintf(err, err_len, "failed to add the random model's tensors (out of memory?)");
+        return -1;
+    }
+    int wr = sp_gguf_writer_write(w, path, err, err_len);
+    sp_gguf_writer_free(w);
+    return wr ? -1 : 0;
+}
+
 /* Writes a random-weight spectralmlp GGUF to path. */
 static int write_random_model(const char *path, const options *o, int64_t ctx_len, char *err,
                               size_t err_len) {
@@ -535,14 +547,7 @@ static int write_random_model(const char *path, const options *o, int64_t ctx_le
 #undef ADD
     }
     free(buf);
-    if (rc) {
-        sp_gguf_writer_free(w);
-        snprintf(err, err_len, "failed to add the random model's tensors (out of memory?)");
-        return -1;
-    }
-    int wr = sp_gguf_writer_write(w, path, err, err_len);
-    sp_gguf_writer_free(w);
-    return wr ? -1 : 0;
+    return finish_random_model(w, rc, path, err, err_len);
 }
 
 /* Writes a random-weight m2bert GGUF of ctx_len positions to path: the
@@ -632,14 +637,7 @@ static int write_random_m2bert(const char *path, const options *o, int64_t ctx_l
 #undef UNI
 #undef ADD
     free(buf);
-    if (rc) {
-        sp_gguf_writer_free(w);
-        snprintf(err, err_len, "failed to add the random model's tensors (out of memory?)");
-        return -1;
-    }
-    int wr = sp_gguf_writer_write(w, path, err, err_len);
-    sp_gguf_writer_free(w);
-    return wr ? -1 : 0;
+    return finish_random_model(w, rc, path, err, err_len);
 }
 
 /* ------------------------------------------------------------ FLOP counts */
