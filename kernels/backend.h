@@ -66,6 +66,30 @@ typedef enum { SP_COMPUTE_F32 = 0, SP_COMPUTE_INT8 = 1, SP_COMPUTE_BF16 = 2 } sp
 /* A weight matrix laid out once in a backend's own GEMM format. */
 typedef struct sp_packed sp_packed;
 
+/* One Hyena implicit filter of M2-BERT's long convolution (models/m2bert.c),
+ * both directions, every array in backend memory:
+ *   for r in {0: forward, 1: reverse}:
+ *     a_0 = z (T x E);  a_i = sin(w_mod * freq_r[i-1] (.) (a_{i-1} W_i^T + b_i)), i = 1, 2, 3
+ *       (W_1 = W_in: order x E, W_2, W_3 = W_mid[0], W_mid[1]: order x order;
+ *        freq_r: 3 x order; (.) per column)
+ *     k_r[t, d] = (a_3 W_out^T)[t, d] * exp(-t_pos[t] * |decay[d]|)     (W_out: D x order)
+ * Backends evaluate the Sin layers in double precision: each multiplies
+ * rounding errors by about w_mod * freq (~10), so in float32 the three of
+ * them cost ~1e-4 of relative accuracy in the model's output. */
+typedef struct {
+    int64_t E, order;
+    float w_mod;
+    const float *z;     /* T x E positional features (the first T of the model's rows) */
+    const float *t;     /* T positions in [0, 1] (t_pos) */
+    const float *decay; /* D */
+    struct {
+        const float *W_in, *b_in;
+        const float *W_mid[2], *b_mid[2];
+        const float *freq;
+        const float *W_out;
+    } dir[2];
+} sp_hyena_filter;
+
 typedef struct sp_backend_ops {
     const char *name; /* "cpu", "cuda" */
 
@@ -205,6 +229,51 @@ typedef struct sp_backend_ops {
                             float eps, const sp_packed *W_up, const float *b_up, sp_act act,
                             const sp_packed *W_down, const float *b_down, const int64_t *offsets,
                             int64_t n_docs, void *workspace);
+    /* ---- M2-BERT (models/m2bert.c); one document of T rows ---- */
+
+    /* y[t, :] += row[:] for t < T (a row broadcast, e.g. a token type row). */
+    int (*add_row)(sp_backend *be, const float *row, int64_t T, int64_t D, float *y);
+
+    /* The bidirectional long convolution of D channels of length T with a
+     * filter's kernels k_0, k_1 (sp_hyena_filter above), as the reference
+     * computes it with an FFT of length 2T (any length N >= 2T gives the same
+     * result; the backend picks N):
+     *   conv(x)[t, d] = sum_{s <= t} k_0[t - s, d] x[s, d] + sum_{s > t} k_1[s - t - 1, d] x[s, d]
+     * hyena_filter computes the filter's spectrum, an opaque table of
+     * hyena_spectrum_size(T, D) bytes (the DFT of the N-long kernel
+     * [k_0, 0, ..., reversed k_1] of each channel, divided by N), which
+     * hyena_mix multiplies by; it depends on T only through its rows [0, T)
+     * of z and t, so a caller may keep it for every pass of that length. */
+    size_t (*hyena_spectrum_size)(sp_backend *be, int64_t T, int64_t D);
+    size_t (*hyena_filter_workspace_size)(sp_backend *be, int64_t T, int64_t D, int64_t E,
+                                          int64_t order);
+    int (*hyena_filter)(sp_backend *be, const sp_hyena_filter *f, int64_t T, int64_t D,
+                        void *workspace, void *spectrum);
+    /* The Monarch Mixer sequence mixing after its input projection, with a
+     * (T x 3D, the projection's output) and u (T x D, the layer's input):
+     *   c[t, j] = W_c[j, 0] a[t-2, j] + W_c[j, 1] a[t-1, j] + W_c[j, 2] a[t, j] + b_c[j]
+     *             (a causal depthwise convolution; a[t < 0] = 0; W_c: 3D x 3)
+     *   x1, x2, v = c[:, 0:D], c[:, D:2D], c[:, 2D:3D];  v = v * x1
+     *   y = (conv_spec(v) + v * bias) * x2 + (conv_spec_res(u) + u * bias_res)
+     * y (T x D) must not alias a or u. */
+    size_t (*hyena_mix_workspace_size)(sp_backend *be, int64_t T, int64_t D);
+    int (*hyena_mix)(sp_backend *be, const float *a, const float *conv_w, const float *conv_b,
+                     const float *u, const void *spec, const float *bias, const void *spec_res,
+                     const float *bias_res, int64_t T, int64_t D, void *workspace, float *y);
+
+    /* M2-BERT's gated MLP with block-diagonal (Monarch) weights and its
+     * post-LayerNorm residual, in place, per row (documents as for ffn_block):
+     *   g = blockdiag(W_gate) h          block b: g[b*2F/nb ..] from h[b*D/nb ..]
+     *   m = gelu(g[0:F]) * g[F:2F]       (exact erf GELU)
+     *   h = LN(blockdiag(W_down) m + b_down + h; ln_w, ln_b, eps)
+     * W_gate: 2F x D/nb and W_down: D x F/nb row-major, their nb blocks of
+     * rows stacked (block b of W_gate is rows [b*2F/nb, (b+1)*2F/nb)). */
+    size_t (*glu_ffn_block_workspace_size)(sp_backend *be, const int64_t *offsets, int64_t n_docs,
+                                           int64_t D, int64_t F, int64_t n_blocks);
+    int (*glu_ffn_block)(sp_backend *be, float *h, const float *W_gate, const float *W_down,
+                         const float *b_down, const float *ln_w, const float *ln_b, float eps,
+                         int64_t D, int64_t F, int64_t n_blocks, const int64_t *offsets,
+                         int64_t n_docs, void *workspace);
 } sp_backend_ops;
 
 struct sp_backend {

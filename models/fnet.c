@@ -38,12 +38,12 @@ enum {
 };
 
 typedef struct {
-    int64_t D, F, L, V, P, TT;
+    int64_t D, F, L, V, P;
     float eps;
     sp_act act;
     /* indices into the weight list */
     int64_t i_embd, i_pos, i_types, i_norm_w, i_norm_b, i_proj_w, i_proj_b, i_pos_type, i_block0;
-    int64_t i_pool_w, i_pool_b; /* -1 without a pooler */
+    sp_pooler pooler;
 } fnet;
 
 static int model_load(const sp_loader *ld, void *model, sp_model_info *info) {
@@ -75,49 +75,21 @@ static int model_load(const sp_loader *ld, void *model, sp_model_info *info) {
             return -1;
         }
     }
-    /* shapes via sp_model_tensor_ne: a tensor may be stored as sst */
-    static const char *const table_names[3] = {"token_embd.weight", "position_embd.weight",
-                                                "token_types.weight"};
-    int64_t table_rows[3];
-    for (int i = 0; i < 3; i++) {
-        int64_t ne[SP_GGUF_MAX_DIMS];
-        const int rc = sp_model_tensor_ne(g, table_names[i], ne, err, err_len);
-        if (rc != 0) {
-            if (rc > 0) snprintf(err, err_len, "missing tensor %s", table_names[i]);
-            return -1;
-        }
-        table_rows[i] = ne[1];
-    }
-    m->V = table_rows[0];
-    m->P = table_rows[1];
-    m->TT = table_rows[2];
-    if (m->P < 1 || m->TT < 1) {
-        snprintf(err, err_len, "position_embd.weight and token_types.weight need at least one row");
-        return -1;
-    }
-    if (ctx && ctx != m->P) {
-        snprintf(err, err_len, "key " ARCH ".context_length = %lld but position_embd.weight has %lld rows",
-                 (long long)ctx, (long long)m->P);
-        return -1;
-    }
-
     const int64_t D = m->D, F = m->F;
     sp_weight_list *wl = ld->wl;
-    if (sp_load_matrix(ld, "token_embd.weight", 0, D, m->V, &m->i_embd) ||
-        sp_load_tensor(ld, "position_embd.weight", 0, 2, D, m->P, 1, &m->i_pos) ||
-        sp_load_tensor(ld, "token_types.weight", 0, 2, D, m->TT, 1, &m->i_types) ||
-        sp_load_tensor(ld, "token_embd_norm.weight", 0, 1, D, 1, 1, &m->i_norm_w) ||
-        sp_load_tensor(ld, "token_embd_norm.bias", 0, 1, D, 1, 1, &m->i_norm_b) ||
+    sp_bert_embeddings e;
+    if (sp_load_bert_embeddings(ld, ARCH, D, ctx, &e) ||
         sp_load_gemm(ld, "token_embd_proj.weight", 0, D, D, &m->i_proj_w) ||
-        sp_load_tensor(ld, "token_embd_proj.bias", 0, 1, D, 1, 1, &m->i_proj_b))
+        sp_load_tensor(ld, "token_embd_proj.bias", 0, 1, D, 1, 1, &m->i_proj_b) ||
+        sp_load_pooler(ld, D, &m->pooler))
         return -1;
-    if (sp_load_gemm(ld, "pooler.weight", 1, D, D, &m->i_pool_w) ||
-        sp_load_tensor(ld, "pooler.bias", 1, 1, D, 1, 1, &m->i_pool_b))
-        return -1;
-    if ((m->i_pool_w < 0) != (m->i_pool_b < 0)) {
-        snprintf(err, err_len, "pooler.weight and pooler.bias must come together");
-        return -1;
-    }
+    m->V = e.V;
+    m->P = e.P;
+    m->i_embd = e.i_embd;
+    m->i_pos = e.i_pos;
+    m->i_types = e.i_types;
+    m->i_norm_w = e.i_norm_w;
+    m->i_norm_b = e.i_norm_b;
     m->i_block0 = wl->n;
     const sp_block_tensor block[W_PER_BLOCK] = {
         [W_MIX_NORM_W] = {"mix_norm.weight", 1, {D, 1, 1}, 0},
@@ -246,20 +218,8 @@ static int model_forward(const void *p, const void *const *w, const sp_weight_ty
 /* CLS pooling through the pooler: pooled = tanh(W_pool h[0] + b_pool). */
 static int model_pool(const void *p, const void *const *w, const sp_weight_type *wt, sp_backend *be,
                       sp_arena *arena, int pooling, const float *states, int64_t T, float **pooled) {
-    const fnet *m = p;
     (void)T;
-    *pooled = NULL;
-    if (pooling != 2 /* SPECTRAL_POOLING_CLS */ || m->i_pool_w < 0) return 0;
-    float *out = sp_arena_alloc(arena, (size_t)m->D * sizeof(float));
-    void *ws = sp_arena_alloc(arena, sp_model_linear_workspace(be, w, wt, m->i_pool_w, m->D, m->D, 1));
-    if (!out || !ws) {
-        snprintf(be->err, sizeof be->err, "activation arena exhausted (planning error)");
-        return -1;
-    }
-    *pooled = out;
-    if (sp_arena_measuring(arena)) return 0;
-    return sp_model_linear(be, w, wt, m->i_pool_w, m->D, m->D, states, w[m->i_pool_b], 1, SP_ACT_TANH,
-                           0, ws, out);
+    return sp_model_pool_cls(&((const fnet *)p)->pooler, w, wt, be, arena, pooling, states, pooled);
 }
 
 const sp_arch sp_arch_fnet = {

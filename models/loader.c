@@ -324,6 +324,71 @@ int sp_load_blocks(const sp_loader *ld, int64_t n_layer, const sp_block_tensor *
     return 0;
 }
 
+int sp_load_bert_embeddings(const sp_loader *ld, const char *arch, int64_t D, int64_t ctx,
+                            sp_bert_embeddings *e) {
+    /* shapes via sp_model_tensor_ne: a tensor may be stored as sst */
+    static const char *const names[3] = {"token_embd.weight", "position_embd.weight",
+                                          "token_types.weight"};
+    int64_t rows[3];
+    for (int i = 0; i < 3; i++) {
+        int64_t ne[SP_GGUF_MAX_DIMS];
+        const int rc = sp_model_tensor_ne(ld->g, names[i], ne, ld->err, ld->err_len);
+        if (rc != 0) {
+            if (rc > 0) snprintf(ld->err, ld->err_len, "missing tensor %s", names[i]);
+            return -1;
+        }
+        rows[i] = ne[1];
+    }
+    e->V = rows[0];
+    e->P = rows[1];
+    e->TT = rows[2];
+    if (e->P < 1 || e->TT < 1) {
+        snprintf(ld->err, ld->err_len, "position_embd.weight and token_types.weight need at least one row");
+        return -1;
+    }
+    if (ctx && ctx != e->P) {
+        snprintf(ld->err, ld->err_len, "key %s.context_length = %lld but position_embd.weight has %lld rows",
+                 arch, (long long)ctx, (long long)e->P);
+        return -1;
+    }
+    return sp_load_matrix(ld, "token_embd.weight", 0, D, e->V, &e->i_embd) ||
+                   sp_load_tensor(ld, "position_embd.weight", 0, 2, D, e->P, 1, &e->i_pos) ||
+                   sp_load_tensor(ld, "token_types.weight", 0, 2, D, e->TT, 1, &e->i_types) ||
+                   sp_load_tensor(ld, "token_embd_norm.weight", 0, 1, D, 1, 1, &e->i_norm_w) ||
+                   sp_load_tensor(ld, "token_embd_norm.bias", 0, 1, D, 1, 1, &e->i_norm_b)
+               ? -1
+               : 0;
+}
+
+int sp_load_pooler(const sp_loader *ld, int64_t D, sp_pooler *p) {
+    if (sp_load_gemm(ld, "pooler.weight", 1, D, D, &p->i_w) ||
+        sp_load_tensor(ld, "pooler.bias", 1, 1, D, 1, 1, &p->i_b))
+        return -1;
+    if ((p->i_w < 0) != (p->i_b < 0)) {
+        snprintf(ld->err, ld->err_len, "pooler.weight and pooler.bias must come together");
+        return -1;
+    }
+    p->D = D;
+    return 0;
+}
+
+int sp_model_pool_cls(const sp_pooler *p, const void *const *w, const sp_weight_type *wt,
+                      sp_backend *be, sp_arena *arena, int pooling, const float *states,
+                      float **pooled) {
+    *pooled = NULL;
+    if (pooling != 2 /* SPECTRAL_POOLING_CLS */ || p->i_w < 0) return 0;
+    float *out = sp_arena_alloc(arena, (size_t)p->D * sizeof(float));
+    void *ws = sp_arena_alloc(arena, sp_model_linear_workspace(be, w, wt, p->i_w, p->D, p->D, 1));
+    if (!out || !ws) {
+        snprintf(be->err, sizeof be->err, "activation arena exhausted (planning error)");
+        return -1;
+    }
+    *pooled = out;
+    if (sp_arena_measuring(arena)) return 0;
+    return sp_model_linear(be, w, wt, p->i_w, p->D, p->D, states, w[p->i_b], 1, SP_ACT_TANH, 0, ws,
+                           out);
+}
+
 int64_t sp_model_layer_scratch(const sp_weight_type *wt, int64_t i_block0, int64_t stride,
                                int64_t n_layer, const sp_layer_matrix *mats, int n) {
     int64_t need = 0;

@@ -26,6 +26,9 @@ typedef struct {
     int64_t n_vocab;
     int64_t n_ctx_train; /* 0 when unknown */
     int64_t max_tokens;  /* hard maximum sequence length, 0 = none */
+    int64_t pad_to;      /* > 0: documents run padded to this many tokens unless the
+                            context says no_pad (M2-BERT, as its model card does) */
+    int32_t pad_id;      /* the padding token */
     int pooling;         /* default pooling, spectral_pooling numbering */
     uint64_t n_params;
 } sp_model_info;
@@ -190,6 +193,29 @@ typedef struct {
  * first is the weight list's length on entry. */
 int sp_load_blocks(const sp_loader *ld, int64_t n_layer, const sp_block_tensor *spec, int n);
 
+/* BERT-style embeddings (FNet, M2-BERT): token_embd.weight [D, V] (taken
+ * with sp_load_matrix), position_embd.weight [D, P], token_types.weight
+ * [D, TT], token_embd_norm.weight/.bias [D]. ctx, the <arch>.context_length
+ * key (0 when absent), must equal P. */
+typedef struct {
+    int64_t V, P, TT;
+    int64_t i_embd, i_pos, i_types, i_norm_w, i_norm_b;
+} sp_bert_embeddings;
+int sp_load_bert_embeddings(const sp_loader *ld, const char *arch, int64_t D, int64_t ctx,
+                            sp_bert_embeddings *e);
+/* An optional BERT pooler, pooler.weight [D, D] and pooler.bias [D],
+ * together or not at all (i_w, i_b = -1). */
+typedef struct {
+    int64_t D, i_w, i_b;
+} sp_pooler;
+int sp_load_pooler(const sp_loader *ld, int64_t D, sp_pooler *p);
+/* The sp_arch.pool of an architecture with such a pooler: for CLS pooling,
+ * *pooled = tanh(W h[0] + b) (transformers' pooler_output); NULL otherwise
+ * or without a pooler (the runtime then pools the states). */
+int sp_model_pool_cls(const sp_pooler *p, const void *const *w, const sp_weight_type *wt,
+                      sp_backend *be, sp_arena *arena, int pooling, const float *states,
+                      float **pooled);
+
 /* For forward passes: weight i as float32, rows x cols row-major. An F32
  * weight is returned as it is; a quantized one is decoded into *scratch
  * (rows * cols floats from the arena, allocated by the caller, who sizes it
@@ -257,6 +283,18 @@ void sp_owned_free(sp_owned_buffers *o);
 int sp_weight_list_push(sp_weight_list *wl, const void *data, sp_weight_type type, int64_t n);
 void sp_weight_list_free(sp_weight_list *wl);
 extern const sp_arch sp_arch_fnet;
+extern const sp_arch sp_arch_m2bert;
+
+/* ---- tables derived from the weights, kept across passes ----
+ * A context's cache (runtime/tables.c), reached through the pass's arena:
+ * table `id` for documents of T tokens, `bytes` long, in backend memory.
+ * *fill = 0: it holds what an earlier pass computed; *fill = 1: it was just
+ * reserved and the caller must compute it in this pass; NULL: the cache
+ * cannot keep it (no cache, or over its budget) and the caller computes it
+ * into scratch of its own, every pass. Measure mode answers as the run will,
+ * without changing the cache (the pointer is then a placeholder). Call it
+ * at most once per (T, id) in a pass, before allocating scratch. */
+void *sp_arena_table(sp_arena *a, int64_t T, int64_t id, size_t bytes, int *fill);
 
 #ifdef __cplusplus
 }

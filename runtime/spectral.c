@@ -23,6 +23,7 @@
 #include "runtime/adapter.h"
 #include "runtime/arena.h"
 #include "runtime/internal.h"
+#include "runtime/tables.h"
 
 #define STR_(x) #x
 #define STR(x) STR_(x)
@@ -100,7 +101,7 @@ static const char *fmt_bytes(size_t n, char *buf, size_t len) {
 
 /* ---- model ------------------------------------------------------------- */
 
-static const sp_arch *const k_archs[] = {&sp_arch_spectralmlp, &sp_arch_fnet};
+static const sp_arch *const k_archs[] = {&sp_arch_spectralmlp, &sp_arch_fnet, &sp_arch_m2bert};
 
 /* The model's weights with its GEMM weights packed for one dtype (CPU),
  * shared by every context of that dtype: see packed_weights_for. */
@@ -131,6 +132,7 @@ struct spectral_model {
     sp_owned_buffers owned; /* float32 copies made while loading (sp_loader) */
     sp_tokenizer *tokenizer;
     sp_lexical lexical; /* dims 0: pooled embeddings are the dense part alone */
+    int32_t *pad_ids; /* info.pad_to copies of info.pad_id (models that pad), else NULL */
     char name[256];
     pthread_mutex_t lock; /* guards device_weights and packed */
     device_weights *uploaded;
@@ -155,7 +157,7 @@ static spectral_status model_init(spectral_model *m) {
         if (strlen(k_archs[i]->name) == arch.len && !memcmp(k_archs[i]->name, arch.ptr, arch.len))
             m->arch = k_archs[i];
     if (!m->arch)
-        return sp_fail(SPECTRAL_ERR_MODEL, "unsupported architecture '%.*s' (supported: spectralmlp, fnet)",
+        return sp_fail(SPECTRAL_ERR_MODEL, "unsupported architecture '%.*s' (supported: spectralmlp, fnet, m2bert)",
                     (int)(arch.len > 64 ? 64 : arch.len), arch.ptr);
     const sp_loader ld = {m->gguf, &m->owned, &m->weights, err, sizeof err};
     if (!(m->arch_model = calloc(1, m->arch->model_size)))
@@ -166,6 +168,11 @@ static spectral_status model_init(spectral_model *m) {
         return sp_fail(SPECTRAL_ERR_MODEL, "%s", err);
     if (sp_tokenizer_load(m->gguf, &m->tokenizer, err, sizeof err))
         return sp_fail(SPECTRAL_ERR_MODEL, "tokenizer: %s", err);
+    if (m->info.pad_to > 0) {
+        if (!(m->pad_ids = malloc((size_t)m->info.pad_to * sizeof *m->pad_ids)))
+            return sp_fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
+        for (int64_t i = 0; i < m->info.pad_to; i++) m->pad_ids[i] = m->info.pad_id;
+    }
     if (sp_tokenizer_n_vocab(m->tokenizer) > m->info.n_vocab)
         return sp_fail(SPECTRAL_ERR_MODEL,
                     "the tokenizer has %lld tokens but token_embd.weight has only %lld rows",
@@ -303,6 +310,7 @@ void spectral_model_free(spectral_model *m) {
     free(m->all_f32);
     sp_tokenizer_free(m->tokenizer);
     sp_lexical_free(&m->lexical);
+    free(m->pad_ids);
     sp_gguf_close(m->gguf);
     free(m->file_copy);
     pthread_mutex_destroy(&m->lock);
@@ -569,9 +577,12 @@ struct spectral_context {
     float *emb;          /* n_docs x n_pooled pooled vectors of the pass */
     uint32_t *lex_counts; /* n_vocab zeros: sp_lexical_sketch's scratch (models with a sketch) */
     int64_t emb_cap;     /* documents emb can hold */
-    int64_t *offsets;    /* n_docs + 1 row offsets of the pass */
+    int64_t *offsets;    /* n_docs + 1 row offsets of the pass (padded documents: their
+                            run lengths) */
+    int64_t *lens;       /* n_docs tokens of each document (before padding) */
     int64_t offsets_cap;
     spectral_status *doc_status; /* n_docs: OK, or SPECTRAL_ERR_NUMERIC (emb_cap of them) */
+    sp_tables *tables;   /* tables the model derives per length (runtime/tables.c) */
     /* the document the getters show */
     int64_t cur_row0, n_tokens;
     const float *embedding;
@@ -600,6 +611,7 @@ spectral_context_params spectral_context_default_params(void) {
         .normalize = true,
         .batch_tokens = 0,
         .dtype = SPECTRAL_DTYPE_AUTO,
+        .no_pad = false,
     };
     return p;
 }
@@ -620,6 +632,9 @@ static spectral_status ensure_docs(spectral_context *c, int64_t n) {
         int64_t *o = realloc(c->offsets, (size_t)(n + 1) * sizeof(int64_t));
         if (!o) return sp_fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
         c->offsets = o;
+        int64_t *l = realloc(c->lens, (size_t)(n + 1) * sizeof(int64_t));
+        if (!l) return sp_fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
+        c->lens = l;
         c->offsets_cap = n + 1;
     }
     return SPECTRAL_OK;
@@ -637,6 +652,9 @@ spectral_status spectral_context_create(spectral_model *m, spectral_context_para
         return sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "unknown dtype %d", (int)p.dtype);
     if (p.dtype == SPECTRAL_DTYPE_BF16 && p.backend != SPECTRAL_BACKEND_CPU)
         return sp_fail(SPECTRAL_ERR_UNSUPPORTED, "dtype bf16 runs on the CPU backend only");
+    if (p.dtype == SPECTRAL_DTYPE_BF16 && !m->arch->packed_gemms)
+        return sp_fail(SPECTRAL_ERR_UNSUPPORTED, "dtype bf16: %s models compute in float32 only",
+                       m->arch->name);
     if (p.n_threads == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         p.n_threads = n > 0 ? (n > 1024 ? 1024 : (int)n) : 1;
@@ -673,6 +691,8 @@ spectral_status spectral_context_create(spectral_model *m, spectral_context_para
             c->packed_bytes = ps->bytes;
         }
     }
+    if (s == SPECTRAL_OK && !(c->tables = sp_tables_new(c->be)))
+        s = sp_fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
     c->w_base = c->w;
     c->wt_base = c->wt;
     if (s != SPECTRAL_OK) {
@@ -688,12 +708,14 @@ void spectral_context_free(spectral_context *c) {
     if (c->be) {
         sp_adapter_set_free(c->adapters, c->be);
         if (c->arena_buf) c->be->ops->buffer_free(c->be, c->arena_buf);
+        sp_tables_free(c->tables);
         c->be->ops->destroy(c->be);
     }
     free(c->states_host);
     free(c->emb);
     free(c->lex_counts);
     free(c->offsets);
+    free(c->lens);
     free(c->doc_status);
     free(c);
 }
@@ -746,12 +768,22 @@ static int run_head(spectral_context *c, sp_arena *a, const int64_t *offsets, in
     return c->head_deferred ? 0 : head_rows(c, offsets, n_docs);
 }
 
-/* The forward pass over n_docs packed documents (tokens[i] has
- * offsets[i+1] - offsets[i] ids; tokens may be NULL when measuring), then
- * the model's own pooling head when it has one for the context's pooling
- * (*pooled NULL otherwise; single documents only). */
+/* Rows a document of T tokens runs as: the model's length when it pads
+ * (M2-BERT, as its model card does) and the context does not say no_pad. */
+static int64_t run_length(const spectral_context *c, int64_t T) {
+    const int64_t P = c->model->info.pad_to;
+    return P > 0 && !c->params.no_pad && T < P ? P : T;
+}
+
+/* The forward pass over n_docs packed documents (document i has lens[i]
+ * tokens, in rows [offsets[i], offsets[i+1]), the rest of them padding;
+ * tokens and lens may be NULL when measuring), then the model's own pooling
+ * head when it has one for the context's pooling (*pooled NULL otherwise;
+ * single documents only). With a->tables set, the pass uses the context's
+ * derived-table cache (sp_arena_table). */
 static int run_graph(spectral_context *c, sp_arena *a, const int32_t *const *tokens,
-                     const int64_t *offsets, int64_t n_docs, float **states, float **pooled) {
+                     const int64_t *lens, const int64_t *offsets, int64_t n_docs, float **states,
+                     float **pooled) {
     const spectral_model *m = c->model;
     const int64_t T = offsets[n_docs];
     *pooled = NULL;
@@ -760,16 +792,22 @@ static int run_graph(spectral_context *c, sp_arena *a, const int32_t *const *tok
         snprintf(c->be->err, sizeof c->be->err, "activation arena exhausted (planning error)");
         return -1;
     }
-    if (!sp_arena_measuring(a))
-        for (int64_t i = 0; i < n_docs; i++)
-            if (c->be->ops->upload(c->be, ids + offsets[i], tokens[i],
-                                   (size_t)(offsets[i + 1] - offsets[i]) * sizeof *ids))
+    const int measuring = sp_arena_measuring(a);
+    if (!measuring)
+        for (int64_t i = 0; i < n_docs; i++) {
+            const int64_t rows = offsets[i + 1] - offsets[i];
+            if (c->be->ops->upload(c->be, ids + offsets[i], tokens[i], (size_t)lens[i] * sizeof *ids) ||
+                (rows > lens[i] && c->be->ops->upload(c->be, ids + offsets[i] + lens[i], m->pad_ids,
+                                                      (size_t)(rows - lens[i]) * sizeof *ids)))
                 return -1;
-    if (m->arch->forward(m->arch_model, c->w, c->wt, c->be, a, ids, offsets, n_docs, states)) return -1;
-    if (m->info.n_head_in && run_head(c, a, offsets, n_docs, states)) return -1;
-    if (n_docs == 1 && m->arch->pool && c->pooling != SPECTRAL_POOLING_NONE)
-        return m->arch->pool(m->arch_model, c->w, c->wt, c->be, a, (int)c->pooling, *states, T, pooled);
-    return 0;
+        }
+    if (a->tables) sp_tables_begin(a->tables, offsets[1] - offsets[0], measuring);
+    int rc = m->arch->forward(m->arch_model, c->w, c->wt, c->be, a, ids, offsets, n_docs, states);
+    if (!rc && m->info.n_head_in) rc = run_head(c, a, offsets, n_docs, states);
+    if (!rc && n_docs == 1 && m->arch->pool && c->pooling != SPECTRAL_POOLING_NONE)
+        rc = m->arch->pool(m->arch_model, c->w, c->wt, c->be, a, (int)c->pooling, *states, T, pooled);
+    if (a->tables) sp_tables_end(a->tables, rc == 0);
+    return rc;
 }
 
 /* Largest document we accept, so that every size computation stays far from
@@ -778,11 +816,12 @@ static int run_graph(spectral_context *c, sp_arena *a, const int32_t *const *tok
 
 /* Arena bytes for a pass with the backend's current max_parallel (0 on a
  * planning failure). */
-static size_t measure(spectral_context *c, const int64_t *offsets, int64_t n_docs) {
+static size_t measure(spectral_context *c, const int64_t *offsets, int64_t n_docs, int tables) {
     sp_arena a;
     float *states, *pooled;
     sp_arena_init_measure(&a);
-    if (run_graph(c, &a, NULL, offsets, n_docs, &states, &pooled)) return 0;
+    if (tables) a.tables = c->tables;
+    if (run_graph(c, &a, NULL, NULL, offsets, n_docs, &states, &pooled)) return 0;
     return a.used;
 }
 
@@ -802,10 +841,10 @@ static size_t outside_arena(spectral_context *c, const int64_t *offsets, int64_t
  * (0: all). */
 static size_t memory_for(spectral_context *c, int64_t T, int max_parallel) {
     if (!c || T <= 0 || T > MAX_TOKENS) return 0;
-    const int64_t offsets[2] = {0, T};
+    const int64_t offsets[2] = {0, run_length(c, T)};
     const int saved = c->be->max_parallel;
     c->be->max_parallel = max_parallel;
-    size_t need = measure(c, offsets, 1);
+    size_t need = measure(c, offsets, 1, 0);
     c->be->max_parallel = saved;
     return need ? need + outside_arena(c, offsets, 1) : 0;
 }
@@ -825,6 +864,8 @@ spectral_status spectral_context_set_mem_limit(spectral_context *c, size_t mem_l
         c->arena_size = 0;
         c->has_output = 0; /* the token states lived there */
     }
+    /* what is held between passes, the arena and the cached tables, fits */
+    sp_tables_set_budget(c->tables, -1, mem_limit - c->arena_size);
     return SPECTRAL_OK;
 }
 
@@ -869,7 +910,7 @@ static spectral_status plan(spectral_context *c, const int64_t *offsets, int64_t
     const size_t limit = c->params.mem_limit;
     const size_t outside = outside_arena(c, offsets, n_docs);
     be->max_parallel = 0;
-    *arena = measure(c, offsets, n_docs);
+    *arena = measure(c, offsets, n_docs, 0);
     if (!*arena) return sp_fail(SPECTRAL_ERR_BACKEND, "planning failed: %s", be->err);
     *need = *arena + outside;
     if (*need <= limit) return SPECTRAL_OK;
@@ -879,7 +920,7 @@ static spectral_status plan(spectral_context *c, const int64_t *offsets, int64_t
     while (lo <= hi) {
         const int mid = lo + (hi - lo) / 2;
         be->max_parallel = mid;
-        const size_t m = measure(c, offsets, n_docs), n = m ? m + outside : 0;
+        const size_t m = measure(c, offsets, n_docs, 0), n = m ? m + outside : 0;
         if (n && n <= limit) {
             best = mid;
             best_need = n;
@@ -916,7 +957,7 @@ static spectral_status show_document(spectral_context *c, int64_t i) {
     }
     c->has_output = 1;
     c->cur_row0 = c->offsets[i];
-    c->n_tokens = c->offsets[i + 1] - c->offsets[i];
+    c->n_tokens = c->lens[i];
     c->embedding = c->emb + i * spectral_model_n_pooled(c->model);
     c->states_fresh = 0;
     return SPECTRAL_OK;
@@ -931,12 +972,28 @@ static spectral_status encode_pass(spectral_context *c, const int32_t *const *to
     spectral_status s = ensure_docs(c, n_docs);
     if (s) return s;
     c->offsets[0] = 0;
-    for (int64_t i = 0; i < n_docs; i++) c->offsets[i + 1] = c->offsets[i] + n_tokens[i];
+    for (int64_t i = 0; i < n_docs; i++) {
+        c->lens[i] = n_tokens[i];
+        c->offsets[i + 1] = c->offsets[i] + run_length(c, n_tokens[i]);
+    }
     size_t need = 0, arena = 0;
     s = plan(c, c->offsets, n_docs, &need, &arena);
     if (s) return s;
+    /* The planned pass fits the limit without any derived table; what it
+     * leaves is the cache's budget, and a pass that finds its tables in the
+     * cache needs less arena (no scratch for them). */
+    const size_t limit = c->params.mem_limit, outside = need - arena;
+    const size_t left = limit - need; /* plan: need <= limit */
+    const size_t budget = left < SP_TABLES_MAX ? left : SP_TABLES_MAX;
+    sp_tables_set_budget(c->tables, c->offsets[1], budget);
+    arena = measure(c, c->offsets, n_docs, 1);
+    if (!arena) {
+        c->be->max_parallel = 0;
+        return sp_fail(SPECTRAL_ERR_BACKEND, "planning failed: %s", c->be->err);
+    }
+    need = arena + outside;
     char b1[32];
-    if (arena > c->arena_size || c->arena_size + (need - arena) > c->params.mem_limit) {
+    if (arena > c->arena_size || c->arena_size + outside + budget > limit) {
         /* Grow (or, when what the backend allocates itself grew, shrink) to
          * exactly what this pass needs: never past the cap. */
         if (c->arena_buf) c->be->ops->buffer_free(c->be, c->arena_buf);
@@ -951,11 +1008,15 @@ static spectral_status encode_pass(spectral_context *c, const int32_t *const *to
     }
     sp_arena a;
     sp_arena_init(&a, c->arena_buf, c->arena_size);
+    a.tables = c->tables;
     float *states = NULL, *pooled = NULL;
-    int rc = run_graph(c, &a, tokens, c->offsets, n_docs, &states, &pooled);
+    int rc = run_graph(c, &a, tokens, c->lens, c->offsets, n_docs, &states, &pooled);
     c->be->max_parallel = 0;
+    if (rc && sp_tables_alloc_failed(c->tables))
+        return sp_fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory for a cached table: %s", c->be->err);
     if (rc) return sp_fail(SPECTRAL_ERR_BACKEND, "%s", c->be->err);
-    if (a.used + (need - arena) > c->peak) c->peak = a.used + (need - arena);
+    const size_t used = a.used + outside + sp_tables_resident(c->tables);
+    if (used > c->peak) c->peak = used;
 
     const int64_t E = m->info.n_embd, R = m->lexical.dims, P = E + R;
     if (c->pooling != SPECTRAL_POOLING_NONE) {
@@ -1022,6 +1083,7 @@ spectral_status spectral_context_set_adapters(spectral_context *c, spectral_adap
     c->w = set ? sp_adapter_set_weights(set) : c->w_base;
     c->wt = set ? sp_adapter_set_types(set) : c->wt_base;
     c->has_output = 0; /* the last outputs were made with other weights */
+    sp_tables_set_budget(c->tables, -1, 0); /* and so were the cached tables */
     return SPECTRAL_OK;
 }
 

@@ -101,10 +101,12 @@ typedef enum {
  * on the CPU; docs/precision.md says what each costs and gives. */
 typedef enum {
     SPECTRAL_DTYPE_AUTO = 0, /* each weight matrix in its own: float32 for float weights
-                                (F32/F16/BF16 files), int8 products for Q8_0/Q4_0 ones */
+                                (F32/F16/BF16 files), int8 products for Q8_0/Q4_0 ones
+                                (M2-BERT: float32, quantized matrices decoded) */
     SPECTRAL_DTYPE_F32 = 1,  /* float32 everywhere, Q8_0/Q4_0 matrices decoded */
     SPECTRAL_DTYPE_BF16 = 2, /* bfloat16 products summed in float32 (AVX512_BF16 where
-                                the CPU has it, the same numbers emulated elsewhere) */
+                                the CPU has it, the same numbers emulated elsewhere);
+                                spectralmlp and FNet only, M2-BERT refuses it */
 } spectral_dtype;
 
 typedef struct {
@@ -137,6 +139,11 @@ typedef struct {
                                     document); 0 = default (4096), 1 = one at a time */
     spectral_dtype dtype;        /* GEMM precision (default SPECTRAL_DTYPE_AUTO); the CUDA
                                     backend computes float32 and refuses BF16 */
+    bool no_pad;                 /* models that pad (M2-BERT: as its model card, every
+                                    document runs padded with [PAD] to the model's length;
+                                    token states and pooling cover the real tokens only):
+                                    run each document at its own length instead, faster
+                                    and a different embedding. Default false */
 } spectral_context_params;
 
 /* Library */
@@ -246,7 +253,8 @@ void spectral_context_free(spectral_context *ctx);
 /* Bytes of working memory (activations, plus the backend's own tables, e.g.
  * 16 bytes per token for FFTW's on the CPU, plus the weight copies of
  * spectral_context_weight_memory) one document of n_tokens needs in
- * this context with every thread busy. Under a tighter mem_limit the context runs fewer
+ * this context with every thread busy (a model that pads: the padded length's;
+ * M2-BERT's cached filter spectra come on top, only within mem_limit). Under a tighter mem_limit the context runs fewer
  * tiles at once (less scratch, less parallelism) and refuses the document
  * only when even one tile at a time does not fit. */
 size_t spectral_context_memory_needed(spectral_context *ctx, int64_t n_tokens);

@@ -7,6 +7,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* fftwf_complex as float[2] (OpenBLAS's cblas.h pulls in <complex.h>). */
+#ifndef FFTW_NO_Complex
+#define FFTW_NO_Complex
+#endif
+#include <fftw3.h>
+
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/threadpool.h"
@@ -107,9 +113,16 @@ int sp_cpu_ffn_block_packed(sp_backend *be, float *h, const float *ln_w, const f
                             float eps, const sp_packed *W_up, const float *b_up, sp_act act,
                             const sp_packed *W_down, const float *b_down, const int64_t *offsets,
                             int64_t n_docs, void *workspace);
-/* Row tiles of SP_CPU_ROW_TILE cut at document starts: fills tile_start[]
- * (n + 1 entries, may be NULL to count) and returns the number of tiles. */
-int64_t sp_cpu_doc_tiles(const int64_t *offsets, int64_t n_docs, int64_t *tile_start);
+size_t sp_cpu_glu_ffn_block_workspace_size(sp_backend *be, const int64_t *offsets, int64_t n_docs,
+                                           int64_t D, int64_t F, int64_t n_blocks);
+int sp_cpu_glu_ffn_block(sp_backend *be, float *h, const float *W_gate, const float *W_down,
+                         const float *b_down, const float *ln_w, const float *ln_b, float eps,
+                         int64_t D, int64_t F, int64_t n_blocks, const int64_t *offsets,
+                         int64_t n_docs, void *workspace);
+/* Row tiles of `rows` (SP_CPU_ROW_TILE for most ops) cut at document starts:
+ * fills tile_start[] (n + 1 entries, may be NULL to count) and returns the
+ * number of tiles. */
+int64_t sp_cpu_doc_tiles(const int64_t *offsets, int64_t n_docs, int64_t rows, int64_t *tile_start);
 /* A row's LayerNorm statistics (mean, 1/sqrt(var + eps)) in double. */
 void sp_cpu_row_stats(const float *x, int64_t D, float eps, double *mean, double *rstd);
 /* One row of LayerNorm, exactly as the layer_norm op computes it. */
@@ -126,10 +139,41 @@ int sp_cpu_mix_block(sp_backend *be, float *h, const float *ln_w, const float *l
                      const float *filter, const float *bias, int64_t K, int64_t D,
                      const int64_t *offsets, int64_t n_docs, void *workspace);
 
-/* Plans in mix_cpu.c's bounded FFTW cache, and their summed lengths (for
- * tests). */
+/* mix_cpu.c's bounded cache of batched in-place real FFT plans, one per
+ * (n, howmany, flags): each row of the batch is cdist complex values long
+ * (the padded in-place layout, sp_cpu_fft_cdist). FFTW's planner is not
+ * thread-safe, so planning and the cache are guarded by sp_fft_mutex;
+ * executing a plan on new arrays is thread-safe. Plans in use are counted
+ * so that eviction never destroys one under a running task: every acquire
+ * (NULL when FFTW cannot plan) is paired with a release. */
+typedef struct {
+    int64_t n;
+    int howmany;
+    unsigned flags;
+    int64_t cdist;
+    fftwf_plan r2c, c2r;
+    uint64_t last_use;
+    int refs;
+} sp_fft_plan;
+sp_fft_plan *sp_cpu_fft_acquire(int64_t n, int howmany, unsigned flags);
+void sp_cpu_fft_release(sp_fft_plan *p);
+/* Complex values per row: n/2+1 rounded to a whole cache line. */
+int64_t sp_cpu_fft_cdist(int64_t n);
+/* Plans in the cache, and their summed lengths (for tests). */
 int sp_cpu_fft_plans_cached(int64_t *rows);
 size_t sp_cpu_external_memory(sp_backend *be, int64_t T_max);
+
+/* hyena_cpu.c: M2-BERT's long convolution (backend.h) */
+int64_t sp_cpu_hyena_n(int64_t T);
+size_t sp_cpu_hyena_spectrum_size(sp_backend *be, int64_t T, int64_t D);
+size_t sp_cpu_hyena_filter_workspace_size(sp_backend *be, int64_t T, int64_t D, int64_t E,
+                                          int64_t order);
+int sp_cpu_hyena_filter(sp_backend *be, const sp_hyena_filter *f, int64_t T, int64_t D,
+                        void *workspace, void *spectrum);
+size_t sp_cpu_hyena_mix_workspace_size(sp_backend *be, int64_t T, int64_t D);
+int sp_cpu_hyena_mix(sp_backend *be, const float *a, const float *conv_w, const float *conv_b,
+                     const float *u, const void *spec, const float *bias, const void *spec_res,
+                     const float *bias_res, int64_t T, int64_t D, void *workspace, float *y);
 
 /* fourier2d_cpu.c */
 size_t sp_cpu_fourier2d_workspace(int64_t T, int64_t D);

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import spectral
-from conftest import BYTE_MODEL, DEFAULT_MODEL, run_cli, same_bits
+from conftest import BYTE_MODEL, DEFAULT_MODEL, ROOT, run_cli, same_bits
 
 
 def corpus(seed=1, n=24):
@@ -188,7 +188,7 @@ def test_not_a_model(tmp_path):
 
 def test_argument_errors(model):
     for kw in ({"n_threads": -1}, {"device": "tpu"}, {"mem_limit": "lots"}, {"mem_limit": -5},
-               {"batch_tokens": -1}):
+               {"batch_tokens": -1}, {"no_pad": 1}):
         with pytest.raises(ValueError):
             spectral.Model(BYTE_MODEL, **kw)
     with pytest.raises(ValueError):
@@ -522,3 +522,20 @@ def test_no_leak_over_10000_calls():
             m.embed("x")
     grown = rss_bytes() - before
     assert grown < 8 << 20, f"RSS grew by {grown / 1048576:.1f} MiB over 100 open/close cycles"
+
+
+def test_no_pad():
+    # tests/data/m2bert/tiny pads every document to its 128 positions unless no_pad
+    path = ROOT / "tests" / "data" / "m2bert" / "tiny" / "model.gguf"
+    text = "w1 w2 w3 w40 w5"
+    with spectral.Model(path, n_threads=2) as padded, spectral.Model(path, n_threads=2, no_pad=True) as own:
+        ids = padded.tokenize(text)
+        assert len(ids) == 7  # [CLS] five words [SEP]
+        h_pad, h_own = padded.token_states(text), own.token_states(text)
+        assert h_pad.shape == h_own.shape == (7, padded.n_embd)  # the real tokens' rows only
+        assert not np.allclose(h_pad, h_own, atol=1e-3)  # the [PAD] tail changes every state
+        e_pad, e_own = padded.embed([text]), own.embed([text])
+        assert not np.allclose(e_pad, e_own, atol=1e-3)
+        # padding is running the [PAD] ids (id 0) too and keeping the real rows
+        full = own.token_states(np.concatenate([ids, np.zeros(128 - len(ids), dtype=ids.dtype)]))
+        assert full.shape[0] == 128 and np.array_equal(full[:7], h_pad)

@@ -205,6 +205,8 @@ enum { MODE_MODEL = 1, MODE_MIX = 2, MODE_MLP = 4 };
 
 typedef struct {
     const char *model_path;
+    int m2bert; /* --arch m2bert: the random model is an M2-BERT */
+    int no_pad;
     int64_t dim, ffn, layers, filters;
     int64_t T[MAX_LIST];
     int nT;
@@ -238,6 +240,12 @@ static void usage(FILE *f) {
 "  --ffn F                 MLP hidden width                         (default 1024)\n"
 "  --layers L              blocks                                   (default 4)\n"
 "  --filters K             spectral filter bins per channel         (default 64)\n"
+"  --arch A                spectralmlp | m2bert: the random model's architecture;\n"
+"                          m2bert defaults to the published 80M shape (D 768,\n"
+"                          F 3072, 12 layers, 4 Monarch blocks, Hyena order 128),\n"
+"                          its positions the longest -p length   (default spectralmlp)\n"
+"  --no-pad                a model that pads (m2bert) runs each document at its own\n"
+"                          length, not padded to its positions\n"
 "\n"
 "runs:\n"
 "  -p, --n-tokens LIST     sequence lengths: 1024,4096 or ranges first-last*mult,\n"
@@ -278,7 +286,7 @@ static void parse_args(int argc, char **argv, options *o) {
     o->attn_budget = 60.0;
     o->calib_n = 2048;
     o->calib_mem = 256u << 20;
-    int shape_given = 0;
+    int shape_given = 0, dims_given = 0;
     cli_args c;
     cli_args_init(&c, "spectral-bench", argc, argv);
     const char *a;
@@ -296,20 +304,34 @@ static void parse_args(int argc, char **argv, options *o) {
             o->model_path = v;
         } else if (!strcmp(a, "--dim")) {
             TAKE();
+            dims_given = 1;
             o->dim = parse_int_opt(a, v, 1, 65536);
             shape_given = 1;
         } else if (!strcmp(a, "--ffn")) {
             TAKE();
+            dims_given = 1;
             o->ffn = parse_int_opt(a, v, 1, 1 << 20);
             shape_given = 1;
         } else if (!strcmp(a, "--layers")) {
             TAKE();
+            dims_given = 1;
             o->layers = parse_int_opt(a, v, 1, 1024);
             shape_given = 1;
         } else if (!strcmp(a, "--filters")) {
             TAKE();
             o->filters = parse_int_opt(a, v, 1, 1 << 20);
             shape_given = 1;
+        } else if (!strcmp(a, "--arch")) {
+            TAKE();
+            if (!strcmp(v, "spectralmlp"))
+                o->m2bert = 0;
+            else if (!strcmp(v, "m2bert"))
+                o->m2bert = 1;
+            else
+                die_opt("--arch expects spectralmlp or m2bert, got '%s'", v);
+            shape_given = 1;
+        } else if (!strcmp(a, "--no-pad")) {
+            o->no_pad = 1;
         } else if (!strcmp(a, "-p") || !strcmp(a, "--n-tokens")) {
             TAKE();
             o->nT = parse_list(a, v, 2, (int64_t)1 << 30, o->T);
@@ -394,7 +416,14 @@ static void parse_args(int argc, char **argv, options *o) {
 #undef TAKE
     }
     if (o->model_path && shape_given)
-        die_opt("-m and --dim/--ffn/--layers/--filters are exclusive");
+        die_opt("-m and --arch/--dim/--ffn/--layers/--filters are exclusive");
+    if (o->m2bert && o->modes != MODE_MODEL)
+        die_opt("--mode mix and mlp time spectralmlp's ops; m2bert runs as a model only");
+    if (o->m2bert && !dims_given) { /* togethercomputer/m2-bert-80M-*-retrieval */
+        o->dim = 768;
+        o->ffn = 3072;
+        o->layers = 12;
+    }
     if (o->nT == 0) o->nT = parse_list("-p", "512-8192*2", 2, 1 << 30, o->T);
     if (o->nB == 0) {
         o->B[0] = 1;
@@ -412,6 +441,7 @@ typedef struct {
     char name[256];
     char arch[64];
     int64_t D, F, L, K;
+    int64_t NB;     /* m2bert: Monarch blocks (K is then unused) */
     int have_shape; /* D, F, L, K known (FLOP counts need them) */
 } model_shape;
 
@@ -439,7 +469,8 @@ static int read_shape(const char *path, model_shape *s, char *err, size_t err_le
     ok &= sp_gguf_get_uint(g, key, &F) == 0;
     snprintf(key, sizeof key, "%s.block_count", s->arch);
     ok &= sp_gguf_get_uint(g, key, &L) == 0;
-    snprintf(key, sizeof key, "%s.mixing.n_filters", s->arch);
+    const int m2 = !strcmp(s->arch, "m2bert");
+    snprintf(key, sizeof key, m2 ? "%s.ffn.n_blocks" : "%s.mixing.n_filters", s->arch);
     ok &= sp_gguf_get_uint(g, key, &K) == 0;
     s->have_shape = ok && D > 0 && F > 0 && L > 0 && K > 0 && D <= 65536 && F <= (1 << 20) &&
                     L <= 1024 && K <= (1 << 20);
@@ -447,36 +478,62 @@ static int read_shape(const char *path, model_shape *s, char *err, size_t err_le
         s->D = (int64_t)D;
         s->F = (int64_t)F;
         s->L = (int64_t)L;
-        s->K = (int64_t)K;
+        s->K = m2 ? 0 : (int64_t)K;
+        s->NB = m2 ? (int64_t)K : 0;
     }
     sp_gguf_close(g);
     return 0;
+}
+
+/* A GGUF writer with the keys every random model has: the architecture, a
+ * name, <arch>.embedding_length / feed_forward_length / block_count /
+ * context_length, and the bytes tokenizer. *rc collects the setters' status. */
+static sp_gguf_writer *random_model_writer(const char *arch, const char *name, const options *o,
+                                           int64_t ctx_len, int *rc) {
+    sp_gguf_writer *w = sp_gguf_writer_new();
+    if (!w) return NULL;
+    char key[96];
+#define KEY(s) (snprintf(key, sizeof key, "%s." s, arch), key)
+    *rc |= sp_gguf_writer_set_str(w, "general.architecture", arch);
+    *rc |= sp_gguf_writer_set_str(w, "general.name", name);
+    *rc |= sp_gguf_writer_set_u32(w, KEY("embedding_length"), (uint32_t)o->dim);
+    *rc |= sp_gguf_writer_set_u32(w, KEY("feed_forward_length"), (uint32_t)o->ffn);
+    *rc |= sp_gguf_writer_set_u32(w, KEY("block_count"), (uint32_t)o->layers);
+    *rc |= sp_gguf_writer_set_u32(w, KEY("context_length"),
+                                  (uint32_t)(ctx_len > UINT32_MAX ? UINT32_MAX : ctx_len));
+    *rc |= sp_gguf_writer_set_str(w, "tokenizer.ggml.model", "bytes");
+#undef KEY
+    return w;
+}
+
+/* Writes w to path (rc: whether adding its keys and tensors failed) and frees it. */
+static int finish_random_model(sp_gguf_writer *w, int rc, const char *path, char *err, size_t err_len) {
+    if (rc) {
+        sp_gguf_writer_free(w);
+        snprintf(err, err_len, "failed to add the random model's tensors (out of memory?)");
+        return -1;
+    }
+    int wr = sp_gguf_writer_write(w, path, err, err_len);
+    sp_gguf_writer_free(w);
+    return wr ? -1 : 0;
 }
 
 /* Writes a random-weight spectralmlp GGUF to path. */
 static int write_random_model(const char *path, const options *o, int64_t ctx_len, char *err,
                               size_t err_len) {
     const int64_t D = o->dim, F = o->ffn, L = o->layers, K = o->filters;
-    sp_gguf_writer *w = sp_gguf_writer_new();
-    if (!w) {
-        snprintf(err, err_len, "out of memory creating the GGUF writer");
-        return -1;
-    }
     char name[128];
     snprintf(name, sizeof name, "random-D%lld-F%lld-L%lld-K%lld", (long long)D, (long long)F,
              (long long)L, (long long)K);
     int rc = 0;
-    rc |= sp_gguf_writer_set_str(w, "general.architecture", "spectralmlp");
-    rc |= sp_gguf_writer_set_str(w, "general.name", name);
-    rc |= sp_gguf_writer_set_u32(w, "spectralmlp.embedding_length", (uint32_t)D);
-    rc |= sp_gguf_writer_set_u32(w, "spectralmlp.feed_forward_length", (uint32_t)F);
-    rc |= sp_gguf_writer_set_u32(w, "spectralmlp.block_count", (uint32_t)L);
+    sp_gguf_writer *w = random_model_writer("spectralmlp", name, o, ctx_len, &rc);
+    if (!w) {
+        snprintf(err, err_len, "out of memory creating the GGUF writer");
+        return -1;
+    }
     rc |= sp_gguf_writer_set_u32(w, "spectralmlp.mixing.n_filters", (uint32_t)K);
-    rc |= sp_gguf_writer_set_u32(w, "spectralmlp.context_length",
-                                 (uint32_t)(ctx_len > UINT32_MAX ? UINT32_MAX : ctx_len));
     rc |= sp_gguf_writer_set_f32(w, "spectralmlp.attention.layer_norm_epsilon", 1e-5f);
     rc |= sp_gguf_writer_set_u32(w, "spectralmlp.pooling_type", 1);
-    rc |= sp_gguf_writer_set_str(w, "tokenizer.ggml.model", "bytes");
     size_t maxn = (size_t)(D * F > 256 * D ? D * F : 256 * D);
     if ((size_t)(2 * K * D) > maxn) maxn = (size_t)(2 * K * D);
     float *buf = malloc(maxn * sizeof *buf);
@@ -515,14 +572,97 @@ static int write_random_model(const char *path, const options *o, int64_t ctx_le
 #undef ADD
     }
     free(buf);
-    if (rc) {
-        sp_gguf_writer_free(w);
-        snprintf(err, err_len, "failed to add the random model's tensors (out of memory?)");
+    return finish_random_model(w, rc, path, err, err_len);
+}
+
+/* Writes a random-weight m2bert GGUF of ctx_len positions to path: the
+ * shape of the published retrieval models (4 Monarch blocks, Hyena emb_dim
+ * 5, order 128) at width D, F and L layers; a bytes tokenizer. */
+static int write_random_m2bert(const char *path, const options *o, int64_t ctx_len, char *err,
+                               size_t err_len) {
+    const int64_t D = o->dim, F = o->ffn, L = o->layers, NB = 4, E = 5, O = 128, P = ctx_len;
+    if (D % NB || F % NB) {
+        snprintf(err, err_len, "m2bert: --dim and --ffn must be multiples of 4 (Monarch blocks)");
         return -1;
     }
-    int wr = sp_gguf_writer_write(w, path, err, err_len);
-    sp_gguf_writer_free(w);
-    return wr ? -1 : 0;
+    char name[128];
+    snprintf(name, sizeof name, "random-m2bert-D%lld-F%lld-L%lld-P%lld", (long long)D, (long long)F,
+             (long long)L, (long long)P);
+    int rc = 0;
+    sp_gguf_writer *w = random_model_writer("m2bert", name, o, P, &rc);
+    size_t maxn = (size_t)(3 * D * D > 256 * D ? 3 * D * D : 256 * D);
+    if ((size_t)(P * D) > maxn) maxn = (size_t)(P * D);
+    if ((size_t)(2 * F * D) > maxn) maxn = (size_t)(2 * F * D);
+    float *buf = malloc(maxn * sizeof *buf);
+    if (!w || !buf) {
+        free(buf);
+        sp_gguf_writer_free(w);
+        snprintf(err, err_len, "out of memory building the random model");
+        return -1;
+    }
+    rc |= sp_gguf_writer_set_u32(w, "m2bert.ffn.n_blocks", (uint32_t)NB);
+    rc |= sp_gguf_writer_set_u32(w, "m2bert.hyena.emb_dim", (uint32_t)E);
+    rc |= sp_gguf_writer_set_u32(w, "m2bert.hyena.filter_order", (uint32_t)O);
+    rc |= sp_gguf_writer_set_u32(w, "m2bert.hyena.l_max", (uint32_t)P);
+    int64_t ne[3] = {1, 1, 1};
+    char tn[96];
+#define ADD(nm, nd, n0, n1, fill)                                                        \
+    do {                                                                                 \
+        ne[0] = (n0);                                                                    \
+        ne[1] = (n1);                                                                    \
+        fill;                                                                            \
+        rc |= sp_gguf_writer_add_tensor(w, nm, SP_TENSOR_F32, nd, ne, buf);              \
+    } while (0)
+#define UNI(n, a) fill_uniform(buf, (size_t)(n), a)
+    ADD("token_embd.weight", 2, D, 256, UNI(256 * D, 1.0f));
+    ADD("position_embd.weight", 2, D, P, UNI(P * D, 0.1f));
+    ADD("token_types.weight", 2, D, 2, UNI(2 * D, 0.1f));
+    ADD("token_embd_norm.weight", 1, D, 1, fill_const(buf, (size_t)D, 1.0f));
+    ADD("token_embd_norm.bias", 1, D, 1, fill_const(buf, (size_t)D, 0.0f));
+    ADD("pooler.weight", 2, D, D, UNI(D * D, 1.0f / sqrtf((float)D)));
+    ADD("pooler.bias", 1, D, 1, UNI(D, 0.02f));
+    for (int64_t l = 0; l < L && !rc; l++) {
+#define BLK(s) (snprintf(tn, sizeof tn, "blk.%lld.%s", (long long)l, s), tn)
+        ADD(BLK("mix_in.weight"), 2, D, 3 * D, UNI(3 * D * D, 1.0f / sqrtf((float)D)));
+        ADD(BLK("mix_in.bias"), 1, 3 * D, 1, UNI(3 * D, 0.02f));
+        ADD(BLK("mix_conv.weight"), 2, 3, 3 * D, UNI(9 * D, 0.5f));
+        ADD(BLK("mix_conv.bias"), 1, 3 * D, 1, UNI(3 * D, 0.02f));
+        ADD(BLK("mix_out.weight"), 2, D, D, UNI(D * D, 1.0f / sqrtf((float)D)));
+        ADD(BLK("mix_out.bias"), 1, D, 1, UNI(D, 0.02f));
+        ADD(BLK("ffn_gate.weight"), 2, D / NB, 2 * F, UNI(2 * F * D / NB, 1.0f / sqrtf((float)(D / NB))));
+        ADD(BLK("ffn_down.weight"), 2, F / NB, D, UNI(D * F / NB, 1.0f / sqrtf((float)(F / NB))));
+        ADD(BLK("ffn_down.bias"), 1, D, 1, UNI(D, 0.02f));
+        ADD(BLK("ffn_norm.weight"), 1, D, 1, fill_const(buf, (size_t)D, 1.0f));
+        ADD(BLK("ffn_norm.bias"), 1, D, 1, fill_const(buf, (size_t)D, 0.0f));
+        static const char *const filt[2] = {"hyena", "hyena_res"}, *const dirs[2] = {"fwd", "rev"};
+        for (int f = 0; f < 2; f++) {
+            char fn[64];
+#define FLT(s) (snprintf(fn, sizeof fn, "%s.%s", filt[f], s), BLK(fn))
+            ADD(FLT("bias"), 1, D, 1, UNI(D, 1.0f));
+            ADD(FLT("pos_z"), 2, E, P, UNI(E * P, 1.0f));
+            ADD(FLT("pos_t"), 1, P, 1, for (int64_t i = 0; i < P; i++) buf[i] = (float)i / (float)(P > 1 ? P - 1 : 1));
+            ADD(FLT("decay"), 1, D, 1, UNI(D, 5.0f));
+            for (int d = 0; d < 2; d++) {
+                char part[48];
+#define DIR(s) (snprintf(part, sizeof part, "%s_%s", dirs[d], s), FLT(part))
+                ADD(DIR("in.weight"), 2, E, O, UNI(E * O, 0.5f));
+                ADD(DIR("in.bias"), 1, O, 1, UNI(O, 0.1f));
+                ADD(DIR("mid1.weight"), 2, O, O, UNI(O * O, 1.0f / sqrtf((float)O)));
+                ADD(DIR("mid1.bias"), 1, O, 1, UNI(O, 0.1f));
+                ADD(DIR("mid2.weight"), 2, O, O, UNI(O * O, 1.0f / sqrtf((float)O)));
+                ADD(DIR("mid2.bias"), 1, O, 1, UNI(O, 0.1f));
+                ADD(DIR("freq"), 2, O, 3, fill_const(buf, (size_t)(3 * O), 10.0f));
+                ADD(DIR("out.weight"), 2, O, D, UNI(D * O, 1.0f / sqrtf((float)O)));
+#undef DIR
+            }
+#undef FLT
+        }
+#undef BLK
+    }
+#undef UNI
+#undef ADD
+    free(buf);
+    return finish_random_model(w, rc, path, err, err_len);
 }
 
 /* ------------------------------------------------------------ FLOP counts */
@@ -537,6 +677,15 @@ static double flops_mix(int64_t T, int64_t D, int64_t K) {
     return 5.0 * (double)T * log2d((double)T) * (double)D + 6.0 * (double)k * (double)D;
 }
 static double flops_mlp(int64_t T, int64_t D, int64_t F) { return 4.0 * (double)T * D * F; }
+/* One M2-BERT layer: its projections (D to 3D, D to D), the GLU MLP's
+ * block-diagonal GEMMs (D to 2F and F to D over NB blocks), and two long
+ * convolutions per channel (a real FFT of 2T and its inverse each, the
+ * complex product). The filters' spectra are cached per length: not counted. */
+static double flops_m2bert(int64_t T, int64_t D, int64_t F, int64_t NB) {
+    const double gemm = 2.0 * (double)T * D * (3.0 * D + D) + 2.0 * (double)T * 3.0 * F * D / (double)NB;
+    const double n = 2.0 * (double)T;
+    return gemm + 2.0 * (double)D * (2.0 * 2.5 * n * log2d(n) + 6.0 * (T + 1));
+}
 /* QKV (2 T D 3D) + output projection (2 T D D) + QK^T and PV (2 T^2 D each). */
 static double flops_attn_mix(int64_t T, int64_t D) {
     return 8.0 * (double)T * D * D + 4.0 * (double)T * T * D;
@@ -845,6 +994,7 @@ static void spectral_model_row(spectral_model *model, const options *o, spectral
     cp.n_threads = o->threads;
     cp.backend = o->cuda ? SPECTRAL_BACKEND_CUDA : SPECTRAL_BACKEND_CPU;
     cp.mem_limit = o->mem_limit ? o->mem_limit : SPECTRAL_MEM_UNLIMITED; /* 0: no --mem-limit */
+    cp.no_pad = o->no_pad;
     spectral_context *ctx = NULL;
     spectral_status st = make_context(model, cp, reference, &ctx);
     if (st != SPECTRAL_OK) {
@@ -1083,9 +1233,10 @@ int main(int argc, char **argv) {
         shape.D = o.dim;
         shape.F = o.ffn;
         shape.L = o.layers;
-        shape.K = o.filters;
+        shape.K = o.m2bert ? 0 : o.filters;
+        shape.NB = o.m2bert ? 4 : 0;
         shape.have_shape = 1;
-        snprintf(shape.arch, sizeof shape.arch, "spectralmlp");
+        snprintf(shape.arch, sizeof shape.arch, o.m2bert ? "m2bert" : "spectralmlp");
     }
     if (o.modes & MODE_MODEL) {
         if (!o.model_path) {
@@ -1102,7 +1253,7 @@ int main(int argc, char **argv) {
             int64_t maxT = 512;
             for (int i = 0; i < o.nT; i++)
                 if (o.T[i] > maxT) maxT = o.T[i];
-            if (write_random_model(tmp_path, &o, maxT, err, sizeof err)) {
+            if ((o.m2bert ? write_random_m2bert : write_random_model)(tmp_path, &o, maxT, err, sizeof err)) {
                 fprintf(stderr, "spectral-bench: writing the random model: %s\n", err);
                 unlink(tmp_path);
                 return 1;
@@ -1129,6 +1280,10 @@ int main(int argc, char **argv) {
     char spec_label[192], attn_label[192];
     if (o.model_path && !shape.have_shape)
         snprintf(spec_label, sizeof spec_label, "%.180s", shape.name);
+    else if (shape.NB)
+        snprintf(spec_label, sizeof spec_label, "%.100s D%lld F%lld L%lld blocks%lld%s",
+                 o.model_path ? shape.name : "m2bert", (long long)shape.D, (long long)shape.F,
+                 (long long)shape.L, (long long)shape.NB, o.no_pad ? " no-pad" : "");
     else if (o.model_path)
         snprintf(spec_label, sizeof spec_label, "%.100s D%lld F%lld L%lld K%lld", shape.name,
                  (long long)shape.D, (long long)shape.F, (long long)shape.L, (long long)shape.K);
@@ -1239,7 +1394,11 @@ int main(int argc, char **argv) {
                 rs.batch = b;
                 snprintf(rs.model, sizeof rs.model, "%s", spec_label);
                 if (shape.have_shape) {
-                    if (mode == MODE_MODEL)
+                    if (mode == MODE_MODEL && shape.NB) /* padded: the model's length runs */
+                        rs.flops_doc = (double)shape.L *
+                                       flops_m2bert(o.no_pad ? T : spectral_model_max_tokens(model),
+                                                    shape.D, shape.F, shape.NB);
+                    else if (mode == MODE_MODEL)
                         rs.flops_doc = (double)shape.L * (flops_mlp(T, shape.D, shape.F) +
                                                           flops_mix(T, shape.D, shape.K));
                     else if (mode == MODE_MIX)

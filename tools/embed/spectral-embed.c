@@ -32,6 +32,7 @@ typedef struct {
     int64_t batch_tokens;
     int64_t truncate; /* --truncate N: keep the first N tokens of longer inputs (0: off) */
     bool no_mmap;
+    bool no_pad;
     bool verbose;
     spectral_dtype dtype;
     const char **adapters; /* --adapter FILE[:SCALE], in order */
@@ -79,6 +80,9 @@ static void print_usage(FILE *f) {
         "      --truncate N          embed the first N tokens of a longer input (the\n"
         "                            tokenizer's end token kept last) and say so on stderr;\n"
         "                            default: every token\n"
+        "      --no-pad              a model that pads every input to its length (M2-BERT, as\n"
+        "                            its model card does) runs each at its own length instead:\n"
+        "                            faster, and a different embedding\n"
         "      --no-mmap             read the model into memory instead of mapping it (a\n"
         "                            mapped model must not be changed or truncated meanwhile)\n"
         "      --adapter FILE[:SCALE]  apply a FourierFT adapter GGUF (tools/convert/convert_fourierft.py)\n"
@@ -184,6 +188,8 @@ static int parse_args(int argc, char **argv, options *o) {
                 return cli_usage_error(&c, "--truncate needs a number of tokens from 1 to 2^34, got '%s'", val);
         } else if (!strcmp(a, "--no-mmap")) {
             o->no_mmap = true;
+        } else if (!strcmp(a, "--no-pad")) {
+            o->no_pad = true;
         } else if (!strcmp(a, "--adapter")) {
             if (!(val = cli_value(&c))) return CLI_EXIT_USAGE;
             /* FILE:SCALE when what follows the last ':' is a number, else all of it is FILE */
@@ -408,6 +414,7 @@ int main(int argc, char **argv) {
     cp.normalize = o.normalize;
     cp.batch_tokens = o.batch_tokens;
     cp.dtype = o.dtype;
+    cp.no_pad = o.no_pad;
     spectral_context *ctx = NULL;
     if (spectral_context_create(model, cp, &ctx) != SPECTRAL_OK) {
         fprintf(stderr, "spectral-embed: %s\n", spectral_last_error());

@@ -41,6 +41,7 @@ typedef struct {
     size_t max_body;
     int64_t max_inputs;
     int64_t batch_tokens;
+    bool no_pad; /* spectral_context_params.no_pad */
     spectral_pooling pooling;
     const char *alias;
     const char *cors; /* allowed origins, comma-separated, or "*"; NULL: none */

@@ -260,6 +260,7 @@ srv_pool *srv_pool_create(const srv_pool_params *p, char *err, size_t err_len) {
     cp.pooling = p->pooling;
     cp.normalize = true;
     cp.batch_tokens = p->batch_tokens;
+    cp.no_pad = p->no_pad;
     for (int i = 0; i < p->n_contexts; i++) {
         worker *w = &pool->workers[i];
         w->pool = pool;

@@ -47,6 +47,7 @@ typedef struct {
     size_t mem_limit;         /* all contexts together; SPECTRAL_MEM_UNLIMITED = no cap */
     spectral_pooling pooling; /* UNSPECIFIED = the model's */
     int64_t batch_tokens;     /* tokens per packed pass (0 = 4096) */
+    bool no_pad;             /* spectral_context_params.no_pad */
     int queue;                /* requests admitted and not yet computed */
 } srv_pool_params;
 

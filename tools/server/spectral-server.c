@@ -70,6 +70,9 @@ static void print_usage(FILE *f) {
         "  -b, --batch-tokens N    pack queued inputs into passes of up to N tokens\n"
         "                          (default 4096; 1 = one input per pass)\n"
         "  -p, --pooling TYPE      mean | cls | last (default: the model's)\n"
+        "      --no-pad            a model that pads every input to its length (M2-BERT, as\n"
+        "                          its model card does) runs each at its own length instead:\n"
+        "                          faster, and a different embedding\n"
         "      --alias NAME        model id reported to clients (default: file name)\n"
         "      --cors ORIGINS      allow browser pages from ORIGINS (comma-separated, or *)\n"
         "                          to call the server (default: none)\n"
@@ -183,6 +186,8 @@ static int parse_args(int argc, char **argv, srv_options *o) {
         } else if (!strcmp(a, "-b") || !strcmp(a, "--batch-tokens")) {
             if (!(val = cli_value(&c))) return CLI_EXIT_USAGE;
             if (cli_parse_int(val, 1, INT64_C(1) << 34, &o->batch_tokens)) return cli_usage_error(&c, "--batch-tokens needs a number from 1 to 2^34, got '%s'", val);
+        } else if (!strcmp(a, "--no-pad")) {
+            o->no_pad = true;
         } else if (!strcmp(a, "-p") || !strcmp(a, "--pooling")) {
             if (!(val = cli_value(&c))) return CLI_EXIT_USAGE;
             if (cli_parse_pooling(val, &o->pooling) || o->pooling == SPECTRAL_POOLING_NONE)
@@ -429,6 +434,7 @@ int main(int argc, char **argv) {
         .mem_limit = s.o.mem_limit,
         .pooling = s.o.pooling,
         .batch_tokens = s.o.batch_tokens,
+        .no_pad = s.o.no_pad,
         .queue = s.o.queue,
     };
     char err[512];

@@ -429,13 +429,15 @@ class Model:
 
     def __init__(self, path: Union[str, os.PathLike], n_threads: int = 0, device: str = "cpu",
                  mem_limit: Union[None, int, str] = None, *, batch_tokens: int = 0,
-                 use_mmap: bool = True) -> None:
+                 use_mmap: bool = True, no_pad: bool = False) -> None:
         """Load `path`.
 
         n_threads: CPU threads per call (0 = every core). device: "cpu" or "cuda[:N]".
         mem_limit: hard cap on working memory (activations, FFT tables) per call, bytes or "512M"; None = no cap.
         batch_tokens: packing budget of embed()'s batches (0 = the library's 4096).
         use_mmap: map the file (it must not change meanwhile) or read a private copy.
+        no_pad: a model that pads every document to its length (M2-BERT, as its model card
+            does) runs each at its own length instead: faster, and a different embedding.
         """
         self._model = None  # so close() and __del__ work whatever fails below
         self._lock = threading.Lock()
@@ -446,6 +448,9 @@ class Model:
             raise ValueError("n_threads must be an int >= 0 (0 = every core)")
         if isinstance(batch_tokens, bool) or not isinstance(batch_tokens, int) or batch_tokens < 0:
             raise ValueError("batch_tokens must be an int >= 0")
+        if not isinstance(no_pad, bool):
+            raise ValueError("no_pad must be a bool")
+        self._no_pad = no_pad
         self._backend, self._device = _parse_device(device)
         self.device: str = "cpu" if self._backend == _lib.BACKEND_CPU else f"cuda:{self._device}"
         self._n_threads = n_threads
@@ -540,6 +545,7 @@ class Model:
             cp.pooling = pooling
             cp.normalize = bool(normalize)
             cp.batch_tokens = self._batch_tokens
+            cp.no_pad = self._no_pad
             out = _lib.context_p()
             s = _c.spectral_context_create(self._model, cp, ctypes.byref(out))
             if s != _lib.OK:

@@ -62,6 +62,7 @@ class ContextParams(ctypes.Structure):
         ("normalize", ctypes.c_bool),
         ("batch_tokens", ctypes.c_int64),
         ("dtype", ctypes.c_int),
+        ("no_pad", ctypes.c_bool),
     ]
 
 
