@@ -315,10 +315,11 @@ int sp_load_blocks(const sp_loader *ld, int64_t n_layer, const sp_block_tensor *
             char name[96];
             int64_t idx;
             snprintf(name, sizeof name, "blk.%lld.%s", (long long)l, spec[j].suffix);
-            const int rc = spec[j].matrix
-                               ? sp_load_gemm(ld, name, 0, spec[j].ne[0], spec[j].ne[1], &idx)
-                               : sp_load_tensor(ld, name, 0, spec[j].n_dims, spec[j].ne[0],
-                                                spec[j].ne[1], spec[j].ne[2], &idx);
+            const int rc =
+                spec[j].matrix == SP_BLOCK_GEMM     ? sp_load_gemm(ld, name, 0, spec[j].ne[0], spec[j].ne[1], &idx)
+                : spec[j].matrix == SP_BLOCK_MATRIX ? sp_load_matrix(ld, name, 0, spec[j].ne[0], spec[j].ne[1], &idx)
+                                                    : sp_load_tensor(ld, name, 0, spec[j].n_dims, spec[j].ne[0],
+                                                                     spec[j].ne[1], spec[j].ne[2], &idx);
             if (rc) return -1;
         }
     return 0;

@@ -173,14 +173,14 @@ static int model_load(const sp_loader *ld, void *model, sp_model_info *info) {
     }
     m->i_block0 = ld->wl->n;
     sp_block_tensor block[W_PER_BLOCK] = {
-        [W_MIX_IN_W] = {"mix_in.weight", 2, {D, 3 * D, 1}, 1},
+        [W_MIX_IN_W] = {"mix_in.weight", 2, {D, 3 * D, 1}, SP_BLOCK_GEMM},
         [W_MIX_IN_B] = {"mix_in.bias", 1, {3 * D, 1, 1}, 0},
         [W_MIX_CONV_W] = {"mix_conv.weight", 2, {3, 3 * D, 1}, 0},
         [W_MIX_CONV_B] = {"mix_conv.bias", 1, {3 * D, 1, 1}, 0},
-        [W_MIX_OUT_W] = {"mix_out.weight", 2, {D, D, 1}, 1},
+        [W_MIX_OUT_W] = {"mix_out.weight", 2, {D, D, 1}, SP_BLOCK_GEMM},
         [W_MIX_OUT_B] = {"mix_out.bias", 1, {D, 1, 1}, 0},
-        [W_FFN_GATE_W] = {"ffn_gate.weight", 2, {D / NB, 2 * F, 1}, 1},
-        [W_FFN_DOWN_W] = {"ffn_down.weight", 2, {F / NB, D, 1}, 1},
+        [W_FFN_GATE_W] = {"ffn_gate.weight", 2, {D / NB, 2 * F, 1}, SP_BLOCK_MATRIX},
+        [W_FFN_DOWN_W] = {"ffn_down.weight", 2, {F / NB, D, 1}, SP_BLOCK_MATRIX},
         [W_FFN_DOWN_B] = {"ffn_down.bias", 1, {D, 1, 1}, 0},
         [W_FFN_NORM_W] = {"ffn_norm.weight", 1, {D, 1, 1}, 0},
         [W_FFN_NORM_B] = {"ffn_norm.bias", 1, {D, 1, 1}, 0},
@@ -222,38 +222,29 @@ static sp_hyena_filter filter_of(const m2bert *m, const void *const *w, int64_t 
     return s;
 }
 
-/* The matrices each step decodes, when quantized: the input projection,
- * the output projection, and the MLP's two together. */
-#define N_STEPS 3
-static const int k_step_n[N_STEPS] = {1, 1, 2};
-static void step_matrices(const m2bert *m, int step, sp_layer_matrix *mats) {
+/* The block-diagonal MLP's two matrices, which the backend's glu_ffn_block
+ * multiplies as float32 (decoded per layer when quantized); the two
+ * projections are GEMM weights (sp_model_linear: packed for the context's
+ * dtype on the CPU). */
+#define N_GLU 2
+static void glu_matrices(const m2bert *m, sp_layer_matrix *mats) {
     const int64_t D = m->D, F = m->F, NB = m->NB;
-    if (step == 0) mats[0] = (sp_layer_matrix){W_MIX_IN_W, 3 * D, D};
-    if (step == 1) mats[0] = (sp_layer_matrix){W_MIX_OUT_W, D, D};
-    if (step == 2) {
-        mats[0] = (sp_layer_matrix){W_FFN_GATE_W, 2 * F, D / NB};
-        mats[1] = (sp_layer_matrix){W_FFN_DOWN_W, D, F / NB};
-    }
+    mats[0] = (sp_layer_matrix){W_FFN_GATE_W, 2 * F, D / NB};
+    mats[1] = (sp_layer_matrix){W_FFN_DOWN_W, D, F / NB};
 }
 
-/* Floats of scratch for decoding quantized matrices: the most any step needs. */
-static int64_t dequant_scratch(const m2bert *m, const sp_weight_type *wt) {
-    int64_t need = 0;
-    for (int s = 0; s < N_STEPS; s++) {
-        sp_layer_matrix mats[2];
-        step_matrices(m, s, mats);
-        const int64_t n = sp_model_layer_scratch(wt, m->i_block0, W_PER_BLOCK, m->L, mats, k_step_n[s]);
-        if (n > need) need = n;
+/* Workspace bytes of the projections (the most any layer's needs). */
+static size_t linear_workspace(const m2bert *m, sp_backend *be, const void *const *w,
+                               const sp_weight_type *wt, int64_t T) {
+    size_t need = 0;
+    for (int64_t l = 0; l < m->L; l++) {
+        const int64_t b = m->i_block0 + l * W_PER_BLOCK;
+        const size_t in = sp_model_linear_workspace(be, w, wt, b + W_MIX_IN_W, 3 * m->D, m->D, T);
+        const size_t out = sp_model_linear_workspace(be, w, wt, b + W_MIX_OUT_W, m->D, m->D, T);
+        if (in > need) need = in;
+        if (out > need) need = out;
     }
     return need;
-}
-
-/* Step s's matrices of block b as float32 (decoded into wq when quantized). */
-static int step_weights(const m2bert *m, sp_backend *be, const void *const *w, const sp_weight_type *wt,
-                        int64_t b, int s, float *wq, const float **out) {
-    sp_layer_matrix mats[2];
-    step_matrices(m, s, mats);
-    return sp_model_layer_weights(be, w, wt, b, mats, k_step_n[s], wq, out);
 }
 
 static size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
@@ -304,7 +295,10 @@ static int model_forward(const void *p, const void *const *w, const sp_weight_ty
     ws_bytes = max_size(ws_bytes, op->hyena_mix_workspace_size(be, T, D));
     ws_bytes = max_size(ws_bytes, op->glu_ffn_block_workspace_size(be, offsets, 1, D, F, m->NB));
     void *ws = sp_arena_alloc(arena, ws_bytes);
-    const int64_t n_wq = dequant_scratch(m, wt);
+    ws_bytes = max_size(ws_bytes, linear_workspace(m, be, w, wt, T));
+    sp_layer_matrix glu[N_GLU];
+    glu_matrices(m, glu);
+    const int64_t n_wq = sp_model_layer_scratch(wt, m->i_block0, W_PER_BLOCK, m->L, glu, N_GLU);
     float *wq = n_wq ? sp_arena_alloc(arena, (size_t)n_wq * sizeof(float)) : NULL;
     if (!h || !a || !y || !ws || (n_wq && !wq) || (misses && (!scratch[0] || !scratch[1]))) {
         snprintf(be->err, sizeof be->err, "activation arena exhausted (planning error)");
@@ -331,19 +325,19 @@ static int model_forward(const void *p, const void *const *w, const sp_weight_ty
             const sp_hyena_filter flt = filter_of(m, w, l, f);
             if (op->hyena_filter(be, &flt, T, D, ws, (void *)ls[f])) goto done;
         }
-        const float *W[2];
-        if (step_weights(m, be, w, wt, b, 0, wq, W) ||
-            op->linear(be, h, W[0], bw[W_MIX_IN_B], T, D, 3 * D, SP_ACT_NONE, 0, a))
+        if (sp_model_linear(be, w, wt, b + W_MIX_IN_W, 3 * D, D, h, bw[W_MIX_IN_B], T, SP_ACT_NONE, 0,
+                            ws, a))
             goto done;
         const void *const *fw = bw + W_FILTER0;
         if (op->hyena_mix(be, a, bw[W_MIX_CONV_W], bw[W_MIX_CONV_B], h, ls[0], fw[F_BIAS], ls[1],
                           fw[F_PER_FILTER + F_BIAS], T, D, ws, y))
             goto done;
         /* o = y W_out^T + b_out replaces h (the mixer's input is spent) */
-        if (step_weights(m, be, w, wt, b, 1, wq, W) ||
-            op->linear(be, y, W[0], bw[W_MIX_OUT_B], T, D, D, SP_ACT_NONE, 0, h))
+        if (sp_model_linear(be, w, wt, b + W_MIX_OUT_W, D, D, y, bw[W_MIX_OUT_B], T, SP_ACT_NONE, 0,
+                            ws, h))
             goto done;
-        if (step_weights(m, be, w, wt, b, 2, wq, W) ||
+        const float *W[N_GLU];
+        if (sp_model_layer_weights(be, w, wt, b, glu, N_GLU, wq, W) ||
             op->glu_ffn_block(be, h, W[0], W[1], bw[W_FFN_DOWN_B], bw[W_FFN_NORM_W],
                               bw[W_FFN_NORM_B], m->eps, D, F, m->NB, offsets, 1, ws))
             goto done;
@@ -370,4 +364,5 @@ const sp_arch sp_arch_m2bert = {
     .load = model_load,
     .forward = model_forward,
     .pool = model_pool,
+    .packed_gemms = 1,
 };

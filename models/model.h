@@ -179,9 +179,17 @@ int sp_load_matrix(const sp_loader *ld, const char *name, int optional, int64_t 
  * or sp_model_ffn. */
 int sp_load_gemm(const sp_loader *ld, const char *name, int optional, int64_t IN, int64_t OUT,
                  int64_t *index);
+/* How sp_load_blocks takes a block's tensor. */
+enum {
+    SP_BLOCK_TENSOR = 0, /* sp_load_tensor: float32 */
+    SP_BLOCK_GEMM = 1,   /* sp_load_gemm: a linear layer's weight, read with
+                            sp_model_linear / sp_model_ffn (the runtime may pack it) */
+    SP_BLOCK_MATRIX = 2, /* sp_load_matrix: a matrix the arch multiplies its own way
+                            (M2-BERT's block-diagonal MLP), decoded with
+                            sp_model_layer_weights, never packed */
+};
 /* One tensor of every block: blk.<l>.<suffix>, of shape ne (ggml order,
- * n_dims of them), taken with sp_load_gemm when matrix is set (a block's
- * matrices are its linear layers' weights). */
+ * n_dims of them), taken as matrix (SP_BLOCK_*) says. */
 typedef struct {
     const char *suffix;
     uint32_t n_dims;

@@ -101,12 +101,10 @@ typedef enum {
  * on the CPU; docs/precision.md says what each costs and gives. */
 typedef enum {
     SPECTRAL_DTYPE_AUTO = 0, /* each weight matrix in its own: float32 for float weights
-                                (F32/F16/BF16 files), int8 products for Q8_0/Q4_0 ones
-                                (M2-BERT: float32, quantized matrices decoded) */
+                                (F32/F16/BF16 files), int8 products for Q8_0/Q4_0 ones */
     SPECTRAL_DTYPE_F32 = 1,  /* float32 everywhere, Q8_0/Q4_0 matrices decoded */
     SPECTRAL_DTYPE_BF16 = 2, /* bfloat16 products summed in float32 (AVX512_BF16 where
-                                the CPU has it, the same numbers emulated elsewhere);
-                                spectralmlp and FNet only, M2-BERT refuses it */
+                                the CPU has it, the same numbers emulated elsewhere) */
 } spectral_dtype;
 
 typedef struct {
