@@ -286,6 +286,20 @@ static void ffn_task(void *arg, int64_t task, int worker) {
             for (int64_t d = 0; d < D; d++) h[r * D + d] += j->b_down[d];
 }
 
+/* Offsets of n_docs documents, each non-empty, from row 0: else 1 with a message. */
+static int doc_offsets_invalid(sp_backend *be, const char *op, const int64_t *offsets, int64_t n_docs) {
+    if (!offsets || n_docs < 1 || offsets[0] != 0) {
+        sp_cpu_set_err(be, "cpu %s: bad document offsets", op);
+        return 1;
+    }
+    for (int64_t i = 0; i < n_docs; i++)
+        if (offsets[i + 1] <= offsets[i]) {
+            sp_cpu_set_err(be, "cpu %s: document %lld is empty or out of order", op, (long long)i);
+            return 1;
+        }
+    return 0;
+}
+
 /* The checks and the tile loop of ffn_block and ffn_block_packed. */
 static int run_ffn(sp_backend *be, const char *op, float *h, const float *ln_w, const float *ln_b,
                    float eps, const sp_cpu_weight *up, const float *b_up, sp_act act,
@@ -297,15 +311,7 @@ static int run_ffn(sp_backend *be, const char *op, float *h, const float *ln_w, 
                        (long long)F, (long long)down->rows, (long long)down->cols);
         return 1;
     }
-    if (!offsets || n_docs < 1 || offsets[0] != 0) {
-        sp_cpu_set_err(be, "cpu %s: bad document offsets", op);
-        return 1;
-    }
-    for (int64_t i = 0; i < n_docs; i++)
-        if (offsets[i + 1] <= offsets[i]) {
-            sp_cpu_set_err(be, "cpu %s: document %lld is empty or out of order", op, (long long)i);
-            return 1;
-        }
+    if (doc_offsets_invalid(be, op, offsets, n_docs)) return 1;
     if (!act_valid(act)) {
         sp_cpu_set_err(be, "cpu %s: unknown activation %d", op, (int)act);
         return 1;
@@ -422,15 +428,7 @@ int sp_cpu_glu_ffn_block(sp_backend *be, float *h, const float *W_gate, const fl
                        (long long)F, (long long)n_blocks);
         return 1;
     }
-    if (!offsets || n_docs < 1 || offsets[0] != 0) {
-        sp_cpu_set_err(be, "cpu glu_ffn_block: bad document offsets");
-        return 1;
-    }
-    for (int64_t i = 0; i < n_docs; i++)
-        if (offsets[i + 1] <= offsets[i]) {
-            sp_cpu_set_err(be, "cpu glu_ffn_block: document %lld is empty or out of order", (long long)i);
-            return 1;
-        }
+    if (doc_offsets_invalid(be, "glu_ffn_block", offsets, n_docs)) return 1;
     if (!h || !W_gate || !W_down || !b_down || !ln_w || !ln_b || !workspace) {
         sp_cpu_set_err(be, "cpu glu_ffn_block: NULL argument");
         return 1;
