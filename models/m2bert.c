@@ -172,6 +172,9 @@ static int model_load(const sp_loader *ld, void *model, sp_model_info *info) {
         return -1;
     }
     m->i_block0 = ld->wl->n;
+    /* the MLP's blocks run packed when each is whole panels of a packed weight */
+    const int glu = (2 * F / NB) % SP_PACKED_ROWS == 0 && (D / NB) % SP_PACKED_ROWS == 0 ? SP_BLOCK_GEMM
+                                                                                      : SP_BLOCK_MATRIX;
     sp_block_tensor block[W_PER_BLOCK] = {
         [W_MIX_IN_W] = {"mix_in.weight", 2, {D, 3 * D, 1}, SP_BLOCK_GEMM},
         [W_MIX_IN_B] = {"mix_in.bias", 1, {3 * D, 1, 1}, 0},
@@ -179,8 +182,8 @@ static int model_load(const sp_loader *ld, void *model, sp_model_info *info) {
         [W_MIX_CONV_B] = {"mix_conv.bias", 1, {3 * D, 1, 1}, 0},
         [W_MIX_OUT_W] = {"mix_out.weight", 2, {D, D, 1}, SP_BLOCK_GEMM},
         [W_MIX_OUT_B] = {"mix_out.bias", 1, {D, 1, 1}, 0},
-        [W_FFN_GATE_W] = {"ffn_gate.weight", 2, {D / NB, 2 * F, 1}, SP_BLOCK_MATRIX},
-        [W_FFN_DOWN_W] = {"ffn_down.weight", 2, {F / NB, D, 1}, SP_BLOCK_MATRIX},
+        [W_FFN_GATE_W] = {"ffn_gate.weight", 2, {D / NB, 2 * F, 1}, glu},
+        [W_FFN_DOWN_W] = {"ffn_down.weight", 2, {F / NB, D, 1}, glu},
         [W_FFN_DOWN_B] = {"ffn_down.bias", 1, {D, 1, 1}, 0},
         [W_FFN_NORM_W] = {"ffn_norm.weight", 1, {D, 1, 1}, 0},
         [W_FFN_NORM_B] = {"ffn_norm.bias", 1, {D, 1, 1}, 0},
@@ -222,32 +225,26 @@ static sp_hyena_filter filter_of(const m2bert *m, const void *const *w, int64_t 
     return s;
 }
 
-/* The block-diagonal MLP's two matrices, which the backend's glu_ffn_block
- * multiplies as float32 (decoded per layer when quantized); the two
- * projections are GEMM weights (sp_model_linear: packed for the context's
- * dtype on the CPU). */
-#define N_GLU 2
-static void glu_matrices(const m2bert *m, sp_layer_matrix *mats) {
-    const int64_t D = m->D, F = m->F, NB = m->NB;
-    mats[0] = (sp_layer_matrix){W_FFN_GATE_W, 2 * F, D / NB};
-    mats[1] = (sp_layer_matrix){W_FFN_DOWN_W, D, F / NB};
-}
+static size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
 
-/* Workspace bytes of the projections (the most any layer's needs). */
-static size_t linear_workspace(const m2bert *m, sp_backend *be, const void *const *w,
-                               const sp_weight_type *wt, int64_t T) {
+/* Workspace bytes of the projections and the MLP (the most any layer's
+ * needs): GEMM weights are packed for the context's dtype on the CPU, or
+ * decoded into the workspace when quantized. */
+static size_t gemm_workspace(const m2bert *m, sp_backend *be, const void *const *w,
+                             const sp_weight_type *wt, const int64_t *offsets) {
+    const int64_t T = offsets[1];
     size_t need = 0;
     for (int64_t l = 0; l < m->L; l++) {
         const int64_t b = m->i_block0 + l * W_PER_BLOCK;
-        const size_t in = sp_model_linear_workspace(be, w, wt, b + W_MIX_IN_W, 3 * m->D, m->D, T);
-        const size_t out = sp_model_linear_workspace(be, w, wt, b + W_MIX_OUT_W, m->D, m->D, T);
-        if (in > need) need = in;
-        if (out > need) need = out;
+        const size_t sizes[3] = {
+            sp_model_linear_workspace(be, w, wt, b + W_MIX_IN_W, 3 * m->D, m->D, T),
+            sp_model_linear_workspace(be, w, wt, b + W_MIX_OUT_W, m->D, m->D, T),
+            sp_model_glu_workspace(be, w, wt, b + W_FFN_GATE_W, b + W_FFN_DOWN_W, m->D, m->F, m->NB,
+                                   offsets, 1)};
+        for (int i = 0; i < 3; i++) need = max_size(need, sizes[i]);
     }
     return need;
 }
-
-static size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
 
 static int model_forward(const void *p, const void *const *w, const sp_weight_type *wt,
                          sp_backend *be, sp_arena *arena, const int32_t *tokens,
@@ -293,14 +290,9 @@ static int model_forward(const void *p, const void *const *w, const sp_weight_ty
     /* the ops run one after the other: one workspace serves them all */
     size_t ws_bytes = op->hyena_filter_workspace_size(be, T, D, m->E, m->order);
     ws_bytes = max_size(ws_bytes, op->hyena_mix_workspace_size(be, T, D));
-    ws_bytes = max_size(ws_bytes, op->glu_ffn_block_workspace_size(be, offsets, 1, D, F, m->NB));
+    ws_bytes = max_size(ws_bytes, gemm_workspace(m, be, w, wt, offsets));
     void *ws = sp_arena_alloc(arena, ws_bytes);
-    ws_bytes = max_size(ws_bytes, linear_workspace(m, be, w, wt, T));
-    sp_layer_matrix glu[N_GLU];
-    glu_matrices(m, glu);
-    const int64_t n_wq = sp_model_layer_scratch(wt, m->i_block0, W_PER_BLOCK, m->L, glu, N_GLU);
-    float *wq = n_wq ? sp_arena_alloc(arena, (size_t)n_wq * sizeof(float)) : NULL;
-    if (!h || !a || !y || !ws || (n_wq && !wq) || (misses && (!scratch[0] || !scratch[1]))) {
+    if (!h || !a || !y || !ws || (misses && (!scratch[0] || !scratch[1]))) {
         snprintf(be->err, sizeof be->err, "activation arena exhausted (planning error)");
         goto done;
     }
@@ -336,10 +328,8 @@ static int model_forward(const void *p, const void *const *w, const sp_weight_ty
         if (sp_model_linear(be, w, wt, b + W_MIX_OUT_W, D, D, y, bw[W_MIX_OUT_B], T, SP_ACT_NONE, 0,
                             ws, h))
             goto done;
-        const float *W[N_GLU];
-        if (sp_model_layer_weights(be, w, wt, b, glu, N_GLU, wq, W) ||
-            op->glu_ffn_block(be, h, W[0], W[1], bw[W_FFN_DOWN_B], bw[W_FFN_NORM_W],
-                              bw[W_FFN_NORM_B], m->eps, D, F, m->NB, offsets, 1, ws))
+        if (sp_model_glu(be, w, wt, h, b + W_FFN_GATE_W, b + W_FFN_DOWN_W, bw[W_FFN_DOWN_B],
+                         bw[W_FFN_NORM_W], bw[W_FFN_NORM_B], m->eps, D, F, m->NB, offsets, 1, ws))
             goto done;
     }
     *states = h;

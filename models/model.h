@@ -277,6 +277,16 @@ int sp_model_ffn(sp_backend *be, const void *const *w, const sp_weight_type *wt,
                  const float *ln_w, const float *ln_b, float eps, int64_t i_up, const float *b_up,
                  sp_act act, int64_t i_down, const float *b_down, int64_t D, int64_t F,
                  const int64_t *offsets, int64_t n_docs, void *workspace);
+/* M2-BERT's gated block-diagonal MLP (backend.h's glu_ffn_block) with
+ * W_gate = weight i_gate (2F x D/nb) and W_down = weight i_down (D x F/nb),
+ * as sp_model_ffn: glu_ffn_block_packed when both are packed. */
+size_t sp_model_glu_workspace(sp_backend *be, const void *const *w, const sp_weight_type *wt,
+                              int64_t i_gate, int64_t i_down, int64_t D, int64_t F, int64_t n_blocks,
+                              const int64_t *offsets, int64_t n_docs);
+int sp_model_glu(sp_backend *be, const void *const *w, const sp_weight_type *wt, float *h,
+                 int64_t i_gate, int64_t i_down, const float *b_down, const float *ln_w,
+                 const float *ln_b, float eps, int64_t D, int64_t F, int64_t n_blocks,
+                 const int64_t *offsets, int64_t n_docs, void *workspace);
 /* Token rows of table i (D values a row) into out[T, D]: get_rows for
  * float32, dequantize_rows with ids for a quantized table. */
 int sp_model_gather(sp_backend *be, const void *const *w, const sp_weight_type *wt, int64_t i,
