@@ -363,7 +363,7 @@ spectral_status spectral_context_set_adapters(spectral_context *ctx,
 /* ---- Quantization --------------------------------------------------------
  *
  * Writes a copy of a model with some weight matrices compressed (file format
- * in README.md, "Compressed weights"): ggml's Q8_0 / Q4_0 blocks, sparse
+ * in docs/quantize.md): ggml's Q8_0 / Q4_0 blocks, sparse
  * spectral tensors (sst: the largest 2-D FFT coefficients), or F16 / F32.
  * What the tool spectral-quantize (tools/quantize/) does, as a call:
  *
