@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import struct
 import subprocess
 import sys
 import tempfile
@@ -33,98 +32,12 @@ from harness import check  # noqa: E402
 harness.require("numpy", "gguf")
 import numpy as np  # noqa: E402
 import gguf  # noqa: E402
-from gguf.quants import dequantize  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures"))
+from hf_checkpoint import m2bert_checkpoint as checkpoint, m2bert_state_dict as state_dict, read_gguf  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CONVERTER = os.path.join(HERE, "..", "tools", "convert", "convert_m2bert.py")
-
-
-def read_gguf(path):
-    r = gguf.GGUFReader(path)
-    tensors = {t.name: (dequantize(t.data, t.tensor_type).reshape([int(n) for n in reversed(t.shape)]),
-                        t.tensor_type) for t in r.tensors}
-    keys = {n: f.contents() for n, f in r.fields.items() if not n.startswith("GGUF.")}
-    return keys, tensors
-
-
-def state_dict(tensors, cfg):
-    """The reference BertModel's state dict of a converted model (converter mapping, reversed)."""
-    D, F, nb = cfg["hidden_size"], cfg["intermediate_size"], cfg["monarch_mlp_nblocks"]
-    sd = {}
-    simple = {"token_embd.weight": "embeddings.word_embeddings.weight",
-              "position_embd.weight": "embeddings.position_embeddings.weight",
-              "token_types.weight": "embeddings.token_type_embeddings.weight",
-              "token_embd_norm.weight": "embeddings.LayerNorm.weight",
-              "token_embd_norm.bias": "embeddings.LayerNorm.bias",
-              "pooler.weight": "pooler.dense.weight", "pooler.bias": "pooler.dense.bias"}
-    block = {"mix_in.weight": "attention.in_linear.weight", "mix_in.bias": "attention.in_linear.bias",
-             "mix_conv.bias": "attention.short_filter.bias", "mix_out.weight": "attention.out_linear.weight",
-             "mix_out.bias": "attention.out_linear.bias", "ffn_down.bias": "mlp.wo.bias",
-             "ffn_norm.weight": "mlp.layernorm.weight", "ffn_norm.bias": "mlp.layernorm.bias"}
-    lin = {"in": 0, "mid1": 2, "mid2": 4, "out": 6}
-    for name, (a, _) in tensors.items():
-        if name in simple:
-            sd[simple[name]] = a
-            continue
-        _, l, rest = name.split(".", 2)
-        p = f"encoder.layer.{l}."
-        if rest in block:
-            sd[p + block[rest]] = a
-        elif rest == "mix_conv.weight":
-            sd[p + "attention.short_filter.weight"] = a.reshape(3 * D, 1, 3)
-        elif rest == "ffn_gate.weight":
-            sd[p + "mlp.gated_layers.weight"] = a.reshape(nb, 2 * F // nb, D // nb)
-        elif rest == "ffn_down.weight":
-            sd[p + "mlp.wo.weight"] = a.reshape(nb, D // nb, F // nb)
-        else:
-            which, part = rest.split(".", 1)
-            f = p + "attention." + ("filter_fn2." if which == "hyena_res" else "filter_fn.")
-            if part in ("bias",):
-                sd[f + "bias"] = a
-            elif part == "pos_z":
-                sd[f + "pos_emb.z"] = a[None]
-            elif part == "pos_t":
-                sd[f + "pos_emb.t"] = a[None, :, None]
-            elif part == "decay":
-                sd[f + "modulation.deltas"] = a[None, None]
-            else:
-                d, piece = part.split("_", 1)
-                seq = f + ("implicit_filter." if d == "fwd" else "implicit_filter_rev.")
-                if piece == "freq":
-                    for i, idx in enumerate((1, 3, 5)):
-                        sd[f"{seq}{idx}.freq"] = a[i][None]
-                else:
-                    lname, kind = piece.split(".")
-                    sd[f"{seq}{lin[lname]}.{kind}"] = a
-    return sd
-
-
-def write_safetensors(path, sd):
-    """A safetensors file written with numpy alone (F32, and I64 for index buffers)."""
-    header, blobs, off = {}, [], 0
-    for k, v in sd.items():
-        v = np.ascontiguousarray(v)
-        dt = "I64" if v.dtype == np.int64 else "F32"
-        raw = v.astype("<i8" if dt == "I64" else "<f4").tobytes()
-        header[k] = {"dtype": dt, "shape": list(v.shape), "data_offsets": [off, off + len(raw)]}
-        blobs.append(raw)
-        off += len(raw)
-    h = json.dumps(header).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
-
-
-def checkpoint(folder, cfg, sd, prefix="bert.", head=True, width=64):
-    os.makedirs(folder, exist_ok=True)
-    out = {prefix + k: v for k, v in sd.items()}
-    out[prefix + "embeddings.position_ids"] = np.arange(8, dtype=np.int64)[None]  # a buffer: dropped
-    if head:
-        out["classifier.weight"] = np.zeros((2, width), np.float32)
-        out["classifier.bias"] = np.zeros(2, np.float32)
-    write_safetensors(os.path.join(folder, "model.safetensors"), out)
-    with open(os.path.join(folder, "config.json"), "w") as f:
-        json.dump(cfg, f)
 
 
 def convert(folder, vocab, out, *args):
