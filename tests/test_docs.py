@@ -28,8 +28,10 @@ stacked, or joined with ';' in one comment):
                                           tools/deps.sh), and doing it again here would recurse
     <!-- doc-test: needs torch,peft -->   runs only where these Python modules are installed
     <!-- doc-test: replace A => B -->     runs with the text A replaced by B: a shorter run of
-                                          the same command (fewer lengths or repetitions),
-                                          said where the reader sees the block
+                                          the same command (fewer lengths or repetitions), or
+                                          a local stand-in for a download CI cannot make
+                                          (tests/fixtures/hf_checkpoint.py), said where the
+                                          reader sees the block
     <!-- doc-test: background 8080 -->    starts a server: runs in the background until the
                                           file's blocks are done, once the port answers; the
                                           port is a free one, put in place of 8080 in this and
@@ -40,7 +42,9 @@ stacked, or joined with ';' in one comment):
     <!-- doc-test: timeout 900 -->        more than the default 300 seconds
 
 Those are the only reasons to skip: everything else must run as written. Blocks of other
-languages (```cmake, ```text, output samples) are documentation, not commands.
+languages (```cmake, ```text, output samples) are documentation, not commands. Every block
+is fenced at column 0: an indented code block (four spaces past the list item it is in) or
+a fence inside a list item fails the test, as this test would not see it.
 Exit status: 0 when every runnable block passed, 1 otherwise."""
 from __future__ import annotations
 
@@ -66,6 +70,9 @@ CI_LINE = re.compile(r"^\s*(\w+=\S*\s+)*(cmake\s+(-S|--build)\b|ctest\b|tools/te
 SKIP_REASONS = {"gpu", "hours"}
 MARKER = re.compile(r"^\s*<!--\s*doc-test:\s*(.*?)\s*-->\s*$")
 FENCE = re.compile(r"^```(\w*)\s*$")
+ANY_FENCE = re.compile(r"^\s*```")
+LIST_ITEM = re.compile(r"^( *)([-*+]|\d{1,9}[.)])( +|$)")
+HEADING = re.compile(r"^ {0,3}#")
 
 
 def drop_ci_lines(code: str) -> str:
@@ -121,8 +128,65 @@ class Block:
         return f"{self.path}:{self.line}"
 
 
+def unrun_code(lines: list[str]) -> list[tuple[int, str]]:
+    """(line number, what) of the code this test would not run: indented code blocks (four
+    spaces more than the list item they are in, after a blank line or a heading) and fences
+    that do not start at column 0 (inside list items). Commands written so drift unseen
+    (issue 25: the converter and training commands were indented blocks)."""
+    found, items, fence, can_start = [], [], False, True  # items: content columns of open list items
+    for n, ln in enumerate(lines, 1):
+        ln = ln.expandtabs(4)
+        if ANY_FENCE.match(ln):
+            if not fence and ln[0] == " ":
+                found.append((n, "a fence inside a list item"))
+            fence, can_start = not fence, True
+            continue
+        if fence:
+            continue
+        if not ln.strip():
+            can_start = True
+            continue
+        indent = len(ln) - len(ln.lstrip(" "))
+        item = LIST_ITEM.match(ln)
+        if can_start or item:  # a line after a blank closes the items it is not indented into
+            while items and indent < items[-1]:
+                items.pop()
+        if can_start and indent - (items[-1] if items else 0) >= 4:
+            found.append((n, "an indented code block"))
+            can_start = False
+            continue
+        if item:
+            gap = len(item.group(3))
+            items.append(item.end(2) + (gap if 0 < gap <= 4 else 1))
+        can_start = bool(HEADING.match(ln))
+    return found
+
+
+def self_test() -> None:
+    """unrun_code on the cases our docs hold; a ValueError names the one it gets wrong."""
+    cases = [
+        ("text\n\n    make\n", [3]),                                     # a command, indented
+        ("# Heading\n    make\n", [2]),                                   # right after a heading
+        ("text\n    lazy continuation\n", []),                            # not after a blank
+        ("- item\n\n  more of it\n\n    - nested\n\n      text\n", []),  # list paragraphs
+        ("1. item\n\n       code in the item\n", [3]),                   # 4 past the item's text
+        ("- item\n\n    ```sh\n    make\n    ```\n", [3]),              # a fence in a list item
+        ("```sh\n\n    indented inside a fence\n```\n", []),
+        ("- item\n\ntext\n\n    make\n", [5]),                           # the list has ended
+    ]
+    for text, want in cases:
+        got = [n for n, _ in unrun_code(text.splitlines())]
+        if got != want:
+            raise ValueError(f"test_docs self-test: unrun_code({text!r}) = {got}, expected {want}")
+
+
 def blocks_of(root: str, rel: str) -> list[Block]:
     out, lines = [], open(os.path.join(root, rel), encoding="utf-8").read().splitlines()
+    unrun = unrun_code(lines)
+    if unrun:
+        raise ValueError("\n".join(f"{rel}:{n}: {what}, which this test does not run: fence it at column 0 "
+                                   f"(```sh or ```python for commands, ```text for maths or output)"
+                                   for n, what in unrun))
     i = 0
     while i < len(lines):
         m = FENCE.match(lines[i])
@@ -286,10 +350,18 @@ def main(argv=None) -> int:
         files += sorted(os.path.relpath(p, a.source) for p in glob.glob(os.path.join(a.source, pat)))
     if a.file:
         files = [f for f in files if f in a.file]
+    per_file, problems = {}, []
     try:
-        per_file = {f: blocks_of(a.source, f) for f in files}
+        self_test()
     except ValueError as e:
-        print(f"FAIL: {e}")
+        problems.append(str(e))
+    for f in files:
+        try:
+            per_file[f] = blocks_of(a.source, f)
+        except ValueError as e:
+            problems.append(str(e))
+    if problems:
+        print("FAIL: " + "\nFAIL: ".join("\n".join(problems).splitlines()))
         return 1
     if a.list:
         for f, bs in per_file.items():
