@@ -4,8 +4,8 @@
     python3 tools/convert/convert_fnet.py CHECKPOINT_DIR -o model.gguf [--dtype f32|f16]
                                   [--name NAME] [--pooling cls|mean|last|none]
 
-CHECKPOINT_DIR holds config.json and model.safetensors (needs the
-`safetensors` package) or pytorch_model.bin (needs torch), and optionally
+CHECKPOINT_DIR holds config.json and model.safetensors (read with numpy
+alone) or pytorch_model.bin (needs torch), and optionally
 spiece.model (needs the `sentencepiece` package). Nothing is downloaded.
 
 The checkpoint may be an FNetModel (keys `embeddings.*`, `encoder.*`,
