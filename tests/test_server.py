@@ -137,7 +137,7 @@ def part_api():
             ("bad encoding_format", {"input": "a", "encoding_format": "xml"}, 400, "invalid_value"),
             ("model not a string", {"input": "a", "model": 3}, 400, "invalid_type"),
             ("user not a string", {"input": "a", "user": []}, 400, "invalid_type"),
-            ("wrong dimensions", {"input": "a", "dimensions": 128}, 400, "invalid_value"),
+            ("wrong dimensions", {"input": "a", "dimensions": 7}, 400, "invalid_value"),
             ("too many inputs", {"input": ["a"] * 2049}, 400, "too_many_inputs"),
             ("over --max-tokens", {"input": ["short", big]}, 413, "input_too_long"),
             ("deep nesting", b'{"input": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "invalid_json"),
@@ -149,22 +149,29 @@ def part_api():
                 ok = json.loads(body)["error"]["code"] == code
             check(ok, f"bad request '{what}': {st} {body[:200]!r}, want {want} {code}")
         full = len(ref[1][1])
-        st, h, body = srv.embed({"input": TEXTS[1], "dimensions": full})
-        check(st == 200, f"dimensions equal to the model's is fine ({st})")
-        # A model with a lexical sketch also offers its dense part alone (the first
-        # n_embd values, unit length again); the CLI's -v line says both lengths.
+        # /v1/models says what an embedding is made of and which 'dimensions' it offers:
+        # the whole embedding and every dense prefix the model was trained for (the first
+        # values, unit length again), as spectral-embed -v tells.
+        st, h, body = srv.request("GET", "/v1/models")
+        meta = json.loads(body)["data"][0]["meta"]
         p = subprocess.run([EMBED, "-m", MODEL, "-v", "-"], input=b"x", capture_output=True)
-        dense = int(p.stderr.split(b"n_embd ")[1].split(b",")[0])
-        st, h, body = srv.embed({"input": TEXTS[1], "dimensions": dense})
-        if dense < full:
+        line = [ln for ln in p.stderr.decode().splitlines() if "embedding " in ln and " values: dense " in ln]
+        check(meta["n_embd"] == full and meta["n_dense"] + meta["n_lexical"] == full and meta["dimensions"][-1] == full
+              and meta["dimensions"] == sorted(set(meta["dimensions"])) and meta["n_dense"] in meta["dimensions"]
+              and len(line) == 1 and f"embedding {full} values: dense {meta['n_dense']}" in line[0]
+              and (meta["n_lexical"] == 0 or f"lexical sketch {meta['n_lexical']} at weight {meta['lexical_scale']:g}" in line[0]),
+              f"/v1/models meta {meta} and spectral-embed -v {line}")
+        for d in meta["dimensions"]:
+            st, h, body = srv.embed({"input": TEXTS[1], "dimensions": d})
             got = json.loads(body)["data"][0]["embedding"] if st == 200 else []
-            want = ref[1][1][:dense]
+            want = ref[1][1][:d]
             norm = sum(x * x for x in want) ** 0.5
-            check(st == 200 and len(got) == dense
-                  and max(abs(a - b / norm) for a, b in zip(got, want)) < 1e-6,
-                  f"dimensions {dense}: the dense part, renormalized ({st})")
-        else:
-            check(st == 200, f"dimensions {dense}: the whole embedding ({st})")
+            check(st == 200 and len(got) == d and max(abs(a - b / norm) for a, b in zip(got, want)) < 1e-6,
+                  f"dimensions {d}: the first {d} values, renormalized ({st})")
+        st, h, body = srv.embed({"input": TEXTS[1], "dimensions": full - 1})
+        check(st == 400 and json.loads(body)["error"]["code"] == "invalid_value"
+              and str(meta["dimensions"][0]) in json.loads(body)["error"]["message"],
+              f"dimensions the model does not offer: {st} {body[:200]!r}")
         # Endpoints and methods
         for method, path, want in [("GET", "/nope", 404), ("GET", "/v1/embeddings", 405),
                                    ("PUT", "/v1/embeddings", 405), ("POST", "/v1/models", 405),

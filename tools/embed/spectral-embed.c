@@ -477,6 +477,24 @@ static void flush_pending(spectral_context *ctx, flush_state *fs) {
     p->total = 0;
 }
 
+/* What a pooled embedding is made of: the dense part (and the shorter prefixes
+ * of it the model was trained for), then the lexical sketch and its weight. */
+static void print_embedding_parts(const spectral_model *model) {
+    int32_t prefixes[SPECTRAL_MAX_PREFIXES];
+    const int n = spectral_model_dense_prefixes(model, prefixes, SPECTRAL_MAX_PREFIXES);
+    fprintf(stderr, "spectral-embed: embedding %d values: dense %d", spectral_model_n_pooled(model),
+            spectral_model_n_embd(model));
+    if (n > 1) {
+        fprintf(stderr, " (its first");
+        for (int i = 0; i < n - 1; i++) fprintf(stderr, "%s %d", i ? "," : "", prefixes[i]);
+        fprintf(stderr, " values also trained to be used alone)");
+    }
+    if (spectral_model_n_lexical(model))
+        fprintf(stderr, " + lexical sketch %d at weight %g", spectral_model_n_lexical(model),
+                (double)spectral_model_lexical_scale(model));
+    fputc('\n', stderr);
+}
+
 int main(int argc, char **argv) {
     options o;
     int rc = parse_args(argc, argv, &o);
@@ -537,6 +555,7 @@ int main(int argc, char **argv) {
                 o.model_path, spectral_model_arch(model), spectral_model_n_layer(model),
                 (long long)n_embd, (long long)n_pooled, spectral_model_n_vocab(model), (long long)n_ctx,
                 (unsigned long long)spectral_model_n_params(model));
+    if (o.verbose) print_embedding_parts(model);
 
     install_stop_handlers();
     const bool progress = isatty(STDERR_FILENO) && !o.verbose && o.n_inputs > 1;

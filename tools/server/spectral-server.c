@@ -205,7 +205,10 @@ typedef struct {
     spectral_model *model;
     srv_pool *pool;
     int64_t n_embd;  /* the length of one embedding (spectral_model_n_pooled) */
-    int64_t n_dense; /* its dense part: the other 'dimensions' a model with a lexical sketch offers */
+    /* The other 'dimensions' the model offers: the lengths of the dense part's
+     * prefixes it was trained for (the whole dense part last), ascending. */
+    int32_t prefixes[SPECTRAL_MAX_PREFIXES];
+    int n_prefixes;
     int32_t n_vocab;
     int64_t max_tokens;
     char model_id[256];
@@ -296,13 +299,27 @@ static enum MHD_Result respond_error(server *s, struct MHD_Connection *c, reques
     return respond_json(s, c, r, e->status, body, len);
 }
 
+/* Whether 'dimensions' d is one of the dense prefixes the model offers. */
+static bool offers_dims(const server *s, int64_t d) {
+    for (int i = 0; i < s->n_prefixes; i++)
+        if (s->prefixes[i] == d) return true;
+    return false;
+}
+
 static char *models_json(server *s, size_t *len) {
     srv_buf b = {0};
     srv_buf_puts(&b, "{\"object\":\"list\",\"data\":[{\"id\":");
     srv_buf_json_string(&b, s->model_id, strlen(s->model_id));
     srv_buf_printf(&b, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"spectral\"", (long long)s->created);
-    srv_buf_printf(&b, ",\"meta\":{\"n_embd\":%lld,\"n_vocab\":%d,\"max_tokens\":%lld,\"arch\":",
+    srv_buf_printf(&b, ",\"meta\":{\"n_embd\":%lld,\"n_vocab\":%d,\"max_tokens\":%lld,",
                   (long long)s->n_embd, (int)s->n_vocab, (long long)s->max_tokens);
+    /* what an embedding is made of, and the lengths 'dimensions' accepts */
+    srv_buf_printf(&b, "\"n_dense\":%d,\"n_lexical\":%d,\"lexical_scale\":%g,\"dimensions\":[",
+                  (int)spectral_model_n_embd(s->model), (int)spectral_model_n_lexical(s->model),
+                  (double)spectral_model_lexical_scale(s->model));
+    for (int i = 0; i < s->n_prefixes; i++)
+        if (s->prefixes[i] != s->n_embd) srv_buf_printf(&b, "%d,", (int)s->prefixes[i]);
+    srv_buf_printf(&b, "%lld],\"arch\":", (long long)s->n_embd);
     const char *arch = spectral_model_arch(s->model);
     srv_buf_json_string(&b, arch, strlen(arch));
     srv_buf_puts(&b, "}}]}\n");
@@ -439,16 +456,17 @@ static enum MHD_Result embeddings_received(server *s, struct MHD_Connection *c, 
     if (srv_api_parse_embed(r->body ? r->body : "", r->len, &lim, &req, &dims, &err)) return respond_error(s, c, r, &err);
     free(r->body);
     r->body = NULL;
-    if (dims && dims != s->n_embd && dims != s->n_dense) {
+    if (dims && dims != s->n_embd && !offers_dims(s, dims)) {
         srv_embed_request_free(&req);
-        if (s->n_dense == s->n_embd)
-            srv_api_set_error(&err, 400, "invalid_request_error", "dimensions", "invalid_value",
-                             "this model's embeddings have %lld dimensions; 'dimensions' cannot change that",
-                             (long long)s->n_embd);
-        else
-            srv_api_set_error(&err, 400, "invalid_request_error", "dimensions", "invalid_value",
-                             "this model's embeddings have %lld dimensions, or %lld without its lexical sketch",
-                             (long long)s->n_embd, (long long)s->n_dense);
+        srv_buf b = {0};
+        for (int i = 0; i < s->n_prefixes; i++)
+            if (s->prefixes[i] != s->n_embd) srv_buf_printf(&b, "%d, ", (int)s->prefixes[i]);
+        srv_buf_printf(&b, "%lld", (long long)s->n_embd);
+        size_t len = 0;
+        char *list = srv_buf_take(&b, &len);
+        srv_api_set_error(&err, 400, "invalid_request_error", "dimensions", "invalid_value",
+                         "this model offers 'dimensions' %s", list ? list : "");
+        free(list);
         return respond_error(s, c, r, &err);
     }
     r->dims = dims;
@@ -489,7 +507,7 @@ static enum MHD_Result embeddings_answer(server *s, struct MHD_Connection *c, re
         float *dense = NULL;
         int64_t width = s->n_embd;
         if (r->dims && r->dims < s->n_embd && n > 0) {
-            /* The dense part alone: the first n_dense values, unit length again. */
+            /* A prefix of the dense part: its first values, unit length again. */
             width = r->dims;
             dense = malloc((size_t)(n * width) * sizeof *dense);
             for (int64_t i = 0; dense && i < n; i++) {
@@ -809,7 +827,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     s.n_embd = spectral_model_n_pooled(s.model);
-    s.n_dense = spectral_model_n_embd(s.model);
+    s.n_prefixes = spectral_model_dense_prefixes(s.model, s.prefixes, SPECTRAL_MAX_PREFIXES);
     s.n_vocab = spectral_model_n_vocab(s.model);
     s.max_tokens = s.o.max_tokens;
     const int64_t hard = spectral_model_max_tokens(s.model);
