@@ -25,10 +25,11 @@ if [ "${SPECTRAL_NEED_PYTHON:-0}" = 1 ] && ! python3 -c "import numpy, gguf" 2>/
   echo "spectral: installing numpy and gguf (pip)" >&2
   python3 -m pip install -q numpy gguf >&2 || python3 -m pip install -q --break-system-packages numpy gguf >&2
 fi
-# The Python package's build backend and tests, and the corpus tool's engine
-# and output format (python/, tools/corpus/embed_corpus.py, docs/python.md).
-spectral_py_pkgs=(scikit-build-core pytest pyarrow "dask[distributed]")
-if [ "${SPECTRAL_NEED_PYTHON:-0}" = 1 ] && ! python3 -c "import scikit_build_core, pytest, pyarrow, distributed" 2>/dev/null; then
+# The Python package's build backend and tests, the corpus tool's engine and
+# output format (python/, tools/corpus/embed_corpus.py, docs/python.md), and the
+# search evaluation's BM25 (tests/test_eval_search.py).
+spectral_py_pkgs=(scikit-build-core pytest pyarrow "dask[distributed]" scipy rank_bm25)
+if [ "${SPECTRAL_NEED_PYTHON:-0}" = 1 ] && ! python3 -c "import scikit_build_core, pytest, pyarrow, distributed, scipy, rank_bm25" 2>/dev/null; then
   echo "spectral: installing ${spectral_py_pkgs[*]} (pip)" >&2
   python3 -m pip install -q "${spectral_py_pkgs[@]}" >&2 ||
     python3 -m pip install -q --break-system-packages "${spectral_py_pkgs[@]}" >&2
