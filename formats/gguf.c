@@ -190,6 +190,56 @@ void sp_convert_to_f32(int type, const void *src, float *dst, size_t n) {
     }
 }
 
+/* Whether any of the m values at s (each `width` bytes, little-endian) has
+ * all exponent bits set. OR-reduced without an early exit, so the compiler
+ * vectorizes it: the whole scan runs at memory speed. */
+static int any_exponent_max(const uint8_t *s, size_t m, size_t width, uint32_t mask) {
+    uint32_t bad = 0;
+    if (width == 4) {
+        for (size_t i = 0; i < m; i++) {
+            uint32_t u;
+            memcpy(&u, s + 4 * i, 4); /* the data need not be aligned */
+            bad |= (u & mask) == mask;
+        }
+    } else {
+        for (size_t i = 0; i < m; i++) {
+            uint16_t u;
+            memcpy(&u, s + 2 * i, 2);
+            bad |= (u & mask) == mask;
+        }
+    }
+    return bad != 0;
+}
+
+int64_t sp_first_nonfinite(int type, const void *src, size_t n) {
+    const uint8_t *s = (const uint8_t *)src;
+    size_t width;
+    uint32_t mask;
+    switch (type) {
+    case SP_TENSOR_F32: width = 4, mask = 0x7f800000u; break;
+    case SP_TENSOR_F16: width = 2, mask = 0x7c00u; break;
+    case SP_TENSOR_BF16: width = 2, mask = 0x7f80u; break;
+    case SP_TENSOR_Q8_0:
+    case SP_TENSOR_Q4_0: {
+        /* the f16 scale d opens each block; the quants are integers */
+        const size_t bb = type == SP_TENSOR_Q8_0 ? SP_Q8_0_BLOCK_BYTES : SP_Q4_0_BLOCK_BYTES;
+        for (size_t b = 0; b < n / SP_QK; b++)
+            if ((s[b * bb + 1] & 0x7c) == 0x7c) return (int64_t)(b * SP_QK);
+        return -1;
+    }
+    default: return -1;
+    }
+    /* chunks: the exact index is looked for only in a chunk that has one */
+    enum { CHUNK = 4096 };
+    for (size_t i0 = 0; i0 < n; i0 += CHUNK) {
+        const size_t m = n - i0 < CHUNK ? n - i0 : CHUNK;
+        if (!any_exponent_max(s + i0 * width, m, width, mask)) continue;
+        for (size_t i = i0; i < i0 + m; i++)
+            if (any_exponent_max(s + i * width, 1, width, mask)) return (int64_t)i;
+    }
+    return -1;
+}
+
 /* ---- cursor over the buffer ---- */
 
 typedef struct {

@@ -12,6 +12,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -130,6 +131,11 @@ const char *sp_gguf_type_name(sp_gguf_type t);
 void sp_convert_to_f32(int type, const void *src, float *dst, size_t n);
 float sp_fp16_to_f32(uint16_t h);
 uint16_t sp_f32_to_fp16(float f);
+/* The index of the first NaN or Inf among n values of type (F32, F16,
+ * BF16; for Q8_0/Q4_0, the first value of the first block whose f16 scale
+ * is NaN or Inf, the only way a block holds one), or -1 when all are finite
+ * or the type holds no floats. Reads the stored bits, converts nothing. */
+int64_t sp_first_nonfinite(int type, const void *src, size_t n);
 float sp_bf16_to_f32(uint16_t h);
 uint16_t sp_f32_to_bf16(float f);
 
@@ -162,8 +168,14 @@ int sp_gguf_writer_add_tensor(sp_gguf_writer *w, const char *name, int type, uin
                               const int64_t *ne, const void *data);
 /* Copies key i of a reader (any type, strings byte for byte) into w. */
 int sp_gguf_writer_copy_kv(sp_gguf_writer *w, const sp_gguf *g, int64_t i);
-/* Writes header, metadata, tensor infos and aligned data. 0 on success. */
+/* Writes header, metadata, tensor infos and aligned data to path, through a
+ * temporary file beside it renamed over it when complete (formats/
+ * file_replace.h): path is a new file, an existing regular file or a link
+ * to one; on failure nothing but that temporary file was created, and it is
+ * gone. 0 on success. */
 int sp_gguf_writer_write(sp_gguf_writer *w, const char *path, char *err, size_t err_len);
+/* The same bytes to an open stream (nothing created, renamed or removed). */
+int sp_gguf_writer_write_stream(sp_gguf_writer *w, FILE *f, char *err, size_t err_len);
 
 #ifdef __cplusplus
 }

@@ -5,6 +5,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include "formats/gguf.h"
+#include "formats/file_replace.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -353,8 +354,8 @@ static int write_zeros(FILE *f, uint64_t n) {
     return 0;
 }
 
-int sp_gguf_writer_write(sp_gguf_writer *w, const char *path, char *err, size_t err_len) {
-    if (!w || !path) {
+int sp_gguf_writer_write_stream(sp_gguf_writer *w, FILE *f, char *err, size_t err_len) {
+    if (!w || !f) {
         sp_set_err(err, err_len, "invalid argument");
         return -1;
     }
@@ -383,12 +384,7 @@ int sp_gguf_writer_write(sp_gguf_writer *w, const char *path, char *err, size_t 
         sp_set_err(err, err_len, "out of memory building the GGUF header");
         return -1;
     }
-    FILE *f = fopen(path, "wb");
-    if (!f) {
-        sp_set_err(err, err_len, "cannot create '%s': %s", path, strerror(errno));
-        free(h.p);
-        return -1;
-    }
+    errno = 0;
     int bad = fwrite(h.p, 1, h.len, f) != h.len;
     bad = bad || write_zeros(f, pad_to(h.len, w->alignment) - h.len);
     for (size_t i = 0; i < w->n_t && !bad; i++) {
@@ -396,11 +392,27 @@ int sp_gguf_writer_write(sp_gguf_writer *w, const char *path, char *err, size_t 
         bad = fwrite(t->data, 1, (size_t)t->nbytes, f) != t->nbytes;
         bad = bad || write_zeros(f, pad_to(t->nbytes, w->alignment) - t->nbytes);
     }
+    const int e = errno; /* the failed fwrite's */
     free(h.p);
-    if (fclose(f) != 0) bad = 1;
-    if (bad) {
-        sp_set_err(err, err_len, "error writing '%s': %s", path, strerror(errno));
-        remove(path);
+    if (bad) sp_set_err(err, err_len, "write error: %s", strerror(e ? e : EIO));
+    return bad ? -1 : 0;
+}
+
+int sp_gguf_writer_write(sp_gguf_writer *w, const char *path, char *err, size_t err_len) {
+    if (!w || !path) {
+        sp_set_err(err, err_len, "invalid argument");
+        return -1;
+    }
+    sp_file_replace r;
+    if (sp_file_replace_begin(&r, path, err, err_len)) return -1;
+    char werr[256];
+    if (sp_gguf_writer_write_stream(w, r.f, werr, sizeof werr)) {
+        sp_set_err(err, err_len, "writing '%s': %s", path, werr);
+        sp_file_replace_abort(&r);
+        return -1;
+    }
+    if (sp_file_replace_commit(&r, err, err_len)) {
+        sp_file_replace_abort(&r);
         return -1;
     }
     return 0;

@@ -70,6 +70,14 @@ static inline void sp_ids_push(sp_ids *o, int32_t id) {
     o->n++;
 }
 
+/* Piece output: copies s[0..len) to out at offset n as far as size allows
+ * and returns n + len (the length so far, whatever fitted). */
+static inline int64_t sp_piece_put(char *out, int64_t size, int64_t n, const char *s, size_t len) {
+    for (size_t k = 0; k < len; k++)
+        if (n + (int64_t)k < size) out[n + (int64_t)k] = s[k];
+    return n + (int64_t)len;
+}
+
 /* UTF-8. sp_utf8_next decodes the character at s[i..len): returns its code
  * point and sets *adv to the bytes consumed. On an ill-formed sequence it
  * returns UINT32_MAX and consumes its maximal valid prefix (at least one
@@ -95,5 +103,14 @@ int sp_wpm_tokenize(const void *state, const char *text, size_t len, int add_spe
 int sp_spm_load(const sp_gguf *g, void **state, int64_t *n_vocab, char *err, size_t err_len);
 void sp_spm_free(void *state);
 int sp_spm_tokenize(const void *state, const char *text, size_t len, int add_special, sp_ids *o);
+
+/* Per model, for sp_tokenizer_end_token / sp_token_piece / sp_token_is_control
+ * (formats/tokenizer.h); id is in range. */
+int32_t sp_wpm_end_token(const void *state);
+int64_t sp_wpm_piece(const void *state, int32_t id, char *out, int64_t size);
+int sp_wpm_is_control(const void *state, int32_t id);
+int32_t sp_spm_end_token(const void *state);
+int64_t sp_spm_piece(const void *state, int32_t id, char *out, int64_t size);
+int sp_spm_is_control(const void *state, int32_t id);
 
 #endif

@@ -207,6 +207,14 @@ static size_t charsmap_match(const spm *m, const unsigned char *s, size_t len, s
 
 /* ---- load ------------------------------------------------------------ */
 
+/* A token's type; without a token_type array, the bos, eos and unknown ids
+ * are control tokens and every other one is normal. */
+static int token_type(const spm *m, int32_t id) {
+    int t = m->v.types ? m->v.types[id] : T_NORMAL;
+    if (!m->v.types && (id == m->bos || id == m->eos || id == m->unk)) t = T_CONTROL;
+    return t == T_UNDEF ? T_NORMAL : t;
+}
+
 int sp_spm_load(const sp_gguf *g, void **state, int64_t *n_vocab, char *err, size_t err_len) {
     spm *m = calloc(1, sizeof *m);
     if (!m) {
@@ -261,9 +269,7 @@ int sp_spm_load(const sp_gguf *g, void **state, int64_t *n_vocab, char *err, siz
     m->min_score = FLT_MAX;
     m->max_score = FLT_MIN;
     for (int64_t i = 0; i < v->n; i++) {
-        int t = v->types ? v->types[i] : T_NORMAL;
-        if (!v->types && (i == m->bos || i == m->eos || i == m->unk)) t = T_CONTROL;
-        if (t == T_UNDEF) t = T_NORMAL;
+        const int t = token_type(m, (int32_t)i);
         m->matchable[i] = t == T_NORMAL || t == T_USER;
         if (t == T_NORMAL) {
             if (v->scores[i] < m->min_score) m->min_score = v->scores[i];
@@ -525,4 +531,40 @@ int sp_spm_tokenize(const void *state, const char *text, size_t len, int add_spe
     free(nb.p);
     if (add_special && m->add_eos) sp_ids_push(o, m->eos);
     return 0;
+}
+
+/* ---- pieces ---------------------------------------------------------- */
+
+int32_t sp_spm_end_token(const void *state) {
+    const spm *m = state;
+    return m->add_eos ? m->eos : -1;
+}
+
+int sp_spm_is_control(const void *state, int32_t id) { return token_type(state, id) == T_CONTROL; }
+
+/* Normal pieces with U+2581 as spaces, <0xNN> byte tokens as their byte,
+ * any other type (control, unknown, user-defined, unused) as spelled. */
+int64_t sp_spm_piece(const void *state, int32_t id, char *out, int64_t size) {
+    const spm *m = state;
+    const char *s = m->v.blob + m->v.off[id];
+    const size_t len = (size_t)(m->v.off[id + 1] - m->v.off[id]);
+    const int t = token_type(m, id);
+    if (t == T_BYTE && len == 6 && !memcmp(s, "<0x", 3) && s[5] == '>') {
+        unsigned b;
+        if (sscanf(s + 3, "%2x", &b) == 1) {
+            const char c = (char)b;
+            return sp_piece_put(out, size, 0, &c, 1);
+        }
+    }
+    if (t != T_NORMAL) return sp_piece_put(out, size, 0, s, len);
+    int64_t n = 0;
+    size_t a = 0;
+    for (size_t k = 0; k + 3 <= len; k++) {
+        if (memcmp(s + k, SPM_SPACE, 3)) continue;
+        n = sp_piece_put(out, size, n, s + a, k - a);
+        n = sp_piece_put(out, size, n, " ", 1);
+        a = k + 3;
+        k += 2;
+    }
+    return sp_piece_put(out, size, n, s + a, len - a);
 }

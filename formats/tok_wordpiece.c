@@ -171,3 +171,23 @@ int sp_wpm_tokenize(const void *state, const char *text, size_t len, int add_spe
     if (add_special) sp_ids_push(o, m->sep);
     return 0;
 }
+
+/* ---- pieces ---------------------------------------------------------- */
+
+int32_t sp_wpm_end_token(const void *state) { return ((const wpm *)state)->sep; }
+
+int sp_wpm_is_control(const void *state, int32_t id) {
+    const wpm *m = state;
+    return id == m->cls || id == m->sep || id == m->pad;
+}
+
+/* As HF's WordPiece decoder joins pieces: a continuation "##x" is "x", any
+ * other piece starts a word and so a space; control tokens as spelled. */
+int64_t sp_wpm_piece(const void *state, int32_t id, char *out, int64_t size) {
+    const wpm *m = state;
+    const char *s = m->v.blob + m->v.off[id];
+    const size_t len = (size_t)(m->v.off[id + 1] - m->v.off[id]);
+    if (sp_wpm_is_control(m, id)) return sp_piece_put(out, size, 0, s, len);
+    if (len > 2 && s[0] == '#' && s[1] == '#') return sp_piece_put(out, size, 0, s + 2, len - 2);
+    return sp_piece_put(out, size, sp_piece_put(out, size, 0, " ", 1), s, len);
+}

@@ -467,6 +467,17 @@ const char *sp_tokenizer_model(const sp_tokenizer *tok) { return tok->model; }
 
 int64_t sp_tokenizer_n_vocab(const sp_tokenizer *tok) { return tok->n_vocab; }
 
+int sp_text_is_blank(const char *text, size_t len) {
+    const unsigned char *s = (const unsigned char *)text;
+    for (size_t i = 0, adv = 0; i < len; i += adv) {
+        const uint32_t cp = sp_utf8_next(s, len, i, &adv);
+        /* BERT's space table is White_Space less the three it counts as
+         * control characters */
+        if (!sp_uc_bert_space(cp) && cp != 0x0B && cp != 0x0C && cp != 0x85) return 0;
+    }
+    return 1;
+}
+
 int64_t sp_tokenize(const sp_tokenizer *tok, const char *text, size_t len, int add_special,
                     int32_t *out, int64_t n_max) {
     if (!tok || (!text && len) || n_max < 0 || (!out && n_max > 0)) return -1;
@@ -479,4 +490,28 @@ int64_t sp_tokenize(const sp_tokenizer *tok, const char *text, size_t len, int a
     int rc = tok->kind == SP_TOK_BERT ? sp_wpm_tokenize(tok->state, text, len, add_special, &o)
                                       : sp_spm_tokenize(tok->state, text, len, add_special, &o);
     return rc == 0 ? o.n : -1;
+}
+
+int32_t sp_tokenizer_end_token(const sp_tokenizer *tok) {
+    if (tok->kind == SP_TOK_BERT) return sp_wpm_end_token(tok->state);
+    if (tok->kind == SP_TOK_LLAMA) return sp_spm_end_token(tok->state);
+    return -1;
+}
+
+/* The bytes model: ids below 256 are their byte; ids a model reserves above
+ * them (padding, specials) have no text. */
+int64_t sp_token_piece(const sp_tokenizer *tok, int32_t id, char *out, int64_t size) {
+    if (!tok || id < 0 || id >= tok->n_vocab || size < 0 || (!out && size > 0)) return -1;
+    if (tok->kind == SP_TOK_BERT) return sp_wpm_piece(tok->state, id, out, size);
+    if (tok->kind == SP_TOK_LLAMA) return sp_spm_piece(tok->state, id, out, size);
+    if (id >= 256) return 0;
+    const char c = (char)id;
+    return sp_piece_put(out, size, 0, &c, 1);
+}
+
+int sp_token_is_control(const sp_tokenizer *tok, int32_t id) {
+    if (!tok || id < 0 || id >= tok->n_vocab) return 0;
+    if (tok->kind == SP_TOK_BERT) return sp_wpm_is_control(tok->state, id);
+    if (tok->kind == SP_TOK_LLAMA) return sp_spm_is_control(tok->state, id);
+    return 0;
 }

@@ -39,7 +39,56 @@ typedef enum { SP_POOL_MEAN = 1, SP_POOL_FIRST = 2, SP_POOL_LAST = 3 } sp_pool_o
  *                                                 x[j + 16] = d * ((nib[j] >> 4) - 8)
  * The product d * q is one float32 multiplication, so every decoder gives
  * the same floats. */
-typedef enum { SP_WEIGHT_F32 = 0, SP_WEIGHT_Q8_0 = 1, SP_WEIGHT_Q4_0 = 2 } sp_weight_type;
+typedef enum {
+    SP_WEIGHT_F32 = 0,
+    SP_WEIGHT_Q8_0 = 1,
+    SP_WEIGHT_Q4_0 = 2,
+    SP_WEIGHT_PACKED = 3, /* an sp_packed * made by pack_weight (below) */
+} sp_weight_type;
+
+/* The arithmetic of a GEMM on packed weights: y[o] = x . W[o] over k < IN,
+ * acc starting at 0 (or at out when accumulating), then + b[o] and act.
+ *   F32:  acc = fma(x[k], W[o][k], acc) for k = 0, 1, ... in order.
+ *   INT8: W is Q8_0 or Q4_0, W[o][k] = d[o][b] * q[o][k] with b = k / 32.
+ *         Each row of x is quantized per block of 32 as ggml's Q8_0 does it,
+ *         with a float32 scale: a = max |x[k]| over the block, dx = a / 127,
+ *         q_x[k] = round-to-nearest-even(x[k] * (1 / dx)) clamped to [-127, 127]
+ *         (0 when a = 0, or when 1 / dx overflows). The
+ *         block sums S[b] = sum q_x[k] q[o][k] are exact integers, then
+ *         acc = fma((float)S[b], d[o][b] * dx[b], acc) for b = 0, 1, ...
+ *   BF16: W (any type, decoded to float32) and x rounded to bfloat16 (nearest
+ *         even, denormals to zero); for each pair i, as VDPBF16PS:
+ *         acc = fma(x[2i+1], W[o][2i+1], acc), then acc = fma(x[2i], W[o][2i], acc),
+ *         denormal inputs read as 0 and denormal results flushed to 0.
+ * Every kernel of a type (portable C, AVX2, AVX-512) gives the same bits;
+ * docs/precision.md says why these and what they cost in accuracy. */
+typedef enum { SP_COMPUTE_F32 = 0, SP_COMPUTE_INT8 = 1, SP_COMPUTE_BF16 = 2 } sp_compute;
+/* A weight matrix laid out once in a backend's own GEMM format. */
+typedef struct sp_packed sp_packed;
+
+/* One Hyena implicit filter of M2-BERT's long convolution (models/m2bert.c),
+ * both directions, every array in backend memory:
+ *   for r in {0: forward, 1: reverse}:
+ *     a_0 = z (T x E);  a_i = sin(w_mod * freq_r[i-1] (.) (a_{i-1} W_i^T + b_i)), i = 1, 2, 3
+ *       (W_1 = W_in: order x E, W_2, W_3 = W_mid[0], W_mid[1]: order x order;
+ *        freq_r: 3 x order; (.) per column)
+ *     k_r[t, d] = (a_3 W_out^T)[t, d] * exp(-t_pos[t] * |decay[d]|)     (W_out: D x order)
+ * Backends evaluate the Sin layers in double precision: each multiplies
+ * rounding errors by about w_mod * freq (~10), so in float32 the three of
+ * them cost ~1e-4 of relative accuracy in the model's output. */
+typedef struct {
+    int64_t E, order;
+    float w_mod;
+    const float *z;     /* T x E positional features (the first T of the model's rows) */
+    const float *t;     /* T positions in [0, 1] (t_pos) */
+    const float *decay; /* D */
+    struct {
+        const float *W_in, *b_in;
+        const float *W_mid[2], *b_mid[2];
+        const float *freq;
+        const float *W_out;
+    } dir[2];
+} sp_hyena_filter;
 
 typedef struct sp_backend_ops {
     const char *name; /* "cpu", "cuda" */
@@ -142,6 +191,89 @@ typedef struct sp_backend_ops {
      * backend whose weights are all float32 (CUDA dequantizes at upload). */
     int (*dequantize_rows)(sp_backend *be, sp_weight_type type, const void *src, int64_t row_len,
                            const int32_t *ids, int64_t n_rows, float *dst);
+
+    /* ---- packed weights (optional: all NULL in a backend without them) ----
+     * A weight W (OUT x IN, stored as type) is laid out once, for one compute
+     * type, in the backend's own blocked format (its GEMM kernels read it as
+     * is: nothing is repacked per call), then used by the two ops below. The
+     * results follow sp_compute's arithmetic above; the rows are cut into
+     * fixed tiles as linear's are, so they are bit-identical for any thread
+     * count and packing of documents. */
+
+    /* Bytes pack_weight would take (the whole object), or 0 when this backend
+     * cannot lay out a type-stored weight for compute (on the CPU: INT8 of a
+     * float weight, rows not whole 32-blocks): the caller then keeps the
+     * weight as it is and calls linear / ffn_block. The CPU lays out F32 as
+     * plain rows for OpenBLAS where its AVX2 kernel cannot run (SPECTRAL_CPU_ISA=c
+     * asks for that too), pointing at W when W is float32: W must then
+     * outlive the packed weight. */
+    size_t (*packed_size)(sp_backend *be, sp_weight_type type, int64_t OUT, int64_t IN,
+                          sp_compute compute);
+    /* The packed copy of W (type as in dequantize_rows, or F32), or NULL with
+     * a message in err. W is only read. Freed by packed_free on any instance
+     * of the same backend. */
+    sp_packed *(*pack_weight)(sp_backend *be, sp_weight_type type, const void *W, int64_t OUT,
+                              int64_t IN, sp_compute compute);
+    void (*packed_free)(sp_backend *be, sp_packed *W);
+    /* Bytes of scratch linear_packed needs for T rows (0 allowed). */
+    size_t (*linear_packed_workspace_size)(sp_backend *be, const sp_packed *W, int64_t T);
+    /* linear with a packed W (its OUT x IN shape): out[T, OUT] = act(x W^T + b),
+     * or out += x W^T + b with accumulate (act NONE). */
+    int (*linear_packed)(sp_backend *be, const float *x, const sp_packed *W, const float *b,
+                         int64_t T, sp_act act, int accumulate, void *workspace, float *out);
+    /* ffn_block with packed W_up (F x D) and W_down (D x F). */
+    size_t (*ffn_block_packed_workspace_size)(sp_backend *be, const sp_packed *W_up,
+                                              const sp_packed *W_down, const int64_t *offsets,
+                                              int64_t n_docs);
+    int (*ffn_block_packed)(sp_backend *be, float *h, const float *ln_w, const float *ln_b,
+                            float eps, const sp_packed *W_up, const float *b_up, sp_act act,
+                            const sp_packed *W_down, const float *b_down, const int64_t *offsets,
+                            int64_t n_docs, void *workspace);
+    /* ---- M2-BERT (models/m2bert.c); one document of T rows ---- */
+
+    /* y[t, :] += row[:] for t < T (a row broadcast, e.g. a token type row). */
+    int (*add_row)(sp_backend *be, const float *row, int64_t T, int64_t D, float *y);
+
+    /* The bidirectional long convolution of D channels of length T with a
+     * filter's kernels k_0, k_1 (sp_hyena_filter above), as the reference
+     * computes it with an FFT of length 2T (any length N >= 2T gives the same
+     * result; the backend picks N):
+     *   conv(x)[t, d] = sum_{s <= t} k_0[t - s, d] x[s, d] + sum_{s > t} k_1[s - t - 1, d] x[s, d]
+     * hyena_filter computes the filter's spectrum, an opaque table of
+     * hyena_spectrum_size(T, D) bytes (the DFT of the N-long kernel
+     * [k_0, 0, ..., reversed k_1] of each channel, divided by N), which
+     * hyena_mix multiplies by; it depends on T only through its rows [0, T)
+     * of z and t, so a caller may keep it for every pass of that length. */
+    size_t (*hyena_spectrum_size)(sp_backend *be, int64_t T, int64_t D);
+    size_t (*hyena_filter_workspace_size)(sp_backend *be, int64_t T, int64_t D, int64_t E,
+                                          int64_t order);
+    int (*hyena_filter)(sp_backend *be, const sp_hyena_filter *f, int64_t T, int64_t D,
+                        void *workspace, void *spectrum);
+    /* The Monarch Mixer sequence mixing after its input projection, with a
+     * (T x 3D, the projection's output) and u (T x D, the layer's input):
+     *   c[t, j] = W_c[j, 0] a[t-2, j] + W_c[j, 1] a[t-1, j] + W_c[j, 2] a[t, j] + b_c[j]
+     *             (a causal depthwise convolution; a[t < 0] = 0; W_c: 3D x 3)
+     *   x1, x2, v = c[:, 0:D], c[:, D:2D], c[:, 2D:3D];  v = v * x1
+     *   y = (conv_spec(v) + v * bias) * x2 + (conv_spec_res(u) + u * bias_res)
+     * y (T x D) must not alias a or u. */
+    size_t (*hyena_mix_workspace_size)(sp_backend *be, int64_t T, int64_t D);
+    int (*hyena_mix)(sp_backend *be, const float *a, const float *conv_w, const float *conv_b,
+                     const float *u, const void *spec, const float *bias, const void *spec_res,
+                     const float *bias_res, int64_t T, int64_t D, void *workspace, float *y);
+
+    /* M2-BERT's gated MLP with block-diagonal (Monarch) weights and its
+     * post-LayerNorm residual, in place, per row (documents as for ffn_block):
+     *   g = blockdiag(W_gate) h          block b: g[b*2F/nb ..] from h[b*D/nb ..]
+     *   m = gelu(g[0:F]) * g[F:2F]       (exact erf GELU)
+     *   h = LN(blockdiag(W_down) m + b_down + h; ln_w, ln_b, eps)
+     * W_gate: 2F x D/nb and W_down: D x F/nb row-major, their nb blocks of
+     * rows stacked (block b of W_gate is rows [b*2F/nb, (b+1)*2F/nb)). */
+    size_t (*glu_ffn_block_workspace_size)(sp_backend *be, const int64_t *offsets, int64_t n_docs,
+                                           int64_t D, int64_t F, int64_t n_blocks);
+    int (*glu_ffn_block)(sp_backend *be, float *h, const float *W_gate, const float *W_down,
+                         const float *b_down, const float *ln_w, const float *ln_b, float eps,
+                         int64_t D, int64_t F, int64_t n_blocks, const int64_t *offsets,
+                         int64_t n_docs, void *workspace);
 } sp_backend_ops;
 
 struct sp_backend {

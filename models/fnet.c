@@ -38,12 +38,12 @@ enum {
 };
 
 typedef struct {
-    int64_t D, F, L, V, P, TT;
+    int64_t D, F, L, V, P;
     float eps;
     sp_act act;
     /* indices into the weight list */
     int64_t i_embd, i_pos, i_types, i_norm_w, i_norm_b, i_proj_w, i_proj_b, i_pos_type, i_block0;
-    int64_t i_pool_w, i_pool_b; /* -1 without a pooler */
+    sp_pooler pooler;
 } fnet;
 
 static int model_load(const sp_loader *ld, void *model, sp_model_info *info) {
@@ -75,49 +75,21 @@ static int model_load(const sp_loader *ld, void *model, sp_model_info *info) {
             return -1;
         }
     }
-    /* shapes via sp_model_tensor_ne: a tensor may be stored as sst */
-    static const char *const table_names[3] = {"token_embd.weight", "position_embd.weight",
-                                                "token_types.weight"};
-    int64_t table_rows[3];
-    for (int i = 0; i < 3; i++) {
-        int64_t ne[SP_GGUF_MAX_DIMS];
-        const int rc = sp_model_tensor_ne(g, table_names[i], ne, err, err_len);
-        if (rc != 0) {
-            if (rc > 0) snprintf(err, err_len, "missing tensor %s", table_names[i]);
-            return -1;
-        }
-        table_rows[i] = ne[1];
-    }
-    m->V = table_rows[0];
-    m->P = table_rows[1];
-    m->TT = table_rows[2];
-    if (m->P < 1 || m->TT < 1) {
-        snprintf(err, err_len, "position_embd.weight and token_types.weight need at least one row");
-        return -1;
-    }
-    if (ctx && ctx != m->P) {
-        snprintf(err, err_len, "key " ARCH ".context_length = %lld but position_embd.weight has %lld rows",
-                 (long long)ctx, (long long)m->P);
-        return -1;
-    }
-
     const int64_t D = m->D, F = m->F;
     sp_weight_list *wl = ld->wl;
-    if (sp_load_matrix(ld, "token_embd.weight", 0, D, m->V, &m->i_embd) ||
-        sp_load_tensor(ld, "position_embd.weight", 0, 2, D, m->P, 1, &m->i_pos) ||
-        sp_load_tensor(ld, "token_types.weight", 0, 2, D, m->TT, 1, &m->i_types) ||
-        sp_load_tensor(ld, "token_embd_norm.weight", 0, 1, D, 1, 1, &m->i_norm_w) ||
-        sp_load_tensor(ld, "token_embd_norm.bias", 0, 1, D, 1, 1, &m->i_norm_b) ||
-        sp_load_matrix(ld, "token_embd_proj.weight", 0, D, D, &m->i_proj_w) ||
-        sp_load_tensor(ld, "token_embd_proj.bias", 0, 1, D, 1, 1, &m->i_proj_b))
+    sp_bert_embeddings e;
+    if (sp_load_bert_embeddings(ld, ARCH, D, ctx, &e) ||
+        sp_load_gemm(ld, "token_embd_proj.weight", 0, D, D, &m->i_proj_w) ||
+        sp_load_tensor(ld, "token_embd_proj.bias", 0, 1, D, 1, 1, &m->i_proj_b) ||
+        sp_load_pooler(ld, D, &m->pooler))
         return -1;
-    if (sp_load_matrix(ld, "pooler.weight", 1, D, D, &m->i_pool_w) ||
-        sp_load_tensor(ld, "pooler.bias", 1, 1, D, 1, 1, &m->i_pool_b))
-        return -1;
-    if ((m->i_pool_w < 0) != (m->i_pool_b < 0)) {
-        snprintf(err, err_len, "pooler.weight and pooler.bias must come together");
-        return -1;
-    }
+    m->V = e.V;
+    m->P = e.P;
+    m->i_embd = e.i_embd;
+    m->i_pos = e.i_pos;
+    m->i_types = e.i_types;
+    m->i_norm_w = e.i_norm_w;
+    m->i_norm_b = e.i_norm_b;
     m->i_block0 = wl->n;
     const sp_block_tensor block[W_PER_BLOCK] = {
         [W_MIX_NORM_W] = {"mix_norm.weight", 1, {D, 1, 1}, 0},
@@ -157,22 +129,20 @@ static int model_load(const sp_loader *ld, void *model, sp_model_info *info) {
     return 0;
 }
 
-/* The MLP matrices of a block, decoded together when quantized. */
-#define N_FFN_MATRICES 2
-static void ffn_matrices(const fnet *m, sp_layer_matrix mats[N_FFN_MATRICES]) {
-    mats[0] = (sp_layer_matrix){W_FFN_UP_W, m->F, m->D};
-    mats[1] = (sp_layer_matrix){W_FFN_DOWN_W, m->D, m->F};
-}
-
-/* Floats of scratch for decoding quantized matrices: the most any one step
- * needs (the projection, or a block's MLP); the pooler's is model_pool's
- * own. */
-static int64_t dequant_scratch(const fnet *m, const sp_weight_type *wt) {
-    sp_layer_matrix mats[N_FFN_MATRICES];
-    ffn_matrices(m, mats);
-    const int64_t ffn = sp_model_layer_scratch(wt, m->i_block0, W_PER_BLOCK, m->L, mats, N_FFN_MATRICES);
-    const int64_t proj = sp_model_weight_scratch(wt, m->i_proj_w, m->D, m->D);
-    return ffn > proj ? ffn : proj;
+/* Bytes of workspace for the GEMMs of a pass of T rows (the MLP's in row
+ * chunks of at most `chunk`): the most any one of them needs, since they
+ * run one after another. */
+static size_t gemm_workspace(const fnet *m, const void *const *w, const sp_weight_type *wt,
+                             sp_backend *be, int64_t T, int64_t chunk) {
+    size_t need = sp_model_linear_workspace(be, w, wt, m->i_proj_w, m->D, m->D, T);
+    for (int64_t l = 0; l < m->L; l++) {
+        const int64_t b = m->i_block0 + l * W_PER_BLOCK;
+        const size_t up = sp_model_linear_workspace(be, w, wt, b + W_FFN_UP_W, m->F, m->D, chunk);
+        const size_t down = sp_model_linear_workspace(be, w, wt, b + W_FFN_DOWN_W, m->D, m->F, chunk);
+        if (up > need) need = up;
+        if (down > need) need = down;
+    }
+    return need;
 }
 
 static int model_forward(const void *p, const void *const *w, const sp_weight_type *wt,
@@ -203,9 +173,8 @@ static int model_forward(const void *p, const void *const *w, const sp_weight_ty
     float *u = sp_arena_alloc(arena, (size_t)(T * D) * sizeof(float));
     float *hidden = sp_arena_alloc(arena, (size_t)(chunk * F) * sizeof(float));
     void *ws = sp_arena_alloc(arena, op->fourier2d_workspace_size(be, T, D));
-    const int64_t n_wq = dequant_scratch(m, wt);
-    float *wq = n_wq ? sp_arena_alloc(arena, (size_t)n_wq * sizeof(float)) : NULL;
-    if (!h || !u || !hidden || !ws || (n_wq && !wq)) {
+    void *gws = sp_arena_alloc(arena, gemm_workspace(m, w, wt, be, T, chunk));
+    if (!h || !u || !hidden || !ws || !gws) {
         snprintf(be->err, sizeof be->err, "activation arena exhausted (planning error)");
         return -1;
     }
@@ -213,22 +182,15 @@ static int model_forward(const void *p, const void *const *w, const sp_weight_ty
 
     /* h = word[ids] + (pos + token_types[0])[0..T-1]: the first T rows of the
      * folded position table are contiguous. */
-    const float *proj = sp_model_weight(be, w, wt, m->i_proj_w, D, D, wq);
-    if (!proj || sp_model_gather(be, w, wt, m->i_embd, D, tokens, T, h) ||
+    if (sp_model_gather(be, w, wt, m->i_embd, D, tokens, T, h) ||
         op->add(be, w[m->i_pos_type], T * D, h) ||
         op->layer_norm(be, h, w[m->i_norm_w], w[m->i_norm_b], m->eps, T, D, h) ||
-        op->linear(be, h, proj, w[m->i_proj_b], T, D, D, SP_ACT_NONE, 0, u))
+        sp_model_linear(be, w, wt, m->i_proj_w, D, D, h, w[m->i_proj_b], T, SP_ACT_NONE, 0, gws, u))
         return -1;
     float *x = u, *y = h; /* x holds the layer input */
     for (int64_t l = 0; l < m->L; l++) {
         const int64_t b = m->i_block0 + l * W_PER_BLOCK;
         const void *const *bw = w + b;
-        /* this layer's matrices, decoded once for all row chunks */
-        sp_layer_matrix mats[N_FFN_MATRICES];
-        const float *up_down[N_FFN_MATRICES];
-        ffn_matrices(m, mats);
-        if (sp_model_layer_weights(be, w, wt, b, mats, N_FFN_MATRICES, wq, up_down)) return -1;
-        const float *up = up_down[0], *down = up_down[1];
         /* y = LN_mix(Re(FFT2(x)) + x) */
         if (op->fourier2d_real(be, x, T, D, ws, y) ||
             op->add(be, x, T * D, y) ||
@@ -238,9 +200,10 @@ static int model_forward(const void *p, const void *const *w, const sp_weight_ty
         for (int64_t r0 = 0; r0 < T; r0 += FFN_CHUNK_ROWS) {
             int64_t rows = T - r0 < FFN_CHUNK_ROWS ? T - r0 : FFN_CHUNK_ROWS;
             float *yc = y + r0 * D;
-            if (op->linear(be, yc, up, bw[W_FFN_UP_B], rows, D, F, m->act, 0, hidden) ||
-                op->linear(be, hidden, down, bw[W_FFN_DOWN_B], rows, F, D, SP_ACT_NONE,
-                           1, yc) ||
+            if (sp_model_linear(be, w, wt, b + W_FFN_UP_W, F, D, yc, bw[W_FFN_UP_B], rows, m->act, 0,
+                                gws, hidden) ||
+                sp_model_linear(be, w, wt, b + W_FFN_DOWN_W, D, F, hidden, bw[W_FFN_DOWN_B], rows,
+                                SP_ACT_NONE, 1, gws, yc) ||
                 op->layer_norm(be, yc, bw[W_FFN_NORM_W], bw[W_FFN_NORM_B], m->eps, rows, D, yc))
                 return -1;
         }
@@ -255,22 +218,8 @@ static int model_forward(const void *p, const void *const *w, const sp_weight_ty
 /* CLS pooling through the pooler: pooled = tanh(W_pool h[0] + b_pool). */
 static int model_pool(const void *p, const void *const *w, const sp_weight_type *wt, sp_backend *be,
                       sp_arena *arena, int pooling, const float *states, int64_t T, float **pooled) {
-    const fnet *m = p;
     (void)T;
-    *pooled = NULL;
-    if (pooling != 2 /* SPECTRAL_POOLING_CLS */ || m->i_pool_w < 0) return 0;
-    float *out = sp_arena_alloc(arena, (size_t)m->D * sizeof(float));
-    const int64_t n_wq = sp_model_weight_scratch(wt, m->i_pool_w, m->D, m->D);
-    float *wq = n_wq ? sp_arena_alloc(arena, (size_t)n_wq * sizeof(float)) : NULL;
-    if (!out || (n_wq && !wq)) {
-        snprintf(be->err, sizeof be->err, "activation arena exhausted (planning error)");
-        return -1;
-    }
-    *pooled = out;
-    if (sp_arena_measuring(arena)) return 0;
-    const float *pw = sp_model_weight(be, w, wt, m->i_pool_w, m->D, m->D, wq);
-    if (!pw) return -1;
-    return be->ops->linear(be, states, pw, w[m->i_pool_b], 1, m->D, m->D, SP_ACT_TANH, 0, out);
+    return sp_model_pool_cls(&((const fnet *)p)->pooler, w, wt, be, arena, pooling, states, pooled);
 }
 
 const sp_arch sp_arch_fnet = {
@@ -279,4 +228,5 @@ const sp_arch sp_arch_fnet = {
     .load = model_load,
     .forward = model_forward,
     .pool = model_pool,
+    .packed_gemms = 1,
 };

@@ -184,20 +184,46 @@ static int take_tensor(const sp_gguf *g, sp_owned_buffers *owned, const char *na
     }
     if (!wl) return 0;
     int64_t n = t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
+    /* Every weight is finite, or the model is refused here: a NaN or Inf
+     * would otherwise come out as an embedding of NaNs (docs/reliability.md
+     * has what the check costs at load). */
+    const int quantized = t->type == SP_TENSOR_Q8_0 || t->type == SP_TENSOR_Q4_0;
     const void *data = t->data;
     sp_weight_type type = SP_WEIGHT_F32;
-    if (keep_quantized && (t->type == SP_TENSOR_Q8_0 || t->type == SP_TENSOR_Q4_0)) {
+    int64_t bad = -1;
+    if (t->type == SP_TENSOR_F32 || (keep_quantized && quantized)) {
+        /* used where the file maps it: one pass over the stored bits (for
+         * Q8_0/Q4_0, the block scales; the quants are integers) */
+        bad = sp_first_nonfinite(t->type, t->data, (size_t)n);
         /* the reader checked ne[0] % 32 == 0 and the byte size */
-        type = t->type == SP_TENSOR_Q8_0 ? SP_WEIGHT_Q8_0 : SP_WEIGHT_Q4_0;
-    } else if (t->type != SP_TENSOR_F32) {
+        if (quantized) type = t->type == SP_TENSOR_Q8_0 ? SP_WEIGHT_Q8_0 : SP_WEIGHT_Q4_0;
+    } else {
         float *buf = malloc((size_t)n * sizeof(float));
         if (!buf || sp_owned_add(owned, buf)) {
             free(buf);
             snprintf(err, err_len, "out of memory converting tensor %s", name);
             return -1;
         }
-        sp_convert_to_f32(t->type, t->data, buf, (size_t)n);
+        /* converted a chunk at a time, each checked while it is in cache */
+        const int64_t chunk = 4096; /* a whole number of Q8_0/Q4_0 blocks */
+        const int64_t bs = sp_tensor_block_size(t->type);
+        const size_t bb = sp_tensor_block_bytes(t->type);
+        for (int64_t i0 = 0; i0 < n && bad < 0; i0 += chunk) {
+            const int64_t m = n - i0 < chunk ? n - i0 : chunk;
+            sp_convert_to_f32(t->type, (const uint8_t *)t->data + (size_t)(i0 / bs) * bb, buf + i0, (size_t)m);
+            const int64_t b = sp_first_nonfinite(SP_TENSOR_F32, buf + i0, (size_t)m);
+            if (b >= 0) bad = i0 + b;
+        }
         data = buf;
+    }
+    if (bad >= 0) {
+        if (quantized)
+            snprintf(err, err_len, "tensor %s has a non-finite value: the scale of its block %lld is NaN or Inf",
+                     name, (long long)(bad / 32));
+        else
+            snprintf(err, err_len, "tensor %s has a non-finite value (NaN or Inf) at element %lld", name,
+                     (long long)bad);
+        return -1;
     }
     if (sp_weight_list_push(wl, data, type, n)) {
         snprintf(err, err_len, "out of memory");
@@ -257,12 +283,16 @@ int sp_weight_list_push(sp_weight_list *wl, const void *data, sp_weight_type typ
         char **nm = realloc(wl->names, (size_t)cap * sizeof *nm);
         if (!nm) return -1;
         wl->names = nm;
+        int64_t *gr = realloc(wl->gemm_rows, (size_t)cap * sizeof *gr);
+        if (!gr) return -1;
+        wl->gemm_rows = gr;
         wl->cap = cap;
     }
     wl->data[wl->n] = data;
     wl->types[wl->n] = type;
     wl->n_elems[wl->n] = n;
     wl->names[wl->n] = NULL;
+    wl->gemm_rows[wl->n] = 0;
     wl->n++;
     return 0;
 }
@@ -312,6 +342,13 @@ int sp_load_matrix(const sp_loader *ld, const char *name, int optional, int64_t 
                                 ld->err_len);
 }
 
+int sp_load_gemm(const sp_loader *ld, const char *name, int optional, int64_t IN, int64_t OUT,
+                 int64_t *index) {
+    if (sp_load_matrix(ld, name, optional, IN, OUT, index)) return -1;
+    if (*index >= 0) ld->wl->gemm_rows[*index] = OUT;
+    return 0;
+}
+
 int sp_load_blocks(const sp_loader *ld, int64_t n_layer, const sp_block_tensor *spec, int n) {
     for (int64_t l = 0; l < n_layer; l++)
         for (int j = 0; j < n; j++) {
@@ -319,12 +356,77 @@ int sp_load_blocks(const sp_loader *ld, int64_t n_layer, const sp_block_tensor *
             int64_t idx;
             snprintf(name, sizeof name, "blk.%lld.%s", (long long)l, spec[j].suffix);
             const int rc = spec[j].matrix
-                               ? sp_load_matrix(ld, name, 0, spec[j].ne[0], spec[j].ne[1], &idx)
+                               ? sp_load_gemm(ld, name, 0, spec[j].ne[0], spec[j].ne[1], &idx)
                                : sp_load_tensor(ld, name, 0, spec[j].n_dims, spec[j].ne[0],
                                                 spec[j].ne[1], spec[j].ne[2], &idx);
             if (rc) return -1;
         }
     return 0;
+}
+
+int sp_load_bert_embeddings(const sp_loader *ld, const char *arch, int64_t D, int64_t ctx,
+                            sp_bert_embeddings *e) {
+    /* shapes via sp_model_tensor_ne: a tensor may be stored as sst */
+    static const char *const names[3] = {"token_embd.weight", "position_embd.weight",
+                                          "token_types.weight"};
+    int64_t rows[3];
+    for (int i = 0; i < 3; i++) {
+        int64_t ne[SP_GGUF_MAX_DIMS];
+        const int rc = sp_model_tensor_ne(ld->g, names[i], ne, ld->err, ld->err_len);
+        if (rc != 0) {
+            if (rc > 0) snprintf(ld->err, ld->err_len, "missing tensor %s", names[i]);
+            return -1;
+        }
+        rows[i] = ne[1];
+    }
+    e->V = rows[0];
+    e->P = rows[1];
+    e->TT = rows[2];
+    if (e->P < 1 || e->TT < 1) {
+        snprintf(ld->err, ld->err_len, "position_embd.weight and token_types.weight need at least one row");
+        return -1;
+    }
+    if (ctx && ctx != e->P) {
+        snprintf(ld->err, ld->err_len, "key %s.context_length = %lld but position_embd.weight has %lld rows",
+                 arch, (long long)ctx, (long long)e->P);
+        return -1;
+    }
+    return sp_load_matrix(ld, "token_embd.weight", 0, D, e->V, &e->i_embd) ||
+                   sp_load_tensor(ld, "position_embd.weight", 0, 2, D, e->P, 1, &e->i_pos) ||
+                   sp_load_tensor(ld, "token_types.weight", 0, 2, D, e->TT, 1, &e->i_types) ||
+                   sp_load_tensor(ld, "token_embd_norm.weight", 0, 1, D, 1, 1, &e->i_norm_w) ||
+                   sp_load_tensor(ld, "token_embd_norm.bias", 0, 1, D, 1, 1, &e->i_norm_b)
+               ? -1
+               : 0;
+}
+
+int sp_load_pooler(const sp_loader *ld, int64_t D, sp_pooler *p) {
+    if (sp_load_gemm(ld, "pooler.weight", 1, D, D, &p->i_w) ||
+        sp_load_tensor(ld, "pooler.bias", 1, 1, D, 1, 1, &p->i_b))
+        return -1;
+    if ((p->i_w < 0) != (p->i_b < 0)) {
+        snprintf(ld->err, ld->err_len, "pooler.weight and pooler.bias must come together");
+        return -1;
+    }
+    p->D = D;
+    return 0;
+}
+
+int sp_model_pool_cls(const sp_pooler *p, const void *const *w, const sp_weight_type *wt,
+                      sp_backend *be, sp_arena *arena, int pooling, const float *states,
+                      float **pooled) {
+    *pooled = NULL;
+    if (pooling != 2 /* SPECTRAL_POOLING_CLS */ || p->i_w < 0) return 0;
+    float *out = sp_arena_alloc(arena, (size_t)p->D * sizeof(float));
+    void *ws = sp_arena_alloc(arena, sp_model_linear_workspace(be, w, wt, p->i_w, p->D, p->D, 1));
+    if (!out || !ws) {
+        snprintf(be->err, sizeof be->err, "activation arena exhausted (planning error)");
+        return -1;
+    }
+    *pooled = out;
+    if (sp_arena_measuring(arena)) return 0;
+    return sp_model_linear(be, w, wt, p->i_w, p->D, p->D, states, w[p->i_b], 1, SP_ACT_TANH, 0, ws,
+                           out);
 }
 
 int64_t sp_model_layer_scratch(const sp_weight_type *wt, int64_t i_block0, int64_t stride,
@@ -373,9 +475,69 @@ int sp_model_gather(sp_backend *be, const void *const *w, const sp_weight_type *
     return be->ops->dequantize_rows(be, wt[i], w[i], D, ids, T, out);
 }
 
+/* ---- GEMMs in a forward pass ---- */
+
+static int is_packed(const sp_weight_type *wt, int64_t i) { return wt[i] == SP_WEIGHT_PACKED; }
+
+static size_t floats(int64_t n) { return (size_t)n * sizeof(float); }
+
+size_t sp_model_linear_workspace(sp_backend *be, const void *const *w, const sp_weight_type *wt,
+                                 int64_t i, int64_t OUT, int64_t IN, int64_t T) {
+    if (is_packed(wt, i)) return be->ops->linear_packed_workspace_size(be, w[i], T);
+    return floats(sp_model_weight_scratch(wt, i, OUT, IN));
+}
+
+int sp_model_linear(sp_backend *be, const void *const *w, const sp_weight_type *wt, int64_t i,
+                    int64_t OUT, int64_t IN, const float *x, const float *b, int64_t T, sp_act act,
+                    int accumulate, void *workspace, float *out) {
+    if (is_packed(wt, i))
+        return be->ops->linear_packed(be, x, w[i], b, T, act, accumulate, workspace, out) ? -1 : 0;
+    const float *W = sp_model_weight(be, w, wt, i, OUT, IN, workspace);
+    if (!W) return -1;
+    return be->ops->linear(be, x, W, b, T, IN, OUT, act, accumulate, out) ? -1 : 0;
+}
+
+/* The workspace of sp_model_ffn: decoded W_up, decoded W_down (when
+ * quantized and not packed), then ffn_block's own. */
+size_t sp_model_ffn_workspace(sp_backend *be, const void *const *w, const sp_weight_type *wt,
+                              int64_t i_up, int64_t i_down, int64_t D, int64_t F,
+                              const int64_t *offsets, int64_t n_docs) {
+    if (is_packed(wt, i_up) && is_packed(wt, i_down))
+        return be->ops->ffn_block_packed_workspace_size(be, w[i_up], w[i_down], offsets, n_docs);
+    return floats(sp_model_weight_scratch(wt, i_up, F, D)) +
+           floats(sp_model_weight_scratch(wt, i_down, D, F)) +
+           be->ops->ffn_block_workspace_size(be, offsets, n_docs, D, F);
+}
+
+int sp_model_ffn(sp_backend *be, const void *const *w, const sp_weight_type *wt, float *h,
+                 const float *ln_w, const float *ln_b, float eps, int64_t i_up, const float *b_up,
+                 sp_act act, int64_t i_down, const float *b_down, int64_t D, int64_t F,
+                 const int64_t *offsets, int64_t n_docs, void *workspace) {
+    if (is_packed(wt, i_up) && is_packed(wt, i_down))
+        return be->ops->ffn_block_packed(be, h, ln_w, ln_b, eps, w[i_up], b_up, act, w[i_down],
+                                         b_down, offsets, n_docs, workspace)
+                   ? -1
+                   : 0;
+    if (is_packed(wt, i_up) || is_packed(wt, i_down)) {
+        snprintf(be->err, sizeof be->err, "an MLP with one packed and one unpacked matrix");
+        return -1;
+    }
+    float *wq_up = workspace;
+    float *wq_down = wq_up + sp_model_weight_scratch(wt, i_up, F, D);
+    char *ws = (char *)(wq_down + sp_model_weight_scratch(wt, i_down, D, F));
+    const float *up = sp_model_weight(be, w, wt, i_up, F, D, wq_up);
+    const float *down = up ? sp_model_weight(be, w, wt, i_down, D, F, wq_down) : NULL;
+    if (!down) return -1;
+    return be->ops->ffn_block(be, h, ln_w, ln_b, eps, up, b_up, act, down, b_down, D, F, offsets,
+                              n_docs, ws)
+               ? -1
+               : 0;
+}
+
 void sp_weight_list_free(sp_weight_list *wl) {
     for (int64_t i = 0; wl->names && i < wl->n; i++) free(wl->names[i]);
     free(wl->names);
+    free(wl->gemm_rows);
     free(wl->data);
     free(wl->types);
     free(wl->n_elems);

@@ -20,10 +20,15 @@ extern "C" {
 
 typedef struct {
     int64_t n_embd;      /* width of the output states */
+    int64_t n_head_in;   /* width of what forward returns when the arch has a
+                            head (below), 0 when forward's states are final */
     int64_t n_layer;
     int64_t n_vocab;
     int64_t n_ctx_train; /* 0 when unknown */
     int64_t max_tokens;  /* hard maximum sequence length, 0 = none */
+    int64_t pad_to;      /* > 0: documents run padded to this many tokens unless the
+                            context says no_pad (M2-BERT, as its model card does) */
+    int32_t pad_id;      /* the padding token */
     int pooling;         /* default pooling, spectral_pooling numbering */
     uint64_t n_params;
 } sp_model_info;
@@ -41,6 +46,8 @@ typedef struct {
     int64_t *n_elems;
     char **names; /* the GGUF tensor each came from (sp_model_take_tensor), NULL for
                      tables an architecture derives; how adapters find their targets */
+    int64_t *gemm_rows; /* OUT for a GEMM weight (an OUT x IN matrix taken with
+                           sp_load_gemm: the runtime may pack it), 0 otherwise */
 } sp_weight_list;
 
 /* Float32 copies an architecture owns (tensors converted from F16/BF16). */
@@ -70,12 +77,13 @@ typedef struct {
     /* w[i] is weights->data[i] in the backend's memory, stored as wt[i]
      * there (a backend whose weights are all float32, e.g. CUDA, passes
      * SP_WEIGHT_F32 everywhere; a quantized wt[i] is decoded into arena
-     * scratch with the backend's dequantize_rows just before use). tokens are in the
+     * scratch with the backend's dequantize_rows just before use; with
+     * packed_gemms set, a GEMM weight may be SP_WEIGHT_PACKED). tokens are in the
      * backend's memory too: n_docs documents packed back to back, document i
      * being tokens [offsets[i], offsets[i+1]) (host array, offsets[0] = 0,
-     * T = offsets[n_docs]). On success *states is a T x n_embd buffer from the
-     * arena, rows packed the same way. In measure mode (sp_arena_measuring)
-     * it only allocates. */
+     * T = offsets[n_docs]). On success *states is a T x n_embd buffer (T x
+     * n_head_in when the arch has a head) from the arena, rows packed the
+     * same way. In measure mode (sp_arena_measuring) it only allocates. */
     int (*forward)(const void *model, const void *const *w, const sp_weight_type *wt, sp_backend *be,
                    sp_arena *arena,
                    const int32_t *tokens, const int64_t *offsets, int64_t n_docs, float **states);
@@ -90,6 +98,20 @@ typedef struct {
     int (*pool)(const void *model, const void *const *w, const sp_weight_type *wt, sp_backend *be,
                 sp_arena *arena,
                 int pooling, const float *states, int64_t T, float **pooled);
+    /* Non-zero when forward reads its GEMM weights through sp_model_linear /
+     * sp_model_ffn, which take packed weights: the runtime then packs them
+     * (SP_WEIGHT_PACKED in wt) for the context's dtype. */
+    int packed_gemms;
+    /* Optional, with info.n_head_in: the model's last step, an affine map of
+     * each token's state, out[rows, n_embd] = head(h[rows, n_head_in]), that
+     * forward leaves to the runtime. Affine maps commute with pooling (mean,
+     * first, last), so when only pooled embeddings are read the runtime runs
+     * it on the pooled rows alone, and on the token states only when they
+     * are asked for. workspace: head_workspace(rows) bytes. */
+    size_t (*head_workspace)(const void *model, const void *const *w, const sp_weight_type *wt,
+                             sp_backend *be, int64_t rows);
+    int (*head)(const void *model, const void *const *w, const sp_weight_type *wt, sp_backend *be,
+                const float *h, int64_t rows, void *workspace, float *out);
 } sp_arch;
 
 extern const sp_arch sp_arch_spectralmlp;
@@ -157,8 +179,14 @@ int sp_load_tensor(const sp_loader *ld, const char *name, int optional, uint32_t
 /* sp_model_take_matrix for a 2-D tensor [ne0, ne1]. */
 int sp_load_matrix(const sp_loader *ld, const char *name, int optional, int64_t ne0, int64_t ne1,
                    int64_t *index);
+/* sp_load_matrix for a linear layer's weight, ggml shape [IN, OUT] (an OUT x
+ * IN matrix), marked as a GEMM weight; forward reads it with sp_model_linear
+ * or sp_model_ffn. */
+int sp_load_gemm(const sp_loader *ld, const char *name, int optional, int64_t IN, int64_t OUT,
+                 int64_t *index);
 /* One tensor of every block: blk.<l>.<suffix>, of shape ne (ggml order,
- * n_dims of them), taken with sp_load_matrix when matrix is set. */
+ * n_dims of them), taken with sp_load_gemm when matrix is set (a block's
+ * matrices are its linear layers' weights). */
 typedef struct {
     const char *suffix;
     uint32_t n_dims;
@@ -169,6 +197,29 @@ typedef struct {
  * in spec's order: block l's tensor j is weight first + l * n + j, where
  * first is the weight list's length on entry. */
 int sp_load_blocks(const sp_loader *ld, int64_t n_layer, const sp_block_tensor *spec, int n);
+
+/* BERT-style embeddings (FNet, M2-BERT): token_embd.weight [D, V] (taken
+ * with sp_load_matrix), position_embd.weight [D, P], token_types.weight
+ * [D, TT], token_embd_norm.weight/.bias [D]. ctx, the <arch>.context_length
+ * key (0 when absent), must equal P. */
+typedef struct {
+    int64_t V, P, TT;
+    int64_t i_embd, i_pos, i_types, i_norm_w, i_norm_b;
+} sp_bert_embeddings;
+int sp_load_bert_embeddings(const sp_loader *ld, const char *arch, int64_t D, int64_t ctx,
+                            sp_bert_embeddings *e);
+/* An optional BERT pooler, pooler.weight [D, D] and pooler.bias [D],
+ * together or not at all (i_w, i_b = -1). */
+typedef struct {
+    int64_t D, i_w, i_b;
+} sp_pooler;
+int sp_load_pooler(const sp_loader *ld, int64_t D, sp_pooler *p);
+/* The sp_arch.pool of an architecture with such a pooler: for CLS pooling,
+ * *pooled = tanh(W h[0] + b) (transformers' pooler_output); NULL otherwise
+ * or without a pooler (the runtime then pools the states). */
+int sp_model_pool_cls(const sp_pooler *p, const void *const *w, const sp_weight_type *wt,
+                      sp_backend *be, sp_arena *arena, int pooling, const float *states,
+                      float **pooled);
 
 /* For forward passes: weight i as float32, rows x cols row-major. An F32
  * weight is returned as it is; a quantized one is decoded into *scratch
@@ -183,7 +234,8 @@ static inline int64_t sp_model_weight_scratch(const sp_weight_type *wt, int64_t 
                                               int64_t cols) {
     return i >= 0 && wt[i] != SP_WEIGHT_F32 ? rows * cols : 0;
 }
-/* A matrix of every block that a forward step decodes, when quantized,
+/* For forwards that decode quantized matrices themselves (an arch without
+ * packed_gemms): a matrix of every block that a forward step decodes, when quantized,
  * together with the step's other matrices: its offset in the block and its
  * shape (rows x cols, row-major). */
 typedef struct {
@@ -200,6 +252,28 @@ int64_t sp_model_layer_scratch(const sp_weight_type *wt, int64_t i_block0, int64
 int sp_model_layer_weights(sp_backend *be, const void *const *w, const sp_weight_type *wt,
                            int64_t i_block, const sp_layer_matrix *mats, int n, float *scratch,
                            const float **out);
+/* A forward pass's GEMMs with weight i (an OUT x IN GEMM weight) in
+ * whatever form the context gives it: packed (linear_packed), float32
+ * (linear), or Q8_0/Q4_0 decoded into the workspace first. The workspace
+ * functions return the bytes to take from the arena (0 allowed); every
+ * call returns 0, or -1 with a message in be->err. */
+size_t sp_model_linear_workspace(sp_backend *be, const void *const *w, const sp_weight_type *wt,
+                                 int64_t i, int64_t OUT, int64_t IN, int64_t T);
+/* out[T, OUT] = act(x W_i^T + b), or out += x W_i^T + b with accumulate. */
+int sp_model_linear(sp_backend *be, const void *const *w, const sp_weight_type *wt, int64_t i,
+                    int64_t OUT, int64_t IN, const float *x, const float *b, int64_t T, sp_act act,
+                    int accumulate, void *workspace, float *out);
+/* The pre-LN MLP sub-block (backend.h's ffn_block) with W_up = weight i_up
+ * (F x D) and W_down = weight i_down (D x F): ffn_block_packed when both are
+ * packed, ffn_block otherwise (decoding quantized ones into the workspace);
+ * one packed and one not is refused. */
+size_t sp_model_ffn_workspace(sp_backend *be, const void *const *w, const sp_weight_type *wt,
+                              int64_t i_up, int64_t i_down, int64_t D, int64_t F,
+                              const int64_t *offsets, int64_t n_docs);
+int sp_model_ffn(sp_backend *be, const void *const *w, const sp_weight_type *wt, float *h,
+                 const float *ln_w, const float *ln_b, float eps, int64_t i_up, const float *b_up,
+                 sp_act act, int64_t i_down, const float *b_down, int64_t D, int64_t F,
+                 const int64_t *offsets, int64_t n_docs, void *workspace);
 /* Token rows of table i (D values a row) into out[T, D]: get_rows for
  * float32, dequantize_rows with ids for a quantized table. */
 int sp_model_gather(sp_backend *be, const void *const *w, const sp_weight_type *wt, int64_t i,
@@ -214,6 +288,18 @@ void sp_owned_free(sp_owned_buffers *o);
 int sp_weight_list_push(sp_weight_list *wl, const void *data, sp_weight_type type, int64_t n);
 void sp_weight_list_free(sp_weight_list *wl);
 extern const sp_arch sp_arch_fnet;
+extern const sp_arch sp_arch_m2bert;
+
+/* ---- tables derived from the weights, kept across passes ----
+ * A context's cache (runtime/tables.c), reached through the pass's arena:
+ * table `id` for documents of T tokens, `bytes` long, in backend memory.
+ * *fill = 0: it holds what an earlier pass computed; *fill = 1: it was just
+ * reserved and the caller must compute it in this pass; NULL: the cache
+ * cannot keep it (no cache, or over its budget) and the caller computes it
+ * into scratch of its own, every pass. Measure mode answers as the run will,
+ * without changing the cache (the pointer is then a placeholder). Call it
+ * at most once per (T, id) in a pass, before allocating scratch. */
+void *sp_arena_table(sp_arena *a, int64_t T, int64_t id, size_t bytes, int *fill);
 
 #ifdef __cplusplus
 }

@@ -7,7 +7,9 @@
  *     h += Re(IFFT(FFT_t(LN_mix(h)) * W)) + mix_bias        (first k = min(K, T/2) bins)
  *     h += W_down GELU(W_up LN_ffn(h) + b_up) + b_down
  *   h = LN_out(h)          (if output_norm is present)
- *   h = h W_out^T + b_out  (if output is present; width becomes E)
+ *   h = h W_out^T + b_out  (if output is present; width becomes E: the head,
+ *                           which the runtime runs, after pooling when only
+ *                           pooled embeddings are read)
  *
  * Tensor names and shapes are pinned in README.md ("Model format"). */
 #include <math.h>
@@ -91,7 +93,7 @@ static int model_load(const sp_loader *ld, void *model, sp_model_info *info) {
         return -1;
     }
     m->has_output_norm = m->i_out_norm_w >= 0;
-    if (sp_load_matrix(ld, "output.weight", 1, D, m->E, &m->i_out_w) ||
+    if (sp_load_gemm(ld, "output.weight", 1, D, m->E, &m->i_out_w) ||
         sp_load_tensor(ld, "output.bias", 1, 1, m->E, 1, 1, &m->i_out_b))
         return -1;
     if (m->i_out_b >= 0 && m->i_out_w < 0) {
@@ -101,6 +103,7 @@ static int model_load(const sp_loader *ld, void *model, sp_model_info *info) {
     m->has_output_proj = m->i_out_w >= 0;
 
     info->n_embd = m->E;
+    info->n_head_in = m->has_output_proj ? D : 0;
     info->n_layer = m->L;
     info->n_vocab = m->V;
     info->n_ctx_train = hp.ctx;
@@ -118,54 +121,43 @@ static int mixing_forward(const spectralmlp *m, const void *const *bw, sp_backen
                               bw[W_MIX_BIAS], m->K, m->D, offsets, n_docs, ws);
 }
 
-/* The MLP matrices of a block, decoded together when quantized. */
-#define N_FFN_MATRICES 2
-static void ffn_matrices(const spectralmlp *m, sp_layer_matrix mats[N_FFN_MATRICES]) {
-    mats[0] = (sp_layer_matrix){W_FFN_UP_W, m->F, m->D};
-    mats[1] = (sp_layer_matrix){W_FFN_DOWN_W, m->D, m->F};
-}
-
-/* One block's MLP, per token: h += W_down GELU(W_up LN(h) + b_up) + b_down.
- * Quantized W_up / W_down are decoded into wq first: one block's matrices
- * at a time. */
+/* One block's MLP, per token: h += W_down GELU(W_up LN(h) + b_up) + b_down. */
 static int ffn_forward(const spectralmlp *m, const void *const *w, const sp_weight_type *wt,
                        int64_t l, sp_backend *be, float *h, const int64_t *offsets, int64_t n_docs,
-                       void *ws, float *wq) {
+                       void *ws) {
     const int64_t b = m->i_block0 + l * W_PER_BLOCK;
     const void *const *bw = w + b;
-    sp_layer_matrix mats[N_FFN_MATRICES];
-    const float *up_down[N_FFN_MATRICES];
-    ffn_matrices(m, mats);
-    if (sp_model_layer_weights(be, w, wt, b, mats, N_FFN_MATRICES, wq, up_down)) return -1;
-    return be->ops->ffn_block(be, h, bw[W_FFN_NORM_W], bw[W_FFN_NORM_B], m->eps, up_down[0],
-                              bw[W_FFN_UP_B], SP_ACT_GELU, up_down[1], bw[W_FFN_DOWN_B], m->D, m->F,
-                              offsets, n_docs, ws);
+    return sp_model_ffn(be, w, wt, h, bw[W_FFN_NORM_W], bw[W_FFN_NORM_B], m->eps, b + W_FFN_UP_W,
+                        bw[W_FFN_UP_B], SP_ACT_GELU, b + W_FFN_DOWN_W, bw[W_FFN_DOWN_B], m->D, m->F,
+                        offsets, n_docs, ws);
 }
 
-/* Floats of scratch for decoding quantized matrices: the most any one step
- * needs (a block's MLP, or the output projection). */
-static int64_t dequant_scratch(const spectralmlp *m, const sp_weight_type *wt) {
-    sp_layer_matrix mats[N_FFN_MATRICES];
-    ffn_matrices(m, mats);
-    const int64_t ffn = sp_model_layer_scratch(wt, m->i_block0, W_PER_BLOCK, m->L, mats, N_FFN_MATRICES);
-    const int64_t out = sp_model_weight_scratch(wt, m->i_out_w, m->E, m->D);
-    return ffn > out ? ffn : out;
+/* Bytes of the MLP workspace: the most any block needs (blocks may be
+ * stored in different types). */
+static size_t ffn_workspace(const spectralmlp *m, const void *const *w, const sp_weight_type *wt,
+                            sp_backend *be, const int64_t *offsets, int64_t n_docs) {
+    size_t need = 0;
+    for (int64_t l = 0; l < m->L; l++) {
+        const int64_t b = m->i_block0 + l * W_PER_BLOCK;
+        const size_t n = sp_model_ffn_workspace(be, w, wt, b + W_FFN_UP_W, b + W_FFN_DOWN_W, m->D,
+                                                m->F, offsets, n_docs);
+        if (n > need) need = n;
+    }
+    return need;
 }
 
+/* Everything up to output_norm; the output projection is the head below. */
 static int model_forward(const void *p, const void *const *w, const sp_weight_type *wt,
                          sp_backend *be, sp_arena *arena, const int32_t *tokens,
                          const int64_t *offsets, int64_t n_docs, float **states) {
     const spectralmlp *m = p;
     const sp_backend_ops *op = be->ops;
     const int64_t D = m->D, T = offsets[n_docs];
-    const int64_t n_wq = dequant_scratch(m, wt);
 
     float *h = sp_arena_alloc(arena, (size_t)(T * D) * sizeof(float));
     void *mix_ws = sp_arena_alloc(arena, op->mix_block_workspace_size(be, offsets, n_docs, D, m->K));
-    void *ffn_ws = sp_arena_alloc(arena, op->ffn_block_workspace_size(be, offsets, n_docs, D, m->F));
-    float *out = m->has_output_proj ? sp_arena_alloc(arena, (size_t)(T * m->E) * sizeof(float)) : h;
-    float *wq = n_wq ? sp_arena_alloc(arena, (size_t)n_wq * sizeof(float)) : NULL;
-    if (!h || !mix_ws || !ffn_ws || !out || (n_wq && !wq)) {
+    void *ffn_ws = sp_arena_alloc(arena, ffn_workspace(m, w, wt, be, offsets, n_docs));
+    if (!h || !mix_ws || !ffn_ws) {
         snprintf(be->err, sizeof be->err, "activation arena exhausted (planning error)");
         return -1;
     }
@@ -175,23 +167,28 @@ static int model_forward(const void *p, const void *const *w, const sp_weight_ty
     for (int64_t l = 0; l < m->L; l++) {
         const void *const *bw = w + m->i_block0 + l * W_PER_BLOCK;
         if (mixing_forward(m, bw, be, h, offsets, n_docs, mix_ws) ||
-            ffn_forward(m, w, wt, l, be, h, offsets, n_docs, ffn_ws, wq))
+            ffn_forward(m, w, wt, l, be, h, offsets, n_docs, ffn_ws))
             return -1;
     }
     if (m->has_output_norm &&
         op->layer_norm(be, h, w[m->i_out_norm_w], w[m->i_out_norm_b], m->eps, T, D, h))
         return -1;
-    const float *w_out = NULL;
-    if (m->has_output_proj && !(w_out = sp_model_weight(be, w, wt, m->i_out_w, m->E, D, wq)))
-        return -1;
-    /* The projection one document at a time, so its GEMM rows are cut the
-     * same whether the document came alone or packed with others. */
-    for (int64_t i = 0; m->has_output_proj && i < n_docs; i++)
-        if (op->linear(be, h + offsets[i] * D, w_out, m->i_out_b >= 0 ? w[m->i_out_b] : NULL,
-                       offsets[i + 1] - offsets[i], D, m->E, SP_ACT_NONE, 0, out + offsets[i] * m->E))
-            return -1;
-    *states = out;
+    *states = h;
     return 0;
+}
+
+/* The output projection, h W_out^T + b_out (D -> E): the head. */
+static size_t head_workspace(const void *p, const void *const *w, const sp_weight_type *wt,
+                             sp_backend *be, int64_t rows) {
+    const spectralmlp *m = p;
+    return sp_model_linear_workspace(be, w, wt, m->i_out_w, m->E, m->D, rows);
+}
+
+static int head(const void *p, const void *const *w, const sp_weight_type *wt, sp_backend *be,
+                const float *h, int64_t rows, void *workspace, float *out) {
+    const spectralmlp *m = p;
+    return sp_model_linear(be, w, wt, m->i_out_w, m->E, m->D, h, m->i_out_b >= 0 ? w[m->i_out_b] : NULL,
+                           rows, SP_ACT_NONE, 0, workspace, out);
 }
 
 const sp_arch sp_arch_spectralmlp = {
@@ -200,4 +197,7 @@ const sp_arch sp_arch_spectralmlp = {
     .load = model_load,
     .forward = model_forward,
     .batched = 1,
+    .packed_gemms = 1,
+    .head_workspace = head_workspace,
+    .head = head,
 };

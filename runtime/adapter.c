@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "formats/gguf.h"
 #include "formats/quant.h"
 #include "kernels/cpu/cpu_internal.h" /* sp_fft_mutex: FFTW's planner is process-wide */
 
@@ -52,6 +53,8 @@ struct sp_adapter_set {
     sp_weight_type *types;   /* and the types of its entries */
     int64_t n_merged;
     int64_t *merged;   /* weight indices whose entry in w the set owns */
+    float **host;      /* per merged entry that is packed: its float32 rows (packing may
+                          point at them) */
 };
 
 /* ---- loading ------------------------------------------------------------ */
@@ -123,6 +126,9 @@ static spectral_status materialise(adapter_target *t, const float *spec, const i
     const double f = (double)scaling / (double)RC;
     for (int64_t i = 0; i < RC; i++) t->delta[i] = (float)((double)S[i][0] * f);
     fftwf_free(S);
+    if (sp_first_nonfinite(SP_TENSOR_F32, t->delta, (size_t)RC) >= 0)
+        return sp_fail(SPECTRAL_ERR_FORMAT, "the delta of %s overflows float32 (adapter.fourierft.scaling %g)",
+                       name, (double)scaling);
     return SPECTRAL_OK;
 }
 
@@ -140,8 +146,17 @@ static spectral_status load_target(const sp_gguf *g, const spectral_model *m, co
     char terr[256];
     /* the shape as the file has it, dense or stored as a sparse spectral tensor */
     const int known = sp_model_tensor_ne(sp_model_gguf(m), name, ne, terr, sizeof terr) == 0;
-    const int64_t b_rows = known ? ne[1] * ne[2] * ne[3] : -1, b_cols = known ? ne[0] : -1;
-    if ((known && (b_rows != rows || b_cols != cols || ne[2] != 1 || ne[3] != 1)) ||
+    if (known && (ne[2] != 1 || ne[3] != 1)) {
+        char shape[96];
+        const int dims = ne[3] != 1 ? 4 : 3;
+        snprintf(shape, sizeof shape, "%lld, %lld, %lld", (long long)ne[0], (long long)ne[1], (long long)ne[2]);
+        if (dims == 4) snprintf(shape + strlen(shape), sizeof shape - strlen(shape), ", %lld", (long long)ne[3]);
+        return sp_fail(SPECTRAL_ERR_MODEL,
+                       "%s: %s is a %d-D tensor [%s] (ggml order), not a weight matrix: FourierFT "
+                       "adapts 2-D matrices only", path, name, dims, shape);
+    }
+    const int64_t b_rows = known ? ne[1] : -1, b_cols = known ? ne[0] : -1;
+    if ((known && (b_rows != rows || b_cols != cols)) ||
         wl->n_elems[t->weight] != rows * cols) {
         if (known)
             return sp_fail(SPECTRAL_ERR_MODEL,
@@ -318,10 +333,13 @@ const float *sp_adapter_delta(const spectral_adapter *a, int32_t i, const char *
 void sp_adapter_set_free(sp_adapter_set *set, sp_backend *be) {
     if (!set) return;
     for (int64_t i = 0; i < set->n_merged; i++) {
-        float *p = (float *)set->w[set->merged[i]];
-        if (be->host_memory) free(p);
+        void *p = (void *)set->w[set->merged[i]];
+        if (set->types[set->merged[i]] == SP_WEIGHT_PACKED) be->ops->packed_free(be, p);
+        else if (be->host_memory) free(p);
         else be->ops->buffer_free(be, p);
+        free(set->host[i]);
     }
+    free(set->host);
     free(set->merged);
     free(set->w);
     free(set->types);
@@ -333,8 +351,8 @@ const sp_weight_type *sp_adapter_set_types(const sp_adapter_set *set) { return s
 
 spectral_status sp_adapter_set_build(const spectral_model *m, sp_backend *be,
                                      const void *const *base_w, const sp_weight_type *base_wt,
-                                     spectral_adapter *const *adapters, const float *scales,
-                                     int32_t n, sp_adapter_set **out) {
+                                     sp_compute compute, spectral_adapter *const *adapters,
+                                     const float *scales, int32_t n, sp_adapter_set **out) {
     *out = NULL;
     const sp_weight_list *wl = sp_model_weight_list(m);
     for (int32_t i = 0; i < n; i++) {
@@ -349,10 +367,12 @@ spectral_status sp_adapter_set_build(const spectral_model *m, sp_backend *be,
     if (set) set->w = malloc((size_t)wl->n * sizeof *set->w);
     if (set && set->w) set->merged = malloc((size_t)wl->n * sizeof *set->merged);
     if (set && set->merged) set->types = malloc((size_t)wl->n * sizeof *set->types);
-    if (!set || !set->w || !set->merged || !set->types) {
+    if (set && set->types) set->host = calloc((size_t)wl->n + 1, sizeof *set->host);
+    if (!set || !set->w || !set->merged || !set->types || !set->host) {
         if (set) {
             free(set->w);
             free(set->merged);
+            free(set->types);
         }
         free(set);
         return sp_fail(SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory");
@@ -390,6 +410,11 @@ spectral_status sp_adapter_set_build(const spectral_model *m, sp_backend *be,
                 /* scale 1 gives exactly peft's merge, W += delta_W in float32 */
                 for (int64_t e = 0; e < ne; e++) host[e] += sc * d[e];
             }
+        if (sp_first_nonfinite(SP_TENSOR_F32, host, (size_t)ne) >= 0) {
+            s = sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT,
+                        "the merged %s overflows float32: an adapter's scale is too large", wl->names[wi]);
+            break;
+        }
         void *dst = host;
         if (!be->host_memory) {
             dst = be->ops->buffer_alloc(be, bytes);
@@ -400,8 +425,19 @@ spectral_status sp_adapter_set_build(const spectral_model *m, sp_backend *be,
             }
             /* the backend may still read host until it synchronises */
         }
+        if (base_wt[wi] == SP_WEIGHT_PACKED) {
+            /* packed like the matrix it replaces, so the context's kernels run it */
+            const int64_t rows = wl->gemm_rows[wi];
+            sp_packed *pw = rows > 0 ? be->ops->pack_weight(be, SP_WEIGHT_F32, host, rows, ne / rows, compute) : NULL;
+            if (!pw) {
+                s = sp_fail(SPECTRAL_ERR_BACKEND, "packing the merged %s: %s", wl->names[wi], be->err);
+                break;
+            }
+            set->host[set->n_merged] = host;
+            dst = pw;
+        }
         set->w[wi] = dst;
-        set->types[wi] = SP_WEIGHT_F32;
+        set->types[wi] = base_wt[wi] == SP_WEIGHT_PACKED ? SP_WEIGHT_PACKED : SP_WEIGHT_F32;
         set->merged[set->n_merged++] = wi;
         if (!be->host_memory) {
             if (be->ops->synchronize(be))

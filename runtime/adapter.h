@@ -25,13 +25,15 @@ typedef struct sp_adapter_set sp_adapter_set;
  * stored as base_wt there): checks that every adapter belongs to model m and
  * every scale is finite, merges each targeted matrix on the host (a Q8_0 or
  * Q4_0 target is dequantized first, so its merged copy is float32) and
- * uploads it to be. */
+ * uploads it to be; a target the context packs (SP_WEIGHT_PACKED in
+ * base_wt) has its merged copy packed for `compute` (the context's compute
+ * type for float32 weights). */
 spectral_status sp_adapter_set_build(const spectral_model *m, sp_backend *be,
                                      const void *const *base_w, const sp_weight_type *base_wt,
-                                     spectral_adapter *const *adapters, const float *scales,
-                                     int32_t n, sp_adapter_set **out);
+                                     sp_compute compute, spectral_adapter *const *adapters,
+                                     const float *scales, int32_t n, sp_adapter_set **out);
 /* The weight table a forward pass uses with this set, and its types
- * (SP_WEIGHT_F32 for every merged matrix). */
+ * (SP_WEIGHT_F32 or SP_WEIGHT_PACKED for every merged matrix). */
 const void *const *sp_adapter_set_weights(const sp_adapter_set *set);
 const sp_weight_type *sp_adapter_set_types(const sp_adapter_set *set);
 /* Frees the merged matrices (backend buffers of be) and the table. */

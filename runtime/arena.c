@@ -8,6 +8,7 @@ void sp_arena_init(sp_arena *a, void *base, size_t size) {
     a->used = 0;
     a->measure = 0;
     a->failed = 0;
+    a->tables = NULL;
 }
 
 void sp_arena_init_measure(sp_arena *a) {

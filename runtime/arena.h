@@ -17,6 +17,7 @@ struct sp_arena {
     size_t used;  /* bytes handed out since the last reset, padding included */
     int measure;
     int failed;   /* set when an allocation did not fit */
+    struct sp_tables *tables; /* the context's derived-table cache for this pass, or NULL */
 };
 
 void sp_arena_init(sp_arena *a, void *base, size_t size);

@@ -13,7 +13,7 @@
  *     }
  *     spectral_context_params cp = spectral_context_default_params();
  *     cp.n_threads = 4;
- *     cp.mem_limit = 512u << 20;              // hard cap on activation memory
+ *     cp.mem_limit = 512u << 20;              // hard cap on working memory
  *     spectral_context *ctx = NULL;
  *     if (spectral_context_create(model, cp, &ctx)) { ... }
  *
@@ -43,7 +43,12 @@
  *
  * Errors: functions return spectral_status (0 = SPECTRAL_OK). The library
  * never exits or aborts on bad input; spectral_last_error() describes the last
- * failure on the calling thread. */
+ * failure on the calling thread.
+ *
+ * NULL handles: every function accepts NULL for its model, context or
+ * adapter. Those that return a status return SPECTRAL_ERR_INVALID_ARGUMENT;
+ * getters return 0 (sizes, counts), NULL (outputs), "" (names) or
+ * SPECTRAL_POOLING_UNSPECIFIED; the *_free functions do nothing. */
 #ifndef SPECTRAL_H
 #define SPECTRAL_H
 
@@ -72,6 +77,9 @@ typedef enum {
     SPECTRAL_ERR_OUT_OF_MEMORY = 6,    /* an allocation failed below the limit */
     SPECTRAL_ERR_BACKEND = 7,          /* the compute backend failed */
     SPECTRAL_ERR_UNSUPPORTED = 8,      /* e.g. CUDA requested in a build without it */
+    SPECTRAL_ERR_STOPPED = 9,          /* spectral_encode_batch: the callback stopped it */
+    SPECTRAL_ERR_NUMERIC = 10,         /* the document's output has a NaN or Inf (finite
+                                          weights, or an adapter's scale, overflow on it) */
 } spectral_status;
 
 typedef enum {
@@ -89,6 +97,18 @@ typedef enum {
     SPECTRAL_POOLING_LAST = 3,
 } spectral_pooling;
 
+/* The precision of the GEMMs (the linear layers, nearly all of the work)
+ * on the CPU; docs/precision.md says what each costs and gives. */
+typedef enum {
+    SPECTRAL_DTYPE_AUTO = 0, /* each weight matrix in its own: float32 for float weights
+                                (F32/F16/BF16 files), int8 products for Q8_0/Q4_0 ones
+                                (M2-BERT: float32, quantized matrices decoded) */
+    SPECTRAL_DTYPE_F32 = 1,  /* float32 everywhere, Q8_0/Q4_0 matrices decoded */
+    SPECTRAL_DTYPE_BF16 = 2, /* bfloat16 products summed in float32 (AVX512_BF16 where
+                                the CPU has it, the same numbers emulated elsewhere);
+                                spectralmlp and FNet only, M2-BERT refuses it */
+} spectral_dtype;
+
 typedef struct {
     bool use_mmap; /* map the file instead of reading it (default true). A mapped
                       file must not change while the model is loaded: overwritten
@@ -96,19 +116,34 @@ typedef struct {
                       with SIGBUS. Set false to read a copy into memory. */
 } spectral_model_params;
 
+/* mem_limit of a context with no cap: the largest size_t, so that "no cap"
+ * is never a value a subtraction can produce by accident. */
+#define SPECTRAL_MEM_UNLIMITED SIZE_MAX
+
 typedef struct {
     int n_threads;               /* CPU threads; 0 = all online cores (default) */
     spectral_backend backend;    /* default SPECTRAL_BACKEND_CPU */
     int device;                  /* CUDA device ordinal (default 0) */
     size_t mem_limit;            /* hard cap on working memory in bytes: the activation
                                     arena plus what the backend allocates itself for a
-                                    pass (FFTW's tables); 0 = none */
+                                    pass (FFTW's tables) plus the weights packed for the
+                                    dtype. Default SPECTRAL_MEM_UNLIMITED. 0 is a cap of
+                                    0 bytes, which refuses every document: a limit
+                                    computed as a remainder never switches the cap off
+                                    by coming out at 0 */
     spectral_pooling pooling;    /* default SPECTRAL_POOLING_UNSPECIFIED */
     bool normalize;              /* L2-normalize pooled embeddings (default true) */
     int64_t batch_tokens;        /* spectral_encode_batch packs consecutive short documents
                                     into one pass up to this many tokens in all (the MLP
                                     runs on all their rows at once, the mixing per
                                     document); 0 = default (4096), 1 = one at a time */
+    spectral_dtype dtype;        /* GEMM precision (default SPECTRAL_DTYPE_AUTO); the CUDA
+                                    backend computes float32 and refuses BF16 */
+    bool no_pad;                 /* models that pad (M2-BERT: as its model card, every
+                                    document runs padded with [PAD] to the model's length;
+                                    token states and pooling cover the real tokens only):
+                                    run each document at its own length instead, faster
+                                    and a different embedding. Default false */
 } spectral_context_params;
 
 /* Library */
@@ -118,8 +153,14 @@ const char *spectral_status_string(spectral_status s);
 const char *spectral_last_error(void);
 /* Whether this build can run the given backend on this machine. */
 bool spectral_backend_available(spectral_backend b);
+/* One line naming this CPU's features that matter here and the CPU GEMM
+ * kernel each dtype runs, e.g. "cpu: avx2 fma f16c | kernels: f32 avx2,
+ * int8 avx2, bf16 avx2 (emulated)": for reports and benchmarks. */
+const char *spectral_system_info(void);
 
-/* Model */
+/* Model. Loading checks every weight: a NaN or Inf in any tensor (an F32,
+ * F16 or BF16 value, a Q8_0/Q4_0 block scale) refuses the model with
+ * SPECTRAL_ERR_MODEL and the tensor's name. */
 spectral_model_params spectral_model_default_params(void);
 spectral_status spectral_model_load(const char *path, spectral_model_params params,
                                     spectral_model **out);
@@ -163,9 +204,56 @@ uint64_t spectral_model_n_params(const spectral_model *model);
 
 /* Tokenize text with the model's tokenizer. Writes up to n_max tokens and
  * returns the total number of tokens the text produces (which may exceed
- * n_max: call once with tokens = NULL to size the buffer), or -1 on error. */
+ * n_max: call once with tokens = NULL to size the buffer), or -1 on error.
+ * A text with nothing to embed gives 0 tokens and writes none, whatever the
+ * tokenizer: empty, white space alone (Unicode White_Space, which a bytes
+ * tokenizer would otherwise keep as tokens), or characters the tokenizer
+ * drops entirely (which a bert tokenizer would leave as [CLS] [SEP]). Such
+ * a document is refused by spectral_encode as empty. */
 int64_t spectral_tokenize(const spectral_model *model, const char *text, size_t len,
                           int32_t *tokens, int64_t n_max);
+
+/* Options of spectral_tokenize_with. Truncation is the one policy for long
+ * inputs that spectral-embed --truncate, spectral-server's truncate and the
+ * Python package's truncate= share: it happens only when asked for.
+ *
+ *     spectral_tokenize_params tp = spectral_tokenize_default_params();
+ *     tp.max_tokens = 8192;                        // keep at most 8192 tokens
+ *     int64_t full = spectral_tokenize(model, text, len, NULL, 0);
+ *     int64_t n = spectral_tokenize_with(model, text, len, tp, NULL, 0);  // min(full, 8192)
+ *     spectral_tokenize_with(model, text, len, tp, tok, n);
+ *     if (full > n) ... tell the user that the input was truncated ... */
+typedef struct {
+    bool add_special;   /* the special tokens the model puts around a text: [CLS] ... [SEP],
+                           BOS (default true, as spectral_tokenize) */
+    int64_t max_tokens; /* > 0: keep the text's first max_tokens tokens, the tokenizer's end
+                           token ([SEP], or EOS for a model that adds one) kept as the last, so
+                           that the model sees a beginning closed as a whole text is; 0 (the
+                           default): keep all */
+} spectral_tokenize_params;
+
+spectral_tokenize_params spectral_tokenize_default_params(void);
+/* spectral_tokenize with options: writes up to n_max tokens and returns how
+ * many the text gives after truncation (at most max_tokens), or -1 on error
+ * (also for a negative max_tokens). */
+int64_t spectral_tokenize_with(const spectral_model *model, const char *text, size_t len,
+                               spectral_tokenize_params params, int32_t *tokens, int64_t n_max);
+
+/* The text of one token, as detokenization shows it: concatenating the
+ * pieces of a sequence gives its text as the tokenizer read it. A WordPiece
+ * (bert) word-initial piece begins with a space and a continuation "##ing"
+ * is "ing" (text an uncased vocabulary lower-cased stays so); SentencePiece's
+ * U+2581 is a space and a byte token <0xNN> its byte; a byte-level model's
+ * token is its byte; control and unknown tokens are their spelling ("[CLS]",
+ * "<unk>"); an id the model has but its tokenizer does not name is "".
+ * Writes up to size bytes into buf (not NUL-terminated; size 0 to learn the
+ * length) and returns the piece's length, or -1 for an id outside
+ * [0, spectral_model_n_vocab). */
+int64_t spectral_token_to_piece(const spectral_model *model, int32_t token, char *buf, int64_t size);
+/* Whether token is a control token: one the tokenizer adds around a text or
+ * for padding ([CLS], [SEP], [PAD]; SentencePiece's control tokens, e.g. <s>
+ * and </s>), which no word of a text produces. false for any other id. */
+bool spectral_token_is_control(const spectral_model *model, int32_t token);
 
 /* Context */
 spectral_context_params spectral_context_default_params(void);
@@ -174,8 +262,10 @@ spectral_status spectral_context_create(spectral_model *model, spectral_context_
 void spectral_context_free(spectral_context *ctx);
 
 /* Bytes of working memory (activations, plus the backend's own tables, e.g.
- * 16 bytes per token for FFTW's on the CPU) one document of n_tokens needs in
- * this context with every thread busy. Under a tighter mem_limit the context runs fewer
+ * 16 bytes per token for FFTW's on the CPU, plus the weight copies of
+ * spectral_context_weight_memory) one document of n_tokens needs in
+ * this context with every thread busy (a model that pads: the padded length's;
+ * M2-BERT's cached filter spectra come on top, only within mem_limit). Under a tighter mem_limit the context runs fewer
  * tiles at once (less scratch, less parallelism) and refuses the document
  * only when even one tile at a time does not fit. */
 size_t spectral_context_memory_needed(spectral_context *ctx, int64_t n_tokens);
@@ -184,22 +274,38 @@ size_t spectral_context_memory_needed(spectral_context *ctx, int64_t n_tokens);
 size_t spectral_context_memory_minimum(spectral_context *ctx, int64_t n_tokens);
 /* Most working memory charged against mem_limit so far by this context. */
 size_t spectral_context_peak_memory(const spectral_context *ctx);
-/* Changes the cap on activation memory for later passes (0 = none), e.g. to
- * leave room for what the caller holds itself (spectral-embed counts each
- * input's text and tokens against --mem-limit this way). An arena already
- * larger than the new cap is released at once (and with it the outputs of
- * the last pass: call it between passes). */
+/* Bytes of the weight copies laid out for this context's dtype (the CPU's
+ * GEMM weights, packed once for its kernels; 0 when none), shared by the
+ * model's contexts of the same dtype. They count against mem_limit and in
+ * the three figures above. */
+size_t spectral_context_weight_memory(const spectral_context *ctx);
+/* Changes the cap on working memory for later passes, e.g. to leave room
+ * for what the caller holds itself (spectral-embed counts each input's text
+ * and tokens against --mem-limit this way). SPECTRAL_MEM_UNLIMITED removes
+ * the cap; 0, what is left when the caller holds all of it, refuses every
+ * document. An arena already larger than the new cap is released at once
+ * (and with it the outputs of the last pass: call it between passes). */
 spectral_status spectral_context_set_mem_limit(spectral_context *ctx, size_t mem_limit);
+/* Changes params.normalize for later encodes (spectral-server switches it
+ * between passes for requests that ask for unnormalized vectors). */
+spectral_status spectral_context_set_normalize(spectral_context *ctx, bool normalize);
 spectral_pooling spectral_context_pooling(const spectral_context *ctx);
 
 /* Encode one document. On success the outputs below are valid until the next
- * encode call on this context. */
+ * encode call on this context. Outputs are finite: a document whose pooled
+ * embedding or token states would hold a NaN or Inf (weights are checked
+ * finite at load, but finite weights can still overflow on some input) fails
+ * with SPECTRAL_ERR_NUMERIC and has no outputs. On a device backend the
+ * token states are checked when spectral_get_token_states copies them to the
+ * host (NULL, with the reason in spectral_last_error()). */
 spectral_status spectral_encode(spectral_context *ctx, const int32_t *tokens, int64_t n_tokens);
 
 /* Pooled embedding of the last document (n_pooled floats), or NULL when the
  * context's pooling is NONE. */
 const float *spectral_get_embedding(spectral_context *ctx);
-/* Final hidden states of the last document: n_tokens x n_embd, row-major. */
+/* Final hidden states of the last document: n_tokens x n_embd, row-major;
+ * NULL when there are none (or, on a device backend, when they are not
+ * finite: SPECTRAL_ERR_NUMERIC's message in spectral_last_error()). */
 const float *spectral_get_token_states(spectral_context *ctx, int64_t *n_tokens);
 
 /* Encode several documents, calling on_done for each one, in order, as soon
@@ -208,9 +314,11 @@ const float *spectral_get_token_states(spectral_context *ctx, int64_t *n_tokens)
  * documents are packed into one pass of up to batch_tokens tokens; on the CPU
  * the results are bit-identical to encoding them one at a time. A document
  * that fails (e.g. over the memory limit) is
- * reported with its status and the others still run. Returns SPECTRAL_OK
- * when every document succeeded, else the first failure's status. Returning
- * non-zero from the callback stops the batch. */
+ * reported with its status and the others still run. Returning non-zero
+ * from the callback stops the batch: the documents after that one are
+ * neither encoded nor reported. Returns SPECTRAL_ERR_STOPPED when the
+ * callback stopped it, else SPECTRAL_OK when every document succeeded, else
+ * the first failure's status. */
 typedef int (*spectral_doc_callback)(spectral_context *ctx, int64_t doc_index,
                                      spectral_status status, void *user_data);
 spectral_status spectral_encode_batch(spectral_context *ctx, const int32_t *const *tokens,
@@ -278,9 +386,12 @@ spectral_status spectral_context_set_adapters(spectral_context *ctx,
  *         fprintf(stderr, "%s\n", spectral_last_error());
  *     }
  *
- * The input must load as a model; the output is written only when it loads
- * too (else it is removed), and never over the input. Every other tensor and
- * key is copied unchanged. Loading dequantizes / reconstructs compressed
+ * The input must load as a model. The output is written into a new file
+ * beside out_path and renamed over it only once it loads as a model too, so
+ * a failure leaves out_path as it was. out_path is a new file, a regular
+ * file (replaced) or a symbolic link to one (its target replaced); anything
+ * else (a device, a FIFO, a directory) is refused before any work, and the
+ * input is never overwritten. Every other tensor and key is copied unchanged. Loading dequantizes / reconstructs compressed
  * weights to float32 once: they save file size, not memory while running.
  *
  * Thread safety: reentrant; calls on different files may run concurrently. */
@@ -319,7 +430,8 @@ typedef struct {
 spectral_quantize_params spectral_quantize_default_params(void);
 /* SPECTRAL_ERR_INVALID_ARGUMENT: bad params (type, keep, regex), output path
  * equal to the input or a selected tensor that cannot take the type;
- * SPECTRAL_ERR_IO / _FORMAT / _MODEL: the input; SPECTRAL_ERR_IO: writing. */
+ * SPECTRAL_ERR_IO / _FORMAT / _MODEL: the input; SPECTRAL_ERR_IO: an output
+ * path that is not a regular file, or writing. */
 spectral_status spectral_model_quantize(const char *in_path, const char *out_path,
                                         const spectral_quantize_params *params);
 

@@ -77,10 +77,21 @@ if what != "smoke":
 elif rc != 0 or "| spectral " not in out or "| attention " not in out or " mlp " not in out:
     fails.append(f"md --mode all: rc {rc}, output:\n{out[-2000:]}\n{err[-2000:]}")
 
+# --dtype: a model row per dtype, named in the row (openblas: f32 through OpenBLAS)
+rc, out, err = run(base + ["-o", "jsonl", "--no-attn", "--dtype", "auto,bf16,openblas"]) if what == "smoke" else (0, "", "")
+if what == "smoke":
+    got = sorted((r.get("dtype"), r["n_tokens"], r["status"]) for r in map(json.loads, out.splitlines()) if r.get("impl") == "spectral")
+    want = sorted((d, T, "ok") for d in ("auto", "bf16", "openblas") for T in (64, 256))
+    if rc != 0 or got != want:
+        fails.append(f"--dtype rows: rc {rc}, got {got}, stderr {err[-1000:]}")
+    if "kernels: f32" not in err:
+        fails.append(f"the header does not name the kernels: {err[-500:]}")
+
 # Bad options: a clear message and exit status 2, never a crash.
 for bad in () if what == "smoke" else (["--bogus"], ["-p"], ["-p", "0"], ["-p", "512-256"], ["-p", "64-1024*1"],
             ["-r", "0"], ["-o", "xml"], ["--device", "tpu"], ["--mode", "x"],
-            ["--attn-budget", "-1"], ["-t", "abc"], ["--dim", "0"], ["-m", "x.gguf", "--dim", "8"]):
+            ["--attn-budget", "-1"], ["-t", "abc"], ["--dim", "0"], ["-m", "x.gguf", "--dim", "8"],
+            ["--dtype", "f16"], ["--dtype", ""], ["--dtype", "auto,f32,bf16,openblas,auto"]):
     rc, out, err = run([bench] + bad)
     if rc != 2 or "spectral-bench:" not in err:
         fails.append(f"bad option {bad}: exit {rc}, stderr {err!r}")

@@ -1,12 +1,13 @@
 /* fnet_dump - encode token ids given directly (no tokenizer) through the
- * public C API and print the token states.
+ * public C API and print the token states (the fnet and m2bert parity tests).
  *
- *   fnet_dump MODEL IDS.txt [--backend cpu|cuda] [--threads N] [--pooled]
+ *   fnet_dump MODEL IDS.txt [--backend cpu|cuda] [--threads N] [--pooled] [--no-pad]
  *
  * IDS.txt holds whitespace-separated decimal token ids. Output on stdout: a
  * header line "n_tokens n_embd", then n_tokens lines of n_embd floats (%.9g).
  * With --pooled: CLS pooling without normalization (the model's pooler when
- * it has one), printed as "1 n_embd" and one line.
+ * it has one), printed as "1 n_embd" and one line. --no-pad: the context's
+ * no_pad (a model that pads runs the document at its own length).
  *
  * Exit status: 0 ok, 1 failure (status name and message on stderr), 2 usage,
  * 77 when --backend cuda is requested but not available (test skip). */
@@ -18,7 +19,7 @@
 #include "check.h"
 
 static int usage(void) {
-    fprintf(stderr, "usage: fnet_dump MODEL IDS.txt [--backend cpu|cuda] [--threads N] [--pooled]\n");
+    fprintf(stderr, "usage: fnet_dump MODEL IDS.txt [--backend cpu|cuda] [--threads N] [--pooled] [--no-pad]\n");
     return 2;
 }
 
@@ -36,6 +37,8 @@ int main(int argc, char **argv) {
             else return usage();
         } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
             cp.n_threads = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--no-pad")) {
+            cp.no_pad = true;
         } else if (!strcmp(argv[i], "--pooled")) {
             cp.pooling = SPECTRAL_POOLING_CLS;
             cp.normalize = false;

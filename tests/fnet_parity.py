@@ -39,7 +39,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tools", "convert"))
-from gguf_tensors import finish  # noqa: E402
+from gguf_tensors import copy_gguf  # noqa: E402
 
 TOL = 1e-5  # the brief asks 1e-4; gelu vs gelu_new alone is ~1e-4 here, we get ~5e-7
 SKIP = 77
@@ -61,38 +61,7 @@ def parse(stdout):
     return a.reshape(T, D)
 
 
-def write_variant(src, dst, *, kv=None, drop_kv=(), drop=(), replace=None):
-    """Copies the fixture GGUF with edited keys / tensors (numpy shapes)."""
-    import gguf
-    r = gguf.GGUFReader(src)
-    strings = {"general.name", "fnet.hidden_act", "tokenizer.ggml.model"}
-    floats = {"fnet.attention.layer_norm_epsilon"}
-    keys = {}
-    for name, f in r.fields.items():
-        if name.startswith("GGUF.") or name == "general.architecture":
-            continue
-        v = f.parts[f.data[0]]
-        keys[name] = bytes(v).decode() if name in strings else (float(v[0]) if name in floats else int(v[0]))
-    keys.update(kv or {})
-    w = gguf.GGUFWriter(dst, "fnet")
-    for name, v in keys.items():
-        if name in drop_kv:
-            continue
-        if isinstance(v, str):
-            w.add_string(name, v)
-        elif isinstance(v, float):
-            w.add_float32(name, v)
-        else:
-            w.add_uint32(name, v)
-    for t in r.tensors:
-        if t.name in drop:
-            continue
-        a = np.array(t.data).reshape([int(n) for n in reversed(t.shape)])
-        w.add_tensor(t.name, (replace or {}).get(t.name, lambda x: x)(a))
-    finish(w)
-
-
-# (name, write_variant arguments, ids file or None for the 7-token one, expected message part)
+# (name, copy_gguf arguments, ids file or None for the 7-token one, expected message part)
 BROKEN = [
     ("missing_tensor", dict(drop=("blk.1.ffn_up.bias",)), "missing tensor blk.1.ffn_up.bias"),
     ("transposed_ffn_down", dict(replace={"blk.0.ffn_down.weight": lambda a: np.ascontiguousarray(a.T)}),
@@ -112,7 +81,7 @@ def check_broken(a, failures):
         ids7 = os.path.join(a.data, "ids_T7.txt")
         for name, kw, want in BROKEN:
             dst = os.path.join(tmp, name + ".gguf")
-            write_variant(src, dst, **kw)
+            copy_gguf(src, dst, **kw)
             r = run_dump(a.dump, dst, ids7, a.backend)
             msg = r.stderr.strip()
             print(f"broken {name}: exit {r.returncode}: {msg}")
@@ -121,7 +90,7 @@ def check_broken(a, failures):
                                 f"expected a failure naming {want!r}")
         # Without fnet.context_length the position table sets the maximum.
         dst = os.path.join(tmp, "no_ctx_key.gguf")
-        write_variant(src, dst, drop_kv=("fnet.context_length",),
+        copy_gguf(src, dst, drop_kv=("fnet.context_length",),
                       replace={"position_embd.weight": lambda a: a[:100]})
         r = run_dump(a.dump, dst, os.path.join(a.data, "ids_T128.txt"), a.backend)
         msg = r.stderr.strip()
@@ -133,7 +102,7 @@ def check_broken(a, failures):
             failures.append(f"no_ctx_key T=7: exit {r.returncode}, stderr {r.stderr.strip()!r}")
         # Without a pooler, CLS pooling is the first token's state.
         dst = os.path.join(tmp, "no_pooler.gguf")
-        write_variant(src, dst, drop=("pooler.weight", "pooler.bias"))
+        copy_gguf(src, dst, drop=("pooler.weight", "pooler.bias"))
         r = run_dump(a.dump, dst, ids7, a.backend, pooled=True)
         ref = np.load(os.path.join(a.data, "ref_T7.npy")).astype(np.float64)[0]
         if r.returncode != 0:

@@ -3,11 +3,14 @@
 #                    (the CMake project built as the wheel builds it), once for the tests below
 #   python_binding   the ctypes declarations against runtime/spectral.h
 #   python_model     spectral.Model against spectral-embed bit for bit, errors, threads,
-#                    the memory cap
+#                    the memory cap, input checks, Ctrl-C, long inputs
+#   python_encode    Model.encode as sentence-transformers' encode, its progress bar
 #   python_leak      RSS bounded over 10,000 calls and 100 model open/close cycles
 #   python_corpus_*  tools/corpus/embed_corpus.py on a local Dask cluster of two workers
+#                    (and its progress bar, without Dask)
 # SKIP (77) when a Python dependency is missing (tools/deps.sh installs them).
-set(spectral_py_tests python_install python_binding python_model python_leak python_corpus_dir python_corpus_jsonl)
+set(spectral_py_tests python_install python_binding python_model python_encode python_leak python_corpus_dir
+    python_corpus_jsonl)
 set(spectral_py_run ${PROJECT_SOURCE_DIR}/python/tests/ctest_run.py)
 if(SPECTRAL_SANITIZE OR NOT TARGET spectral-embed)
   # The package builds its own, uninstrumented library, and the interpreter is not
@@ -24,9 +27,10 @@ else()
   set(spectral_py_pytest ${Python3_EXECUTABLE} ${spectral_py_run} pytest ${PROJECT_BINARY_DIR} $<TARGET_FILE:spectral-embed>)
   add_test(NAME python_binding COMMAND ${spectral_py_pytest} test_binding.py)
   add_test(NAME python_model COMMAND ${spectral_py_pytest} test_model.py -k "not leak")
+  add_test(NAME python_encode COMMAND ${spectral_py_pytest} test_encode.py)
   add_test(NAME python_leak COMMAND ${spectral_py_pytest} test_model.py -k leak)
   add_test(NAME python_corpus_dir COMMAND ${spectral_py_pytest} --need pyarrow,distributed
-           test_corpus.py -k directory)
+           test_corpus.py -k "directory or progress")
   add_test(NAME python_corpus_jsonl COMMAND ${spectral_py_pytest} --need pyarrow,distributed
            test_corpus.py -k jsonl)
   foreach(t ${spectral_py_tests})

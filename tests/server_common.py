@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import struct
 import subprocess
 import tempfile
@@ -100,6 +101,23 @@ def request(port, method, path, body=None, headers=None, timeout=300):
         return r.status, {k.lower(): v for k, v in r.getheaders()}, data
     finally:
         c.close()
+
+
+def raw_exchange(port, data, timeout=10):
+    """Sends raw bytes on a new connection; everything the server answers until it closes."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        s.sendall(data)
+        resp = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            resp += chunk
+    except OSError:
+        pass
+    s.close()
+    return resp
 
 
 def decode_base64_floats(s):

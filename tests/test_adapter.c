@@ -238,6 +238,11 @@ static void test_refusals(spectral_model *m, target *t, int nt) {
         {"NaN coefficient", "coefficient 3 is not finite", 3, 2, NAN},
         {"infinite coefficient", "is not finite", 4, 2, INFINITY},
     };
+    /* coefficients finite one by one, whose delta overflows float32 */
+    memcpy(loc, t[0].loc, (size_t)(2 * c.n) * sizeof *loc);
+    for (int64_t k = 0; k < c.n; k++) spec[k] = 3e38f;
+    CHECK(write_adapter(bad_path, both, 2, 2.0f, v) == 0, "writing");
+    expect_refused(m, "overflowing delta", SPECTRAL_ERR_FORMAT, "overflows float32");
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         memcpy(loc, t[0].loc, (size_t)(2 * c.n) * sizeof *loc);
         memcpy(spec, t[0].spec, (size_t)c.n * sizeof *spec);
@@ -258,6 +263,12 @@ static void test_refusals(spectral_model *m, target *t, int nt) {
     c.name = "blk.0.mix_norm.weight"; /* exists, but is not 64 x 32 */
     CHECK(write_adapter(bad_path, &c, 1, 2.0f, v) == 0, "writing");
     expect_refused(m, "vector target", SPECTRAL_ERR_MODEL, "not the base model");
+    /* the mixing filter [2, K, D]: its values line up as 256 x 2, but it is 3-D,
+     * which is the reason to give (it said "made for 256 x 2, but the model's is 256 x 2") */
+    target filt = make_target("blk.0.mix_filter.weight", 8 * 32, 2, 10);
+    CHECK(write_adapter(bad_path, &filt, 1, 2.0f, v) == 0, "writing");
+    expect_refused(m, "3-D target", SPECTRAL_ERR_MODEL, "blk.0.mix_filter.weight is a 3-D tensor [2, 8, 32]");
+    free_target(&filt);
     free(loc);
     free(spec);
 
@@ -385,6 +396,20 @@ static int run_unit_tests(void) {
     CHECK(spectral_context_set_adapters(ad, NULL, &one, 1) == SPECTRAL_ERR_INVALID_ARGUMENT, "NULL list");
     CHECK(spectral_context_set_adapters(ad, &a, &one, -1) == SPECTRAL_ERR_INVALID_ARGUMENT, "n < 0");
     CHECK(spectral_context_set_adapters(NULL, &a, &one, 1) == SPECTRAL_ERR_INVALID_ARGUMENT, "NULL ctx");
+    /* finite scales whose merge overflows float32 (issue 21, item 7): an
+     * adapter file's scaling 1e30, set at 1e30, is refused by the set (one
+     * that overflows only in the forward pass fails its documents:
+     * test_runtime's test_nonfinite_output, test_cli's adapter at 1e30) */
+    char big_path[320];
+    snprintf(big_path, sizeof big_path, "%s/big.gguf", dir);
+    spectral_adapter *big = NULL;
+    const float huge = 1e30f;
+    CHECK(write_adapter(big_path, t, 2, 1e30f, (variant){0}) == 0 && spectral_adapter_load(m, big_path, &big) == SPECTRAL_OK,
+          "%s", spectral_last_error());
+    CHECK(spectral_context_set_adapters(ad, &big, &huge, 1) == SPECTRAL_ERR_INVALID_ARGUMENT &&
+              strstr(spectral_last_error(), "overflows"),
+          "merge overflows: %s", spectral_last_error());
+    spectral_adapter_free(big);
     CHECK(!memcmp(encode_states(ad, tok, T), with, bytes), "a refused set changed the context");
     /* the same adapter file on another model (same shapes) works there, independently */
     CHECK(spectral_context_set_adapters(other, &a2, &one, 1) == SPECTRAL_OK, "%s", spectral_last_error());

@@ -80,8 +80,27 @@ check(any(ln.startswith("#### Shared machine") for ln in lines), "quiet-vs-loade
 check("| 512 | 10.0 ± 0.0 | 13.0 ± 0.0 | 1.30x | 30.0 ± 0.0 | 90.0 ± 0.0 | 3.00x | 20.0 ± 0.0 | - | - |"
       in lines, "slowdown row")
 check("2.0e-06 (eager complex)" in md and "3.0e-06 (eager rfft)" in md, "check result in the report")
+check(not any(ln.startswith("#### Low precision") for ln in lines), "no low-precision table without its rows")
+# the low-precision table: spectral OpenBLAS / int8 and torch dynamic int8 next to the f32 rows
+lowp = rows + [row("spectral-openblas", 512, 12.0), row("spectral-int8", 512, 5.0),
+               row("spectral-q8-f32", 512, 9.0), row("torch-dynamic-int8", 512, 15.0),
+               row("spectral-openblas", 1024, 24.0), row("spectral-q8-f32", 1024, 18.0),
+               row("spectral-int8", 1024, None, status="error: x")]
+meta["system_info"] = "cpu: avx2 fma | kernels: f32 avx2, int8 avx2, bf16 avx2 (emulated)"
+md2 = bc.markdown(lowp, meta, args)
+lines2 = md2.splitlines()
+check(any(ln.startswith("#### Low precision: environment as is, quiet") for ln in lines2), "low-precision table")
+check(any("kernels: f32 avx2, int8 avx2" in ln for ln in lines2), "the kernels named")
+check("| T | spectral f32 ms | spectral f32 OpenBLAS ms | spectral Q8_0 as f32 ms | spectral int8 (Q8_0) ms | "
+      "torch.compile f32 ms | torch dynamic int8 ms | f32 packed vs OpenBLAS | int8 vs own f32 | "
+      "int8 vs torch.compile f32 | int8 vs torch int8 |" in lines2, "low-precision header")
+check("| 512 | 10.0 ± 0.0 | 12.0 ± 0.0 | 9.00 ± 0.00 | 5.00 ± 0.00 | 20.0 ± 0.0 | 15.0 ± 0.0 | 1.20x | 1.80x | "
+      "4.00x | 3.00x |" in lines2, "low-precision 512 row")
+check("| 1024 | 20.0 ± 0.0 | 24.0 ± 0.0 | 18.0 ± 0.0 | error: x | compile > 5 s | - | 1.20x | - | - | - |" in lines2,
+      "low-precision 1024 row with statuses")
 if failures:
     print(md)
+    print(md2)
 
 # 4. the real tools, tiny model
 if len(sys.argv) == 3:
@@ -98,6 +117,12 @@ if len(sys.argv) == 3:
             check(got == [(64, "ok"), (128, "ok")], f"spectral-bench rows {got} under {prefix}")
             check(all(r["ms_per_doc"] > 0 for r in srows), "spectral-bench ms_per_doc")
             check(srows and srows[0]["spectral_version"] != "?", "spectral version from the header")
+        # the low-precision rows' command lines: the OpenBLAS reference and a dtype
+        names = {"auto": "spectral", "openblas": "spectral-openblas", "bf16": "spectral-bf16"}
+        srows = bc.run_spectral(bench, model, [64], 1, 1, [], names)
+        check(sorted((r["impl"], r["status"]) for r in srows) == sorted((n, "ok") for n in names.values()),
+              f"rows of several dtypes in one run: {srows}")
+        check(srows and "kernels:" in srows[0]["system_info"], "the kernels from spectral-bench's header")
         tok, st = bc.spectral_states(embed, model, 45, 1, tmp)
         check(os.path.getsize(tok) == 45, "check tokens file")
         states = np.fromfile(st, dtype=np.float32)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 
 import harness
 from harness import check
@@ -106,6 +107,28 @@ with tempfile.TemporaryDirectory() as d:
     check(json.loads(out)["embedding"] == recs[0]["embedding"], "stdin same as file")
     rc, out, err = run("-m", MODEL, "-", stdin=b"")
     check(rc == 1 and "empty input" in err, "empty stdin is an input error")
+    # whitespace alone is empty too, for every tokenizer (issue 25: the default model's bert
+    # tokenizer embedded it as [CLS] [SEP], the byte model as the spaces)
+    blank = write("blank.txt", b" \t\n  \r\n" + "\u3000\u00a0".encode())
+    default_model = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "models", "spectral-default.gguf")
+    for m in (MODEL, default_model):
+        rc, out, err = run("-m", m, empty, blank, good1)
+        lines = out.decode().splitlines()
+        check(rc == 1 and err.count("empty input") == 2 and len(lines) == 1 and json.loads(lines[0])["input"] == good1,
+              f"{os.path.basename(m)}: empty and whitespace-only inputs are errors: {rc} {err!r}")
+    # the README's --mem-limit examples each run the default model on a short input (issue 25:
+    # its 65536 refused every input)
+    readme = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "README.md")).read()
+    usage = readme[readme.index("spectral-embed -m MODEL [options]"):]
+    usage = usage[usage.index("--mem-limit SIZE"):usage.index("-b, --batch-tokens")]
+    sizes = re.findall(r"(?<![\w.])(\d+(?:\.\d+)?[KMGT]?)(?=[,\s)]|$)", usage)
+    check(len(sizes) >= 2, f"README --mem-limit examples found: {sizes}")
+    for size in sizes:
+        rc, out, err = run("-m", default_model, "--mem-limit", size, good1)
+        check(rc == 0, f"README's --mem-limit {size} with the default model: {rc} {err!r}")
+    dropped = write("dropped.txt", "\u200b\ufeff\x01".encode())  # all removed by bert's text cleaning
+    rc, out, err = run("-m", default_model, dropped)
+    check(rc == 1 and "empty input" in err and out == b"", f"only what bert drops: {rc} {err!r}")
 
     # pooling none, no-normalize, float round trip through raw
     rc, out, err = run("-m", MODEL, "--pooling", "none", good1)
@@ -170,6 +193,23 @@ with tempfile.TemporaryDirectory() as d:
     with open("/dev/full", "wb") as full:
         p = subprocess.run([EMBED, "--help"], stdout=full, stderr=subprocess.PIPE, timeout=300)
     check(p.returncode == 3, f"--help to /dev/full: {p.returncode}")
+    with open("/dev/full", "wb") as full:  # issue 21, item 9: the reason, not EIO
+        p = subprocess.run([EMBED, "-m", MODEL, "-o", "raw", "--pooling", "none", good1, good2], stdout=full,
+                           stderr=subprocess.PIPE, timeout=300)
+    check(p.returncode == 3 and b"No space left on device" in p.stderr, f"raw to /dev/full: {p.stderr!r}")
+    # a reader that goes away (| head): ended by SIGPIPE as other Unix tools are, and said so
+    p = subprocess.Popen([EMBED, "-m", MODEL, *([good2] * 200)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.readline()
+    p.stdout.close()
+    err = p.stderr.read()
+    rc = p.wait(timeout=300)
+    check(rc == -signal.SIGPIPE and err == b"", f"| head: {rc} {err!r}")
+    rc, out, err = run("--help")
+    check(b"SIGPIPE" in out, "--help says what a closed pipe does")
+    # --mem-limit bounds the process (text and tokens too), not only activations (issue 25)
+    help_text = out.decode()
+    mem_help = help_text[help_text.index("--mem-limit"):help_text.index("--batch-tokens")]
+    check("text and tokens" in mem_help and "activation memory," not in mem_help, f"--help --mem-limit: {mem_help!r}")
     # a reader that goes away, with SIGPIPE ignored: EPIPE stops the run
     p = subprocess.Popen([EMBED, "-m", MODEL, *([good2] * 200)], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGPIPE, signal.SIG_IGN))
@@ -215,6 +255,13 @@ with tempfile.TemporaryDirectory() as d:
         check(rc == 1 and "defined for any length" not in err and "longer than the maximum" in err,
               f"FNet over its positions: {rc} {err!r}")
 
+    # an adapter at scale 1e30 overflows the forward pass: an error for the input (or the
+    # adapter), never "embedding": [null, ...] with exit 0 (issue 21, item 7)
+    data = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+    rc, out, err = run("-m", os.path.join(data, "seed", "model.gguf"), "--adapter",
+                       os.path.join(data, "fourierft", "seed-adapter.gguf") + ":1e30", good1)
+    check(rc in (1, 2) and b"null" not in out and "non-finite" in err, f"adapter scale 1e30: {rc} {err!r}")
+
     # SIGTERM / SIGINT in the middle of long records: whole lines only, exit 143 / 130
     big = write("big.txt", bytes(range(256)) * 200)
     for sig, code in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
@@ -227,6 +274,43 @@ with tempfile.TemporaryDirectory() as d:
         lines = (first + rest).split(b"\n")
         whole = lines[-1] == b"" and all(json.loads(l)["n_tokens"] == 51200 for l in lines[:-1])
         check(rc == code and whole, f"signal {sig}: rc {rc}, {len(lines) - 1} lines, last torn: {not whole}")
+
+    # the same signals while the process is blocked writing to a reader that has stopped
+    # reading (issue 21, item 2: write() failed with EINTR, stdio dropped its buffer and the
+    # rest of the record followed it): every record whole or absent, -o json a valid document
+    def blocked_writer(args, sig):
+        p = subprocess.Popen([EMBED, "-m", MODEL, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10  # /proc/PID/wchan may not say: then a plain wait
+        while time.time() < deadline and p.poll() is None:
+            try:
+                with open(f"/proc/{p.pid}/wchan") as fh:
+                    if "pipe_write" in fh.read():
+                        break
+            except OSError:
+                pass
+            time.sleep(0.01)
+        time.sleep(0.2)  # the pipe stays full: the writer is blocked in write()
+        p.send_signal(sig)
+        out = p.stdout.read()
+        return p.wait(timeout=300), out
+
+    mid_doc = write("mid_doc.txt", bytes(range(32, 127)) * 30)  # 2,850 tokens, ~4 MB a record
+    for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+        rc, out = blocked_writer(["--pooling", "none", mid_doc, mid_doc, mid_doc], sig)
+        lines = out.split(b"\n")
+        try:
+            whole = lines[-1] == b"" and all(len(json.loads(l)["embeddings"]) == 2850 for l in lines[:-1])
+        except ValueError:
+            whole = False
+        check(rc == code and whole and len(lines) >= 2,
+              f"signal {sig} while blocked on a full pipe: rc {rc}, {len(lines) - 1} lines, all whole: {whole}")
+    rc, out = blocked_writer(["--pooling", "none", "-o", "json", mid_doc, mid_doc, mid_doc], signal.SIGINT)
+    try:
+        arr = json.loads(out)
+        ok = len(arr) >= 1 and all(len(r["embeddings"]) == 2850 for r in arr)
+    except ValueError:
+        ok = False
+    check(rc == 130 and ok, f"-o json interrupted is still one JSON document: rc {rc}, {out[-60:]!r}")
 
     # --mem-limit bounds the process, not only activations: each input's text
     # and tokens count against it (a file over it is refused before reading)
@@ -252,6 +336,34 @@ with tempfile.TemporaryDirectory() as d:
     if not os.environ.get("SPECTRAL_SANITIZED"):  # ASan's shadow memory inflates RSS
         check(base and peak and peak <= base + (16 << 10) + (8 << 10),
               f"peak RSS {peak} KiB over baseline {base} KiB + 16 MiB cap + 8 MiB")
+
+    # long inputs: a warning past the training length (4096 for the byte
+    # model); --truncate N embeds the first N tokens and says so
+    rc, out, err = run("-m", MODEL, "-v", good1)
+    check(rc == 0 and "trained context 4096" in err, f"--verbose reports the training length: {err!r}")
+    long_doc = write("long.txt", b"abcd " * 1000)  # 5000 bytes: 5000 tokens
+    rc, out, err = run("-m", MODEL, long_doc)
+    check(rc == 0 and "longer than the model's training context (4096)" in err and "truncated" not in err,
+          f"past the training length: embedded, with a warning: {rc} {err!r}")
+    rc, out, err = run("-m", MODEL, "--truncate", "4096", long_doc)
+    check(rc == 0 and json.loads(out)["n_tokens"] == 4096 and "5000 tokens, truncated to the first 4096" in err
+          and "training context" not in err, f"--truncate 4096: {rc} {err!r}")
+    prefix = write("prefix.txt", (b"abcd " * 1000)[:4096])
+    check(json.loads(out)["embedding"] == json.loads(run("-m", MODEL, prefix)[1])["embedding"],
+          "--truncate: the embedding of the first 4096 tokens")
+    rc, out, err = run("-m", MODEL, "--truncate", "100", good1)
+    check(rc == 0 and json.loads(out)["n_tokens"] == 45 and "truncated" not in err, "--truncate: shorter inputs whole")
+    for bad in ["0", "-3", "x"]:
+        rc, out, err = run("-m", MODEL, "--truncate", bad, good1)
+        check(rc == 2 and "--truncate" in err, f"--truncate {bad}: usage error ({rc} {err!r})")
+
+    # the cap less the input held came out at exactly 0: that refuses, it does not uncap
+    # (issue 21, item 4: A held 4,000 bytes of tokens... B's text left 0 for A's pass)
+    a_txt = write("capA.txt", b"a" * 4000)
+    b_txt = write("capB.txt", b"b" * ((1 << 20) - 16000))
+    rc, out, err = run("-m", MODEL, "--mem-limit", "1M", "--verbose", a_txt, b_txt)
+    check(rc == 1 and a_txt not in out.decode() and f"{a_txt}: a document of 4000 tokens needs" in err,
+          f"a zero remainder refuses: {rc} {out[:80]!r} {err[-400:]!r}")
 
     # --option=value
     rc, out, err = run(f"--model={MODEL}", "--pooling=none", "--batch-tokens=7", good1)

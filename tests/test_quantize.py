@@ -29,7 +29,13 @@ checked against loose floors (f16 0.9999, q8_0 0.999, q4_0 0.98) that
 catch a wrong codec without being a benchmark.
 
 CLI: --help, usage errors (exit 2), refusing IN as OUT (IN unchanged),
-unreadable input, bad regex, unfit selection (exit 1).
+unreadable input, bad regex, unfit selection (exit 1), type names in any case (Q8_0 as q8_0).
+
+The output path: a device node, a FIFO or a directory is refused before
+anything is written and left as it was; a write that fails (a file-size
+limit standing in for a full disk) leaves an existing OUT untouched and no
+temporary file behind; a successful run replaces a regular OUT (through a
+symbolic link, the link's target) in one rename.
 
 Exit 0 pass, 1 fail, 77 skip (numpy or gguf missing)."""
 from __future__ import annotations
@@ -38,6 +44,11 @@ import argparse
 import hashlib
 import json
 import os
+import resource
+import shutil
+import signal
+import stat
+import struct
 import subprocess
 import sys
 
@@ -223,9 +234,9 @@ def check_file(args, src_path, out_path, typ, keep):
     return converted
 
 
-def embed_states(embed_bin, model_path, files):
+def embed_states(embed_bin, model_path, files, dtype="auto"):
     p = run([embed_bin, "-m", model_path, "--pooling", "none", "--no-normalize", "-t", "2",
-             "--output-format", "jsonl", *files])
+             "--dtype", dtype, "--output-format", "jsonl", *files])
     if p.returncode != 0:
         failures.append(f"spectral-embed {model_path}: {p.stderr.strip()}")
         return [np.zeros((1, 1))] * len(files)
@@ -269,12 +280,127 @@ def check_cli(args, model, work):
           f"unfit selection: {p.stderr}")
     p = run([q, model, os.path.join(work, "no-such-dir", "x.gguf"), "--type", "q8_0"])
     check(p.returncode == 1 and p.stderr.strip(), f"unwritable output: rc {p.returncode}")
+    for typ in ("Q8_0", "Q4_0", "F16", "SST"):  # as llama-quantize users type them
+        p = run([q, model, out, "--type", typ])
+        check(p.returncode == 0, f"--type {typ}: rc {p.returncode} {p.stderr}")
     p = run([q, model, out, "--type=q4_0", "--tensors=ffn_up", "-v"])
     check(p.returncode == 0 and "ffn_up.weight" in p.stderr and "q4_0" in p.stderr, f"-v: {p.stderr}")
     r, ts = tensors_of(out)
     types = {n: t.tensor_type for n, t in ts.items()}
     check(types["blk.0.ffn_up.weight"] == Q.Q4_0 and types["blk.0.ffn_down.weight"] == Q.F32,
           "--tensors selects only matching tensors")
+
+
+def check_output_path(args, model, work):
+    """Issue 21, item 1: nothing but a regular file the tool wrote is ever removed or replaced."""
+    q = args.quantize
+    d = os.path.join(work, "outpath")
+    shutil.rmtree(d, ignore_errors=True)  # left by an earlier run
+    os.makedirs(d)
+
+    def leftovers():
+        return sorted(n for n in os.listdir(d) if n not in {"dev", "fifo", "precious.gguf", "target.gguf",
+                                                           "link.gguf", "fresh.gguf", "subdir"})
+
+    def quantize(out, preexec=None):
+        try:
+            return subprocess.run([q, model, out, "--type", "q8_0"], capture_output=True, text=True,
+                                  timeout=60, preexec_fn=preexec)
+        except subprocess.TimeoutExpired:
+            return None
+
+    dev = os.path.join(d, "dev")
+    try:  # a character device that fails every write, as /dev/full does (needs CAP_MKNOD)
+        os.mknod(dev, 0o666 | stat.S_IFCHR, os.makedev(1, 7))
+    except (PermissionError, OSError) as e:
+        print(f"(no device node test: {e})")
+        dev = None
+    if dev:
+        p = quantize(dev)
+        check(p is not None and p.returncode == 1 and "not a regular file" in p.stderr,
+              f"OUT a device: {p and (p.returncode, p.stderr)}")
+        check(os.path.lexists(dev) and stat.S_ISCHR(os.lstat(dev).st_mode), "the device node is still there")
+    fifo = os.path.join(d, "fifo")
+    os.mkfifo(fifo)
+    p = quantize(fifo)  # before: blocked opening it, then removed it
+    check(p is not None and p.returncode == 1 and "not a regular file" in p.stderr,
+          f"OUT a FIFO: {p and (p.returncode, p.stderr)}")
+    check(os.path.lexists(fifo) and stat.S_ISFIFO(os.lstat(fifo).st_mode), "the FIFO is still there")
+    sub = os.path.join(d, "subdir")
+    os.mkdir(sub)
+    p = quantize(sub)
+    check(p is not None and p.returncode == 1 and os.path.isdir(sub), f"OUT a directory: {p and p.stderr}")
+
+    precious = os.path.join(d, "precious.gguf")
+    with open(precious, "wb") as fh:
+        fh.write(b"precious bytes")
+
+    def small_files():  # a write error part-way (EFBIG), as a full disk would give
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16384, 16384))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    p = quantize(precious, small_files)
+    check(p is not None and p.returncode == 1 and "File too large" in p.stderr, f"write error: {p and p.stderr}")
+    check(os.path.exists(precious) and open(precious, "rb").read() == b"precious bytes",
+          "a failed write leaves the existing OUT as it was")
+    check(leftovers() == [], f"no temporary file left behind: {leftovers()}")
+    p = quantize(precious)
+    check(p is not None and p.returncode == 0 and open(precious, "rb").read(4) == b"GGUF",
+          f"success replaces a regular OUT: {p and p.stderr}")
+    fresh = os.path.join(d, "fresh.gguf")
+    p = quantize(fresh)
+    mask = os.umask(0)
+    os.umask(mask)
+    check(p is not None and p.returncode == 0 and stat.S_IMODE(os.stat(fresh).st_mode) == 0o666 & ~mask,
+          f"a new OUT gets the usual mode: {oct(stat.S_IMODE(os.stat(fresh).st_mode))}")
+    target, link = os.path.join(d, "target.gguf"), os.path.join(d, "link.gguf")
+    with open(target, "wb") as fh:
+        fh.write(b"old")
+    os.symlink("target.gguf", link)
+    p = quantize(link)
+    check(p is not None and p.returncode == 0 and os.path.islink(link) and open(target, "rb").read(4) == b"GGUF",
+          f"OUT a link: the link stays, its target is written: {p and p.stderr}")
+    check(leftovers() == [], f"no temporary file left behind: {leftovers()}")
+
+
+def check_nonfinite_weights(args, work):
+    """Issue 21, item 7: a NaN or Inf anywhere in the weights (a value of an F32, F16 or BF16
+    tensor, a Q8_0 or Q4_0 block's scale) refuses the model at load, naming the tensor; it used to
+    load and print "embedding": [null, ...] with exit 0."""
+    text = os.path.join(work, "nonfinite.txt")
+    with open(text, "wb") as fh:
+        fh.write(b"some text to embed")
+    base = {dt: os.path.join(work, f"nf_{dt}.gguf") for dt in ("f32", "f16", "bf16")}
+    for dt, path in base.items():
+        make_model.write_model(path, dim=64, ffn=128, layers=2, filters=8, seed=11, dtype=dt, dtype_all=True)
+    for typ in ("q8_0", "q4_0"):
+        base[typ] = os.path.join(work, f"nf_{typ}.gguf")
+        p = run([args.quantize, base["f32"], base[typ], "--type", typ])
+        check(p.returncode == 0, f"quantize {typ}: {p.stderr}")
+    nan32, inf16, ninf_bf16, nan16 = (struct.pack("<I", 0x7FC00000), struct.pack("<H", 0x7C00),
+                                      struct.pack("<H", 0xFF80), struct.pack("<H", 0x7E00))
+    cases = [  # (model, tensor, byte offset in its data, bytes, where the message says it is)
+        ("f32", "blk.0.ffn_up.weight", 4 * 5, nan32, "element 5"),
+        ("f32", "token_embd.weight", 4 * 5000, nan32, "element 5000"),
+        ("f32", "blk.1.ffn_norm.bias", 4 * 3, nan32, "element 3"),
+        ("f16", "blk.1.ffn_down.weight", 2 * 7, inf16, "element 7"),
+        ("f16", "blk.0.mix_filter.weight", 2 * 2, inf16, "element 2"),
+        ("bf16", "blk.0.ffn_up.weight", 2 * 4099, ninf_bf16, "element 4099"),
+        ("bf16", "blk.0.mix_norm.weight", 0, ninf_bf16, "element 0"),
+        ("q8_0", "blk.0.ffn_up.weight", 34 * 3, nan16, "block 3"),   # block 3's f16 scale
+        ("q4_0", "blk.1.ffn_down.weight", 18 * 1, inf16, "block 1"),  # block 1's f16 scale
+    ]
+    for typ, name, off, raw, where in cases:
+        bad = os.path.join(work, f"nf_bad_{typ}.gguf")
+        shutil.copyfile(base[typ], bad)
+        t = {t.name: t for t in gguf.GGUFReader(bad).tensors}[name]
+        with open(bad, "r+b") as fh:
+            fh.seek(int(t.data_offset) + off)
+            fh.write(raw)
+        p = run([args.embed, "-m", bad, text])
+        check(p.returncode == 2 and "non-finite" in p.stderr and name in p.stderr and where in p.stderr and
+              "null" not in p.stdout,
+              f"{typ} {name} with a non-finite value: rc {p.returncode} {p.stderr.strip()!r} {p.stdout[:80]!r}")
 
 
 def main() -> int:
@@ -312,17 +438,23 @@ def main() -> int:
                 continue
             m = reference.load_gguf(tiny)
             m.tensors.update(conv)
-            got = embed_states(args.embed, out, texts)
-            for path, g, b in zip(texts, got, base_states):
+            # float32 arithmetic (--dtype f32): the numpy forward with the same weights;
+            # the default (int8 products for Q8_0/Q4_0) is judged by its cosine to F32
+            got = embed_states(args.embed, out, texts, "f32")
+            got_auto = embed_states(args.embed, out, texts)
+            for path, g, ga, b in zip(texts, got, got_auto, base_states):
                 want = reference.forward(m, reference.tokenize(m, open(path, "rb").read()))
                 err = np.max(np.abs(g - want)) / np.max(np.abs(want)) if g.shape == want.shape else np.inf
-                check(err <= 1e-4, f"{typ}: spectral-embed vs numpy forward with the same weights: {err:.3g}")
-                gm, bm = g.mean(axis=0), b.mean(axis=0)
-                cos = float(gm @ bm / (np.linalg.norm(gm) * np.linalg.norm(bm))) if g.shape == b.shape else -2
-                print(f"{typ}: {os.path.basename(path)} T={len(b)} parity {err:.2e}, "
-                      f"mean-pooled cosine to F32 {cos:.6f}")
-                check(cos >= floors[typ], f"{typ}: cosine to the F32 model {cos:.6f} < {floors[typ]}")
+                check(err <= 1e-4, f"{typ}: spectral-embed --dtype f32 vs numpy forward with the same weights: {err:.3g}")
+                for name, states in (("f32", g), ("auto", ga)):
+                    gm, bm = states.mean(axis=0), b.mean(axis=0)
+                    cos = float(gm @ bm / (np.linalg.norm(gm) * np.linalg.norm(bm))) if states.shape == b.shape else -2
+                    print(f"{typ} --dtype {name}: {os.path.basename(path)} T={len(b)} parity {err:.2e}, "
+                          f"mean-pooled cosine to F32 {cos:.6f}")
+                    check(cos >= floors[typ], f"{typ} --dtype {name}: cosine to the F32 model {cos:.6f} < {floors[typ]}")
     check_cli(args, tiny, args.work)
+    check_output_path(args, tiny, args.work)
+    check_nonfinite_weights(args, args.work)
     return harness.report("test_quantize")
 
 

@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "formats/gguf.h"
 #include "runtime/arena.h"
 #include "spectral.h"
 #include "tiny_model.h"
@@ -100,12 +101,21 @@ static void test_memory_limit(spectral_model *model) {
     CHECK(spectral_context_set_mem_limit(ctx, 4096) == SPECTRAL_OK, "set_mem_limit");
     CHECK(spectral_get_embedding(ctx) == NULL, "outputs gone with the arena");
     CHECK(spectral_encode(ctx, tok, T) == SPECTRAL_ERR_MEMORY_LIMIT, "lowered cap refuses");
-    CHECK(spectral_context_set_mem_limit(ctx, 0) == SPECTRAL_OK, "no cap");
+    CHECK(spectral_context_set_mem_limit(ctx, SPECTRAL_MEM_UNLIMITED) == SPECTRAL_OK, "no cap");
     CHECK(spectral_encode(ctx, tok, T) == SPECTRAL_OK && spectral_context_peak_memory(ctx) == need,
           "uncapped again: the full plan (%zu)", spectral_context_peak_memory(ctx));
     e = spectral_get_embedding(ctx);
     CHECK(e && !memcmp(e, ref, sizeof(float) * (size_t)spectral_model_n_pooled(model)), "same bits");
     CHECK(spectral_context_set_mem_limit(NULL, 1) == SPECTRAL_ERR_INVALID_ARGUMENT, "NULL context");
+    /* a cap of 0 bytes (a caller's remainder that came out at 0) is a cap:
+     * it refuses, it does not switch the cap off */
+    CHECK(spectral_context_set_mem_limit(ctx, 0) == SPECTRAL_OK, "set_mem_limit 0");
+    CHECK(spectral_encode(ctx, tok, T) == SPECTRAL_ERR_MEMORY_LIMIT, "a cap of 0 refuses");
+    spectral_context_free(ctx);
+    p.mem_limit = 0;
+    CHECK(spectral_context_create(model, p, &ctx) == SPECTRAL_OK, "%s", spectral_last_error());
+    CHECK(spectral_encode(ctx, tok, T) == SPECTRAL_ERR_MEMORY_LIMIT && spectral_context_peak_memory(ctx) == 0,
+          "mem_limit 0 at creation refuses too");
     spectral_context_free(ctx);
 
     /* one byte short of the minimum fails cleanly */
@@ -155,6 +165,90 @@ static void test_bad_arguments(spectral_model *model) {
           "truncated fill");
     CHECK(spectral_tokenize(model, "\xff\x00", 2, tk, 8) == 2 && tk[0] == 255 && tk[1] == 0,
           "bytes");
+    /* a text of whitespace alone has nothing to embed: no tokens, for every
+     * tokenizer (the bytes one would give the spaces themselves) */
+    const char *blank[] = {"", " ", "  \t\n\r\v\f ", "\xc2\xa0\xe3\x80\x80\xe2\x80\xa8\xc2\x85"};
+    for (size_t i = 0; i < sizeof blank / sizeof blank[0]; i++)
+        CHECK(spectral_tokenize(model, blank[i], strlen(blank[i]), tk, 8) == 0, "blank text %zu", i);
+    CHECK(spectral_tokenize(model, " a ", 3, tk, 8) == 3 && tk[1] == 'a', "text around spaces");
+    CHECK(spectral_tokenize(model, "\xc2", 1, tk, 8) == 1, "a stray byte is not blank");
+}
+
+/* Every entry point takes NULL handles without crashing: getters give 0 /
+ * NULL / "" / UNSPECIFIED, calls with a status give INVALID_ARGUMENT. */
+static void test_null_handles(void) {
+    CHECK(spectral_model_arch(NULL) != NULL && !spectral_model_arch(NULL)[0], "arch");
+    CHECK(spectral_model_name(NULL) != NULL && !spectral_model_name(NULL)[0], "name");
+    CHECK(spectral_model_n_embd(NULL) == 0 && spectral_model_n_pooled(NULL) == 0 &&
+              spectral_model_n_layer(NULL) == 0 && spectral_model_n_vocab(NULL) == 0 &&
+              spectral_model_n_ctx_train(NULL) == 0 && spectral_model_max_tokens(NULL) == 0 &&
+              spectral_model_n_params(NULL) == 0 && spectral_model_n_lexical(NULL) == 0 &&
+              spectral_model_lexical_scale(NULL) == 0.0f && spectral_model_dense_prefixes(NULL, NULL, 0) == 0,
+          "sizes of no model are 0");
+    CHECK(spectral_model_pooling(NULL) == SPECTRAL_POOLING_UNSPECIFIED, "model pooling");
+    CHECK(spectral_context_pooling(NULL) == SPECTRAL_POOLING_UNSPECIFIED, "context pooling");
+    CHECK(spectral_tokenize(NULL, "a", 1, NULL, 0) == -1, "tokenize");
+    CHECK(spectral_context_memory_needed(NULL, 10) == 0 && spectral_context_memory_minimum(NULL, 10) == 0 &&
+              spectral_context_peak_memory(NULL) == 0,
+          "memory");
+    int64_t T = 7;
+    CHECK(spectral_get_embedding(NULL) == NULL && spectral_get_token_states(NULL, &T) == NULL && T == 0,
+          "outputs");
+    CHECK(spectral_encode_batch(NULL, NULL, NULL, 0, NULL, NULL) == SPECTRAL_ERR_INVALID_ARGUMENT, "batch");
+    CHECK(spectral_context_set_adapters(NULL, NULL, NULL, 0) == SPECTRAL_ERR_INVALID_ARGUMENT, "adapters");
+    CHECK(spectral_adapter_n_targets(NULL) == 0 && !spectral_adapter_name(NULL)[0], "adapter getters");
+    spectral_adapter *ad = NULL;
+    CHECK(spectral_adapter_load(NULL, "x.gguf", &ad) == SPECTRAL_ERR_INVALID_ARGUMENT && !ad, "adapter load");
+    spectral_context *c = NULL;
+    CHECK(spectral_context_create(NULL, spectral_context_default_params(), &c) == SPECTRAL_ERR_INVALID_ARGUMENT &&
+              !c,
+          "context of no model");
+    CHECK(spectral_model_quantize(NULL, NULL, NULL) == SPECTRAL_ERR_INVALID_ARGUMENT, "quantize");
+    spectral_model_free(NULL);
+    spectral_context_free(NULL);
+    spectral_adapter_free(NULL);
+}
+
+/* ---- truncation, pieces, normalize switch ---- */
+static void test_tokens_and_pieces(spectral_model *model) {
+    spectral_tokenize_params tp = spectral_tokenize_default_params();
+    CHECK(tp.add_special && tp.max_tokens == 0, "defaults: specials, no truncation");
+    int32_t tk[8] = {0};
+    tp.max_tokens = 3;
+    CHECK(spectral_tokenize_with(model, "hello", 5, tp, NULL, 0) == 3, "truncated count");
+    CHECK(spectral_tokenize_with(model, "hello", 5, tp, tk, 8) == 3 && tk[0] == 'h' && tk[2] == 'l' && tk[3] == 0,
+          "the first 3 tokens (a byte model has no end token to keep)");
+    CHECK(spectral_tokenize_with(model, "hi", 2, tp, tk, 8) == 2, "shorter than max_tokens: all of it");
+    tp.max_tokens = -1;
+    CHECK(spectral_tokenize_with(model, "hi", 2, tp, tk, 8) == -1, "negative max_tokens refused");
+    char piece[4];
+    CHECK(spectral_token_to_piece(model, 'h', piece, 4) == 1 && piece[0] == 'h', "byte piece");
+    CHECK(spectral_token_to_piece(model, 256, piece, 4) == -1 && spectral_token_to_piece(model, -1, piece, 4) == -1,
+          "ids outside the vocabulary");
+    CHECK(spectral_token_to_piece(NULL, 1, piece, 4) == -1 && spectral_token_to_piece(model, 1, NULL, 4) == -1,
+          "bad arguments");
+    CHECK(!spectral_token_is_control(model, 'h') && !spectral_token_is_control(NULL, 1), "no control tokens");
+
+    /* normalize switched between passes: the same vector, unit length or not */
+    spectral_context_params p = spectral_context_default_params();
+    p.n_threads = 1;
+    spectral_context *c = NULL;
+    CHECK(spectral_context_create(model, p, &c) == SPECTRAL_OK, "%s", spectral_last_error());
+    const int32_t doc[5] = {1, 2, 3, 4, 5};
+    float unit[24], raw[24];
+    CHECK(c && spectral_encode(c, doc, 5) == SPECTRAL_OK, "%s", spectral_last_error());
+    if (c) memcpy(unit, spectral_get_embedding(c), sizeof unit);
+    CHECK(spectral_context_set_normalize(c, false) == SPECTRAL_OK && spectral_encode(c, doc, 5) == SPECTRAL_OK, "raw");
+    if (c) memcpy(raw, spectral_get_embedding(c), sizeof raw);
+    double ss = 0, worst = 0;
+    for (int i = 0; i < 24; i++) ss += (double)raw[i] * raw[i];
+    for (int i = 0; i < 24; i++) worst = fmax(worst, fabs(raw[i] / sqrt(ss) - unit[i]));
+    CHECK(fabs(ss - 1) > 1e-3 && worst < 1e-6, "unnormalized: |v|^2 %g, v/|v| off by %g", ss, worst);
+    CHECK(spectral_context_set_normalize(c, true) == SPECTRAL_OK && spectral_encode(c, doc, 5) == SPECTRAL_OK &&
+              !memcmp(spectral_get_embedding(c), unit, sizeof unit),
+          "normalized again: bit for bit the first vector");
+    CHECK(spectral_context_set_normalize(NULL, true) == SPECTRAL_ERR_INVALID_ARGUMENT, "NULL context");
+    spectral_context_free(c);
 }
 
 /* ---- batch streaming ---- */
@@ -172,6 +266,13 @@ static int on_doc(spectral_context *ctx, int64_t i, spectral_status s, void *use
     else CHECK(spectral_get_embedding(ctx) == NULL && spectral_get_token_states(ctx, NULL) == NULL,
                "no stale output in the callback of failed document %lld", (long long)i);
     return 0;
+}
+
+static int stop_after_first(spectral_context *ctx, int64_t i, spectral_status s, void *user) {
+    (void)ctx;
+    (void)s;
+    ++*(int *)user;
+    return i == 0; /* stop after document 0 */
 }
 
 static void test_batch(spectral_model *model) {
@@ -194,6 +295,12 @@ static void test_batch(spectral_model *model) {
     CHECK(log.status[0] == SPECTRAL_OK && log.status[1] == SPECTRAL_ERR_MEMORY_LIMIT &&
               log.status[2] == SPECTRAL_OK && log.status[3] == SPECTRAL_ERR_INVALID_ARGUMENT,
           "per-document statuses");
+    /* stopped by the callback: a status of its own, not OK (documents were skipped) */
+    int calls = 0;
+    const int32_t *good[3] = {a, c, a};
+    const int64_t good_lens[3] = {100, 300, 100};
+    s = spectral_encode_batch(ctx, good, good_lens, 3, stop_after_first, &calls);
+    CHECK(s == SPECTRAL_ERR_STOPPED && calls == 1, "a stopped batch says so: status %d, %d calls", (int)s, calls);
     spectral_context_free(ctx);
     free(a);
     free(b);
@@ -434,6 +541,7 @@ typedef struct {
     int nan_weight;      /* one weight NaN */
     int bucket_as_f32;   /* lexical.bucket stored as F32 */
     int64_t n_values;    /* values per tensor (256 = one per byte token) */
+    float weight_200;    /* when non-zero, token 200's weight */
 } lexical_variant;
 
 static int add_lexical(sp_gguf_writer *w, void *user) {
@@ -450,6 +558,7 @@ static int add_lexical(sp_gguf_writer *w, void *user) {
     }
     if (!rc && v->bad_bucket) bucket[n / 2] = (int32_t)v->dims;
     if (!rc && v->nan_weight) weight[n / 3] = NAN;
+    if (!rc && v->weight_200 != 0.0f && n > 200) weight[200] = v->weight_200;
     const int64_t ne[1] = {n};
     if (!rc && v->with_key) rc |= sp_gguf_writer_set_u32(w, "spectralmlp.lexical.dims", v->dims);
     if (!rc && v->with_key) rc |= sp_gguf_writer_set_f32(w, "spectralmlp.lexical.scale", 2.0f);
@@ -626,6 +735,227 @@ static void test_dense_prefixes(spectral_model *plain) {
     remove(path);
 }
 
+/* The model file in memory with tensor `name` set to +v, -v, +v, ... */
+static char *model_with_tensor(const char *path, const char *name, float v, size_t *size) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    *size = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc(*size);
+    const int ok = buf && fread(buf, 1, *size, f) == *size;
+    fclose(f);
+    sp_gguf *g = NULL;
+    char err[256];
+    if (!ok || sp_gguf_open_memory(buf, *size, &g, err, sizeof err)) {
+        free(buf);
+        return NULL;
+    }
+    const sp_gguf_tensor *t = sp_gguf_tensor_at(g, sp_gguf_find_tensor(g, name));
+    float *x = (float *)(buf + ((const char *)t->data - buf));
+    for (int64_t i = 0; i < t->ne[0] * t->ne[1]; i++) x[i] = i % 2 ? -v : v;
+    sp_gguf_close(g);
+    return buf;
+}
+
+typedef struct {
+    spectral_status status[3];
+    float first[3];
+    int n;
+} nonfinite_log;
+
+static int on_nonfinite(spectral_context *ctx, int64_t i, spectral_status s, void *user) {
+    nonfinite_log *log = user;
+    log->status[i] = s;
+    const float *e = spectral_get_embedding(ctx);
+    log->first[i] = e ? e[0] : NAN;
+    log->n++;
+    return 0;
+}
+
+/* Issue 21, item 7: finite weights can still overflow (3e38 in a matrix, or
+ * in one token's sketch weight). Such an output is an error for that
+ * document, never NaN/Inf handed out as a result; the other documents of
+ * the same packed pass are unaffected. */
+static void test_nonfinite_output(void) {
+    size_t size = 0;
+    char *buf = model_with_tensor(model_path, "blk.0.ffn_up.weight", 3e38f, &size);
+    spectral_model *m = NULL;
+    CHECK(buf && spectral_model_load_from_memory(buf, size, spectral_model_default_params(), &m) == SPECTRAL_OK,
+          "finite weights load: %s", spectral_last_error());
+    int32_t *doc = make_tokens(50, 3);
+    spectral_context_params p = spectral_context_default_params();
+    p.n_threads = 2;
+    for (int pooling = SPECTRAL_POOLING_NONE; m && pooling <= SPECTRAL_POOLING_MEAN; pooling++) {
+        p.pooling = (spectral_pooling)pooling;
+        spectral_context *ctx = NULL;
+        CHECK(spectral_context_create(m, p, &ctx) == SPECTRAL_OK, "%s", spectral_last_error());
+        const spectral_status s = spectral_encode(ctx, doc, 50);
+        CHECK(s == SPECTRAL_ERR_NUMERIC && strstr(spectral_last_error(), "non-finite"),
+              "pooling %d: overflowing weights: status %d, '%s'", pooling, (int)s, spectral_last_error());
+        CHECK(spectral_get_embedding(ctx) == NULL && spectral_get_token_states(ctx, NULL) == NULL,
+              "no output of a failed document");
+        spectral_context_free(ctx);
+    }
+    spectral_model_free(m);
+    free(buf);
+    free(doc);
+
+    /* per document: token 200's sketch weight overflows when it occurs 4 times */
+    char path[300];
+    snprintf(path, sizeof path, "%s.huge.gguf", model_path);
+    lexical_variant v = {1, 1, 1, 16, 0, 0, 0, 256, 3e38f};
+    m = NULL;
+    CHECK(!write_tiny_model_with(path, 24, 48, 6, 2, 12345, add_lexical, &v) &&
+              spectral_model_load(path, spectral_model_default_params(), &m) == SPECTRAL_OK,
+          "%s", spectral_last_error());
+    remove(path);
+    if (!m) return;
+    int32_t a[50], b[50], c[70];
+    for (int i = 0; i < 50; i++) a[i] = b[i] = (int32_t)(i * 7 % 100);
+    for (int i = 0; i < 70; i++) c[i] = (int32_t)(i * 3 % 100);
+    b[3] = b[10] = b[20] = b[30] = 200;
+    p.pooling = SPECTRAL_POOLING_MEAN;
+    spectral_context *ctx = NULL;
+    CHECK(spectral_context_create(m, p, &ctx) == SPECTRAL_OK, "%s", spectral_last_error());
+    CHECK(spectral_encode(ctx, b, 50) == SPECTRAL_ERR_NUMERIC, "the sketch overflows: %s", spectral_last_error());
+    float alone[2];
+    CHECK(spectral_encode(ctx, a, 50) == SPECTRAL_OK, "%s", spectral_last_error());
+    alone[0] = spectral_get_embedding(ctx)[0];
+    CHECK(spectral_encode(ctx, c, 70) == SPECTRAL_OK, "%s", spectral_last_error());
+    alone[1] = spectral_get_embedding(ctx)[0];
+    const int32_t *docs[3] = {a, b, c};
+    const int64_t lens[3] = {50, 50, 70};
+    nonfinite_log log = {{SPECTRAL_OK}, {0}, 0};
+    const spectral_status s = spectral_encode_batch(ctx, docs, lens, 3, on_nonfinite, &log);
+    CHECK(s == SPECTRAL_ERR_NUMERIC && log.n == 3 && log.status[0] == SPECTRAL_OK &&
+              log.status[1] == SPECTRAL_ERR_NUMERIC && log.status[2] == SPECTRAL_OK,
+          "packed: per-document statuses %d %d %d", (int)log.status[0], (int)log.status[1], (int)log.status[2]);
+    CHECK(log.first[0] == alone[0] && isnan(log.first[1]) && log.first[2] == alone[1],
+          "packed: the others as alone, none for the failed one");
+    spectral_context_free(ctx);
+    spectral_model_free(m);
+}
+
+
+/* ---- the output projection (the arch's head) and the dtype ---- */
+
+static int add_output(sp_gguf_writer *w, void *user) {
+    (void)user;
+    unsigned seed = 77;
+    return tiny_tensor(w, "output_norm.weight", 1, 24, 1, 1, 1, 0.1f, &seed) |
+           tiny_tensor(w, "output_norm.bias", 1, 24, 1, 1, 0, 0.1f, &seed) |
+           tiny_tensor(w, "output.weight", 2, 24, 40, 1, 0, 0.2f, &seed) |
+           tiny_tensor(w, "output.bias", 1, 40, 1, 1, 0, 0.1f, &seed);
+}
+
+typedef struct {
+    spectral_context *none; /* the same model with pooling none: token states computed eagerly */
+    const int32_t *const *docs;
+    const int64_t *lens;
+    int read_states; /* read the token states of every other document */
+    int n, errors;
+    double worst; /* largest |embedding - normalized mean of the states| */
+} head_log;
+
+static int on_head(spectral_context *ctx, int64_t i, spectral_status s, void *user) {
+    head_log *h = user;
+    const float *e = s == SPECTRAL_OK ? spectral_get_embedding(ctx) : NULL;
+    if (!e) {
+        h->errors++;
+        return 0;
+    }
+    h->n++;
+    if (!h->read_states || i % 2) return 0;
+    int64_t T = 0, T2 = 0;
+    const float *st = spectral_get_token_states(ctx, &T);
+    if (!st || T != h->lens[i] || spectral_encode(h->none, h->docs[i], h->lens[i]) != SPECTRAL_OK) {
+        h->errors++;
+        return 0;
+    }
+    const float *want = spectral_get_token_states(h->none, &T2);
+    CHECK(want && T2 == T && !memcmp(st, want, (size_t)(T * 40) * sizeof(float)),
+          "document %lld: the states after the head, run when read, equal those of a pooling-none context",
+          (long long)i);
+    /* the embedding came from the pooled row through the head: the same as
+     * the mean of the states, up to rounding */
+    double mean[40] = {0}, norm = 0;
+    for (int64_t t = 0; t < T; t++)
+        for (int k = 0; k < 40; k++) mean[k] += st[t * 40 + k] / (double)T;
+    for (int k = 0; k < 40; k++) norm += mean[k] * mean[k];
+    for (int k = 0; k < 40; k++) {
+        const double d = fabs(e[k] - mean[k] / sqrt(norm));
+        if (d > h->worst) h->worst = d;
+    }
+    return 0;
+}
+
+static void test_head_and_dtype(void) {
+    char path[300];
+    snprintf(path, sizeof path, "%s.head.gguf", model_path);
+    spectral_model *model = NULL;
+    if (write_tiny_model_with(path, 24, 48, 6, 2, 12345, add_output, NULL) ||
+        spectral_model_load(path, spectral_model_default_params(), &model) != SPECTRAL_OK) {
+        CHECK(0, "head model: %s", spectral_last_error());
+        remove(path);
+        return;
+    }
+    CHECK(spectral_model_n_embd(model) == 40);
+    enum { N = 5 };
+    const int64_t lens[N] = {3, 300, 1, 129, 40};
+    int32_t *docs[N];
+    for (int i = 0; i < N; i++) docs[i] = make_tokens(lens[i], 90 + i);
+    spectral_context_params p = spectral_context_default_params();
+    p.n_threads = 2;
+    spectral_context *ctx = NULL, *none = NULL;
+    CHECK(spectral_context_create(model, p, &ctx) == SPECTRAL_OK, "%s", spectral_last_error());
+    p.pooling = SPECTRAL_POOLING_NONE;
+    CHECK(spectral_context_create(model, p, &none) == SPECTRAL_OK, "%s", spectral_last_error());
+    if (ctx && none) {
+        /* packed passes, states read for some documents only */
+        head_log h = {none, (const int32_t *const *)docs, lens, 1, 0, 0, 0};
+        CHECK(spectral_encode_batch(ctx, (const int32_t *const *)docs, lens, N, on_head, &h) == SPECTRAL_OK);
+        CHECK(h.n == N && h.errors == 0, "%d documents, %d errors", h.n, h.errors);
+        CHECK(h.worst < 1e-6, "embedding vs the normalized mean of the states: %g", h.worst);
+        /* the planned memory counts the head's output whether or not it runs */
+        CHECK(spectral_context_memory_needed(ctx, 300) == spectral_context_memory_needed(none, 300));
+    }
+    spectral_context_free(ctx);
+    spectral_context_free(none);
+    test_deterministic(model); /* states read in every callback: the head per document */
+
+    /* dtype: refused values, packed weights counted, bf16 close to f32 */
+    p = spectral_context_default_params();
+    p.n_threads = 1;
+    p.dtype = (spectral_dtype)7;
+    CHECK(spectral_context_create(model, p, &ctx) == SPECTRAL_ERR_INVALID_ARGUMENT);
+    p.dtype = SPECTRAL_DTYPE_BF16;
+    p.backend = SPECTRAL_BACKEND_CUDA;
+    CHECK(spectral_context_create(model, p, &ctx) == SPECTRAL_ERR_UNSUPPORTED && strstr(spectral_last_error(), "bf16"));
+    p.backend = SPECTRAL_BACKEND_CPU;
+    float emb[2][40];
+    for (int k = 0; k < 2; k++) {
+        p.dtype = k ? SPECTRAL_DTYPE_BF16 : SPECTRAL_DTYPE_F32;
+        ctx = NULL;
+        CHECK(spectral_context_create(model, p, &ctx) == SPECTRAL_OK, "%s", spectral_last_error());
+        if (!ctx) continue;
+        const size_t wbytes = spectral_context_weight_memory(ctx);
+        CHECK(wbytes > 0 && spectral_context_memory_needed(ctx, 300) > wbytes, "weights packed: %zu", wbytes);
+        CHECK(spectral_encode(ctx, docs[1], lens[1]) == SPECTRAL_OK, "%s", spectral_last_error());
+        memcpy(emb[k], spectral_get_embedding(ctx), sizeof emb[k]);
+        /* a limit below the packed weights refuses every document */
+        CHECK(spectral_context_set_mem_limit(ctx, wbytes) == SPECTRAL_OK);
+        CHECK(spectral_encode(ctx, docs[2], 1) == SPECTRAL_ERR_MEMORY_LIMIT);
+        spectral_context_free(ctx);
+    }
+    double dot = 0;
+    for (int i = 0; i < 40; i++) dot += (double)emb[0][i] * emb[1][i];
+    CHECK(dot > 0.999 && memcmp(emb[0], emb[1], sizeof emb[0]), "bf16 vs f32 embedding cosine %.6f", dot);
+    for (int i = 0; i < N; i++) free(docs[i]);
+    spectral_model_free(model);
+    remove(path);
+}
+
 int main(void) {
     snprintf(model_path, sizeof model_path, "/tmp/spectral_test_runtime_%d.gguf", (int)getpid());
     if (write_tiny_model(model_path, 24, 48, 6, 2, 12345)) return 1;
@@ -638,8 +968,10 @@ int main(void) {
               spectral_model_n_vocab(model) == 256 && spectral_model_pooling(model) == SPECTRAL_POOLING_MEAN,
           "model info");
     test_arena_unit();
+    test_null_handles();
     test_memory_limit(model);
     test_bad_arguments(model);
+    test_tokens_and_pieces(model);
     test_batch(model);
     test_threads(model);
     test_deterministic(model);
@@ -647,7 +979,9 @@ int main(void) {
     test_thread_create_failure(model);
     test_lexical(model); /* the same weights without a sketch */
     test_dense_prefixes(model);
+    test_nonfinite_output();
     spectral_model_free(model);
+    test_head_and_dtype();
 
     /* use_mmap = false path gives the same model */
     spectral_model_params mp = spectral_model_default_params();

@@ -2,13 +2,15 @@
  * HF tokenizers), committed as fixtures by tests/fixtures/make_tokenizer_fixtures.py;
  * plus the bytes tokenizer, output truncation, bad keys, random bytes, and
  * a hand-made SentencePiece charsmap (normalizer rules), valid and broken;
- * and a vocabulary with one 1 MB token (lookups must not cost its length). */
+ * a vocabulary with one 1 MB token (lookups must not cost its length);
+ * and token pieces (detokenization), end tokens and control tokens. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "formats/gguf.h"
+#include "formats/tok_internal.h"
 #include "formats/tokenizer.h"
 #include "check.h"
 
@@ -590,8 +592,109 @@ static void test_long_token(void) {
     lt_long = NULL;
 }
 
+/* ---- pieces, end tokens, control tokens -------------------------------- */
+
+/* piece(id) equals want (length and bytes), also when the buffer is short. */
+static void check_piece(const sp_tokenizer *t, int32_t id, const char *want, const char *what) {
+    char buf[64];
+    const int64_t n = sp_token_piece(t, id, buf, sizeof buf);
+    const int64_t wl = (int64_t)strlen(want);
+    CHECK(n == wl && !memcmp(buf, want, (size_t)wl), "%s: piece of %d is '%.*s' (%lld bytes), want '%s'", what, id,
+          (int)(n > 0 && n < 64 ? n : 0), buf, (long long)n, want);
+    char small[2] = {'?', '?'};
+    CHECK(sp_token_piece(t, id, small, 1) == wl && (wl == 0 || small[0] == want[0]) && small[1] == '?',
+          "%s: piece of %d into 1 byte", what, id);
+    CHECK(sp_token_piece(t, id, NULL, 0) == wl, "%s: length of the piece of %d", what, id);
+}
+
+static void test_pieces(void) {
+    char err[256];
+    sp_tokenizer *t = NULL;
+    CHECK(try_load(f_bytes_300, &t, err, sizeof err) == 0, "bytes 300: %s", err);
+    if (t) {
+        check_piece(t, 'A', "A", "bytes");
+        char b[2];
+        CHECK(sp_token_piece(t, 0, b, 2) == 1 && b[0] == 0, "bytes: id 0 is the byte 0");
+        check_piece(t, 299, "", "bytes: a reserved id has no text");
+        CHECK(sp_token_piece(t, 300, b, 2) == -1 && sp_token_piece(t, -1, b, 2) == -1, "bytes: ids out of range");
+        CHECK(sp_tokenizer_end_token(t) == -1 && !sp_token_is_control(t, 'A'), "bytes: no end or control token");
+        sp_tokenizer_free(t);
+    }
+    /* small_toks: <unk> <s> </s> ▁a b [CLS] [SEP] [UNK], types unk ctl ctl 1 1 ctl ctl unk */
+    CHECK(try_load(f_llama_ok, &t, err, sizeof err) == 0, "llama small: %s", err);
+    if (t) {
+        check_piece(t, 3, " a", "llama: U+2581 is a space");
+        check_piece(t, 4, "b", "llama: a piece inside a word");
+        check_piece(t, 1, "<s>", "llama: a control token as spelled");
+        check_piece(t, 0, "<unk>", "llama: the unknown token as spelled");
+        CHECK(sp_tokenizer_end_token(t) == -1, "llama: no EOS added by default");
+        CHECK(sp_token_is_control(t, 1) && sp_token_is_control(t, 2) && !sp_token_is_control(t, 3) &&
+                  !sp_token_is_control(t, 0),
+              "llama: control tokens by type");
+        sp_tokenizer_free(t);
+    }
+    CHECK(try_load(f_bert_ok, &t, err, sizeof err) == 0, "bert small: %s", err);
+    if (t) {
+        check_piece(t, 4, " b", "bert: a word-initial piece starts with a space");
+        check_piece(t, 5, "[CLS]", "bert: [CLS] as spelled");
+        check_piece(t, 7, " [UNK]", "bert: [UNK] stands for a word");
+        CHECK(sp_tokenizer_end_token(t) == 6, "bert: [SEP] ends a text");
+        CHECK(sp_token_is_control(t, 5) && sp_token_is_control(t, 6) && !sp_token_is_control(t, 7) &&
+                  !sp_token_is_control(t, 4),
+              "bert: [CLS] and [SEP] are control tokens, [UNK] is not");
+        sp_tokenizer_free(t);
+    }
+}
+
+/* The fixture vocabularies: SentencePiece with byte fallback reproduces a
+ * valid UTF-8 text exactly (after the space prefix); WordPiece marks the
+ * "##" continuations and [SEP] ends a text. */
+static void test_fixture_pieces(void) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/spm_unigram_bf.gguf", TOK_DATA_DIR);
+    sp_tokenizer *t = load_file(path);
+    snprintf(path, sizeof path, "%s/spm_unigram_bf.expected", TOK_DATA_DIR);
+    FILE *f = t ? fopen(path, "r") : NULL;
+    static char line[65536], text[32768], back[65536];
+    static int32_t ids[MAXIDS];
+    int n_cases = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        if (line[0] == '#' || !strchr(line, '\t')) continue;
+        *strchr(line, '\t') = '\0';
+        size_t tl = 0;
+        for (char *h = line; h[0] && h[1]; h += 2) text[tl++] = (char)(hexval(h[0]) * 16 + hexval(h[1]));
+        size_t i = 0, adv;
+        while (i < tl && sp_utf8_next((const unsigned char *)text, tl, i, &adv) != UINT32_MAX) i += adv;
+        if (i < tl) continue; /* not UTF-8: its bytes became U+FFFD */
+        const int64_t n = sp_tokenize(t, text, tl, 0, ids, MAXIDS);
+        int64_t bl = 0;
+        for (int64_t k = 0; k < n && k < MAXIDS; k++)
+            bl += sp_token_piece(t, ids[k], back + bl, (int64_t)sizeof back - bl);
+        const int ok = tl ? bl == (int64_t)tl + 1 && back[0] == ' ' && !memcmp(back + 1, text, tl) : bl == 0;
+        CHECK(ok, "spm_unigram_bf: the pieces of '%s' do not give the text back", line);
+        n_cases++;
+    }
+    if (f) fclose(f);
+    CHECK(n_cases >= 20, "spm_unigram_bf: only %d round trips", n_cases);
+    sp_tokenizer_free(t);
+
+    snprintf(path, sizeof path, "%s/bert_wordpiece.gguf", TOK_DATA_DIR);
+    t = load_file(path);
+    if (t) {
+        const int64_t n = sp_tokenize(t, "unaffable", 9, 1, ids, MAXIDS);
+        int64_t bl = 0;
+        for (int64_t k = 1; k + 1 < n; k++) bl += sp_token_piece(t, ids[k], back + bl, (int64_t)sizeof back - bl);
+        CHECK(n >= 3 && ids[n - 1] == sp_tokenizer_end_token(t) && sp_token_is_control(t, ids[0]) &&
+                  bl == 10 && !memcmp(back, " unaffable", 10),
+              "bert_wordpiece: 'unaffable' in %lld tokens reads back as '%.*s'", (long long)n, (int)bl, back);
+        sp_tokenizer_free(t);
+    }
+}
+
 int main(void) {
     test_small();
+    test_pieces();
+    test_fixture_pieces();
     test_charsmap();
     test_long_token();
     run_fixture("bert_wordpiece", "bert");

@@ -172,6 +172,12 @@ if [ -x "$BUILD_DIR/tools/spectral-bench" ]; then
   TAIL_LINES=20 step encoder_spectral 180 "$BUILD_DIR/tools/spectral-bench" "${ENC_ARGS[@]}" \
     -p "$ENC_T" --no-attn --device cuda -r 5 -o jsonl
 fi
+# M2-BERT in the published 80M shape (random weights) at the retrieval
+# models' lengths; its parity and op tests ran above (ctest -R "gpu|cuda").
+if [ -x "$BUILD_DIR/tools/spectral-bench" ]; then
+  TAIL_LINES=20 step encoder_m2bert 240 "$BUILD_DIR/tools/spectral-bench" --arch m2bert \
+    -p 2048,8192,32768 --no-attn --device cuda -r 3 -o jsonl
+fi
 if python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
   TAIL_LINES=20 step encoder_torch 180 python3 - "$ENC_T" <<'PY'
 import sys, time, torch

@@ -11,12 +11,14 @@ jobs=$(nproc)
 fuzz_seconds=${SPECTRAL_FUZZ_SECONDS:-60}
 
 echo "== release build (CUDA backend: ${SPECTRAL_CUDA:-AUTO}) =="
-cmake -S . -B build-test -DCMAKE_BUILD_TYPE=Release -DSPECTRAL_CUDA="${SPECTRAL_CUDA:-AUTO}" >/dev/null
+cmake -S . -B build-test -DCMAKE_BUILD_TYPE=Release -DSPECTRAL_CUDA="${SPECTRAL_CUDA:-AUTO}" \
+  -DPython3_EXECUTABLE="$SPECTRAL_PYTHON" >/dev/null
 cmake --build build-test -j"$jobs"
 (cd build-test && ctest --output-on-failure -j"$jobs")
 
 echo "== ASan + UBSan build =="
-cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS="-O1" -DSPECTRAL_SANITIZE=ON -DSPECTRAL_CUDA=OFF >/dev/null
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS="-O1" -DSPECTRAL_SANITIZE=ON -DSPECTRAL_CUDA=OFF \
+  -DPython3_EXECUTABLE="$SPECTRAL_PYTHON" >/dev/null
 cmake --build build-asan -j"$jobs"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
@@ -34,14 +36,14 @@ build-fuzz/tests/fuzz_gguf -max_total_time="$fuzz_seconds" -rss_limit_mb=2048 -m
   -print_final_stats=1 "$corpus" 2>&1 | tail -n 15
 echo "fuzz: no crash in ${fuzz_seconds}s"
 
-# spectral-server's request parser and response writers, when the server is
-# built (its configure step writes the seeds).
-if [ -d build-fuzz/tests/fuzz_server_seeds ]; then
+# spectral-server's request parsers and answer writers, when the server is
+# built (its configure step makes the corpus directory).
+if [ -d build-fuzz/tests/fuzz_server_corpus ]; then
   server_fuzz_seconds=$(( fuzz_seconds / 3 > 0 ? fuzz_seconds / 3 : 1 ))
   echo "== fuzzing spectral-server's request parser for ${server_fuzz_seconds}s =="
   cmake --build build-fuzz -j"$jobs" --target fuzz_server_request
   mkdir "$corpus/server"
-  cp build-fuzz/tests/fuzz_server_seeds/* "$corpus/server"/
+  cp tests/data/fuzz_server_seeds/* "$corpus/server"/
   build-fuzz/tests/fuzz_server_request -max_total_time="$server_fuzz_seconds" -rss_limit_mb=2048 -max_len=65536 \
     -print_final_stats=1 "$corpus/server" 2>&1 | tail -n 15
   echo "fuzz: no crash in ${server_fuzz_seconds}s"

@@ -10,7 +10,8 @@
  * once (measured), while the threaded build at one thread does not.
  *
  * The ops live in three files: this one (memory, rows, LayerNorm, add,
- * pooling), linear_cpu.c (GEMMs and the fused MLP), mix_cpu.c (FFTs). */
+ * pooling), linear_cpu.c (GEMMs and the fused MLP), mix_cpu.c (FFTs); the
+ * packed weights and their kernels in packed_cpu.c and gemm_*.c. */
 #define _DEFAULT_SOURCE /* sysconf, MAP_ANONYMOUS */
 #include <cblas.h>
 /* OpenBLAS's cblas.h pulls in <complex.h>; keep fftwf_complex a float[2]. */
@@ -219,6 +220,32 @@ static int cpu_add(sp_backend *be, const float *x, int64_t n, float *y) {
     return 0;
 }
 
+/* ---------------------------------------------------------------- add_row */
+
+typedef struct {
+    const float *row;
+    int64_t T, D;
+    float *y;
+} add_row_job;
+
+static void add_row_task(void *arg, int64_t task, int worker) {
+    (void)worker;
+    const add_row_job *j = arg;
+    const int64_t t1 = (task + 1) * SP_ROWS_PER_TASK < j->T ? (task + 1) * SP_ROWS_PER_TASK : j->T;
+    for (int64_t t = task * SP_ROWS_PER_TASK; t < t1; t++)
+        for (int64_t d = 0; d < j->D; d++) j->y[t * j->D + d] += j->row[d];
+}
+
+static int cpu_add_row(sp_backend *be, const float *row, int64_t T, int64_t D, float *y) {
+    if (T < 0 || D < 0 || ((T > 0 && D > 0) && (!row || !y))) {
+        sp_cpu_set_err(be, "cpu add_row: bad arguments (T=%lld D=%lld)", (long long)T, (long long)D);
+        return 1;
+    }
+    add_row_job j = {row, T, D, y};
+    sp_pool_run(sp_cpu_pool(be), row_tasks(T), sp_cpu_slots(be, row_tasks(T)), add_row_task, &j);
+    return 0;
+}
+
 /* ------------------------------------------------------------------- pool */
 
 /* Mean pooling sums fixed row chunks in parallel, then adds the chunk sums
@@ -317,7 +344,26 @@ static const sp_backend_ops sp_cpu_ops = {
     .ffn_block = sp_cpu_ffn_block,
     .external_memory = sp_cpu_external_memory,
     .dequantize_rows = sp_cpu_dequantize_rows,
+    .packed_size = sp_cpu_packed_size,
+    .pack_weight = sp_cpu_pack_weight,
+    .packed_free = sp_cpu_packed_free,
+    .linear_packed_workspace_size = sp_cpu_linear_packed_workspace_size,
+    .linear_packed = sp_cpu_linear_packed,
+    .ffn_block_packed_workspace_size = sp_cpu_ffn_block_packed_workspace_size,
+    .ffn_block_packed = sp_cpu_ffn_block_packed,
+    .add_row = cpu_add_row,
+    .hyena_spectrum_size = sp_cpu_hyena_spectrum_size,
+    .hyena_filter_workspace_size = sp_cpu_hyena_filter_workspace_size,
+    .hyena_filter = sp_cpu_hyena_filter,
+    .hyena_mix_workspace_size = sp_cpu_hyena_mix_workspace_size,
+    .hyena_mix = sp_cpu_hyena_mix,
+    .glu_ffn_block_workspace_size = sp_cpu_glu_ffn_block_workspace_size,
+    .glu_ffn_block = sp_cpu_glu_ffn_block,
 };
+
+void sp_cpu_set_kernel_level(sp_backend *be, sp_kernel_level level) {
+    ((sp_cpu_impl *)be->impl)->kernels = level;
+}
 
 /* A threaded OpenBLAS would run a second pool under ours: one thread. */
 static void blas_single_threaded(void) {
@@ -349,6 +395,7 @@ sp_backend *sp_backend_cpu_create(int n_threads, char *err, size_t err_len) {
      * costs tens of ms per new length but can give faster plans. */
     const char *ms = getenv("SPECTRAL_FFTW_MEASURE");
     impl->fft_flags = (ms && ms[0] == '1') ? FFTW_MEASURE : FFTW_ESTIMATE;
+    impl->kernels = sp_cpu_kernel_cap();
     impl->tile = SP_MIX_TILE_DEFAULT;
     const char *ts = getenv("SPECTRAL_CPU_MIX_TILE");
     if (ts) {

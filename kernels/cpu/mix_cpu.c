@@ -36,28 +36,12 @@ static size_t aligned(int64_t bytes) { return (size_t)sp_cpu_round_up(bytes, SP_
 
 /* ------------------------------------------------------ FFTW plan cache */
 
-/* Batched in-place real FFT plans, one per (n, howmany, flags): each row of
- * the batch is cdist complex values long (the padded in-place layout).
- * FFTW's planner is not thread-safe, so planning and the cache are guarded by
- * sp_fft_mutex; executing a plan on new arrays is thread-safe. Plans in use
- * are counted so that eviction never destroys one under a running task. */
-typedef struct {
-    int64_t n;
-    int howmany;
-    unsigned flags;
-    int64_t cdist;
-    fftwf_plan r2c, c2r;
-    uint64_t last_use;
-    int refs;
-} sp_fft_plan;
-
 pthread_mutex_t sp_fft_mutex = PTHREAD_MUTEX_INITIALIZER;
 static sp_fft_plan **sp_fft_cache;
 static int sp_fft_n, sp_fft_cap;
 static uint64_t sp_fft_tick;
 
-/* Complex values per row: n/2+1 rounded to a whole cache line. */
-static int64_t sp_mix_cdist(int64_t n) {
+int64_t sp_cpu_fft_cdist(int64_t n) {
     return sp_cpu_round_up(n / 2 + 1, SP_CPU_ALIGN / (int64_t)sizeof(fftwf_complex));
 }
 
@@ -110,7 +94,7 @@ int sp_cpu_fft_plans_cached(int64_t *rows) {
 static sp_fft_plan *fft_plan_make(int64_t n, int howmany, unsigned flags) {
     sp_fft_plan *p = calloc(1, sizeof *p);
     if (!p) return NULL;
-    const int64_t cdist = sp_mix_cdist(n);
+    const int64_t cdist = sp_cpu_fft_cdist(n);
     /* Plan on private scratch with the workspace's alignment (FFTW_MEASURE
      * overwrites its arrays; new-array execution needs equal alignment). */
     void *raw = fftwf_malloc((size_t)(cdist * howmany) * sizeof(fftwf_complex) + SP_CPU_ALIGN);
@@ -137,7 +121,7 @@ static sp_fft_plan *fft_plan_make(int64_t n, int howmany, unsigned flags) {
     return p;
 }
 
-static sp_fft_plan *fft_acquire(int64_t n, int howmany, unsigned flags) {
+sp_fft_plan *sp_cpu_fft_acquire(int64_t n, int howmany, unsigned flags) {
     sp_fft_plan *found = NULL;
     pthread_mutex_lock(&sp_fft_mutex);
     for (int i = 0; i < sp_fft_n; i++) {
@@ -170,7 +154,7 @@ static sp_fft_plan *fft_acquire(int64_t n, int howmany, unsigned flags) {
     return found;
 }
 
-static void fft_release(sp_fft_plan *p) {
+void sp_cpu_fft_release(sp_fft_plan *p) {
     if (!p) return;
     pthread_mutex_lock(&sp_fft_mutex);
     p->refs--;
@@ -552,7 +536,7 @@ static mix_layout layout(const sp_backend *be, const int64_t *offsets, int64_t n
             if (T * SP_DFT_COLS * 4 > slot) slot = T * SP_DFT_COLS * 4;
         } else {
             L.n_phase1 += n_tiles;
-            if (k && tile * sp_mix_cdist(T) * 8 > slot) slot = tile * sp_mix_cdist(T) * 8;
+            if (k && tile * sp_cpu_fft_cdist(T) * 8 > slot) slot = tile * sp_cpu_fft_cdist(T) * 8;
         }
     }
     L.stats = with_stats ? aligned(2 * offsets[n_docs] * (int64_t)sizeof(double)) : 0;
@@ -566,7 +550,7 @@ size_t sp_cpu_mix_workspace_size(sp_backend *be, int64_t T, int64_t D) {
     if (T < 2 || D <= 0) return 0; /* k = 0: bias only, no transform */
     /* The generic op always takes the FFT path (its size knows no K). */
     const int tile = mix_tile(be), n_tiles = (int)((D + tile - 1) / tile);
-    return SP_CPU_ALIGN + (size_t)sp_cpu_slots(be, n_tiles) * aligned(tile * sp_mix_cdist(T) * 8);
+    return SP_CPU_ALIGN + (size_t)sp_cpu_slots(be, n_tiles) * aligned(tile * sp_cpu_fft_cdist(T) * 8);
 }
 
 /* Checks offsets; returns the longest document, or -1 with a message. */
@@ -629,8 +613,8 @@ static int mix_run(sp_backend *be, mix_job *j, const mix_layout *L, char *doc_me
         n1 += j->n_tiles;
         if (!d->k || rc) continue;
         /* a full tile exists unless all channels fit in the last one */
-        d->full = j->n_tiles > 1 || last == tile ? fft_acquire(d->T, tile, flags) : NULL;
-        d->last = last == tile ? d->full : fft_acquire(d->T, last, flags);
+        d->full = j->n_tiles > 1 || last == tile ? sp_cpu_fft_acquire(d->T, tile, flags) : NULL;
+        d->last = last == tile ? d->full : sp_cpu_fft_acquire(d->T, last, flags);
         if ((!d->full && (j->n_tiles > 1 || last == tile)) || !d->last) {
             sp_cpu_set_err(be, "cpu spectral_mix: FFTW could not plan n=%lld", (long long)d->T);
             rc = 1;
@@ -643,8 +627,8 @@ static int mix_run(sp_backend *be, mix_job *j, const mix_layout *L, char *doc_me
         sp_pool_run(sp_cpu_pool(be), n2, L->n_long_tiles ? L->slots : sp_cpu_slots(be, n2),
                     phase2_task, j);
     for (int64_t i = 0; i < j->n_docs; i++) {
-        if (docs[i].last && docs[i].last != docs[i].full) fft_release(docs[i].last);
-        if (docs[i].full) fft_release(docs[i].full);
+        if (docs[i].last && docs[i].last != docs[i].full) sp_cpu_fft_release(docs[i].last);
+        if (docs[i].full) sp_cpu_fft_release(docs[i].full);
     }
     return rc;
 }
@@ -673,7 +657,7 @@ int sp_cpu_spectral_mix(sp_backend *be, const float *u, const float *filter, con
     const int tile = mix_tile(be);
     const int64_t n_tiles = (D + tile - 1) / tile;
     mix_doc doc = {.r0 = 0, .T = T, .k = k};
-    mix_layout L = {.slot = aligned(tile * sp_mix_cdist(T) * 8), .slots = sp_cpu_slots(be, n_tiles)};
+    mix_layout L = {.slot = aligned(tile * sp_cpu_fft_cdist(T) * 8), .slots = sp_cpu_slots(be, n_tiles)};
     mix_job j = {.u = u, .filter = filter, .bias = bias, .h = h, .K = K, .D = D, .tile = tile,
                  .n_tiles = n_tiles, .n_cols = (D + SP_DFT_COLS - 1) / SP_DFT_COLS, .docs = &doc,
                  .n_docs = 1, .ws = workspace ? sp_cpu_align(workspace) : NULL, .slot = L.slot};

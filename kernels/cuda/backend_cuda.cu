@@ -7,6 +7,7 @@
  *   linear_cuda.cu     linear, ffn_block
  *   mix_cuda.cu        spectral_mix (fused, dftgemm, cufft paths), mix_block
  *   fourier2d_cuda.cu  fourier2d_real (FNet)
+ *   hyena_cuda.cu      add_row, hyena_filter, hyena_mix, glu_ffn_block (M2-BERT)
  *   cuda_internal.cuh  what they share
  *
  * They are built into the module libspectral-cuda.so, which libspectral.a
@@ -353,6 +354,7 @@ static void cuda_destroy(sp_backend *be) {
         if (im->stream) cudaStreamSynchronize(im->stream);
         sp_cuda_mix_release(im);
         sp_cuda_f2d_release(im);
+        sp_cuda_hyena_release(im);
         if (im->blas) cublasDestroy(im->blas);
         if (im->scratch) cudaFree(im->scratch);
         if (im->stream) cudaStreamDestroy(im->stream);
@@ -400,6 +402,21 @@ static const sp_backend_ops cuda_ops = {
     sp_cuda_ffn_block,
     NULL, /* external_memory: cuFFT's plans use the workspaces it is given */
     NULL, /* dequantize_rows: weights are dequantized at upload (runtime/spectral.c) */
+    NULL, /* packed_size .. ffn_block_packed: no packed weights (float32 GEMMs in cuBLAS) */
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+    sp_cuda_add_row,
+    sp_cuda_hyena_spectrum_size,
+    sp_cuda_hyena_filter_workspace_size,
+    sp_cuda_hyena_filter,
+    sp_cuda_hyena_mix_workspace_size,
+    sp_cuda_hyena_mix,
+    sp_cuda_glu_ffn_block_workspace_size,
+    sp_cuda_glu_ffn_block,
 };
 
 SP_CUDA_EXPORT int sp_cuda_module_device_count(void) {

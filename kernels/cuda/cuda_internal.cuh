@@ -67,6 +67,17 @@ struct tw_table {
     uint64_t used;
 };
 
+/* M2-BERT's long-convolution plans (hyena_cuda.cu): R2C and C2R of length N
+ * over `batch` interleaved channels, work areas left to the caller. */
+#define HYENA_PLAN_CACHE 8
+struct hyena_plan {
+    int valid;
+    uint64_t used;
+    int64_t N, batch;
+    cufftHandle r2c, c2r;
+    size_t work; /* the larger work area of the two */
+};
+
 struct cuda_impl {
     int device;
     cudaStream_t stream;
@@ -84,6 +95,7 @@ struct cuda_impl {
     int64_t f2d_elems;
     struct tw_table tw[TW_CACHE];
     size_t tw_total;
+    struct hyena_plan hyena[HYENA_PLAN_CACHE];
     /* small scratch for pooling and get_rows' id check */
     void *scratch;
     size_t scratch_bytes;
@@ -229,6 +241,25 @@ cufftResult sp_cuda_make_plan(cudaStream_t stream, int rank, long long *n, long 
                               long long istride, long long idist, long long *onembed,
                               long long ostride, long long odist, cufftType type, long long batch,
                               cufftHandle *out, size_t *work, const char **what);
+
+/* hyena_cuda.cu: M2-BERT's ops */
+int sp_cuda_add_row(sp_backend *be, const float *row, int64_t T, int64_t D, float *y);
+size_t sp_cuda_hyena_spectrum_size(sp_backend *be, int64_t T, int64_t D);
+size_t sp_cuda_hyena_filter_workspace_size(sp_backend *be, int64_t T, int64_t D, int64_t E,
+                                           int64_t O);
+int sp_cuda_hyena_filter(sp_backend *be, const sp_hyena_filter *f, int64_t T, int64_t D,
+                         void *workspace, void *spectrum);
+size_t sp_cuda_hyena_mix_workspace_size(sp_backend *be, int64_t T, int64_t D);
+int sp_cuda_hyena_mix(sp_backend *be, const float *a, const float *conv_w, const float *conv_b,
+                      const float *u, const void *spec, const float *bias, const void *spec_res,
+                      const float *bias_res, int64_t T, int64_t D, void *workspace, float *y);
+size_t sp_cuda_glu_ffn_block_workspace_size(sp_backend *be, const int64_t *offsets, int64_t n_docs,
+                                            int64_t D, int64_t F, int64_t n_blocks);
+int sp_cuda_glu_ffn_block(sp_backend *be, float *h, const float *W_gate, const float *W_down,
+                          const float *b_down, const float *ln_w, const float *ln_b, float eps,
+                          int64_t D, int64_t F, int64_t nb, const int64_t *offsets, int64_t n_docs,
+                          void *workspace);
+void sp_cuda_hyena_release(struct cuda_impl *im);
 
 /* fourier2d_cuda.cu */
 size_t sp_cuda_fourier2d_workspace_size(sp_backend *be, int64_t T, int64_t D);

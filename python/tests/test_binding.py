@@ -31,7 +31,8 @@ def test_declared_functions_match_the_header():
 def test_struct_fields_in_order():
     h = header()
     for struct, cls in (("spectral_model_params", L.ModelParams),
-                        ("spectral_context_params", L.ContextParams)):
+                        ("spectral_context_params", L.ContextParams),
+                        ("spectral_tokenize_params", L.TokenizeParams)):
         body = re.search(r"typedef struct\s*\{([^}]*)\}\s*" + struct + r"\s*;", h).group(1)
         fields = re.findall(r"(\w+)\s*;", body)
         assert fields == [f[0] for f in cls._fields_], struct

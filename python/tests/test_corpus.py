@@ -69,16 +69,19 @@ def test_directory_on_two_workers_equals_cli_and_resumes(tree, tmp_path, cli):
                     "--mem-limit", cap)
     files = sorted(p for p in tree.rglob("*") if p.is_file())
     assert s["complete"] and s["documents"] == len(files) == 302 and s["partitions"] == 8
-    assert s["failed"] == 1 and s["partitions_written"] == 8
+    assert s["failed"] == 2 and s["partitions_written"] == 8  # the empty file and the long one
     got = read_output(out)
     rel = [str(p.relative_to(tree)) for p in files]
     assert sorted(got["id"]) == sorted(rel) and len(set(got["id"])) == len(got["id"])  # exactly once
     want = cli_vectors(cli, files, "--mem-limit", str(cap))
-    assert len(want) == len(files) - 1
+    assert len(want) == len(files) - 2
     for id_, n, e, err in zip(got["id"], got["n_tokens"], got["embedding"], got["error"]):
         path = str(tree / id_)
         if id_ == "long.txt":
             assert e is None and "memory" in err and n > 4000 and path not in want
+            continue
+        if id_ == "empty.txt":  # nothing to embed: an error for every tokenizer
+            assert e is None and "empty" in err and path not in want
             continue
         assert err is None and want[path][0] == n
         assert same_bits(np.array(e, np.float32), want[path][1]), id_
@@ -161,3 +164,64 @@ def test_jsonl_and_parquet_with_bad_records(tmp_path, cli):
     for id_, e in zip(got2["id"], got2["embedding"]):
         if id_ in by_id and id_ not in errors:
             assert by_id[id_][1] == e, id_
+
+
+def test_progress_bar(tmp_path, monkeypatch, capsys):
+    """A bar over the parts (tqdm when installed, none otherwise), without Dask, in this process."""
+    import importlib.util
+    import types
+    made = []
+
+    class FakeBar:
+        def __init__(self, total=None, desc=None, unit=None, **kw):
+            self.total, self.desc, self.unit, self.n, self.closed = total, desc, unit, 0, False
+            made.append(self)
+
+        def update(self, n=1):
+            self.n += n
+
+        def set_postfix_str(self, s, refresh=True):
+            self.postfix = s
+
+        def close(self):
+            self.closed = True
+
+    auto = types.ModuleType("tqdm.auto")
+    auto.tqdm = FakeBar
+    monkeypatch.setitem(sys.modules, "tqdm.auto", auto)
+    spec = importlib.util.spec_from_file_location("embed_corpus_under_test", TOOL)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = random.Random(3)
+    for i in range(7):
+        (src / f"d{i}.txt").write_bytes(text(rng, 1, 20))
+    (src / "long.txt").write_bytes(text(rng, 600, 600))
+    with spectral.Model(DEFAULT_MODEL, n_threads=1) as m:  # a cap that refuses long.txt only
+        cap = m.memory_minimum(len(m.tokenize((src / "long.txt").read_bytes()))) - 1
+    runs = []
+
+    def run(*extra):
+        runs.append(extra)
+        rc = tool.main([str(src), "-m", str(DEFAULT_MODEL), "-o", str(tmp_path / f"out{len(runs)}"),
+                        "--workers", "0", "-t", "1", "--docs-per-partition", "3", "--mem-limit", str(cap),
+                        *extra])
+        assert rc == 0
+        out = capsys.readouterr()
+        return json.loads(out.out.strip().splitlines()[-1]), out.err
+
+    s, _ = run("--progress")
+    assert s["partitions"] == 3 and len(made) == 1
+    bar = made[0]
+    assert (bar.total, bar.n, bar.closed, bar.unit) == (3, 3, True, "part")
+    assert bar.postfix == "8 docs, 1 failed"
+    _, err = run()  # stderr is not a terminal here: no bar by default, a line per part
+    assert "part 2: 2 docs, 1 failed" in err and len(made) == 1
+    _, err = run("--progress", "-q")
+    assert err == "" and len(made) == 1
+    # without tqdm: a line per part instead, nothing fails
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    _, err = run("--progress")
+    assert "part 2: 2 docs, 1 failed" in err and len(made) == 1

@@ -1,17 +1,20 @@
 """spectral.Model against spectral-embed (bit for bit), errors, threads, the memory cap, leaks."""
 
+import json
 import os
 import random
 import re
 import subprocess
+import sys
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
 
 import spectral
-from conftest import BYTE_MODEL, DEFAULT_MODEL, run_cli, same_bits
+from conftest import BYTE_MODEL, DEFAULT_MODEL, ROOT, run_cli, same_bits
 
 
 def corpus(seed=1, n=24):
@@ -74,6 +77,7 @@ def test_embed_equals_cli_bit_for_bit(model, cli, tmp_path, options):
                                         normalize="--no-normalize" not in options), got)
 
 
+@pytest.mark.filterwarnings("ignore::spectral.LongInputWarning")  # long on purpose
 def test_byte_model_equals_cli(byte_model, cli, tmp_path):
     texts = corpus(seed=2, n=12)
     files = write_files(tmp_path, texts)
@@ -104,6 +108,32 @@ def test_properties_match_cli(model, cli):
     assert (model.n_layer, model.n_embd, model.n_pooled, model.n_vocab, model.n_ctx_train, model.n_params) == \
         tuple(int(g) for g in m.groups()[1:])
     assert model.max_tokens == 0 and model.pooling == "mean" and model.name == "spectral-default"
+
+
+def test_truncate_equals_cli(model, cli, tmp_path):
+    text = b"A spectral encoder reads the whole document. " * 40
+    files = write_files(tmp_path, [text])
+    raw, recs, _, err = run_cli(cli, DEFAULT_MODEL, files, "--truncate", "64")
+    assert recs[0]["n_tokens"] == 64 and "truncated to the first 64" in err
+    full = model.tokenize(text)
+    cut = model.tokenize(text, truncate=64)
+    assert cut.tolist() == full[:63].tolist() + [full[-1]]  # [SEP] kept last
+    r = model.embed_batch([text], truncate=64)
+    assert r.n_tokens.tolist() == [64] and same_bits(r.embeddings, raw.reshape(1, -1))
+    assert same_bits(model.embed(text, truncate=64), raw) and model.tokenize(text, truncate=10**6).size == full.size
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError):
+            model.tokenize(text, truncate=bad)
+
+
+def test_long_input_warning(byte_model):
+    # the byte model was trained at 4096 tokens: 5000 bytes run, with a warning
+    assert byte_model.n_ctx_train == 4096
+    with pytest.warns(spectral.LongInputWarning, match="5000 tokens, more than the model's training length"):
+        byte_model.embed(b"x" * 5000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert byte_model.embed(b"x" * 5000, truncate=4096).shape == (byte_model.n_pooled,)
 
 
 def test_tokenize_known_ids(model):
@@ -158,7 +188,7 @@ def test_not_a_model(tmp_path):
 
 def test_argument_errors(model):
     for kw in ({"n_threads": -1}, {"device": "tpu"}, {"mem_limit": "lots"}, {"mem_limit": -5},
-               {"batch_tokens": -1}):
+               {"batch_tokens": -1}, {"no_pad": 1}):
         with pytest.raises(ValueError):
             spectral.Model(BYTE_MODEL, **kw)
     with pytest.raises(ValueError):
@@ -202,9 +232,184 @@ def test_closed_model():
             call()
 
 
+def test_token_ids_are_refused_not_coerced(model):
+    """Issue 21: 5.9, '5', True and 2**32 + 5 were all read as token 5."""
+    five = model.embed_tokens([[5]])
+    for bad in ([[5.9]], [["5"]], [[True]], [[5, True]], [[None]], [[5, 6.0]],
+                [np.array([5.0])], [np.array([True])], [np.array(["5"])],
+                [5], [b"\x05"], ["5"], [{5}], [{5: 1}]):
+        with pytest.raises(TypeError):
+            model.embed_tokens(bad)
+    for big in ([[2**32 + 5]], [[2**31]], [[-2**31 - 1]], [[5, 2**64 + 5]],
+                [np.array([2**32 + 5])], [np.array([2**63 + 5], dtype=np.uint64)]):
+        with pytest.raises(ValueError) as e:  # an InvalidArgumentError, as for any id outside the vocabulary
+            model.embed_tokens(big)
+        assert isinstance(e.value, spectral.InvalidArgumentError) and "vocabulary" in str(e.value), big
+    with pytest.raises(ValueError):
+        model.embed_tokens([np.array([[5, 6]])])  # one document is one-dimensional
+    # embed_batch: an id out of range fails its document only; a wrong type fails the call
+    r = model.embed_batch([[2**32 + 5], [5]])
+    assert isinstance(r.errors[0], spectral.InvalidArgumentError) and r.errors[0].index == 0
+    assert r.errors[1] is None and same_bits(r.embeddings[1], five[0])
+    with pytest.raises(TypeError):
+        model.embed_batch(["text", [5.9]])
+    with pytest.raises(TypeError):
+        model.token_states([5.9])
+    with pytest.raises(TypeError):
+        model.token_states(5)
+    # what people pass: lists, tuples, ranges, numpy integers of any width, a 2-D batch
+    for ok in ([[5]], [(5,)], [range(5, 6)], [[np.int64(5)]], [np.array([5], np.int64)],
+               [np.array([5], np.uint16)], [np.array([5], object)], np.array([[5]], np.int32)):
+        assert same_bits(model.embed_tokens(ok), five), ok
+
+
+def test_inputs_must_be_ordered_collections(model):
+    """Issue 21: embed({'a': 1}) embedded the dict's key."""
+    for bad in ({"a": 1}, {"a"}, frozenset(["a"]), 5, None):
+        with pytest.raises(TypeError):
+            model.embed(bad)
+        with pytest.raises(TypeError):
+            model.embed_batch(bad)
+    with pytest.raises(TypeError):
+        model.embed_tokens({0: [5]})
+    with pytest.raises(TypeError):
+        model.embed([b"ok", 5])
+    # any ordered iterable of texts is fine
+    want = model.embed(["a", "b"])
+    assert same_bits(model.embed(("a", "b")), want)
+    assert same_bits(model.embed(t for t in ["a", "b"]), want)
+    assert same_bits(model.embed(np.array(["a", "b"])), want)
+
+
+INTERRUPT_SCRIPT = r"""
+import json, os, signal, sys, threading, time
+import warnings
+import numpy as np
+import spectral
+
+warnings.simplefilter("ignore", spectral.LongInputWarning)
+m = spectral.Model(sys.argv[1], n_threads=1)
+doc = bytes(range(32, 127)) * 160  # 15,200 tokens: one pass of about a second on a 2-core VM
+while True:  # long enough that the signal, sent after DELAY, lands inside the pass
+    t0 = time.monotonic()
+    m.embed(doc)
+    res = {"one_pass": time.monotonic() - t0}
+    if res["one_pass"] > 0.5 or len(doc) > 1 << 21:
+        break
+    doc *= 2
+DELAY = 0.2
+
+
+def interrupted(call):
+    timer = threading.Timer(DELAY, os.kill, (os.getpid(), signal.SIGINT))
+    t0 = time.monotonic()
+    timer.start()
+    try:
+        out = {"raised": None, "nan": bool(np.isnan(np.asarray(call())).any())}
+    except BaseException as e:
+        out = {"raised": type(e).__name__}
+    out["seconds"] = time.monotonic() - t0
+    timer.join()
+    time.sleep(0.05)  # a signal left pending would be raised here, outside the test
+    return out
+
+
+res["embed"] = interrupted(lambda: m.embed(doc))
+res["token_states"] = interrupted(lambda: m.token_states(doc))
+res["batch"] = interrupted(lambda: m.embed([doc] * 4))
+res["handler_restored"] = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+calls = []
+signal.signal(signal.SIGINT, lambda s, f: calls.append(s))  # the app's own, which does not raise
+res["own_handler"] = interrupted(lambda: m.embed([doc, b"short"]))
+res["own_handler_calls"] = len(calls)
+
+
+def second(s, f):
+    calls.append("second")
+
+
+signal.signal(signal.SIGINT, lambda s, f: signal.signal(signal.SIGINT, second))
+interrupted(lambda: m.embed(doc))  # a handler that installs another: that one stays
+res["handler_installed_by_handler_kept"] = signal.getsignal(signal.SIGINT) is second
+print(json.dumps(res))
+"""
+
+
+def test_ctrl_c_interrupts_and_never_returns_nan():
+    """Issue 21: a KeyboardInterrupt raised inside the ctypes callback was printed and
+    dropped; embed() returned a NaN row and token_states() raised IndexError. Run in a
+    child process: a SIGINT the package failed to handle must not stop this one."""
+    p = subprocess.run([sys.executable, "-c", INTERRUPT_SCRIPT, str(BYTE_MODEL)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    res = json.loads(p.stdout)
+    assert res["one_pass"] > 0.5, f"one pass took {res['one_pass']:.2f} s: too quick to interrupt"
+    assert "Exception ignored" not in p.stderr, p.stderr
+    for call in ("embed", "token_states", "batch"):
+        assert res[call]["raised"] == "KeyboardInterrupt", (call, res[call])
+    # the batch stopped after the document that was running: not all four passes
+    assert res["batch"]["seconds"] < 2.5 * res["one_pass"], res
+    assert res["handler_restored"]
+    # a handler that does not raise is called, and the batch goes on to the end
+    assert res["own_handler"] == {"raised": None, "nan": False, "seconds": res["own_handler"]["seconds"]}
+    assert res["own_handler_calls"] == 1
+    assert res["handler_installed_by_handler_kept"]
+
+
+def test_nonfinite_output_is_an_error(tmp_path):
+    """A model with a NaN weight: refused when loaded, or each document fails; never a NaN row."""
+    gguf = pytest.importorskip("gguf")
+    bias = next(t for t in gguf.GGUFReader(str(BYTE_MODEL)).tensors if t.name == "blk.2.ffn_down.bias")
+    data = bytearray(BYTE_MODEL.read_bytes())
+    data[bias.data_offset:bias.data_offset + 4] = np.float32(np.nan).tobytes()
+    bad = tmp_path / "nan-weight.gguf"
+    bad.write_bytes(bytes(data))
+    try:
+        m = spectral.Model(bad, n_threads=1)
+    except spectral.SpectralError:
+        return  # refused at load (issue 21 item 7 in the library)
+    with m:
+        with pytest.raises(spectral.SpectralError) as e:
+            m.embed(["a document", "another"])
+        assert "non-finite" in e.value.message
+        r = m.embed_batch(["a document"])
+        assert isinstance(r.errors[0], spectral.SpectralError) and r.errors[0].index == 0
+        with pytest.raises(spectral.SpectralError):
+            m.token_states("a document")
+
+
+# ---------------------------------------------------------------- long inputs
+
+
+def test_long_input_warns(byte_model):
+    """Issue 25: past the model's training length the CLI warns; Python said nothing."""
+    n = byte_model.n_ctx_train
+    assert n == 4096  # the byte model's context_length; each byte is a token
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        byte_model.embed(b"a" * n)  # exactly the training length: no warning
+        byte_model.embed_tokens([np.full(n, 97)])
+    calls = {
+        "embed": lambda: byte_model.embed([b"short", b"a" * (n + 1)]),
+        "embed_tokens": lambda: byte_model.embed_tokens([[97], np.full(n + 1, 97)]),
+        "embed_batch": lambda: byte_model.embed_batch([b"short", b"a" * (n + 1)]),
+        "token_states": lambda: byte_model.token_states(b"a" * (n + 1)),
+    }
+    for name, call in calls.items():
+        with pytest.warns(spectral.LongInputWarning) as w:
+            call()
+        assert len(w) == 1, name
+        msg = str(w[0].message)
+        assert f"{n + 1} tokens" in msg and f"training length ({n} tokens)" in msg, msg
+        assert w[0].filename == __file__, (name, w[0].filename)  # points at the caller's line
+    with pytest.warns(spectral.LongInputWarning, match="2 of 3 inputs"):
+        byte_model.embed([b"a" * (n + 5), b"b", b"a" * (n + 1)])
+
+
 # ---------------------------------------------------------------- the memory cap
 
 
+@pytest.mark.filterwarnings("ignore::spectral.LongInputWarning")  # long on purpose
 def test_memory_limit(byte_model, cli, tmp_path):
     long_doc = bytes(random.Random(3).getrandbits(7) + 32 for _ in range(60000))
     short = b"a short document"
@@ -317,3 +522,20 @@ def test_no_leak_over_10000_calls():
             m.embed("x")
     grown = rss_bytes() - before
     assert grown < 8 << 20, f"RSS grew by {grown / 1048576:.1f} MiB over 100 open/close cycles"
+
+
+def test_no_pad():
+    # tests/data/m2bert/tiny pads every document to its 128 positions unless no_pad
+    path = ROOT / "tests" / "data" / "m2bert" / "tiny" / "model.gguf"
+    text = "w1 w2 w3 w40 w5"
+    with spectral.Model(path, n_threads=2) as padded, spectral.Model(path, n_threads=2, no_pad=True) as own:
+        ids = padded.tokenize(text)
+        assert len(ids) == 7  # [CLS] five words [SEP]
+        h_pad, h_own = padded.token_states(text), own.token_states(text)
+        assert h_pad.shape == h_own.shape == (7, padded.n_embd)  # the real tokens' rows only
+        assert not np.allclose(h_pad, h_own, atol=1e-3)  # the [PAD] tail changes every state
+        e_pad, e_own = padded.embed([text]), own.embed([text])
+        assert not np.allclose(e_pad, e_own, atol=1e-3)
+        # padding is running the [PAD] ids (id 0) too and keeping the real rows
+        full = own.token_states(np.concatenate([ids, np.zeros(128 - len(ids), dtype=ids.dtype)]))
+        assert full.shape[0] == 128 and np.array_equal(full[:7], h_pad)

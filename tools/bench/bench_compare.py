@@ -21,6 +21,20 @@ over -r repetitions after one warm-up, for:
                        afresh for each T; the compile time (the first call, which includes
                        one forward) is reported separately, never in the per-document time
 
+and, in a second table (low precision; --no-lowp leaves it out):
+
+  spectral OpenBLAS    rows of the same spectral-bench run (--dtype auto,openblas): float32
+                       GEMMs through OpenBLAS (the reference path)
+  spectral int8        spectral-bench on a Q8_0 copy of the model (spectral-quantize
+                       --type q8_0 of its matrices): int8 products, activations quantized
+                       per 32-block (docs/precision.md); "Q8_0 as f32" is the same file with
+                       --dtype f32 in the same run ("int8 vs own f32")
+  spectral bf16        --dtype bf16 rows in the first run (with --bf16 only; emulated on a
+                       CPU without AVX512_BF16: the header names the kernel)
+  torch dynamic int8   torch.ao.quantization.quantize_dynamic of the rfft form's nn.Linear
+                       layers (qint8 weights from the same float32 weights, per tensor;
+                       activations quantized per call), eager
+
 The PyTorch model is built from the same GGUF weights (tools/convert/reference.py's
 gguf reader; F16/BF16 widened to float32), runs in float32 under
 torch.inference_mode() with torch.set_num_threads(N), and does what
@@ -79,9 +93,14 @@ sys.path.insert(0, os.path.join(HERE, "..", "convert"))  # make_model, reference
 
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 ENGINES = ("spectral", "torch-eager-complex", "torch-eager-rfft", "torch-compile")
+LOWP_ENGINES = ("spectral", "spectral-openblas", "spectral-q8-f32", "spectral-int8", "spectral-bf16",
+                "torch-compile", "torch-dynamic-int8")
 LOAD_ENGINES = ("spectral", "torch-eager-rfft", "torch-compile")  # the quiet-vs-loaded table
 ENGINE_TITLES = {"spectral": "spectral", "torch-eager-complex": "torch eager complex",
-                 "torch-eager-rfft": "torch eager rfft", "torch-compile": "torch.compile"}
+                 "torch-eager-rfft": "torch eager rfft", "torch-compile": "torch.compile",
+                 "spectral-openblas": "spectral f32 OpenBLAS", "spectral-int8": "spectral int8 (Q8_0)",
+                 "spectral-q8-f32": "spectral Q8_0 as f32",
+                 "spectral-bf16": "spectral bf16", "torch-dynamic-int8": "torch dynamic int8"}
 MAX_DIFF = 1e-3
 DEFAULT_LENGTHS = "512,1024,2048,4096,8192,16384,32768,65536"
 
@@ -203,6 +222,48 @@ class TorchSpectral:
         v = h.mean(0) if self.pooling == 1 else (h[0] if self.pooling == 2 else h[-1])
         return self.torch.nn.functional.normalize(v, dim=0)
 
+    def int8_module(self):
+        """The rfft form with every linear layer an nn.Linear holding the same weights, then
+        torch.ao.quantization.quantize_dynamic (qint8 weights, activations quantized per call)."""
+        torch, nn = self.torch, self.torch.nn
+
+        def linear(w, b):
+            m = nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
+            with torch.no_grad():
+                m.weight.copy_(w)
+                if b is not None:
+                    m.bias.copy_(b)
+            return m
+
+        outer = self
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.up = nn.ModuleList(linear(b["up_w"], b["up_b"]) for b in outer.blocks)
+                self.down = nn.ModuleList(linear(b["dn_w"], b["dn_b"]) for b in outer.blocks)
+                self.out = linear(*outer.out) if outer.out is not None else None
+
+            def forward(self, tokens):
+                Fn = torch.nn.functional
+                D, eps = outer.D, outer.eps
+                h = outer.emb[tokens]
+                for b, up, down in zip(outer.blocks, self.up, self.down):
+                    u = Fn.layer_norm(h, (D,), b["mn_w"], b["mn_b"], eps)
+                    h = h + outer._mix_rfft(u, b) + b["mb"]
+                    x = Fn.layer_norm(h, (D,), b["fn_w"], b["fn_b"], eps)
+                    h = h + down(Fn.gelu(up(x)))
+                if outer.out_norm is not None:
+                    h = Fn.layer_norm(h, (D,), outer.out_norm[0], outer.out_norm[1], eps)
+                if self.out is not None:
+                    h = self.out(h)
+                return outer.pool(h)
+
+        import warnings
+        with warnings.catch_warnings():  # torch.ao.quantization's deprecation notices
+            warnings.simplefilter("ignore")
+            return torch.ao.quantization.quantize_dynamic(Net().eval(), {nn.Linear}, dtype=torch.qint8)
+
     def forward_complex(self, tokens):
         return self.pool(self.states(tokens, "complex"))
 
@@ -255,10 +316,13 @@ def worker_main(cfg):
             return 0
 
         if cfg["kind"] == "eager":
+            forms = [("eager-complex", model.forward_complex), ("eager-rfft", model.forward_rfft)]
+            if cfg.get("int8"):
+                forms.append(("dynamic-int8", model.int8_module()))
             for T in cfg["lengths"]:
                 tok = worker_tokens(T, model.vocab, seed)
-                for form, fn in (("complex", model.forward_complex), ("rfft", model.forward_rfft)):
-                    row = dict(impl=f"torch-eager-{form}", n_tokens=T)
+                for form, fn in forms:
+                    row = dict(impl=f"torch-{form}", n_tokens=T)
                     try:
                         samples, _ = worker_time(fn, tok, reps)
                         row.update(timing_fields(samples, T))
@@ -355,9 +419,13 @@ def env_settings(variants):
     return out
 
 
-def run_spectral(bench, model, lengths, threads, reps, prefix):
+def run_spectral(bench, model, lengths, threads, reps, prefix, dtypes=None):
+    """spectral-bench's model rows; dtypes: {spectral-bench --dtype: impl name} (rows of
+    several dtypes, interleaved per T in one run), default {auto: spectral}."""
+    dtypes = dtypes or {"auto": "spectral"}
+    extra = ["--dtype", ",".join(dtypes)]
     cmd = prefix + [bench, "-m", model, "-p", ",".join(map(str, lengths)), "--no-attn",
-                    "-r", str(reps), "-t", str(threads), "-o", "jsonl",
+                    "-r", str(reps), "-t", str(threads), "-o", "jsonl", *extra,
                     "--calib-size", "64", "--calib-mem", "1m"]  # calibration unused here: keep it short
     log("running " + " ".join(cmd))
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -365,16 +433,19 @@ def run_spectral(bench, model, lengths, threads, reps, prefix):
         sys.stderr.write(p.stderr)
         sys.exit(f"bench_compare: spectral-bench exited with status {p.returncode}")
     version = re.search(r"\(spectral ([^)]*)\)", p.stderr)
+    info = re.search(r"\| (cpu: [^\n]*)", p.stderr)
     rows = []
     for line in p.stdout.splitlines():
         if line.strip():
             r = json.loads(line)
             r["spectral_version"] = version.group(1) if version else r.get("build", "?")
+            r["system_info"] = info.group(1) if info else "?"
             if r.get("impl") == "spectral":
+                r["impl"] = impl = dtypes.get(r.get("dtype"), "spectral")
                 r["ms_per_doc"] = r["avg_ns"] / 1e6 if r.get("status") == "ok" else None
                 rows.append(r)
                 if r.get("status") == "ok":
-                    log(f"  spectral T={r['n_tokens']}: {r['ms_per_doc']:.2f} ms")
+                    log(f"  {impl} T={r['n_tokens']}: {r['ms_per_doc']:.2f} ms")
     return rows
 
 
@@ -554,6 +625,29 @@ def markdown(rows, meta, args):
         elif args.no_compile:
             out.append("")
             out.append("torch.compile: not run (--no-compile).")
+    lowp = [e for e in LOWP_ENGINES if any(r["impl"] == e for r in rows)]
+    if any(e in lowp for e in ("spectral-int8", "spectral-openblas", "torch-dynamic-int8", "spectral-bf16")):
+        for setting, load in settings:
+            out.append("")
+            out.append(f"#### Low precision: {setting}, {'quiet' if load == 'quiet' else 'under load: ' + load}")
+            out.append("")
+            out.append(f"spectral's kernels: {meta.get('system_info', '?')}.")
+            out.append("")
+            hdr = ["T"] + [f"{ENGINE_TITLES[e]}{' f32' if e in ('spectral', 'torch-compile') else ''} ms"
+                           for e in lowp]
+            pairs = [("spectral-openblas", "spectral", "f32 packed vs OpenBLAS"),
+                     ("spectral-q8-f32", "spectral-int8", "int8 vs own f32"),
+                     ("torch-compile", "spectral-int8", "int8 vs torch.compile f32"),
+                     ("torch-dynamic-int8", "spectral-int8", "int8 vs torch int8"),
+                     ("spectral", "spectral-bf16", "bf16 vs own f32")]
+            pairs = [x for x in pairs if x[0] in lowp and x[1] in lowp]
+            hdr += [title for _, _, title in pairs]
+            out.append("| " + " | ".join(hdr) + " |")
+            out.append("|" + "|".join("--:" for _ in hdr) + "|")
+            for T in args.n_tokens:
+                g = {e: by.get((setting, load, e, T)) for e in lowp}
+                out.append("| " + " | ".join([str(T)] + [fmt_ms(g[e]) for e in lowp] +
+                                             [ratio(g[a], g[b]) for a, b, _ in pairs]) + " |")
     if args.load:
         for setting in dict.fromkeys(s for s, _ in settings):
             out.append("")
@@ -595,6 +689,9 @@ def main(argv=None):
     ap.add_argument("-t", "--threads", type=int, default=0,
                     help="threads for both sides: spectral -t N, torch.set_num_threads(N) (default: all usable CPUs)")
     ap.add_argument("--no-compile", action="store_true", help="leave out torch.compile")
+    ap.add_argument("--no-lowp", action="store_true",
+                    help="leave out the low-precision table (spectral OpenBLAS / int8, torch dynamic int8)")
+    ap.add_argument("--bf16", action="store_true", help="add a spectral --dtype bf16 row to the low-precision table")
     ap.add_argument("--compile-timeout", type=float, default=600.0,
                     help="seconds one torch.compile may take before it and the larger T are skipped (default 600)")
     ap.add_argument("--check-len", type=int, default=777,
@@ -627,6 +724,7 @@ def main(argv=None):
 
     bench = find_tool(args.build_dir, "spectral-bench")
     embed = find_tool(args.build_dir, "spectral-embed")
+    quantize = None if args.no_lowp else find_tool(args.build_dir, "spectral-quantize")
     tmp = tempfile.TemporaryDirectory(prefix="bench-compare-")
     meta = dict(date=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), machine=machine_info(),
                 argv=list(sys.argv[1:] if argv is None else argv))
@@ -668,6 +766,14 @@ def main(argv=None):
     else:
         log(f"tokenizer {m.tokenizer!r}: the token-state check feeds bytes, so it needs a byte model; "
             "not checked")
+    qmodel = None
+    if quantize:
+        qmodel = os.path.join(tmp.name, "q8_0.gguf")
+        cmd = [quantize, model, qmodel, "--type", "q8_0"]
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        if p.returncode != 0:
+            sys.exit(f"bench_compare: {' '.join(cmd)}: {p.stderr.strip()}")
+        log(f"Q8_0 copy for the int8 rows: {qmodel}")
 
     settings = [(name, prefix, load) for name, prefix in env_settings(args.env_variants)
                 for load in (["quiet"] + ([args.load] if args.load else []))]
@@ -678,10 +784,20 @@ def main(argv=None):
         log(f"=== {name}, {load}")
         procs = start_load(load, args.threads, bench, model) if load != "quiet" else []
         try:
-            srows = run_spectral(bench, model, args.n_tokens, args.threads, args.repetitions, prefix)
+            # the float32 model, with the OpenBLAS reference (and bf16) in the same run
+            dtypes = {"auto": "spectral"}
+            if qmodel:
+                dtypes["openblas"] = "spectral-openblas"
+                if args.bf16:
+                    dtypes["bf16"] = "spectral-bf16"
+            srows = run_spectral(bench, model, args.n_tokens, args.threads, args.repetitions, prefix, dtypes)
             meta.setdefault("spectral_version", srows[0]["spectral_version"] if srows else "?")
+            meta.setdefault("system_info", srows[0]["system_info"] if srows else "?")
+            if qmodel:  # the Q8_0 copy in int8, and in float32 next to it
+                srows += run_spectral(bench, qmodel, args.n_tokens, args.threads, args.repetitions, prefix,
+                                      {"auto": "spectral-int8", "f32": "spectral-q8-f32"})
             cfg = dict(kind="eager", model=model, lengths=args.n_tokens, threads=args.threads,
-                       reps=args.repetitions, seed=args.seed)
+                       reps=args.repetitions, seed=args.seed, int8=bool(qmodel))
             trows, events = run_worker(cfg, prefix)
             for ev in events:
                 if ev["event"] == "info":

@@ -198,10 +198,15 @@ static void csv_str(FILE *f, const char *s) {
 /* ------------------------------------------------------------ options */
 
 typedef enum { OUT_MD, OUT_CSV, OUT_JSON, OUT_JSONL } out_fmt;
+/* --dtype openblas: float32 GEMMs through OpenBLAS, the reference path
+ * (SPECTRAL_CPU_ISA=c for a second copy of the model and its context). */
+#define DTYPE_OPENBLAS 100
 enum { MODE_MODEL = 1, MODE_MIX = 2, MODE_MLP = 4 };
 
 typedef struct {
     const char *model_path;
+    int m2bert; /* --arch m2bert: the random model is an M2-BERT */
+    int no_pad;
     int64_t dim, ffn, layers, filters;
     int64_t T[MAX_LIST];
     int nT;
@@ -217,6 +222,9 @@ typedef struct {
     size_t mem_limit;
     int64_t calib_n;
     size_t calib_mem;
+    /* model rows are repeated for each; DTYPE_OPENBLAS is f32 through OpenBLAS */
+    int dtypes[4];
+    int n_dtypes;
 } options;
 
 static void usage(FILE *f) {
@@ -232,6 +240,12 @@ static void usage(FILE *f) {
 "  --ffn F                 MLP hidden width                         (default 1024)\n"
 "  --layers L              blocks                                   (default 4)\n"
 "  --filters K             spectral filter bins per channel         (default 64)\n"
+"  --arch A                spectralmlp | m2bert: the random model's architecture;\n"
+"                          m2bert defaults to the published 80M shape (D 768,\n"
+"                          F 3072, 12 layers, 4 Monarch blocks, Hyena order 128),\n"
+"                          its positions the longest -p length   (default spectralmlp)\n"
+"  --no-pad                a model that pads (m2bert) runs each document at its own\n"
+"                          length, not padded to its positions\n"
 "\n"
 "runs:\n"
 "  -p, --n-tokens LIST     sequence lengths: 1024,4096 or ranges first-last*mult,\n"
@@ -248,6 +262,9 @@ static void usage(FILE *f) {
 "                          past it, and a length whose predicted time (T^2 from\n"
 "                          the last measured row) exceeds it is not run\n"
 "                          (\"stopped (budget)\")                     (default 60)\n"
+"  --dtype LIST            GEMM precision of the spectral model rows, a row each:\n"
+"                          auto,f32,bf16 (docs/precision.md), and openblas: f32\n"
+"                          through OpenBLAS, the reference path     (default auto)\n"
 "  --mem-limit BYTES       activation memory cap (k/m/g suffix), for both the\n"
 "                          spectral context and the attention buffers (default none)\n"
 "  --calib-size N          side of the calibration sgemm            (default 2048)\n"
@@ -269,7 +286,7 @@ static void parse_args(int argc, char **argv, options *o) {
     o->attn_budget = 60.0;
     o->calib_n = 2048;
     o->calib_mem = 256u << 20;
-    int shape_given = 0;
+    int shape_given = 0, dims_given = 0;
     cli_args c;
     cli_args_init(&c, "spectral-bench", argc, argv);
     const char *a;
@@ -287,20 +304,34 @@ static void parse_args(int argc, char **argv, options *o) {
             o->model_path = v;
         } else if (!strcmp(a, "--dim")) {
             TAKE();
+            dims_given = 1;
             o->dim = parse_int_opt(a, v, 1, 65536);
             shape_given = 1;
         } else if (!strcmp(a, "--ffn")) {
             TAKE();
+            dims_given = 1;
             o->ffn = parse_int_opt(a, v, 1, 1 << 20);
             shape_given = 1;
         } else if (!strcmp(a, "--layers")) {
             TAKE();
+            dims_given = 1;
             o->layers = parse_int_opt(a, v, 1, 1024);
             shape_given = 1;
         } else if (!strcmp(a, "--filters")) {
             TAKE();
             o->filters = parse_int_opt(a, v, 1, 1 << 20);
             shape_given = 1;
+        } else if (!strcmp(a, "--arch")) {
+            TAKE();
+            if (!strcmp(v, "spectralmlp"))
+                o->m2bert = 0;
+            else if (!strcmp(v, "m2bert"))
+                o->m2bert = 1;
+            else
+                die_opt("--arch expects spectralmlp or m2bert, got '%s'", v);
+            shape_given = 1;
+        } else if (!strcmp(a, "--no-pad")) {
+            o->no_pad = 1;
         } else if (!strcmp(a, "-p") || !strcmp(a, "--n-tokens")) {
             TAKE();
             o->nT = parse_list(a, v, 2, (int64_t)1 << 30, o->T);
@@ -357,6 +388,18 @@ static void parse_args(int argc, char **argv, options *o) {
             if (errno || end == v || *end || !(d > 0) || d > 1e7)
                 die_opt("--attn-budget expects seconds > 0, got '%s'", v);
             o->attn_budget = d;
+        } else if (!strcmp(a, "--dtype")) {
+            TAKE();
+            o->n_dtypes = 0;
+            char buf[64];
+            snprintf(buf, sizeof buf, "%s", v);
+            for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+                spectral_dtype d;
+                if (o->n_dtypes == 4 || (strcmp(t, "openblas") && cli_parse_dtype(t, &d)))
+                    die_opt("--dtype expects a list of auto, f32, bf16, openblas (at most 4), got '%s'", v);
+                o->dtypes[o->n_dtypes++] = strcmp(t, "openblas") ? (int)d : DTYPE_OPENBLAS;
+            }
+            if (!o->n_dtypes) die_opt("--dtype expects a list of auto, f32, bf16, openblas, got '%s'", v);
         } else if (!strcmp(a, "--mem-limit")) {
             TAKE();
             o->mem_limit = (size_t)parse_size_opt(a, v, 1, INT64_MAX);
@@ -373,11 +416,22 @@ static void parse_args(int argc, char **argv, options *o) {
 #undef TAKE
     }
     if (o->model_path && shape_given)
-        die_opt("-m and --dim/--ffn/--layers/--filters are exclusive");
+        die_opt("-m and --arch/--dim/--ffn/--layers/--filters are exclusive");
+    if (o->m2bert && o->modes != MODE_MODEL)
+        die_opt("--mode mix and mlp time spectralmlp's ops; m2bert runs as a model only");
+    if (o->m2bert && !dims_given) { /* togethercomputer/m2-bert-80M-*-retrieval */
+        o->dim = 768;
+        o->ffn = 3072;
+        o->layers = 12;
+    }
     if (o->nT == 0) o->nT = parse_list("-p", "512-8192*2", 2, 1 << 30, o->T);
     if (o->nB == 0) {
         o->B[0] = 1;
         o->nB = 1;
+    }
+    if (o->n_dtypes == 0) {
+        o->dtypes[0] = SPECTRAL_DTYPE_AUTO;
+        o->n_dtypes = 1;
     }
 }
 
@@ -387,6 +441,7 @@ typedef struct {
     char name[256];
     char arch[64];
     int64_t D, F, L, K;
+    int64_t NB;     /* m2bert: Monarch blocks (K is then unused) */
     int have_shape; /* D, F, L, K known (FLOP counts need them) */
 } model_shape;
 
@@ -414,7 +469,8 @@ static int read_shape(const char *path, model_shape *s, char *err, size_t err_le
     ok &= sp_gguf_get_uint(g, key, &F) == 0;
     snprintf(key, sizeof key, "%s.block_count", s->arch);
     ok &= sp_gguf_get_uint(g, key, &L) == 0;
-    snprintf(key, sizeof key, "%s.mixing.n_filters", s->arch);
+    const int m2 = !strcmp(s->arch, "m2bert");
+    snprintf(key, sizeof key, m2 ? "%s.ffn.n_blocks" : "%s.mixing.n_filters", s->arch);
     ok &= sp_gguf_get_uint(g, key, &K) == 0;
     s->have_shape = ok && D > 0 && F > 0 && L > 0 && K > 0 && D <= 65536 && F <= (1 << 20) &&
                     L <= 1024 && K <= (1 << 20);
@@ -422,36 +478,62 @@ static int read_shape(const char *path, model_shape *s, char *err, size_t err_le
         s->D = (int64_t)D;
         s->F = (int64_t)F;
         s->L = (int64_t)L;
-        s->K = (int64_t)K;
+        s->K = m2 ? 0 : (int64_t)K;
+        s->NB = m2 ? (int64_t)K : 0;
     }
     sp_gguf_close(g);
     return 0;
+}
+
+/* A GGUF writer with the keys every random model has: the architecture, a
+ * name, <arch>.embedding_length / feed_forward_length / block_count /
+ * context_length, and the bytes tokenizer. *rc collects the setters' status. */
+static sp_gguf_writer *random_model_writer(const char *arch, const char *name, const options *o,
+                                           int64_t ctx_len, int *rc) {
+    sp_gguf_writer *w = sp_gguf_writer_new();
+    if (!w) return NULL;
+    char key[96];
+#define KEY(s) (snprintf(key, sizeof key, "%s." s, arch), key)
+    *rc |= sp_gguf_writer_set_str(w, "general.architecture", arch);
+    *rc |= sp_gguf_writer_set_str(w, "general.name", name);
+    *rc |= sp_gguf_writer_set_u32(w, KEY("embedding_length"), (uint32_t)o->dim);
+    *rc |= sp_gguf_writer_set_u32(w, KEY("feed_forward_length"), (uint32_t)o->ffn);
+    *rc |= sp_gguf_writer_set_u32(w, KEY("block_count"), (uint32_t)o->layers);
+    *rc |= sp_gguf_writer_set_u32(w, KEY("context_length"),
+                                  (uint32_t)(ctx_len > UINT32_MAX ? UINT32_MAX : ctx_len));
+    *rc |= sp_gguf_writer_set_str(w, "tokenizer.ggml.model", "bytes");
+#undef KEY
+    return w;
+}
+
+/* Writes w to path (rc: whether adding its keys and tensors failed) and frees it. */
+static int finish_random_model(sp_gguf_writer *w, int rc, const char *path, char *err, size_t err_len) {
+    if (rc) {
+        sp_gguf_writer_free(w);
+        snprintf(err, err_len, "failed to add the random model's tensors (out of memory?)");
+        return -1;
+    }
+    int wr = sp_gguf_writer_write(w, path, err, err_len);
+    sp_gguf_writer_free(w);
+    return wr ? -1 : 0;
 }
 
 /* Writes a random-weight spectralmlp GGUF to path. */
 static int write_random_model(const char *path, const options *o, int64_t ctx_len, char *err,
                               size_t err_len) {
     const int64_t D = o->dim, F = o->ffn, L = o->layers, K = o->filters;
-    sp_gguf_writer *w = sp_gguf_writer_new();
-    if (!w) {
-        snprintf(err, err_len, "out of memory creating the GGUF writer");
-        return -1;
-    }
     char name[128];
     snprintf(name, sizeof name, "random-D%lld-F%lld-L%lld-K%lld", (long long)D, (long long)F,
              (long long)L, (long long)K);
     int rc = 0;
-    rc |= sp_gguf_writer_set_str(w, "general.architecture", "spectralmlp");
-    rc |= sp_gguf_writer_set_str(w, "general.name", name);
-    rc |= sp_gguf_writer_set_u32(w, "spectralmlp.embedding_length", (uint32_t)D);
-    rc |= sp_gguf_writer_set_u32(w, "spectralmlp.feed_forward_length", (uint32_t)F);
-    rc |= sp_gguf_writer_set_u32(w, "spectralmlp.block_count", (uint32_t)L);
+    sp_gguf_writer *w = random_model_writer("spectralmlp", name, o, ctx_len, &rc);
+    if (!w) {
+        snprintf(err, err_len, "out of memory creating the GGUF writer");
+        return -1;
+    }
     rc |= sp_gguf_writer_set_u32(w, "spectralmlp.mixing.n_filters", (uint32_t)K);
-    rc |= sp_gguf_writer_set_u32(w, "spectralmlp.context_length",
-                                 (uint32_t)(ctx_len > UINT32_MAX ? UINT32_MAX : ctx_len));
     rc |= sp_gguf_writer_set_f32(w, "spectralmlp.attention.layer_norm_epsilon", 1e-5f);
     rc |= sp_gguf_writer_set_u32(w, "spectralmlp.pooling_type", 1);
-    rc |= sp_gguf_writer_set_str(w, "tokenizer.ggml.model", "bytes");
     size_t maxn = (size_t)(D * F > 256 * D ? D * F : 256 * D);
     if ((size_t)(2 * K * D) > maxn) maxn = (size_t)(2 * K * D);
     float *buf = malloc(maxn * sizeof *buf);
@@ -490,14 +572,97 @@ static int write_random_model(const char *path, const options *o, int64_t ctx_le
 #undef ADD
     }
     free(buf);
-    if (rc) {
-        sp_gguf_writer_free(w);
-        snprintf(err, err_len, "failed to add the random model's tensors (out of memory?)");
+    return finish_random_model(w, rc, path, err, err_len);
+}
+
+/* Writes a random-weight m2bert GGUF of ctx_len positions to path: the
+ * shape of the published retrieval models (4 Monarch blocks, Hyena emb_dim
+ * 5, order 128) at width D, F and L layers; a bytes tokenizer. */
+static int write_random_m2bert(const char *path, const options *o, int64_t ctx_len, char *err,
+                               size_t err_len) {
+    const int64_t D = o->dim, F = o->ffn, L = o->layers, NB = 4, E = 5, O = 128, P = ctx_len;
+    if (D % NB || F % NB) {
+        snprintf(err, err_len, "m2bert: --dim and --ffn must be multiples of 4 (Monarch blocks)");
         return -1;
     }
-    int wr = sp_gguf_writer_write(w, path, err, err_len);
-    sp_gguf_writer_free(w);
-    return wr ? -1 : 0;
+    char name[128];
+    snprintf(name, sizeof name, "random-m2bert-D%lld-F%lld-L%lld-P%lld", (long long)D, (long long)F,
+             (long long)L, (long long)P);
+    int rc = 0;
+    sp_gguf_writer *w = random_model_writer("m2bert", name, o, P, &rc);
+    size_t maxn = (size_t)(3 * D * D > 256 * D ? 3 * D * D : 256 * D);
+    if ((size_t)(P * D) > maxn) maxn = (size_t)(P * D);
+    if ((size_t)(2 * F * D) > maxn) maxn = (size_t)(2 * F * D);
+    float *buf = malloc(maxn * sizeof *buf);
+    if (!w || !buf) {
+        free(buf);
+        sp_gguf_writer_free(w);
+        snprintf(err, err_len, "out of memory building the random model");
+        return -1;
+    }
+    rc |= sp_gguf_writer_set_u32(w, "m2bert.ffn.n_blocks", (uint32_t)NB);
+    rc |= sp_gguf_writer_set_u32(w, "m2bert.hyena.emb_dim", (uint32_t)E);
+    rc |= sp_gguf_writer_set_u32(w, "m2bert.hyena.filter_order", (uint32_t)O);
+    rc |= sp_gguf_writer_set_u32(w, "m2bert.hyena.l_max", (uint32_t)P);
+    int64_t ne[3] = {1, 1, 1};
+    char tn[96];
+#define ADD(nm, nd, n0, n1, fill)                                                        \
+    do {                                                                                 \
+        ne[0] = (n0);                                                                    \
+        ne[1] = (n1);                                                                    \
+        fill;                                                                            \
+        rc |= sp_gguf_writer_add_tensor(w, nm, SP_TENSOR_F32, nd, ne, buf);              \
+    } while (0)
+#define UNI(n, a) fill_uniform(buf, (size_t)(n), a)
+    ADD("token_embd.weight", 2, D, 256, UNI(256 * D, 1.0f));
+    ADD("position_embd.weight", 2, D, P, UNI(P * D, 0.1f));
+    ADD("token_types.weight", 2, D, 2, UNI(2 * D, 0.1f));
+    ADD("token_embd_norm.weight", 1, D, 1, fill_const(buf, (size_t)D, 1.0f));
+    ADD("token_embd_norm.bias", 1, D, 1, fill_const(buf, (size_t)D, 0.0f));
+    ADD("pooler.weight", 2, D, D, UNI(D * D, 1.0f / sqrtf((float)D)));
+    ADD("pooler.bias", 1, D, 1, UNI(D, 0.02f));
+    for (int64_t l = 0; l < L && !rc; l++) {
+#define BLK(s) (snprintf(tn, sizeof tn, "blk.%lld.%s", (long long)l, s), tn)
+        ADD(BLK("mix_in.weight"), 2, D, 3 * D, UNI(3 * D * D, 1.0f / sqrtf((float)D)));
+        ADD(BLK("mix_in.bias"), 1, 3 * D, 1, UNI(3 * D, 0.02f));
+        ADD(BLK("mix_conv.weight"), 2, 3, 3 * D, UNI(9 * D, 0.5f));
+        ADD(BLK("mix_conv.bias"), 1, 3 * D, 1, UNI(3 * D, 0.02f));
+        ADD(BLK("mix_out.weight"), 2, D, D, UNI(D * D, 1.0f / sqrtf((float)D)));
+        ADD(BLK("mix_out.bias"), 1, D, 1, UNI(D, 0.02f));
+        ADD(BLK("ffn_gate.weight"), 2, D / NB, 2 * F, UNI(2 * F * D / NB, 1.0f / sqrtf((float)(D / NB))));
+        ADD(BLK("ffn_down.weight"), 2, F / NB, D, UNI(D * F / NB, 1.0f / sqrtf((float)(F / NB))));
+        ADD(BLK("ffn_down.bias"), 1, D, 1, UNI(D, 0.02f));
+        ADD(BLK("ffn_norm.weight"), 1, D, 1, fill_const(buf, (size_t)D, 1.0f));
+        ADD(BLK("ffn_norm.bias"), 1, D, 1, fill_const(buf, (size_t)D, 0.0f));
+        static const char *const filt[2] = {"hyena", "hyena_res"}, *const dirs[2] = {"fwd", "rev"};
+        for (int f = 0; f < 2; f++) {
+            char fn[64];
+#define FLT(s) (snprintf(fn, sizeof fn, "%s.%s", filt[f], s), BLK(fn))
+            ADD(FLT("bias"), 1, D, 1, UNI(D, 1.0f));
+            ADD(FLT("pos_z"), 2, E, P, UNI(E * P, 1.0f));
+            ADD(FLT("pos_t"), 1, P, 1, for (int64_t i = 0; i < P; i++) buf[i] = (float)i / (float)(P > 1 ? P - 1 : 1));
+            ADD(FLT("decay"), 1, D, 1, UNI(D, 5.0f));
+            for (int d = 0; d < 2; d++) {
+                char part[48];
+#define DIR(s) (snprintf(part, sizeof part, "%s_%s", dirs[d], s), FLT(part))
+                ADD(DIR("in.weight"), 2, E, O, UNI(E * O, 0.5f));
+                ADD(DIR("in.bias"), 1, O, 1, UNI(O, 0.1f));
+                ADD(DIR("mid1.weight"), 2, O, O, UNI(O * O, 1.0f / sqrtf((float)O)));
+                ADD(DIR("mid1.bias"), 1, O, 1, UNI(O, 0.1f));
+                ADD(DIR("mid2.weight"), 2, O, O, UNI(O * O, 1.0f / sqrtf((float)O)));
+                ADD(DIR("mid2.bias"), 1, O, 1, UNI(O, 0.1f));
+                ADD(DIR("freq"), 2, O, 3, fill_const(buf, (size_t)(3 * O), 10.0f));
+                ADD(DIR("out.weight"), 2, O, D, UNI(D * O, 1.0f / sqrtf((float)O)));
+#undef DIR
+            }
+#undef FLT
+        }
+#undef BLK
+    }
+#undef UNI
+#undef ADD
+    free(buf);
+    return finish_random_model(w, rc, path, err, err_len);
 }
 
 /* ------------------------------------------------------------ FLOP counts */
@@ -512,6 +677,15 @@ static double flops_mix(int64_t T, int64_t D, int64_t K) {
     return 5.0 * (double)T * log2d((double)T) * (double)D + 6.0 * (double)k * (double)D;
 }
 static double flops_mlp(int64_t T, int64_t D, int64_t F) { return 4.0 * (double)T * D * F; }
+/* One M2-BERT layer: its projections (D to 3D, D to D), the GLU MLP's
+ * block-diagonal GEMMs (D to 2F and F to D over NB blocks), and two long
+ * convolutions per channel (a real FFT of 2T and its inverse each, the
+ * complex product). The filters' spectra are cached per length: not counted. */
+static double flops_m2bert(int64_t T, int64_t D, int64_t F, int64_t NB) {
+    const double gemm = 2.0 * (double)T * D * (3.0 * D + D) + 2.0 * (double)T * 3.0 * F * D / (double)NB;
+    const double n = 2.0 * (double)T;
+    return gemm + 2.0 * (double)D * (2.0 * 2.5 * n * log2d(n) + 6.0 * (T + 1));
+}
 /* QKV (2 T D 3D) + output projection (2 T D D) + QK^T and PV (2 T^2 D each). */
 static double flops_attn_mix(int64_t T, int64_t D) {
     return 8.0 * (double)T * D * D + 4.0 * (double)T * T * D;
@@ -533,6 +707,7 @@ typedef struct {
 
 typedef struct {
     const char *impl; /* "spectral" | "attention" */
+    const char *dtype; /* spectral model rows: the context's dtype; NULL otherwise */
     const char *mode; /* "model" | "mix" | "mlp" */
     char model[192];
     int64_t T, batch;
@@ -579,7 +754,7 @@ static void row_finish(row *r, int64_t tokens_per_batch) {
 }
 
 #define MD_COLS 14
-static const int md_width[MD_COLS] = {34, 7, 7, 5, 9, 8, 5, 24, 10, 10, 8, 6, 8, 7};
+static const int md_width[MD_COLS] = {34, 7, 7, 5, 15, 8, 5, 24, 10, 10, 8, 6, 8, 7};
 static const int md_right[MD_COLS] = {0, 0, 1, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1};
 
 /* One markdown table line; "±" counts as one column for the padding. */
@@ -616,8 +791,8 @@ static void print_header(const out_ctx *oc) {
                  c->gemm_gflops);
     FILE *f = oc->o->fmt == OUT_MD ? stdout : stderr;
     fprintf(f, "spectral-bench (spectral %s, %s): backend %s, %d threads | roofline calibration: "
-               "%s, %s\n",
-            spectral_version(), oc->build, oc->backend, oc->threads, gemm, bw);
+               "%s, %s | %s\n",
+            spectral_version(), oc->build, oc->backend, oc->threads, gemm, bw, spectral_system_info());
     if (oc->o->fmt == OUT_MD) {
         static const char *names[MD_COLS] = {"model", "backend", "threads", "mode", "impl",
                                              "T", "batch", "t/s", "ms/doc", "peak mem",
@@ -636,7 +811,7 @@ static void print_header(const out_ctx *oc) {
     } else if (oc->o->fmt == OUT_CSV) {
         printf("build,model,impl,backend,n_threads,mode,n_tokens,n_batch,n_reps,status,avg_ns,"
                "stddev_ns,avg_ts,stddev_ts,ms_per_doc,peak_mem_bytes,flops_per_doc,gflops,"
-               "peak_share,gemm_peak_gflops,mem_bw_gbs,time_ratio,mem_ratio\n");
+               "peak_share,gemm_peak_gflops,mem_bw_gbs,time_ratio,mem_ratio,dtype\n");
     } else if (oc->o->fmt == OUT_JSON) {
         printf("[\n");
     }
@@ -680,11 +855,12 @@ static void print_row(out_ctx *oc, const row *r) {
             snprintf(tr, sizeof tr, "-");
             snprintf(mr, sizeof mr, "-");
         }
-        char th[16], tt[24], bb[24];
+        char th[16], tt[24], bb[24], impl[48];
+        snprintf(impl, sizeof impl, r->dtype ? "%s %s" : "%s", r->impl, r->dtype);
         snprintf(th, sizeof th, "%d", oc->threads);
         snprintf(tt, sizeof tt, "%lld", (long long)r->T);
         snprintf(bb, sizeof bb, "%lld", (long long)r->batch);
-        const char *cells[MD_COLS] = {r->model, oc->backend, th, r->mode, r->impl, tt, bb,
+        const char *cells[MD_COLS] = {r->model, oc->backend, th, r->mode, impl, tt, bb,
                                       ts, ms, pm, gf, sh, tr, mr};
         md_line(cells);
         break;
@@ -707,10 +883,10 @@ static void print_row(out_ctx *oc, const row *r) {
         if (r->have_ratio) {
             printf(",%.6g,", r->time_ratio);
             if (r->mem_ratio > 0) printf("%.6g", r->mem_ratio);
-            printf("\n");
         } else {
-            printf(",,\n");
+            printf(",,");
         }
+        printf(",%s\n", r->dtype ? r->dtype : "");
         break;
     case OUT_JSON:
     case OUT_JSONL: {
@@ -726,6 +902,7 @@ static void print_row(out_ctx *oc, const row *r) {
                r->impl, oc->backend, oc->threads, r->mode, (long long)r->T, (long long)r->batch,
                r->n);
         json_str(stdout, r->status);
+        if (r->dtype) printf(", \"dtype\": \"%s\"", r->dtype);
         if (ok) {
             printf(", \"avg_ns\": %.0f, \"stddev_ns\": %.0f, \"avg_ts\": %.4f, \"stddev_ts\": %.4f, "
                    "\"ms_per_doc\": %.6f, \"peak_mem_bytes\": %zu, \"gflops\": %.4f, "
@@ -795,14 +972,31 @@ static void set_status_err(row *r, spectral_status st) {
                  spectral_last_error());
 }
 
-static void spectral_model_row(spectral_model *model, const options *o, int64_t T, int64_t b,
-                               row *r) {
+/* A context of model for the rows; reference: with the CPU kernels capped
+ * to C (SPECTRAL_CPU_ISA=c), so float32 runs through OpenBLAS. */
+static spectral_status make_context(spectral_model *model, spectral_context_params cp, int reference,
+                                    spectral_context **ctx) {
+    if (!reference) return spectral_context_create(model, cp, ctx);
+    const char *was = getenv("SPECTRAL_CPU_ISA");
+    char *saved = was ? strdup(was) : NULL;
+    setenv("SPECTRAL_CPU_ISA", "c", 1);
+    const spectral_status st = spectral_context_create(model, cp, ctx);
+    if (saved) setenv("SPECTRAL_CPU_ISA", saved, 1);
+    else unsetenv("SPECTRAL_CPU_ISA");
+    free(saved);
+    return st;
+}
+
+static void spectral_model_row(spectral_model *model, const options *o, spectral_dtype dtype,
+                               int reference, int64_t T, int64_t b, row *r) {
     spectral_context_params cp = spectral_context_default_params();
+    cp.dtype = dtype;
     cp.n_threads = o->threads;
     cp.backend = o->cuda ? SPECTRAL_BACKEND_CUDA : SPECTRAL_BACKEND_CPU;
-    cp.mem_limit = o->mem_limit;
+    cp.mem_limit = o->mem_limit ? o->mem_limit : SPECTRAL_MEM_UNLIMITED; /* 0: no --mem-limit */
+    cp.no_pad = o->no_pad;
     spectral_context *ctx = NULL;
-    spectral_status st = spectral_context_create(model, cp, &ctx);
+    spectral_status st = make_context(model, cp, reference, &ctx);
     if (st != SPECTRAL_OK) {
         set_status_err(r, st);
         return;
@@ -1022,7 +1216,7 @@ int main(int argc, char **argv) {
     /* The model: a file, or random weights written to a temporary GGUF. */
     model_shape shape;
     memset(&shape, 0, sizeof shape);
-    spectral_model *model = NULL;
+    spectral_model *model = NULL, *openblas_model = NULL;
     char tmp_path[512] = {0};
     if (o.model_path) {
         if (read_shape(o.model_path, &shape, err, sizeof err)) {
@@ -1039,9 +1233,10 @@ int main(int argc, char **argv) {
         shape.D = o.dim;
         shape.F = o.ffn;
         shape.L = o.layers;
-        shape.K = o.filters;
+        shape.K = o.m2bert ? 0 : o.filters;
+        shape.NB = o.m2bert ? 4 : 0;
         shape.have_shape = 1;
-        snprintf(shape.arch, sizeof shape.arch, "spectralmlp");
+        snprintf(shape.arch, sizeof shape.arch, o.m2bert ? "m2bert" : "spectralmlp");
     }
     if (o.modes & MODE_MODEL) {
         if (!o.model_path) {
@@ -1058,7 +1253,7 @@ int main(int argc, char **argv) {
             int64_t maxT = 512;
             for (int i = 0; i < o.nT; i++)
                 if (o.T[i] > maxT) maxT = o.T[i];
-            if (write_random_model(tmp_path, &o, maxT, err, sizeof err)) {
+            if ((o.m2bert ? write_random_m2bert : write_random_model)(tmp_path, &o, maxT, err, sizeof err)) {
                 fprintf(stderr, "spectral-bench: writing the random model: %s\n", err);
                 unlink(tmp_path);
                 return 1;
@@ -1067,6 +1262,10 @@ int main(int argc, char **argv) {
         spectral_model_params mp = spectral_model_default_params();
         mp.use_mmap = false; /* read it: the temporary file is removed right away */
         spectral_status st = spectral_model_load(o.model_path ? o.model_path : tmp_path, mp, &model);
+        /* a second copy for the OpenBLAS rows: its weights are laid out for them */
+        for (int i = 0; i < o.n_dtypes && st == SPECTRAL_OK; i++)
+            if (o.dtypes[i] == DTYPE_OPENBLAS && !openblas_model)
+                st = spectral_model_load(o.model_path ? o.model_path : tmp_path, mp, &openblas_model);
         if (tmp_path[0]) unlink(tmp_path);
         if (st != SPECTRAL_OK) {
             fprintf(stderr, "spectral-bench: loading the model: %s: %s\n",
@@ -1081,6 +1280,10 @@ int main(int argc, char **argv) {
     char spec_label[192], attn_label[192];
     if (o.model_path && !shape.have_shape)
         snprintf(spec_label, sizeof spec_label, "%.180s", shape.name);
+    else if (shape.NB)
+        snprintf(spec_label, sizeof spec_label, "%.100s D%lld F%lld L%lld blocks%lld%s",
+                 o.model_path ? shape.name : "m2bert", (long long)shape.D, (long long)shape.F,
+                 (long long)shape.L, (long long)shape.NB, o.no_pad ? " no-pad" : "");
     else if (o.model_path)
         snprintf(spec_label, sizeof spec_label, "%.100s D%lld F%lld L%lld K%lld", shape.name,
                  (long long)shape.D, (long long)shape.F, (long long)shape.L, (long long)shape.K);
@@ -1178,16 +1381,24 @@ int main(int argc, char **argv) {
             const int64_t b = o.B[bi];
             attn_series ser = {0, 0, 0};
             for (int ti = 0; ti < o.nT; ti++) {
+              /* model rows: one per dtype; the attention row after the first */
+              for (int di = 0; di < (mode == MODE_MODEL ? o.n_dtypes : 1); di++) {
                 const int64_t T = o.T[ti];
                 static row rs, ra;
                 memset(&rs, 0, sizeof rs);
                 rs.impl = "spectral";
+                if (mode == MODE_MODEL)
+                    rs.dtype = o.dtypes[di] == DTYPE_OPENBLAS ? "openblas" : cli_dtype_name((spectral_dtype)o.dtypes[di]);
                 rs.mode = mode_names[mi];
                 rs.T = T;
                 rs.batch = b;
                 snprintf(rs.model, sizeof rs.model, "%s", spec_label);
                 if (shape.have_shape) {
-                    if (mode == MODE_MODEL)
+                    if (mode == MODE_MODEL && shape.NB) /* padded: the model's length runs */
+                        rs.flops_doc = (double)shape.L *
+                                       flops_m2bert(o.no_pad ? T : spectral_model_max_tokens(model),
+                                                    shape.D, shape.F, shape.NB);
+                    else if (mode == MODE_MODEL)
                         rs.flops_doc = (double)shape.L * (flops_mlp(T, shape.D, shape.F) +
                                                           flops_mix(T, shape.D, shape.K));
                     else if (mode == MODE_MIX)
@@ -1198,14 +1409,17 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "  %s %s T=%lld batch=%lld ...\n", rs.impl, rs.mode,
                         (long long)T, (long long)b);
                 if (mode == MODE_MODEL)
-                    spectral_model_row(model, &o, T, b, &rs);
+                    spectral_model_row(o.dtypes[di] == DTYPE_OPENBLAS ? openblas_model : model, &o,
+                                       o.dtypes[di] == DTYPE_OPENBLAS ? SPECTRAL_DTYPE_F32
+                                                                      : (spectral_dtype)o.dtypes[di],
+                                       o.dtypes[di] == DTYPE_OPENBLAS, T, b, &rs);
                 else
                     spectral_op_row(&ob, &o, &shape, mode == MODE_MIX, T, b, &rs);
                 row_finish(&rs, T * b);
                 if (rs.gflops > 0 && cal.gemm_gflops > 0) rs.share = rs.gflops / cal.gemm_gflops;
                 print_row(&oc, &rs);
 
-                if (mode == MODE_MLP || !o.attn || !shape.have_shape) continue;
+                if (mode == MODE_MLP || !o.attn || !shape.have_shape || di > 0) continue;
                 memset(&ra, 0, sizeof ra);
                 ra.impl = "attention";
                 ra.mode = mode_names[mi];
@@ -1233,6 +1447,7 @@ int main(int argc, char **argv) {
                     ra.mem_ratio = ra.peak_mem ? (double)rs.peak_mem / (double)ra.peak_mem : 0;
                 }
                 print_row(&oc, &ra);
+              }
             }
         }
     }
@@ -1247,5 +1462,6 @@ out:
     }
     bench_attn_free(am);
     spectral_model_free(model);
+    spectral_model_free(openblas_model);
     return rc_main;
 }

@@ -1,8 +1,10 @@
-/* Command-line parsing shared by the programs: see cli.h. */
+/* Command-line parsing and process setup shared by the programs: see cli.h. */
+#define _POSIX_C_SOURCE 200809L /* sigaction */
 #include "cli.h"
 
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +58,15 @@ int cli_usage_error(const cli_args *c, const char *fmt, const char *arg) {
     return CLI_EXIT_USAGE;
 }
 
+void cli_on_stop_signals(void (*handler)(int)) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = handler;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
 int cli_parse_size(const char *s, size_t *out) {
     errno = 0;
     char *end;
@@ -103,6 +114,22 @@ int cli_parse_pooling(const char *s, spectral_pooling *out) {
             return 0;
         }
     return -1;
+}
+
+static const char *const k_dtypes[] = {[SPECTRAL_DTYPE_AUTO] = "auto", [SPECTRAL_DTYPE_F32] = "f32",
+                                        [SPECTRAL_DTYPE_BF16] = "bf16"};
+
+int cli_parse_dtype(const char *s, spectral_dtype *out) {
+    for (size_t i = 0; i < sizeof k_dtypes / sizeof k_dtypes[0]; i++)
+        if (!strcmp(s, k_dtypes[i])) {
+            *out = (spectral_dtype)i;
+            return 0;
+        }
+    return -1;
+}
+
+const char *cli_dtype_name(spectral_dtype d) {
+    return (size_t)d < sizeof k_dtypes / sizeof k_dtypes[0] ? k_dtypes[d] : "?";
 }
 
 int cli_parse_device(const char *s, spectral_backend *out) {

@@ -1,6 +1,6 @@
-/* Command-line parsing shared by the programs (spectral-embed,
- * spectral-server): an argument cursor that reads "--opt value" and
- * "--opt=value" alike, usage errors in one format, and the value parsers. */
+/* What the programs (spectral-embed, spectral-server, spectral-bench) share:
+ * an argument cursor that reads "--opt value" and "--opt=value" alike, usage
+ * errors in one format, the value parsers, and stop-signal handling. */
 #ifndef SPECTRAL_TOOLS_CLI_H
 #define SPECTRAL_TOOLS_CLI_H
 
@@ -36,6 +36,10 @@ int cli_check_no_value(cli_args *c);
  * CLI_EXIT_USAGE. */
 int cli_usage_error(const cli_args *c, const char *fmt, const char *arg);
 
+/* SIGINT and SIGTERM call handler (from any thread), without SA_RESTART:
+ * a blocked read or write returns EINTR, so the program sees the signal. */
+void cli_on_stop_signals(void (*handler)(int));
+
 /* Parses sizes like 512M, 1.5G, 4096, 64KiB (k/m/g/t, powers of 1024, an
  * optional "iB"/"B"). A fraction needs a unit: "1.5" alone is refused rather
  * than read as 1 byte. Returns 0, or -1 when s is not such a size. */
@@ -46,5 +50,9 @@ int cli_parse_int(const char *s, int64_t lo, int64_t hi, int64_t *out);
 int cli_parse_pooling(const char *s, spectral_pooling *out);
 /* cpu | cuda: 0, or -1 for any other word. */
 int cli_parse_device(const char *s, spectral_backend *out);
+/* auto | f32 | bf16: 0, or -1 for any other word. */
+int cli_parse_dtype(const char *s, spectral_dtype *out);
+/* The word cli_parse_dtype reads for d. */
+const char *cli_dtype_name(spectral_dtype d);
 
 #endif

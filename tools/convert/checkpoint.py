@@ -16,6 +16,10 @@ class ConvertError(Exception):
     """A checkpoint this converter cannot turn into a model; the message says why."""
 
 
+# Integer tensors a checkpoint may hold besides its weights (index buffers).
+INDEX_DTYPES = {"I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "u1"}
+
+
 def read_safetensors(path: str) -> dict:
     """{name: float32 numpy array} from a .safetensors file (F32, F16 or BF16)."""
     with open(path, "rb") as f:
@@ -44,8 +48,11 @@ def read_safetensors(path: str) -> dict:
             v = np.frombuffer(buf, dtype="<f2").astype(np.float32)
         elif dt == "BF16":
             v = (np.frombuffer(buf, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
+        elif dt in INDEX_DTYPES:  # buffers such as position_ids, which converters drop
+            v = np.frombuffer(buf, dtype=INDEX_DTYPES[dt])
         else:
-            raise ConvertError(f"{path}: tensor {name} has dtype {dt} (supported: F32, F16, BF16)")
+            raise ConvertError(f"{path}: tensor {name} has dtype {dt} (supported: F32, F16, BF16, "
+                               f"and integer buffers)")
         if v.size != int(np.prod(shape)):
             raise ConvertError(f"{path}: tensor {name}: {v.size} values for shape {shape}")
         out[name] = v.reshape(shape).astype(np.float32)

@@ -56,6 +56,51 @@ def finish(wr) -> None:
     wr.close()
 
 
+def copy_gguf(src: str, dst: str, *, kv: dict | None = None, drop_kv=(), drop=(),
+              replace: dict | None = None, store: dict | None = None) -> None:
+    """Copies the GGUF file src to dst with edits (tests' broken variants, fixtures' re-encoded
+    weights): kv sets keys (an existing key keeps its type; a new one is a string, bool, f32 for
+    a float or u32 for an int), drop_kv and drop leave keys and tensors out, replace maps a
+    tensor's name to fn(array) -> array (numpy shapes, float32), store maps a name to
+    fn(array) -> (raw array, gguf.GGMLQuantizationType) to write it in another type. F16 tensors
+    stay F16; other types are written as F32."""
+    import gguf
+    from gguf.quants import dequantize
+
+    r = gguf.GGUFReader(src)
+    w = gguf.GGUFWriter(dst, r.fields["general.architecture"].contents())
+    kv = dict(kv or {})
+    for name, f in r.fields.items():
+        if name.startswith("GGUF.") or name == "general.architecture" or name in drop_kv:
+            continue
+        vtype = f.types[0]
+        sub = f.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+        w.add_key_value(name, kv.pop(name, f.contents()), vtype, sub_type=sub)
+    for name, v in kv.items():
+        if isinstance(v, str):
+            w.add_string(name, v)
+        elif isinstance(v, bool):
+            w.add_bool(name, v)
+        elif isinstance(v, float):
+            w.add_float32(name, v)
+        else:
+            w.add_uint32(name, v)
+    for t in r.tensors:
+        if t.name in drop:
+            continue
+        shape = [int(n) for n in reversed(t.shape)]
+        a = dequantize(t.data, t.tensor_type).reshape(shape).astype(np.float32)
+        a = (replace or {}).get(t.name, lambda x: x)(a)
+        if store and t.name in store:
+            raw, qtype = store[t.name](a)
+            w.add_tensor(t.name, raw, raw_dtype=qtype)
+        elif t.tensor_type == gguf.GGMLQuantizationType.F16:
+            w.add_tensor(t.name, a.astype(np.float16))
+        else:  # F32, and other types widened to it
+            w.add_tensor(t.name, np.ascontiguousarray(a, dtype=np.float32))
+    finish(w)
+
+
 BERT_SPECIAL = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 

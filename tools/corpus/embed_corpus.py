@@ -32,6 +32,9 @@ spectral wheel, numpy and pyarrow, and INPUT, OUTDIR and MODEL at the same
 paths (shared storage). Each worker process loads the model once (a worker
 plugin) and embeds whole partitions with it. --workers 0 runs everything in
 this process without Dask (the engine's overhead is the difference).
+
+Progress: a bar over the parts when stderr is a terminal and tqdm is installed
+(--progress / --no-progress to choose), else a line per part; -q shows neither.
 """
 
 from __future__ import annotations
@@ -280,6 +283,9 @@ def parse_args(argv):
     ap.add_argument("--id-column", default="id")
     ap.add_argument("--text-column", default="text")
     ap.add_argument("-q", "--quiet", action="store_true")
+    ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                    help="a progress bar over the parts (needs tqdm; default: when stderr is a "
+                         "terminal); without it, a line per part")
     a = ap.parse_args(argv)
     if a.docs_per_partition < 1 or a.bytes_per_partition < 1 or a.workers < 0 or a.threads < 0:
         ap.error("partition sizes must be >= 1, --workers and --threads >= 0")
@@ -347,14 +353,18 @@ def main(argv=None) -> int:
     out_dir = os.path.abspath(a.output)
     model_kwargs = {"path": model_path, "mem_limit": a.mem_limit, "batch_tokens": a.batch_tokens}
     done, t_ready = [], time.time()
-    if todo and a.workers == 0 and not a.scheduler:
-        import spectral
-        with spectral.Model(n_threads=a.threads, **model_kwargs) as m:
-            t_ready = time.time()
-            for i in todo:
-                done.append(embed_partition(m, i, specs[i], out_dir, a.pooling, normalize))
-    elif todo:
-        done, t_ready = run_dask(a, specs, todo, out_dir, model_kwargs, normalize, log)
+    show_bar = not a.quiet and (a.progress if a.progress is not None else sys.stderr.isatty())
+    report = Progress(len(todo), log, show_bar)
+    try:
+        if todo and a.workers == 0 and not a.scheduler:
+            with spectral.Model(n_threads=a.threads, **model_kwargs) as m:
+                t_ready = time.time()
+                for i in todo:
+                    done.append(report(embed_partition(m, i, specs[i], out_dir, a.pooling, normalize)))
+        elif todo:
+            done, t_ready = run_dask(a, specs, todo, out_dir, model_kwargs, normalize, report)
+    finally:
+        report.close()
     t_end = time.time()
     summary = summarize(a.output, len(specs), expected)
     n_new = sum(d["docs"] for d in done)
@@ -370,7 +380,33 @@ def main(argv=None) -> int:
     return 0 if summary["complete"] else 1
 
 
-def run_dask(a, specs, todo, out_dir, model_kwargs, normalize, log) -> tuple:
+class Progress:
+    """Each finished part: a step of a progress bar (tqdm, when installed and asked
+    for), or else a line on stderr (none with -q)."""
+
+    def __init__(self, n_parts: int, log, show_bar: bool):
+        from spectral._progress import progress_bar  # the package's: tqdm when installed
+        self.n_parts, self.log, self.parts, self.docs, self.failed = n_parts, log, 0, 0, 0
+        self.bar = progress_bar(n_parts, "embed_corpus", unit="part", enabled=show_bar and n_parts > 0)
+
+    def __call__(self, r: dict) -> dict:
+        self.parts += 1
+        self.docs += r["docs"]
+        self.failed += r["failed"]
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{self.docs} docs, {self.failed} failed", refresh=False)
+            self.bar.update(1)
+        else:
+            self.log(f"part {r['index']}: {r['docs']} docs, {r['failed']} failed, {r['seconds']:.2f} s "
+                     f"[{self.parts}/{self.n_parts}]")
+        return r
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run_dask(a, specs, todo, out_dir, model_kwargs, normalize, report) -> tuple:
     """Runs the parts to do on Dask; returns their counts and when the workers were ready."""
     from distributed import Client, LocalCluster, as_completed
     try:  # the task functions are sent by value, whether this file runs as a script or is imported
@@ -398,12 +434,7 @@ def run_dask(a, specs, todo, out_dir, model_kwargs, normalize, log) -> tuple:
         futures = [client.submit(dask_task, i, specs[i], out_dir, a.pooling, normalize,
                                  key=f"spectral-part-{i:05d}-{uuid.uuid4().hex[:6]}", retries=1)
                    for i in todo]
-        done = []
-        for fut in as_completed(futures):
-            r = fut.result()
-            done.append(r)
-            log(f"part {r['index']}: {r['docs']} docs, {r['failed']} failed, {r['seconds']:.2f} s "
-                f"[{len(done)}/{len(todo)}]")
+        done = [report(fut.result()) for fut in as_completed(futures)]
         return done, t_ready
     finally:
         client.close()

@@ -15,9 +15,9 @@
 
 #include "spectral.h"
 #include "cli.h"
+#include "embed_output.h"
 
 enum { EXIT_INPUT_FAILED = 1, EXIT_USAGE = CLI_EXIT_USAGE, EXIT_OUTPUT = 3 };
-enum output_format { OUT_JSONL, OUT_JSON, OUT_RAW };
 
 typedef struct {
     const char *model_path;
@@ -28,10 +28,13 @@ typedef struct {
     enum output_format format;
     int threads;
     spectral_backend device;
-    size_t mem_limit;
+    size_t mem_limit; /* SPECTRAL_MEM_UNLIMITED without --mem-limit */
     int64_t batch_tokens;
+    int64_t truncate; /* --truncate N: keep the first N tokens of longer inputs (0: off) */
     bool no_mmap;
+    bool no_pad;
     bool verbose;
+    spectral_dtype dtype;
     const char **adapters; /* --adapter FILE[:SCALE], in order */
     float *adapter_scales;
     int n_adapters;
@@ -66,10 +69,20 @@ static void print_usage(FILE *f) {
         "  -o, --output-format FMT   jsonl | json | raw (default: jsonl)\n"
         "  -t, --threads N           CPU threads (default: all cores)\n"
         "  -d, --device DEV          cpu | cuda (default: cpu)\n"
-        "      --mem-limit SIZE      hard cap on activation memory, e.g. 512M, 2G\n"
-        "                            (suffixes K, M, G, T are powers of 1024; default: none)\n"
+        "      --dtype TYPE          GEMM precision: auto (float32, and int8 for Q8_0/Q4_0\n"
+        "                            weights) | f32 | bf16 (CPU; default: auto)\n"
+        "      --mem-limit SIZE      hard cap on the memory the run uses beyond the loaded\n"
+        "                            model: activations plus each input's text and tokens,\n"
+        "                            e.g. 512M, 2G (suffixes K, M, G, T are powers of 1024;\n"
+        "                            default: none)\n"
         "  -b, --batch-tokens N      pack consecutive short inputs into one forward pass of\n"
         "                            up to N tokens (default: 4096; 1 = one input at a time)\n"
+        "      --truncate N          embed the first N tokens of a longer input (the\n"
+        "                            tokenizer's end token kept last) and say so on stderr;\n"
+        "                            default: every token\n"
+        "      --no-pad              a model that pads every input to its length (M2-BERT, as\n"
+        "                            its model card does) runs each at its own length instead:\n"
+        "                            faster, and a different embedding\n"
         "      --no-mmap             read the model into memory instead of mapping it (a\n"
         "                            mapped model must not be changed or truncated meanwhile)\n"
         "      --adapter FILE[:SCALE]  apply a FourierFT adapter GGUF (tools/convert/convert_fourierft.py)\n"
@@ -87,7 +100,11 @@ static void print_usage(FILE *f) {
         "\n"
         "exit status: 0 every input embedded; 1 some inputs failed (each error is on\n"
         "stderr, every other input is still written); 2 usage or model error; 3 the\n"
-        "output could not be written (stops at once).\n"
+        "output could not be written (stops at once). A reader that closes the pipe\n"
+        "early (| head) ends the run by SIGPIPE, as it does other Unix tools (status 141\n"
+        "in the shell; with SIGPIPE ignored, exit 3 and \"Broken pipe\"). SIGINT and\n"
+        "SIGTERM end the run after the record being written, never inside one, with\n"
+        "-o json's array closed: status 130 / 143.\n"
         "\n"
         "An input name that is not valid UTF-8 is written with U+FFFD in \"input\" and\n"
         "byte for byte, percent-encoded, in \"input_percent\".\n");
@@ -104,8 +121,9 @@ static int parse_args(int argc, char **argv, options *o) {
     memset(o, 0, sizeof *o);
     o->pooling = SPECTRAL_POOLING_UNSPECIFIED;
     o->normalize = true;
-    o->format = OUT_JSONL;
+    o->format = OUTPUT_JSONL;
     o->device = SPECTRAL_BACKEND_CPU;
+    o->mem_limit = SPECTRAL_MEM_UNLIMITED;
     cli_args c;
     cli_args_init(&c, "spectral-embed", argc, argv);
     o->inputs = calloc((size_t)argc + 1, sizeof *o->inputs);
@@ -139,9 +157,9 @@ static int parse_args(int argc, char **argv, options *o) {
             o->normalize = false;
         } else if (!strcmp(a, "-o") || !strcmp(a, "--output-format")) {
             if (!(val = cli_value(&c))) return CLI_EXIT_USAGE;
-            if (!strcmp(val, "jsonl")) o->format = OUT_JSONL;
-            else if (!strcmp(val, "json")) o->format = OUT_JSON;
-            else if (!strcmp(val, "raw")) o->format = OUT_RAW;
+            if (!strcmp(val, "jsonl")) o->format = OUTPUT_JSONL;
+            else if (!strcmp(val, "json")) o->format = OUTPUT_JSON;
+            else if (!strcmp(val, "raw")) o->format = OUTPUT_RAW;
             else return cli_usage_error(&c, "unknown output format '%s' (jsonl, json, raw)", val);
         } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
             if (!(val = cli_value(&c))) return CLI_EXIT_USAGE;
@@ -152,6 +170,10 @@ static int parse_args(int argc, char **argv, options *o) {
             if (!(val = cli_value(&c))) return CLI_EXIT_USAGE;
             if (cli_parse_device(val, &o->device))
                 return cli_usage_error(&c, "unknown device '%s' (cpu, cuda)", val);
+        } else if (!strcmp(a, "--dtype")) {
+            if (!(val = cli_value(&c))) return CLI_EXIT_USAGE;
+            if (cli_parse_dtype(val, &o->dtype))
+                return cli_usage_error(&c, "unknown dtype '%s' (auto, f32, bf16)", val);
         } else if (!strcmp(a, "--mem-limit")) {
             if (!(val = cli_value(&c))) return CLI_EXIT_USAGE;
             if (cli_parse_size(val, &o->mem_limit))
@@ -160,8 +182,14 @@ static int parse_args(int argc, char **argv, options *o) {
             if (!(val = cli_value(&c))) return CLI_EXIT_USAGE;
             if (cli_parse_int(val, 1, INT64_C(1) << 34, &o->batch_tokens))
                 return cli_usage_error(&c, "--batch-tokens needs a number from 1 to 2^34, got '%s'", val);
+        } else if (!strcmp(a, "--truncate")) {
+            if (!(val = cli_value(&c))) return CLI_EXIT_USAGE;
+            if (cli_parse_int(val, 1, INT64_C(1) << 34, &o->truncate))
+                return cli_usage_error(&c, "--truncate needs a number of tokens from 1 to 2^34, got '%s'", val);
         } else if (!strcmp(a, "--no-mmap")) {
             o->no_mmap = true;
+        } else if (!strcmp(a, "--no-pad")) {
+            o->no_pad = true;
         } else if (!strcmp(a, "--adapter")) {
             if (!(val = cli_value(&c))) return CLI_EXIT_USAGE;
             /* FILE:SCALE when what follows the last ':' is a number, else all of it is FILE */
@@ -194,9 +222,16 @@ static int parse_args(int argc, char **argv, options *o) {
     return 0;
 }
 
-/* Reads a whole file or stdin, at most max bytes (0: no bound; a file
- * known to be larger is refused before any is read). Returns 0, or -1 with
- * a message. */
+/* What is left of the cap when the caller holds `held` bytes: 0 when that is
+ * all of it (a cap of 0 refuses), SPECTRAL_MEM_UNLIMITED without a cap. */
+static size_t cap_left(size_t cap, size_t held) {
+    if (cap == SPECTRAL_MEM_UNLIMITED) return cap;
+    return held >= cap ? 0 : cap - held;
+}
+
+/* Reads a whole file or stdin, at most max bytes (SPECTRAL_MEM_UNLIMITED: no
+ * bound; a file known to be larger is refused before any is read). Returns
+ * 0, or -1 with a message. */
 static int read_input(const char *path, size_t max, char **data, size_t *size, char *err,
                       size_t err_len) {
     FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
@@ -215,7 +250,8 @@ static int read_input(const char *path, size_t max, char **data, size_t *size, c
         snprintf(err, err_len, "is a directory");
         return -1;
     }
-    if (max && S_ISREG(st.st_mode) && (uintmax_t)st.st_size > max) {
+    const int bounded = max != SPECTRAL_MEM_UNLIMITED;
+    if (bounded && S_ISREG(st.st_mode) && (uintmax_t)st.st_size > max) {
         if (f != stdin) fclose(f);
         snprintf(err, err_len, "its %jd bytes of text are over the %zu bytes left under --mem-limit",
                  (intmax_t)st.st_size, max);
@@ -223,18 +259,18 @@ static int read_input(const char *path, size_t max, char **data, size_t *size, c
     }
     size_t cap = 1 << 16, n = 0;
     if (S_ISREG(st.st_mode) && st.st_size > 0) cap = (size_t)st.st_size + 1;
-    if (max && cap > max + 1) cap = max + 1;
+    if (bounded && cap > max + 1) cap = max + 1;
     char *buf = malloc(cap);
     while (buf) {
         n += fread(buf + n, 1, cap - n, f);
         if (n < cap || ferror(f)) break;
-        if (max && n > max) { /* a pipe, or a file that grew: stop reading */
+        if (bounded && n > max) { /* a pipe, or a file that grew: stop reading */
             free(buf);
             if (f != stdin) fclose(f);
             snprintf(err, err_len, "more than the %zu bytes of text left under --mem-limit", max);
             return -1;
         }
-        if (max && cap * 2 > max + 1) {
+        if (bounded && cap * 2 > max + 1) {
             char *nb = realloc(buf, max + 1);
             if (!nb) {
                 free(buf);
@@ -268,133 +304,6 @@ static int read_input(const char *path, size_t max, char **data, size_t *size, c
     *data = buf;
     *size = n;
     return 0;
-}
-
-/* Length of the valid UTF-8 sequence at p (1-4), or 0 when it is not one
- * (stray continuation, overlong form, surrogate, past U+10FFFF). */
-static int utf8_len(const unsigned char *p) {
-    const unsigned c = p[0];
-    int n;
-    unsigned lo = 0x80, hi = 0xBF;
-    if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF) n = 2;
-    else if (c >= 0xE0 && c <= 0xEF) n = 3, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
-    else if (c >= 0xF0 && c <= 0xF4) n = 4, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
-    else return 0;
-    if (p[1] < lo || p[1] > hi) return 0;
-    for (int i = 2; i < n; i++)
-        if (p[i] < 0x80 || p[i] > 0xBF) return 0;
-    return n;
-}
-
-/* A JSON string. Bytes that are not valid UTF-8 become U+FFFD, so the output
- * always parses; returns 0 when that happened (the caller then adds a
- * lossless form). */
-static int json_string(FILE *f, const char *s) {
-    int lossless = 1;
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p;) {
-        const int n = utf8_len(p);
-        if (n == 0) {
-            fputs("\\ufffd", f);
-            lossless = 0;
-            p++;
-            continue;
-        }
-        if (n > 1) {
-            fwrite(p, 1, (size_t)n, f);
-            p += n;
-            continue;
-        }
-        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
-        else if (*p == '\n') fputs("\\n", f);
-        else if (*p == '\t') fputs("\\t", f);
-        else if (*p < 0x20 || *p == 0x7f) fprintf(f, "\\u%04x", *p);
-        else fputc(*p, f);
-        p++;
-    }
-    fputc('"', f);
-    return lossless;
-}
-
-/* The raw bytes of s, percent-encoded (RFC 3986 unreserved bytes and '/'
- * kept): the lossless form of a name that is not valid UTF-8. */
-static void json_percent(FILE *f, const char *s) {
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-            strchr("-._~/", *p))
-            fputc(*p, f);
-        else
-            fprintf(f, "%%%02X", *p);
-    }
-    fputc('"', f);
-}
-
-/* %.9g round-trips every float32; JSON has no NaN/Inf, so those become null. */
-static void json_floats(FILE *f, const float *v, int64_t n) {
-    fputc('[', f);
-    for (int64_t i = 0; i < n; i++) {
-        if (i) fputc(',', f);
-        if (isfinite(v[i])) fprintf(f, "%.9g", v[i]);
-        else fputs("null", f);
-    }
-    fputc(']', f);
-}
-
-/* Writes one record and flushes it; returns 0, or errno when the output
- * cannot be written (a full disk, a closed pipe, a closed descriptor). */
-static int write_record(FILE *f, const options *o, spectral_context *ctx, const char *input,
-                        int64_t n_tokens, int64_t n_embd, int64_t n_pooled, int *n_written) {
-    const float *pooled = spectral_get_embedding(ctx);
-    int64_t rows = 0;
-    const float *states = pooled ? NULL : spectral_get_token_states(ctx, &rows);
-    if (o->format == OUT_RAW) {
-        if (pooled) fwrite(pooled, sizeof(float), (size_t)n_pooled, f);
-        else fwrite(states, sizeof(float), (size_t)(rows * n_embd), f);
-    } else {
-        if (o->format == OUT_JSON) fputs(*n_written ? ",\n" : "[\n", f);
-        fputs("{\"input\": ", f);
-        if (!json_string(f, input)) {
-            fputs(", \"input_percent\": ", f);
-            json_percent(f, input);
-        }
-        fprintf(f, ", \"n_tokens\": %lld, ", (long long)n_tokens);
-        if (pooled) {
-            fputs("\"embedding\": ", f);
-            json_floats(f, pooled, n_pooled);
-        } else {
-            fputs("\"embeddings\": [", f);
-            for (int64_t r = 0; r < rows; r++) {
-                if (r) fputc(',', f);
-                json_floats(f, states + r * n_embd, n_embd);
-            }
-            fputc(']', f);
-        }
-        fputc('}', f);
-        if (o->format == OUT_JSONL) fputc('\n', f);
-    }
-    (*n_written)++;
-    return output_status(f);
-}
-
-/* SIGINT / SIGTERM: between records the process ends at once (everything
- * written so far was flushed as whole records); while a record is being
- * written it ends right after that record, so no line is ever torn. */
-static volatile sig_atomic_t g_writing, g_stop_signal;
-
-static void on_stop_signal(int sig) {
-    if (!g_writing) _exit(128 + sig);
-    g_stop_signal = sig;
-}
-
-static void install_stop_handlers(void) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_stop_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
 }
 
 /* The process's peak resident set (Linux: VmHWM, which unlike getrusage's
@@ -442,7 +351,7 @@ static int on_document(spectral_context *ctx, int64_t i, spectral_status s, void
     const char *label = fs->p->labels[i];
     if (s != SPECTRAL_OK) {
         const size_t inputs = fs->held + (size_t)fs->p->total * sizeof(int32_t);
-        if (s == SPECTRAL_ERR_MEMORY_LIMIT && fs->o->mem_limit)
+        if (s == SPECTRAL_ERR_MEMORY_LIMIT && fs->o->mem_limit != SPECTRAL_MEM_UNLIMITED)
             fprintf(stderr, "%sspectral-embed: %s: %s (--mem-limit %zu bytes less %zu bytes of input text and tokens)\n",
                     fs->progress ? "\n" : "", label, spectral_last_error(), fs->o->mem_limit, inputs);
         else
@@ -451,10 +360,16 @@ static int on_document(spectral_context *ctx, int64_t i, spectral_status s, void
         (*fs->n_failed)++;
         return 0;
     }
-    g_writing = 1;
-    fs->write_errno = write_record(stdout, fs->o, ctx, label, fs->p->lens[i], fs->n_embd, fs->n_pooled, fs->n_written);
-    g_writing = 0;
-    if (g_stop_signal) _exit(128 + g_stop_signal); /* the record is complete and flushed */
+    const float *pooled = spectral_get_embedding(ctx);
+    int64_t rows = 0;
+    const float *states = pooled ? NULL : spectral_get_token_states(ctx, &rows);
+    if (!pooled && !states) { /* a device's states failed their download or check */
+        fprintf(stderr, "%sspectral-embed: %s: %s\n", fs->progress ? "\n" : "", label, spectral_last_error());
+        (*fs->n_failed)++;
+        return 0;
+    }
+    fs->write_errno = output_record(label, fs->p->lens[i], pooled, fs->n_pooled, states, rows, fs->n_embd);
+    if (!fs->write_errno) (*fs->n_written)++;
     if (fs->write_errno) return 1; /* stop the batch */
     if (fs->o->verbose)
         fprintf(stderr, "spectral-embed: %s: %lld tokens, %.1f ms since read (pass of %d inputs), arena peak %.2f MiB\n",
@@ -468,9 +383,7 @@ static int on_document(spectral_context *ctx, int64_t i, spectral_status s, void
 static void flush_pending(spectral_context *ctx, flush_state *fs) {
     pending *p = fs->p;
     if (!p->n) return;
-    if (fs->o->mem_limit)
-        spectral_context_set_mem_limit(ctx, fs->o->mem_limit - fs->held -
-                                                (size_t)p->total * sizeof(int32_t));
+    spectral_context_set_mem_limit(ctx, cap_left(fs->o->mem_limit, fs->held + (size_t)p->total * sizeof(int32_t)));
     spectral_encode_batch(ctx, (const int32_t *const *)p->tokens, p->lens, p->n, on_document, fs);
     for (int i = 0; i < p->n; i++) free(p->tokens[i]);
     p->n = 0;
@@ -518,6 +431,8 @@ int main(int argc, char **argv) {
     cp.pooling = o.pooling;
     cp.normalize = o.normalize;
     cp.batch_tokens = o.batch_tokens;
+    cp.dtype = o.dtype;
+    cp.no_pad = o.no_pad;
     spectral_context *ctx = NULL;
     if (spectral_context_create(model, cp, &ctx) != SPECTRAL_OK) {
         fprintf(stderr, "spectral-embed: %s\n", spectral_last_error());
@@ -555,9 +470,12 @@ int main(int argc, char **argv) {
                 o.model_path, spectral_model_arch(model), spectral_model_n_layer(model),
                 (long long)n_embd, (long long)n_pooled, spectral_model_n_vocab(model), (long long)n_ctx,
                 (unsigned long long)spectral_model_n_params(model));
+    if (o.verbose)
+        fprintf(stderr, "spectral-embed: dtype %s: %zu bytes of weights packed for it\n", cli_dtype_name(o.dtype),
+                spectral_context_weight_memory(ctx));
     if (o.verbose) print_embedding_parts(model);
 
-    install_stop_handlers();
+    output_begin(o.format);
     const bool progress = isatty(STDERR_FILENO) && !o.verbose && o.n_inputs > 1;
     int n_failed = 0, n_written = 0;
     const int64_t budget = o.batch_tokens ? o.batch_tokens : 4096;
@@ -574,6 +492,9 @@ int main(int argc, char **argv) {
      * with the activations: text + tokens of the inputs held <= the cap,
      * and the pass gets the rest. */
     const size_t cap = o.mem_limit;
+    const bool capped = cap != SPECTRAL_MEM_UNLIMITED;
+    spectral_tokenize_params tp = spectral_tokenize_default_params();
+    tp.max_tokens = o.truncate;
     for (int i = 0; i < o.n_inputs && !fs.write_errno; i++) {
         const char *path = o.inputs[i];
         const char *label = strcmp(path, "-") ? path : "<stdin>";
@@ -583,19 +504,20 @@ int main(int argc, char **argv) {
         size_t len = 0;
         int32_t *tokens = NULL;
         const char *problem = NULL;
-        int64_t n = 0;
-        if (cap && p.n) { /* room for this input, or encode what is pending first */
+        int64_t n = 0, n_full = 0;
+        if (capped && p.n) { /* room for this input, or encode what is pending first */
             struct stat st;
             const int known = (strcmp(path, "-") ? stat(path, &st) : fstat(STDIN_FILENO, &st)) == 0 &&
                               S_ISREG(st.st_mode);
             if (!known || (uintmax_t)st.st_size + (uintmax_t)p.total * 4 > cap) flush_pending(ctx, &fs);
         }
         const size_t held_tokens = (size_t)p.total * sizeof(int32_t);
-        if (read_input(path, cap ? cap - held_tokens : 0, &text, &len, err, sizeof err)) {
+        if (read_input(path, cap_left(cap, held_tokens), &text, &len, err, sizeof err)) {
             problem = err;
-        } else if ((n = spectral_tokenize(model, text, len, NULL, 0)) == 0) {
+        } else if ((n_full = spectral_tokenize(model, text, len, NULL, 0)) == 0) {
             problem = "empty input";
-        } else if (n > 0 && cap && len + (size_t)n * sizeof *tokens + held_tokens > cap) {
+        } else if ((n = o.truncate && n_full > o.truncate ? o.truncate : n_full) > 0 && capped &&
+                   len + (size_t)n * sizeof *tokens + held_tokens > cap) {
             if (p.n) { /* encode what is pending (with this text held) to make room */
                 fs.held = len;
                 flush_pending(ctx, &fs);
@@ -609,7 +531,7 @@ int main(int argc, char **argv) {
             }
         }
         if (!problem && (!(tokens = n > 0 ? malloc((size_t)n * sizeof *tokens) : NULL) ||
-                         spectral_tokenize(model, text, len, tokens, n) != n)) {
+                         spectral_tokenize_with(model, text, len, tp, tokens, n) != n)) {
             snprintf(err, sizeof err, "%s", tokens || n < 0 ? spectral_last_error() : "out of memory for tokens");
             problem = err;
         }
@@ -622,6 +544,9 @@ int main(int argc, char **argv) {
             free(tokens);
             continue;
         }
+        if (n < n_full)
+            fprintf(stderr, "%sspectral-embed: note: %s: %lld tokens, truncated to the first %lld (--truncate)\n",
+                    progress ? "\n" : "", label, (long long)n_full, (long long)n);
         /* A model with a hard maximum refuses longer inputs itself (with
          * its own message); only one without says that any length runs. */
         if (n_ctx > 0 && n > n_ctx && !spectral_model_max_tokens(model))
@@ -642,8 +567,7 @@ int main(int argc, char **argv) {
     free(p.tokens);
     free(p.lens);
     if (progress) fputs("\r\033[K", stderr);
-    if (!fs.write_errno && o.format == OUT_JSON) fputs(n_written ? "\n]\n" : "[]\n", stdout);
-    if (!fs.write_errno) fs.write_errno = output_status(stdout);
+    if (!fs.write_errno) fs.write_errno = output_end();
     char rss[32];
     if (o.verbose)
         fprintf(stderr, "spectral-embed: %d of %d inputs embedded, arena peak %zu bytes, peak RSS %s\n",

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #include "spectral.h"
@@ -16,10 +17,12 @@ static void print_usage(FILE *f) {
             "usage: spectral-quantize IN.gguf OUT.gguf --type TYPE [options]\n"
             "\n"
             "Writes OUT.gguf: IN.gguf with its weight matrices stored as TYPE, every other\n"
-            "tensor and key copied. OUT is checked to load as a model (else it is removed);\n"
-            "it is never IN.\n"
+            "tensor and key copied. OUT is written beside itself and renamed into place only\n"
+            "once it loads as a model: on any failure OUT is left as it was. OUT is a new or\n"
+            "regular file (a device, FIFO or directory is refused); it is never IN.\n"
             "\n"
-            "  -t, --type TYPE      q8_0   ggml's Q8_0 (8.5 bits per weight)\n"
+            "  -t, --type TYPE      (in any case: q8_0 or Q8_0)\n"
+            "                       q8_0   ggml's Q8_0 (8.5 bits per weight)\n"
             "                       q4_0   ggml's Q4_0 (4.5 bits per weight)\n"
             "                       sst    sparse spectral tensor: the largest 2-D FFT\n"
             "                              coefficients (see --keep)\n"
@@ -46,7 +49,7 @@ static int parse_type(const char *s, spectral_quant_type *t) {
     } k[] = {{"q8_0", SPECTRAL_QUANT_Q8_0}, {"q4_0", SPECTRAL_QUANT_Q4_0}, {"sst", SPECTRAL_QUANT_SST},
              {"f16", SPECTRAL_QUANT_F16},   {"f32", SPECTRAL_QUANT_F32}};
     for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
-        if (strcmp(s, k[i].name) == 0) {
+        if (strcasecmp(s, k[i].name) == 0) { /* Q8_0 as llama-quantize's users type it */
             *t = k[i].type;
             return 0;
         }

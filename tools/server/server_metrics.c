@@ -3,12 +3,12 @@
 
 #include "server_api.h"
 
-static const int k_codes[SRV_N_CODES] = {200, 400, 401, 404, 405, 413, 500, 503};
+static const int k_codes[SRV_N_CODES] = {200, 204, 400, 401, 404, 405, 413, 422, 429, 500, 503};
 static const double k_buckets[SRV_N_BUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                                                 1, 2.5, 5, 10, 30, 60};
 static const char *const k_endpoints[SRV_N_ENDPOINTS] = {"other", "embeddings", "models", "health",
-                                                         "metrics"};
-static const char *const k_rejects[SRV_N_REJECTS] = {"queue_full", "too_large"};
+                                                         "metrics", "tokenize"};
+static const char *const k_rejects[SRV_N_REJECTS] = {"queue_full", "too_large", "busy"};
 
 const char *srv_endpoint_name(srv_endpoint ep) {
     return ep >= 0 && ep < SRV_N_ENDPOINTS ? k_endpoints[ep] : "other";
@@ -77,10 +77,18 @@ char *srv_metrics_text(srv_metrics *m, const srv_metrics_gauges *g, size_t *len)
     srv_buf_printf(&b, "spectral_batch_tokens_total %llu\n", (unsigned long long)g->pool.batch_tokens);
     metric(&b, "spectral_arena_peak_bytes", "gauge", "Sum over contexts of the largest activation arena each used.");
     srv_buf_printf(&b, "spectral_arena_peak_bytes %zu\n", g->pool.arena_peak);
-    metric(&b, "spectral_mem_limit_bytes", "gauge", "The --mem-limit cap on all contexts together (0 = none).");
+    metric(&b, "spectral_mem_limit_bytes", "gauge", "The --mem-limit cap on all contexts together.");
     srv_buf_printf(&b, "spectral_mem_limit_bytes %zu\n", g->mem_limit);
+    metric(&b, "spectral_request_memory_bytes", "gauge",
+           "Memory requests hold outside the arenas (bodies, parses, tokens, vectors, answers).");
+    srv_buf_printf(&b, "spectral_request_memory_bytes %zu\n", g->request_mem);
+    metric(&b, "spectral_request_memory_limit_bytes", "gauge", "The --request-mem cap.");
+    srv_buf_printf(&b, "spectral_request_memory_limit_bytes %zu\n", g->request_mem_limit);
+    metric(&b, "spectral_connections_cut_total", "counter",
+           "Connections closed for holding a request or an answer past --request-timeout (or the drain's).");
+    srv_buf_printf(&b, "spectral_connections_cut_total %llu\n", (unsigned long long)g->connections_cut);
     metric(&b, "spectral_request_duration_seconds", "histogram",
-           "/v1/embeddings latency, from the request's headers to its answer, any status.");
+           "Embedding latency (every embedding route), from the request's headers to its answer, any status.");
     unsigned long long cum = 0;
     for (size_t i = 0; i <= SRV_N_BUCKETS; i++) {
         cum += atomic_load(&m->latency_bucket[i]);

@@ -27,14 +27,15 @@ typedef enum {
     SRV_EP_MODELS,
     SRV_EP_HEALTH,
     SRV_EP_METRICS,
+    SRV_EP_TOKENIZE,
     SRV_N_ENDPOINTS
 } srv_endpoint;
 
-typedef enum { SRV_REJECT_QUEUE_FULL, SRV_REJECT_TOO_LARGE, SRV_N_REJECTS } srv_reject;
+typedef enum { SRV_REJECT_QUEUE_FULL, SRV_REJECT_TOO_LARGE, SRV_REJECT_BUSY, SRV_N_REJECTS } srv_reject;
 
 /* Statuses counted one by one (anything else is counted as "other") and
  * latency buckets in seconds. */
-#define SRV_N_CODES 8
+#define SRV_N_CODES 11
 #define SRV_N_BUCKETS 13
 
 typedef struct {
@@ -52,10 +53,12 @@ typedef struct {
     int64_t in_flight;
     int contexts;
     size_t mem_limit;
+    size_t request_mem, request_mem_limit; /* --request-mem: in use, the cap */
+    uint64_t connections_cut;              /* by the deadlines (server_watch.h) */
 } srv_metrics_gauges;
 
 const char *srv_endpoint_name(srv_endpoint ep);
-/* One answer; seconds (from the request's headers) counts for /v1/embeddings only. */
+/* One answer; seconds (from the request's headers) counts for the embedding routes only. */
 void srv_metrics_response(srv_metrics *m, srv_endpoint ep, int status, double seconds);
 void srv_metrics_embedded(srv_metrics *m, int64_t inputs, int64_t tokens);
 void srv_metrics_rejected(srv_metrics *m, srv_reject why);

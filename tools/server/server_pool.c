@@ -14,6 +14,8 @@
 
 struct srv_job {
     int64_t n;
+    bool normalize;         /* L2-normalized vectors (the context's normalize) */
+    bool cancelled;         /* the drain gave up on its inputs not yet started (pool lock) */
     int32_t **ids;
     int64_t *n_ids;
     float *vectors;         /* n x n_embd */
@@ -42,6 +44,7 @@ struct worker {
     spectral_context *ctx;
     pthread_t thread;
     bool started;
+    bool normalize; /* the context's normalize setting now */
     size_t peak; /* this context's arena peak (pool lock) */
     /* the pass being run: which job and input each document is */
     srv_job *job[MAX_BATCH_INPUTS];
@@ -62,18 +65,22 @@ struct srv_pool {
     srv_job *head, *tail; /* jobs with inputs not yet handed out */
     int64_t reserved;    /* admitted and not done */
     int64_t busy;
+    int64_t callbacks;   /* on_done calls under way */
     bool stop;
+    bool closing;        /* srv_pool_close: nothing more is admitted */
+    pthread_cond_t idle; /* signalled when reserved and callbacks reach 0 */
     uint64_t batches, batch_inputs, batch_tokens;
     worker *workers;
     spectral_context *probe; /* for memory_minimum only (never encodes) */
     pthread_mutex_t probe_lock;
 };
 
-srv_job *srv_job_create(int64_t n_inputs, int32_t **ids, int64_t *n_ids, srv_job_done_fn on_done,
-                      void *user) {
+srv_job *srv_job_create(int64_t n_inputs, int32_t **ids, int64_t *n_ids, bool normalize,
+                      srv_job_done_fn on_done, void *user) {
     srv_job *j = calloc(1, sizeof *j);
     if (!j) return NULL;
     j->n = n_inputs;
+    j->normalize = normalize;
     j->ids = ids;
     j->n_ids = n_ids;
     j->remaining = n_inputs;
@@ -94,6 +101,8 @@ void srv_job_free(srv_job *j) {
 const float *srv_job_vectors(const srv_job *j) { return j->vectors; }
 
 int64_t srv_job_n_inputs(const srv_job *j) { return j->n; }
+
+bool srv_job_cancelled(const srv_job *j) { return j->cancelled; }
 
 spectral_status srv_job_status(const srv_job *j, const char **message, int64_t *input) {
     if (message) *message = j->message;
@@ -133,7 +142,8 @@ static int on_document(spectral_context *ctx, int64_t k, spectral_status s, void
 }
 
 /* Hands out the next inputs, in arrival order, up to the token budget (the
- * first one always, however long). Called with the lock; returns the count. */
+ * first one always, however long), all of one normalize setting (a pass
+ * has one). Called with the lock; returns the count. */
 static int take_inputs(srv_pool *pool, worker *w) {
     const int64_t budget = pool->p.batch_tokens > 0 ? pool->p.batch_tokens : 4096;
     int64_t total = 0;
@@ -141,7 +151,7 @@ static int take_inputs(srv_pool *pool, worker *w) {
     while (pool->head && n < MAX_BATCH_INPUTS) {
         srv_job *j = pool->head;
         const int64_t len = j->n_ids[j->next];
-        if (n > 0 && total + len > budget) break;
+        if (n > 0 && (total + len > budget || j->normalize != w->job[0]->normalize)) break;
         w->job[n] = j;
         w->index[n] = j->next;
         w->tokens[n] = j->ids[j->next];
@@ -170,6 +180,10 @@ static void *worker_main(void *arg) {
         const int n = take_inputs(pool, w);
         pool->busy++;
         pthread_mutex_unlock(&pool->lock);
+        if (w->job[0]->normalize != w->normalize) {
+            spectral_context_set_normalize(w->ctx, w->job[0]->normalize);
+            w->normalize = w->job[0]->normalize;
+        }
 
         /* A document the callback never reports is a failure, not zeros. */
         for (int k = 0; k < n; k++) {
@@ -198,10 +212,13 @@ static void *worker_main(void *arg) {
                 finished[n_finished++] = j;
             }
         }
+        pool->callbacks++;
         pthread_mutex_unlock(&pool->lock);
         /* Outside the lock: on_done may take the HTTP library's locks. */
         for (int k = 0; k < n_finished; k++) finished[k]->on_done(finished[k], finished[k]->user);
         pthread_mutex_lock(&pool->lock);
+        pool->callbacks--;
+        if (!pool->reserved && !pool->callbacks) pthread_cond_broadcast(&pool->idle);
     }
     pthread_mutex_unlock(&pool->lock);
     return NULL;
@@ -221,11 +238,15 @@ srv_pool *srv_pool_create(const srv_pool_params *p, char *err, size_t err_len) {
     }
     pool->p = *p;
     pool->n_embd = spectral_model_n_pooled(p->model); /* the length of one embedding */
-    pool->ctx_limit = p->mem_limit / (size_t)p->n_contexts;
-    if (p->mem_limit && !pool->ctx_limit) pool->ctx_limit = 1; /* a cap is a cap, even a silly one */
+    /* Each context's share. One below a byte is a byte: the same refusal
+     * (spectral-server.c reads a share of 0 as no cap). */
+    pool->ctx_limit = p->mem_limit == SPECTRAL_MEM_UNLIMITED ? SPECTRAL_MEM_UNLIMITED
+                                                             : p->mem_limit / (size_t)p->n_contexts;
+    if (!pool->ctx_limit) pool->ctx_limit = 1;
     pthread_mutex_init(&pool->lock, NULL);
     pthread_mutex_init(&pool->probe_lock, NULL);
     pthread_cond_init(&pool->wake, NULL);
+    pthread_cond_init(&pool->idle, NULL);
     pool->workers = calloc((size_t)p->n_contexts, sizeof *pool->workers);
     if (!pool->workers) {
         snprintf(err, err_len, "out of memory");
@@ -239,9 +260,11 @@ srv_pool *srv_pool_create(const srv_pool_params *p, char *err, size_t err_len) {
     cp.pooling = p->pooling;
     cp.normalize = true;
     cp.batch_tokens = p->batch_tokens;
+    cp.no_pad = p->no_pad;
     for (int i = 0; i < p->n_contexts; i++) {
         worker *w = &pool->workers[i];
         w->pool = pool;
+        w->normalize = cp.normalize;
         if (spectral_context_create(p->model, cp, &w->ctx) != SPECTRAL_OK) {
             snprintf(err, err_len, "context %d: %s", i, spectral_last_error());
             srv_pool_free(pool);
@@ -266,7 +289,7 @@ srv_pool *srv_pool_create(const srv_pool_params *p, char *err, size_t err_len) {
      * shrink the token budget until such a pass fits a context, so packs
      * are not planned only to be refused and split (results are the same
      * either way). */
-    if (pool->ctx_limit && pool->probe) {
+    if (pool->ctx_limit != SPECTRAL_MEM_UNLIMITED && pool->probe) {
         if (pool->p.batch_tokens <= 0) pool->p.batch_tokens = 4096;
         while (pool->p.batch_tokens > 1 &&
                spectral_context_memory_minimum(pool->probe, pool->p.batch_tokens) > pool->ctx_limit)
@@ -300,6 +323,7 @@ void srv_pool_free(srv_pool *pool) {
     spectral_context_free(pool->probe);
     free(pool->workers);
     pthread_cond_destroy(&pool->wake);
+    pthread_cond_destroy(&pool->idle);
     pthread_mutex_destroy(&pool->probe_lock);
     pthread_mutex_destroy(&pool->lock);
     free(pool);
@@ -319,7 +343,7 @@ size_t srv_pool_memory_minimum(srv_pool *pool, int64_t n_tokens) {
 
 int srv_pool_reserve(srv_pool *pool) {
     pthread_mutex_lock(&pool->lock);
-    const int ok = !pool->stop && pool->reserved < pool->p.queue;
+    const int ok = !pool->stop && !pool->closing && pool->reserved < pool->p.queue;
     if (ok) pool->reserved++;
     pthread_mutex_unlock(&pool->lock);
     return ok ? 0 : -1;
@@ -328,6 +352,7 @@ int srv_pool_reserve(srv_pool *pool) {
 void srv_pool_unreserve(srv_pool *pool) {
     pthread_mutex_lock(&pool->lock);
     pool->reserved--;
+    if (!pool->reserved && !pool->callbacks) pthread_cond_broadcast(&pool->idle);
     pthread_mutex_unlock(&pool->lock);
 }
 
@@ -338,15 +363,31 @@ bool srv_pool_full(srv_pool *pool) {
     return full;
 }
 
+/* Ends a job that will not run (or not all of it) with the lock held:
+ * the caller calls on_done after unlocking. */
+static void job_done_early(srv_pool *pool) {
+    pool->reserved--;
+    pool->callbacks++;
+}
+
+static void job_done_early_unlocked(srv_pool *pool, srv_job *job) {
+    job->on_done(job, job->user);
+    pthread_mutex_lock(&pool->lock);
+    pool->callbacks--;
+    if (!pool->reserved && !pool->callbacks) pthread_cond_broadcast(&pool->idle);
+    pthread_mutex_unlock(&pool->lock);
+}
+
 void srv_pool_submit(srv_pool *pool, srv_job *job) {
     job->vectors = job->n ? malloc((size_t)(job->n * pool->n_embd) * sizeof(float)) : NULL;
     pthread_mutex_lock(&pool->lock);
-    if (!job->vectors || job->n == 0) {
-        /* Nothing to run (or no room for the answer): done at once. */
-        if (!job->vectors) job_fail(job, 0, SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory for the embeddings");
-        pool->reserved--;
+    if (!job->vectors || job->n == 0 || pool->closing) {
+        /* Nothing to run, no room for the answer, or draining: done at once. */
+        if (pool->closing) job->cancelled = true;
+        else if (!job->vectors) job_fail(job, 0, SPECTRAL_ERR_OUT_OF_MEMORY, "out of memory for the embeddings");
+        job_done_early(pool);
         pthread_mutex_unlock(&pool->lock);
-        job->on_done(job, job->user);
+        job_done_early_unlocked(pool, job);
         return;
     }
     job->queue_next = NULL;
@@ -354,6 +395,38 @@ void srv_pool_submit(srv_pool *pool, srv_job *job) {
     else pool->head = job;
     pool->tail = job;
     pthread_cond_broadcast(&pool->wake);
+    pthread_mutex_unlock(&pool->lock);
+}
+
+void srv_pool_close(srv_pool *pool) {
+    srv_job *done[64];
+    pthread_mutex_lock(&pool->lock);
+    pool->closing = true;
+    /* Queued inputs never handed to a worker are given up; a job with some
+     * inputs being computed ends when those do. */
+    while (pool->head) {
+        int n = 0;
+        for (srv_job *j = pool->head; j && n < 64; j = pool->head) {
+            pool->head = j->queue_next;
+            j->cancelled = true;
+            j->remaining -= j->n - j->next;
+            j->next = j->n;
+            if (j->remaining == 0) {
+                job_done_early(pool);
+                done[n++] = j;
+            }
+        }
+        if (!pool->head) pool->tail = NULL;
+        pthread_mutex_unlock(&pool->lock);
+        for (int k = 0; k < n; k++) job_done_early_unlocked(pool, done[k]);
+        pthread_mutex_lock(&pool->lock);
+    }
+    pthread_mutex_unlock(&pool->lock);
+}
+
+void srv_pool_wait_idle(srv_pool *pool) {
+    pthread_mutex_lock(&pool->lock);
+    while (pool->reserved || pool->callbacks) pthread_cond_wait(&pool->idle, &pool->lock);
     pthread_mutex_unlock(&pool->lock);
 }
 

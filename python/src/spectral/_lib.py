@@ -27,10 +27,17 @@ ERR_MEMORY_LIMIT = 5
 ERR_OUT_OF_MEMORY = 6
 ERR_BACKEND = 7
 ERR_UNSUPPORTED = 8
+ERR_STOPPED = 9
+ERR_NUMERIC = 10
 
 # spectral_backend
 BACKEND_CPU = 0
 BACKEND_CUDA = 1
+
+# spectral_dtype
+DTYPE_AUTO = 0
+DTYPE_F32 = 1
+DTYPE_BF16 = 2
 
 # spectral_pooling (llama.cpp's numbering)
 POOLING_UNSPECIFIED = -1
@@ -54,7 +61,13 @@ class ContextParams(ctypes.Structure):
         ("pooling", ctypes.c_int),
         ("normalize", ctypes.c_bool),
         ("batch_tokens", ctypes.c_int64),
+        ("dtype", ctypes.c_int),
+        ("no_pad", ctypes.c_bool),
     ]
+
+
+class TokenizeParams(ctypes.Structure):
+    _fields_ = [("add_special", ctypes.c_bool), ("max_tokens", ctypes.c_int64)]
 
 
 model_p = ctypes.c_void_p
@@ -86,6 +99,9 @@ PROTOTYPES = {
     "spectral_model_pooling": (ctypes.c_int, [model_p]),
     "spectral_model_n_params": (ctypes.c_uint64, [model_p]),
     "spectral_tokenize": (ctypes.c_int64, [model_p, ctypes.c_char_p, ctypes.c_size_t, i32_p, ctypes.c_int64]),
+    "spectral_tokenize_default_params": (TokenizeParams, []),
+    "spectral_tokenize_with": (
+        ctypes.c_int64, [model_p, ctypes.c_char_p, ctypes.c_size_t, TokenizeParams, i32_p, ctypes.c_int64]),
     "spectral_context_default_params": (ContextParams, []),
     "spectral_context_create": (ctypes.c_int, [model_p, ContextParams, ctypes.POINTER(context_p)]),
     "spectral_context_free": (None, [context_p]),
