@@ -533,6 +533,21 @@ static void test_threads(spectral_model *model) {
     }
 }
 
+/* Writes the tiny model with extra's keys or tensors (a variant) to path and
+ * checks that loading it is refused with message in the error. */
+static void check_refused(const char *path, int (*extra)(sp_gguf_writer *w, void *user), void *variant,
+                          const char *what, const char *message) {
+    if (write_tiny_model_with(path, 24, 48, 6, 2, 12345, extra, variant)) {
+        CHECK(0, "cannot write the %s model", what);
+        return;
+    }
+    spectral_model *m = NULL;
+    const spectral_status s = spectral_model_load(path, spectral_model_default_params(), &m);
+    CHECK(s == SPECTRAL_ERR_MODEL && !m && strstr(spectral_last_error(), message), "%s: status %d, '%s'", what,
+          (int)s, spectral_last_error());
+    spectral_model_free(m);
+}
+
 /* ---- the lexical sketch: loading checks, and what the runtime appends ---- */
 typedef struct {
     int with_key, with_bucket, with_weight; /* parts written */
@@ -596,15 +611,7 @@ static void test_lexical(spectral_model *plain) {
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         lexical_variant v = bad[i].v;
-        if (write_tiny_model_with(path, 24, 48, 6, 2, 12345, add_lexical, &v)) {
-            CHECK(0, "cannot write the %s model", bad[i].what);
-            continue;
-        }
-        spectral_model *m = NULL;
-        const spectral_status s = spectral_model_load(path, spectral_model_default_params(), &m);
-        CHECK(s == SPECTRAL_ERR_MODEL && !m && strstr(spectral_last_error(), bad[i].message),
-              "%s: status %d, '%s'", bad[i].what, (int)s, spectral_last_error());
-        spectral_model_free(m);
+        check_refused(path, add_lexical, &v, bad[i].what, bad[i].message);
     }
 
     lexical_variant v = good;
@@ -703,15 +710,7 @@ static void test_dense_prefixes(spectral_model *plain) {
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         prefixes_variant v = bad[i].v;
-        if (write_tiny_model_with(path, 24, 48, 6, 2, 12345, add_prefixes, &v)) {
-            CHECK(0, "cannot write the %s model", bad[i].what);
-            continue;
-        }
-        spectral_model *m = NULL;
-        const spectral_status s = spectral_model_load(path, spectral_model_default_params(), &m);
-        CHECK(s == SPECTRAL_ERR_MODEL && !m && strstr(spectral_last_error(), bad[i].message),
-              "%s: status %d, '%s'", bad[i].what, (int)s, spectral_last_error());
-        spectral_model_free(m);
+        check_refused(path, add_prefixes, &v, bad[i].what, bad[i].message);
     }
     static const prefixes_variant good[] = {
         {SP_GGUF_TYPE_UINT32, {4, 8, 16}, 3},     /* the whole length added */

@@ -121,6 +121,25 @@ def chunks_of(ids: list[int], max_chunks: int | None = None) -> list[list[int]]:
     return cs[:max_chunks] if max_chunks else cs
 
 
+def first_and_mean_chunks(model, ids: list, cls, sep, log: str):
+    """Each text's (word-piece ids) chunks through the teacher: (embedding of its first chunk,
+    i.e. MiniLM truncated at 256 tokens; mean of all its chunks' embeddings; how many chunks)."""
+    seqs, owner = [], []
+    for h, x in enumerate(ids):
+        for c in chunks_of(x):
+            seqs.append(c)
+            owner.append(h)
+    ce = encode_ids(model, seqs, cls, sep, log=log)
+    owner = np.asarray(owner)
+    first = np.zeros((len(ids), ce.shape[1]), dtype=np.float32)
+    mean = np.zeros((len(ids), ce.shape[1]), dtype=np.float32)
+    for h in range(len(ids)):
+        rows = np.nonzero(owner == h)[0]
+        first[h] = ce[rows[0]]
+        mean[h] = ce[rows].mean(0)
+    return first, mean, len(seqs)
+
+
 def search_part(a, tok, model, cls, sep) -> None:
     """Every query of --search (training targets and the MiniLM anchor) -> search_queries.npz;
     the documents of the dev, test and out-of-domain sets as chunks (first chunk = MiniLM
@@ -134,18 +153,10 @@ def search_part(a, tok, model, cls, sep) -> None:
     for split in ("dev", "test", "ood"):
         rows = load_pairs(a.search, split)
         ids = tok([r["doc"] for r in rows], add_special_tokens=False)["input_ids"]
-        seqs, owner = [], []
-        for h, x in enumerate(ids):
-            for c in chunks_of(x):
-                seqs.append(c)
-                owner.append(h)
-        ce = encode_ids(model, seqs, cls, sep, log=f"search {split} documents")
-        owner = np.asarray(owner)
-        first = np.stack([ce[np.nonzero(owner == h)[0][0]] for h in range(len(ids))])
-        mean = np.stack([ce[owner == h].mean(0) for h in range(len(ids))])
+        first, mean, n_chunks = first_and_mean_chunks(model, ids, cls, sep, f"search {split} documents")
         np.savez(os.path.join(a.out, f"search_docs_{split}.npz"), trunc256=first, chunked=mean,
                  line=np.asarray([r["line"] for r in rows]), n_tokens=np.asarray([len(x) for x in ids]))
-        print(f"search {split}: {len(rows)} documents, {len(seqs)} chunks", file=sys.stderr, flush=True)
+        print(f"search {split}: {len(rows)} documents, {n_chunks} chunks", file=sys.stderr, flush=True)
 
 
 def sentences_part(a, tok, model, cls, sep, train) -> None:
@@ -249,21 +260,9 @@ def main(argv=None) -> int:
             for d in sd:
                 halves += list(split_half(d["text"]))
             ids = tok(halves, add_special_tokens=False)["input_ids"]
-            seqs, owner = [], []
-            for h, x in enumerate(ids):
-                for c in chunks_of(x):
-                    seqs.append(c)
-                    owner.append(h)
-            ce = encode_ids(model, seqs, cls, sep, log=f"eval {split} chunks")
+            first, mean, n_chunks = first_and_mean_chunks(model, ids, cls, sep, f"eval {split} chunks")
             long_idx = [h for h, x in enumerate(ids) if len(x) > CHUNK]
             le = encode_ids(model, [ids[h][:510] for h in long_idx], cls, sep, log=f"eval {split} 512")
-            owner = np.asarray(owner)
-            first = np.zeros((len(ids), 384), dtype=np.float32)
-            mean = np.zeros((len(ids), 384), dtype=np.float32)
-            for h in range(len(ids)):
-                rows = np.nonzero(owner == h)[0]
-                first[h] = ce[rows[0]]
-                mean[h] = ce[rows].mean(0)
             t512 = first.copy()
             t512[long_idx] = le
             np.savez(os.path.join(a.out, f"eval_{split}.npz"), trunc256=first, trunc512=t512,
@@ -272,7 +271,7 @@ def main(argv=None) -> int:
             with open(os.path.join(a.out, f"eval_{split}.jsonl"), "w") as fh:
                 for d, (x, y) in zip(sd, zip(halves[0::2], halves[1::2])):
                     fh.write(json.dumps({"src": d["src"], "path": d["path"], "a": x, "b": y}) + "\n")
-            print(f"eval {split}: {len(sd)} documents, {len(seqs)} chunks, {len(long_idx)} halves "
+            print(f"eval {split}: {len(sd)} documents, {n_chunks} chunks, {len(long_idx)} halves "
                   f"> {CHUNK} tokens ({time.time() - t0:.0f}s)", file=sys.stderr, flush=True)
     print(f"distill_teacher {a.part}: {time.time() - t0:.0f}s", file=sys.stderr)
     return 0
