@@ -15,7 +15,7 @@
  *     if (sp_sst_find(g, "blk.0.ffn_up.weight", &ref, err, sizeof err) == 0)
  *         sp_sst_decode_ref(&ref, dense, err, sizeof err);   // ref.ne[0] * ref.ne[1] floats
  *
- * The format (pinned in README.md, "Compressed weights"): for a tensor NAME
+ * The format (pinned in docs/quantize.md): for a tensor NAME
  * with ggml shape [N, M] (an M x N row-major matrix W),
  *   NAME.sst_values  F32 or F16, shape [2, k]: coefficients as (re, im)
  *   NAME.sst_index   I32, shape [k]: flat index r * (N/2 + 1) + c into

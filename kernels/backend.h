@@ -65,6 +65,9 @@ typedef enum {
 typedef enum { SP_COMPUTE_F32 = 0, SP_COMPUTE_INT8 = 1, SP_COMPUTE_BF16 = 2 } sp_compute;
 /* A weight matrix laid out once in a backend's own GEMM format. */
 typedef struct sp_packed sp_packed;
+/* A packed weight's rows [r, r + n), r and n multiples of this, are a
+ * packed weight of their own (its layout's panels). */
+#define SP_PACKED_ROWS 16
 
 /* One Hyena implicit filter of M2-BERT's long convolution (models/m2bert.c),
  * both directions, every array in backend memory:
@@ -274,6 +277,17 @@ typedef struct sp_backend_ops {
                          const float *b_down, const float *ln_w, const float *ln_b, float eps,
                          int64_t D, int64_t F, int64_t n_blocks, const int64_t *offsets,
                          int64_t n_docs, void *workspace);
+    /* glu_ffn_block with packed W_gate (2F x D/nb) and W_down (D x F/nb)
+     * (optional, as the packed ops above): each block of rows runs as a weight
+     * of its own, so the blocks' rows (2F/nb and D/nb) must be multiples of
+     * SP_PACKED_ROWS. */
+    size_t (*glu_ffn_block_packed_workspace_size)(sp_backend *be, const sp_packed *W_gate,
+                                                  const sp_packed *W_down, const int64_t *offsets,
+                                                  int64_t n_docs, int64_t n_blocks);
+    int (*glu_ffn_block_packed)(sp_backend *be, float *h, const sp_packed *W_gate,
+                                const sp_packed *W_down, const float *b_down, const float *ln_w,
+                                const float *ln_b, float eps, int64_t n_blocks,
+                                const int64_t *offsets, int64_t n_docs, void *workspace);
 } sp_backend_ops;
 
 struct sp_backend {

@@ -355,10 +355,11 @@ int sp_load_blocks(const sp_loader *ld, int64_t n_layer, const sp_block_tensor *
             char name[96];
             int64_t idx;
             snprintf(name, sizeof name, "blk.%lld.%s", (long long)l, spec[j].suffix);
-            const int rc = spec[j].matrix
-                               ? sp_load_gemm(ld, name, 0, spec[j].ne[0], spec[j].ne[1], &idx)
-                               : sp_load_tensor(ld, name, 0, spec[j].n_dims, spec[j].ne[0],
-                                                spec[j].ne[1], spec[j].ne[2], &idx);
+            const int rc =
+                spec[j].matrix == SP_BLOCK_GEMM     ? sp_load_gemm(ld, name, 0, spec[j].ne[0], spec[j].ne[1], &idx)
+                : spec[j].matrix == SP_BLOCK_MATRIX ? sp_load_matrix(ld, name, 0, spec[j].ne[0], spec[j].ne[1], &idx)
+                                                    : sp_load_tensor(ld, name, 0, spec[j].n_dims, spec[j].ne[0],
+                                                                     spec[j].ne[1], spec[j].ne[2], &idx);
             if (rc) return -1;
         }
     return 0;
@@ -497,6 +498,24 @@ int sp_model_linear(sp_backend *be, const void *const *w, const sp_weight_type *
     return be->ops->linear(be, x, W, b, T, IN, OUT, act, accumulate, out) ? -1 : 0;
 }
 
+/* An unpacked MLP's two matrices m[0], m[1] (their offsets here are weight
+ * indices) as float32: decoded into the front of workspace when quantized;
+ * *rest is what is left of it. One packed and one not is refused. */
+static int mlp_weights(sp_backend *be, const void *const *w, const sp_weight_type *wt,
+                       const sp_layer_matrix m[2], void *workspace, const float **a, const float **b,
+                       void **rest) {
+    if (is_packed(wt, m[0].offset) || is_packed(wt, m[1].offset)) {
+        snprintf(be->err, sizeof be->err, "an MLP with one packed and one unpacked matrix");
+        return -1;
+    }
+    float *wq_a = workspace;
+    float *wq_b = wq_a + sp_model_weight_scratch(wt, m[0].offset, m[0].rows, m[0].cols);
+    *rest = wq_b + sp_model_weight_scratch(wt, m[1].offset, m[1].rows, m[1].cols);
+    *a = sp_model_weight(be, w, wt, m[0].offset, m[0].rows, m[0].cols, wq_a);
+    *b = *a ? sp_model_weight(be, w, wt, m[1].offset, m[1].rows, m[1].cols, wq_b) : NULL;
+    return *b ? 0 : -1;
+}
+
 /* The workspace of sp_model_ffn: decoded W_up, decoded W_down (when
  * quantized and not packed), then ffn_block's own. */
 size_t sp_model_ffn_workspace(sp_backend *be, const void *const *w, const sp_weight_type *wt,
@@ -518,18 +537,45 @@ int sp_model_ffn(sp_backend *be, const void *const *w, const sp_weight_type *wt,
                                          b_down, offsets, n_docs, workspace)
                    ? -1
                    : 0;
-    if (is_packed(wt, i_up) || is_packed(wt, i_down)) {
-        snprintf(be->err, sizeof be->err, "an MLP with one packed and one unpacked matrix");
+    const float *up, *down;
+    void *ws;
+    if (mlp_weights(be, w, wt, (const sp_layer_matrix[2]){{i_up, F, D}, {i_down, D, F}}, workspace, &up,
+                    &down, &ws))
         return -1;
-    }
-    float *wq_up = workspace;
-    float *wq_down = wq_up + sp_model_weight_scratch(wt, i_up, F, D);
-    char *ws = (char *)(wq_down + sp_model_weight_scratch(wt, i_down, D, F));
-    const float *up = sp_model_weight(be, w, wt, i_up, F, D, wq_up);
-    const float *down = up ? sp_model_weight(be, w, wt, i_down, D, F, wq_down) : NULL;
-    if (!down) return -1;
     return be->ops->ffn_block(be, h, ln_w, ln_b, eps, up, b_up, act, down, b_down, D, F, offsets,
                               n_docs, ws)
+               ? -1
+               : 0;
+}
+
+size_t sp_model_glu_workspace(sp_backend *be, const void *const *w, const sp_weight_type *wt,
+                              int64_t i_gate, int64_t i_down, int64_t D, int64_t F, int64_t n_blocks,
+                              const int64_t *offsets, int64_t n_docs) {
+    if (is_packed(wt, i_gate) && is_packed(wt, i_down))
+        return be->ops->glu_ffn_block_packed_workspace_size(be, w[i_gate], w[i_down], offsets, n_docs,
+                                                            n_blocks);
+    return floats(sp_model_weight_scratch(wt, i_gate, 2 * F, D / n_blocks)) +
+           floats(sp_model_weight_scratch(wt, i_down, D, F / n_blocks)) +
+           be->ops->glu_ffn_block_workspace_size(be, offsets, n_docs, D, F, n_blocks);
+}
+
+int sp_model_glu(sp_backend *be, const void *const *w, const sp_weight_type *wt, float *h,
+                 int64_t i_gate, int64_t i_down, const float *b_down, const float *ln_w,
+                 const float *ln_b, float eps, int64_t D, int64_t F, int64_t n_blocks,
+                 const int64_t *offsets, int64_t n_docs, void *workspace) {
+    if (is_packed(wt, i_gate) && is_packed(wt, i_down))
+        return be->ops->glu_ffn_block_packed(be, h, w[i_gate], w[i_down], b_down, ln_w, ln_b, eps,
+                                             n_blocks, offsets, n_docs, workspace)
+                   ? -1
+                   : 0;
+    const float *gate, *down;
+    void *ws;
+    if (mlp_weights(be, w, wt,
+                    (const sp_layer_matrix[2]){{i_gate, 2 * F, D / n_blocks}, {i_down, D, F / n_blocks}},
+                    workspace, &gate, &down, &ws))
+        return -1;
+    return be->ops->glu_ffn_block(be, h, gate, down, b_down, ln_w, ln_b, eps, D, F, n_blocks, offsets,
+                                  n_docs, ws)
                ? -1
                : 0;
 }

@@ -172,15 +172,18 @@ static int model_load(const sp_loader *ld, void *model, sp_model_info *info) {
         return -1;
     }
     m->i_block0 = ld->wl->n;
+    /* the MLP's blocks run packed when each is whole panels of a packed weight */
+    const int glu = (2 * F / NB) % SP_PACKED_ROWS == 0 && (D / NB) % SP_PACKED_ROWS == 0 ? SP_BLOCK_GEMM
+                                                                                      : SP_BLOCK_MATRIX;
     sp_block_tensor block[W_PER_BLOCK] = {
-        [W_MIX_IN_W] = {"mix_in.weight", 2, {D, 3 * D, 1}, 1},
+        [W_MIX_IN_W] = {"mix_in.weight", 2, {D, 3 * D, 1}, SP_BLOCK_GEMM},
         [W_MIX_IN_B] = {"mix_in.bias", 1, {3 * D, 1, 1}, 0},
         [W_MIX_CONV_W] = {"mix_conv.weight", 2, {3, 3 * D, 1}, 0},
         [W_MIX_CONV_B] = {"mix_conv.bias", 1, {3 * D, 1, 1}, 0},
-        [W_MIX_OUT_W] = {"mix_out.weight", 2, {D, D, 1}, 1},
+        [W_MIX_OUT_W] = {"mix_out.weight", 2, {D, D, 1}, SP_BLOCK_GEMM},
         [W_MIX_OUT_B] = {"mix_out.bias", 1, {D, 1, 1}, 0},
-        [W_FFN_GATE_W] = {"ffn_gate.weight", 2, {D / NB, 2 * F, 1}, 1},
-        [W_FFN_DOWN_W] = {"ffn_down.weight", 2, {F / NB, D, 1}, 1},
+        [W_FFN_GATE_W] = {"ffn_gate.weight", 2, {D / NB, 2 * F, 1}, glu},
+        [W_FFN_DOWN_W] = {"ffn_down.weight", 2, {F / NB, D, 1}, glu},
         [W_FFN_DOWN_B] = {"ffn_down.bias", 1, {D, 1, 1}, 0},
         [W_FFN_NORM_W] = {"ffn_norm.weight", 1, {D, 1, 1}, 0},
         [W_FFN_NORM_B] = {"ffn_norm.bias", 1, {D, 1, 1}, 0},
@@ -222,41 +225,26 @@ static sp_hyena_filter filter_of(const m2bert *m, const void *const *w, int64_t 
     return s;
 }
 
-/* The matrices each step decodes, when quantized: the input projection,
- * the output projection, and the MLP's two together. */
-#define N_STEPS 3
-static const int k_step_n[N_STEPS] = {1, 1, 2};
-static void step_matrices(const m2bert *m, int step, sp_layer_matrix *mats) {
-    const int64_t D = m->D, F = m->F, NB = m->NB;
-    if (step == 0) mats[0] = (sp_layer_matrix){W_MIX_IN_W, 3 * D, D};
-    if (step == 1) mats[0] = (sp_layer_matrix){W_MIX_OUT_W, D, D};
-    if (step == 2) {
-        mats[0] = (sp_layer_matrix){W_FFN_GATE_W, 2 * F, D / NB};
-        mats[1] = (sp_layer_matrix){W_FFN_DOWN_W, D, F / NB};
-    }
-}
+static size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
 
-/* Floats of scratch for decoding quantized matrices: the most any step needs. */
-static int64_t dequant_scratch(const m2bert *m, const sp_weight_type *wt) {
-    int64_t need = 0;
-    for (int s = 0; s < N_STEPS; s++) {
-        sp_layer_matrix mats[2];
-        step_matrices(m, s, mats);
-        const int64_t n = sp_model_layer_scratch(wt, m->i_block0, W_PER_BLOCK, m->L, mats, k_step_n[s]);
-        if (n > need) need = n;
+/* Workspace bytes of the projections and the MLP (the most any layer's
+ * needs): GEMM weights are packed for the context's dtype on the CPU, or
+ * decoded into the workspace when quantized. */
+static size_t gemm_workspace(const m2bert *m, sp_backend *be, const void *const *w,
+                             const sp_weight_type *wt, const int64_t *offsets) {
+    const int64_t T = offsets[1];
+    size_t need = 0;
+    for (int64_t l = 0; l < m->L; l++) {
+        const int64_t b = m->i_block0 + l * W_PER_BLOCK;
+        const size_t sizes[3] = {
+            sp_model_linear_workspace(be, w, wt, b + W_MIX_IN_W, 3 * m->D, m->D, T),
+            sp_model_linear_workspace(be, w, wt, b + W_MIX_OUT_W, m->D, m->D, T),
+            sp_model_glu_workspace(be, w, wt, b + W_FFN_GATE_W, b + W_FFN_DOWN_W, m->D, m->F, m->NB,
+                                   offsets, 1)};
+        for (int i = 0; i < 3; i++) need = max_size(need, sizes[i]);
     }
     return need;
 }
-
-/* Step s's matrices of block b as float32 (decoded into wq when quantized). */
-static int step_weights(const m2bert *m, sp_backend *be, const void *const *w, const sp_weight_type *wt,
-                        int64_t b, int s, float *wq, const float **out) {
-    sp_layer_matrix mats[2];
-    step_matrices(m, s, mats);
-    return sp_model_layer_weights(be, w, wt, b, mats, k_step_n[s], wq, out);
-}
-
-static size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
 
 static int model_forward(const void *p, const void *const *w, const sp_weight_type *wt,
                          sp_backend *be, sp_arena *arena, const int32_t *tokens,
@@ -302,11 +290,9 @@ static int model_forward(const void *p, const void *const *w, const sp_weight_ty
     /* the ops run one after the other: one workspace serves them all */
     size_t ws_bytes = op->hyena_filter_workspace_size(be, T, D, m->E, m->order);
     ws_bytes = max_size(ws_bytes, op->hyena_mix_workspace_size(be, T, D));
-    ws_bytes = max_size(ws_bytes, op->glu_ffn_block_workspace_size(be, offsets, 1, D, F, m->NB));
+    ws_bytes = max_size(ws_bytes, gemm_workspace(m, be, w, wt, offsets));
     void *ws = sp_arena_alloc(arena, ws_bytes);
-    const int64_t n_wq = dequant_scratch(m, wt);
-    float *wq = n_wq ? sp_arena_alloc(arena, (size_t)n_wq * sizeof(float)) : NULL;
-    if (!h || !a || !y || !ws || (n_wq && !wq) || (misses && (!scratch[0] || !scratch[1]))) {
+    if (!h || !a || !y || !ws || (misses && (!scratch[0] || !scratch[1]))) {
         snprintf(be->err, sizeof be->err, "activation arena exhausted (planning error)");
         goto done;
     }
@@ -331,21 +317,19 @@ static int model_forward(const void *p, const void *const *w, const sp_weight_ty
             const sp_hyena_filter flt = filter_of(m, w, l, f);
             if (op->hyena_filter(be, &flt, T, D, ws, (void *)ls[f])) goto done;
         }
-        const float *W[2];
-        if (step_weights(m, be, w, wt, b, 0, wq, W) ||
-            op->linear(be, h, W[0], bw[W_MIX_IN_B], T, D, 3 * D, SP_ACT_NONE, 0, a))
+        if (sp_model_linear(be, w, wt, b + W_MIX_IN_W, 3 * D, D, h, bw[W_MIX_IN_B], T, SP_ACT_NONE, 0,
+                            ws, a))
             goto done;
         const void *const *fw = bw + W_FILTER0;
         if (op->hyena_mix(be, a, bw[W_MIX_CONV_W], bw[W_MIX_CONV_B], h, ls[0], fw[F_BIAS], ls[1],
                           fw[F_PER_FILTER + F_BIAS], T, D, ws, y))
             goto done;
         /* o = y W_out^T + b_out replaces h (the mixer's input is spent) */
-        if (step_weights(m, be, w, wt, b, 1, wq, W) ||
-            op->linear(be, y, W[0], bw[W_MIX_OUT_B], T, D, D, SP_ACT_NONE, 0, h))
+        if (sp_model_linear(be, w, wt, b + W_MIX_OUT_W, D, D, y, bw[W_MIX_OUT_B], T, SP_ACT_NONE, 0,
+                            ws, h))
             goto done;
-        if (step_weights(m, be, w, wt, b, 2, wq, W) ||
-            op->glu_ffn_block(be, h, W[0], W[1], bw[W_FFN_DOWN_B], bw[W_FFN_NORM_W],
-                              bw[W_FFN_NORM_B], m->eps, D, F, m->NB, offsets, 1, ws))
+        if (sp_model_glu(be, w, wt, h, b + W_FFN_GATE_W, b + W_FFN_DOWN_W, bw[W_FFN_DOWN_B],
+                         bw[W_FFN_NORM_W], bw[W_FFN_NORM_B], m->eps, D, F, m->NB, offsets, 1, ws))
             goto done;
     }
     *states = h;
@@ -370,4 +354,5 @@ const sp_arch sp_arch_m2bert = {
     .load = model_load,
     .forward = model_forward,
     .pool = model_pool,
+    .packed_gemms = 1,
 };

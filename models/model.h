@@ -184,9 +184,17 @@ int sp_load_matrix(const sp_loader *ld, const char *name, int optional, int64_t 
  * or sp_model_ffn. */
 int sp_load_gemm(const sp_loader *ld, const char *name, int optional, int64_t IN, int64_t OUT,
                  int64_t *index);
+/* How sp_load_blocks takes a block's tensor. */
+enum {
+    SP_BLOCK_TENSOR = 0, /* sp_load_tensor: float32 */
+    SP_BLOCK_GEMM = 1,   /* sp_load_gemm: a linear layer's weight, read with
+                            sp_model_linear / sp_model_ffn (the runtime may pack it) */
+    SP_BLOCK_MATRIX = 2, /* sp_load_matrix: a matrix the arch multiplies its own way
+                            (M2-BERT's block-diagonal MLP), decoded with
+                            sp_model_layer_weights, never packed */
+};
 /* One tensor of every block: blk.<l>.<suffix>, of shape ne (ggml order,
- * n_dims of them), taken with sp_load_gemm when matrix is set (a block's
- * matrices are its linear layers' weights). */
+ * n_dims of them), taken as matrix (SP_BLOCK_*) says. */
 typedef struct {
     const char *suffix;
     uint32_t n_dims;
@@ -273,6 +281,16 @@ size_t sp_model_ffn_workspace(sp_backend *be, const void *const *w, const sp_wei
 int sp_model_ffn(sp_backend *be, const void *const *w, const sp_weight_type *wt, float *h,
                  const float *ln_w, const float *ln_b, float eps, int64_t i_up, const float *b_up,
                  sp_act act, int64_t i_down, const float *b_down, int64_t D, int64_t F,
+                 const int64_t *offsets, int64_t n_docs, void *workspace);
+/* M2-BERT's gated block-diagonal MLP (backend.h's glu_ffn_block) with
+ * W_gate = weight i_gate (2F x D/nb) and W_down = weight i_down (D x F/nb),
+ * as sp_model_ffn: glu_ffn_block_packed when both are packed. */
+size_t sp_model_glu_workspace(sp_backend *be, const void *const *w, const sp_weight_type *wt,
+                              int64_t i_gate, int64_t i_down, int64_t D, int64_t F, int64_t n_blocks,
+                              const int64_t *offsets, int64_t n_docs);
+int sp_model_glu(sp_backend *be, const void *const *w, const sp_weight_type *wt, float *h,
+                 int64_t i_gate, int64_t i_down, const float *b_down, const float *ln_w,
+                 const float *ln_b, float eps, int64_t D, int64_t F, int64_t n_blocks,
                  const int64_t *offsets, int64_t n_docs, void *workspace);
 /* Token rows of table i (D values a row) into out[T, D]: get_rows for
  * float32, dequantize_rows with ids for a quantized table. */

@@ -11,7 +11,7 @@
  *                           which the runtime runs, after pooling when only
  *                           pooled embeddings are read)
  *
- * Tensor names and shapes are pinned in README.md ("Model format"). */
+ * Tensor names and shapes are pinned in docs/format.md. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -672,9 +672,6 @@ spectral_status spectral_context_create(spectral_model *m, spectral_context_para
         return sp_fail(SPECTRAL_ERR_INVALID_ARGUMENT, "unknown dtype %d", (int)p.dtype);
     if (p.dtype == SPECTRAL_DTYPE_BF16 && p.backend != SPECTRAL_BACKEND_CPU)
         return sp_fail(SPECTRAL_ERR_UNSUPPORTED, "dtype bf16 runs on the CPU backend only");
-    if (p.dtype == SPECTRAL_DTYPE_BF16 && !m->arch->packed_gemms)
-        return sp_fail(SPECTRAL_ERR_UNSUPPORTED, "dtype bf16: %s models compute in float32 only",
-                       m->arch->name);
     if (p.n_threads == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         p.n_threads = n > 0 ? (n > 1024 ? 1024 : (int)n) : 1;

@@ -101,12 +101,10 @@ typedef enum {
  * on the CPU; docs/precision.md says what each costs and gives. */
 typedef enum {
     SPECTRAL_DTYPE_AUTO = 0, /* each weight matrix in its own: float32 for float weights
-                                (F32/F16/BF16 files), int8 products for Q8_0/Q4_0 ones
-                                (M2-BERT: float32, quantized matrices decoded) */
+                                (F32/F16/BF16 files), int8 products for Q8_0/Q4_0 ones */
     SPECTRAL_DTYPE_F32 = 1,  /* float32 everywhere, Q8_0/Q4_0 matrices decoded */
     SPECTRAL_DTYPE_BF16 = 2, /* bfloat16 products summed in float32 (AVX512_BF16 where
-                                the CPU has it, the same numbers emulated elsewhere);
-                                spectralmlp and FNet only, M2-BERT refuses it */
+                                the CPU has it, the same numbers emulated elsewhere) */
 } spectral_dtype;
 
 typedef struct {
@@ -376,7 +374,7 @@ spectral_status spectral_context_set_adapters(spectral_context *ctx,
 /* ---- Quantization --------------------------------------------------------
  *
  * Writes a copy of a model with some weight matrices compressed (file format
- * in README.md, "Compressed weights"): ggml's Q8_0 / Q4_0 blocks, sparse
+ * in docs/quantize.md): ggml's Q8_0 / Q4_0 blocks, sparse
  * spectral tensors (sst: the largest 2-D FFT coefficients), or F16 / F32.
  * What the tool spectral-quantize (tools/quantize/) does, as a call:
  *

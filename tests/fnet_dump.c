@@ -19,7 +19,8 @@
 #include "check.h"
 
 static int usage(void) {
-    fprintf(stderr, "usage: fnet_dump MODEL IDS.txt [--backend cpu|cuda] [--threads N] [--pooled] [--no-pad]\n");
+    fprintf(stderr, "usage: fnet_dump MODEL IDS.txt [--backend cpu|cuda] [--threads N] [--pooled] [--no-pad]\n"
+                    "                [--dtype auto|f32|bf16]\n");
     return 2;
 }
 
@@ -37,6 +38,12 @@ int main(int argc, char **argv) {
             else return usage();
         } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
             cp.n_threads = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--dtype") && i + 1 < argc) {
+            const char *d = argv[++i];
+            if (!strcmp(d, "auto")) cp.dtype = SPECTRAL_DTYPE_AUTO;
+            else if (!strcmp(d, "f32")) cp.dtype = SPECTRAL_DTYPE_F32;
+            else if (!strcmp(d, "bf16")) cp.dtype = SPECTRAL_DTYPE_BF16;
+            else return usage();
         } else if (!strcmp(argv[i], "--no-pad")) {
             cp.no_pad = true;
         } else if (!strcmp(argv[i], "--pooled")) {

@@ -69,9 +69,11 @@ def rel_err(got, ref):
     return float(np.max(np.abs(got - ref)) / max(float(np.max(np.abs(ref))), 1e-30))
 
 
-def outputs(a, model, ids, pad, what):
-    """(token states, cls embedding) of one document, or None with a failure recorded."""
-    flags = [] if pad else ["--no-pad"]
+def outputs(a, model, ids, pad, what, dtype="f32"):
+    """(token states, cls embedding) of one document, or None with a failure recorded.
+    dtype f32: quantized matrices decoded, the reference's arithmetic (it ran on the
+    decoded weights); auto: their int8 products (docs/precision.md)."""
+    flags = ["--dtype", dtype] + ([] if pad else ["--no-pad"])
     r = run_dump(a, model, ids, *flags)
     p = run_dump(a, model, ids, *flags, "--pooled")
     if not check(r.returncode == 0 and p.returncode == 0,
@@ -107,6 +109,14 @@ def parity(a, sub, worst):
             print(f"{what}: states {e:.3g}, sentence embedding {ep:.3g}")
             check(e <= a.tol, f"{what}: token states rel err {e:.3g} > {a.tol}")
             check(ep <= a.tol, f"{what}: sentence embedding rel err {ep:.3g} > {a.tol}")
+            if sub == "published":  # Q4_0 matrices: the int8 path, to issue 24's cosine bound
+                got = outputs(a, os.path.join(d, model), os.path.join(d, case["ids"]), case["pad"],
+                              what + " int8", "auto")
+                if got is not None:
+                    cos = float(got[1] @ pref / (np.linalg.norm(got[1]) * np.linalg.norm(pref)))
+                    print(f"{what} int8: states {rel_err(got[0][case['rows']] if case['rows'] else got[0], ref):.3g}, "
+                          f"sentence embedding cosine {cos:.6f}")
+                    check(cos >= 0.999, f"{what}: int8 sentence embedding cosine {cos:.6f} < 0.999")
     # one past the positions: refused, naming both lengths, padded or not
     P = man["config"]["max_position_embeddings"]
     for flags in ([], ["--no-pad"]):
@@ -191,7 +201,7 @@ def quantized(a):
         for args in ([src, q8, "--type", "q8_0"], [q8, deq, "--type", "f32"], [src, f16, "--type", "f16"]):
             r = subprocess.run([a.quantize, *args], capture_output=True, text=True, timeout=120)
             check(r.returncode == 0, f"spectral-quantize {args[2:]}: {r.stderr.strip()}")
-        outs = [run_dump(a, m, ids) for m in (q8, deq, f16)]
+        outs = [run_dump(a, m, ids, "--dtype", "f32") for m in (q8, deq, f16)]
         if not check(all(o.returncode == 0 for o in outs), f"quantized runs: {[o.stderr for o in outs]}"):
             return
         check(outs[0].stdout == outs[1].stdout,

@@ -359,6 +359,8 @@ static const sp_backend_ops sp_cpu_ops = {
     .hyena_mix = sp_cpu_hyena_mix,
     .glu_ffn_block_workspace_size = sp_cpu_glu_ffn_block_workspace_size,
     .glu_ffn_block = sp_cpu_glu_ffn_block,
+    .glu_ffn_block_packed_workspace_size = sp_cpu_glu_ffn_block_packed_workspace_size,
+    .glu_ffn_block_packed = sp_cpu_glu_ffn_block_packed,
 };
 
 void sp_cpu_set_kernel_level(sp_backend *be, sp_kernel_level level) {

@@ -119,6 +119,13 @@ int sp_cpu_glu_ffn_block(sp_backend *be, float *h, const float *W_gate, const fl
                          const float *b_down, const float *ln_w, const float *ln_b, float eps,
                          int64_t D, int64_t F, int64_t n_blocks, const int64_t *offsets,
                          int64_t n_docs, void *workspace);
+size_t sp_cpu_glu_ffn_block_packed_workspace_size(sp_backend *be, const sp_packed *W_gate,
+                                                  const sp_packed *W_down, const int64_t *offsets,
+                                                  int64_t n_docs, int64_t n_blocks);
+int sp_cpu_glu_ffn_block_packed(sp_backend *be, float *h, const sp_packed *W_gate,
+                                const sp_packed *W_down, const float *b_down, const float *ln_w,
+                                const float *ln_b, float eps, int64_t n_blocks, const int64_t *offsets,
+                                int64_t n_docs, void *workspace);
 /* Row tiles of `rows` (SP_CPU_ROW_TILE for most ops) cut at document starts:
  * fills tile_start[] (n + 1 entries, may be NULL to count) and returns the
  * number of tiles. */

@@ -286,6 +286,20 @@ static void ffn_task(void *arg, int64_t task, int worker) {
             for (int64_t d = 0; d < D; d++) h[r * D + d] += j->b_down[d];
 }
 
+/* Offsets of n_docs documents, each non-empty, from row 0: else 1 with a message. */
+static int doc_offsets_invalid(sp_backend *be, const char *op, const int64_t *offsets, int64_t n_docs) {
+    if (!offsets || n_docs < 1 || offsets[0] != 0) {
+        sp_cpu_set_err(be, "cpu %s: bad document offsets", op);
+        return 1;
+    }
+    for (int64_t i = 0; i < n_docs; i++)
+        if (offsets[i + 1] <= offsets[i]) {
+            sp_cpu_set_err(be, "cpu %s: document %lld is empty or out of order", op, (long long)i);
+            return 1;
+        }
+    return 0;
+}
+
 /* The checks and the tile loop of ffn_block and ffn_block_packed. */
 static int run_ffn(sp_backend *be, const char *op, float *h, const float *ln_w, const float *ln_b,
                    float eps, const sp_cpu_weight *up, const float *b_up, sp_act act,
@@ -297,15 +311,7 @@ static int run_ffn(sp_backend *be, const char *op, float *h, const float *ln_w, 
                        (long long)F, (long long)down->rows, (long long)down->cols);
         return 1;
     }
-    if (!offsets || n_docs < 1 || offsets[0] != 0) {
-        sp_cpu_set_err(be, "cpu %s: bad document offsets", op);
-        return 1;
-    }
-    for (int64_t i = 0; i < n_docs; i++)
-        if (offsets[i + 1] <= offsets[i]) {
-            sp_cpu_set_err(be, "cpu %s: document %lld is empty or out of order", op, (long long)i);
-            return 1;
-        }
+    if (doc_offsets_invalid(be, op, offsets, n_docs)) return 1;
     if (!act_valid(act)) {
         sp_cpu_set_err(be, "cpu %s: unknown activation %d", op, (int)act);
         return 1;
@@ -349,34 +355,69 @@ int sp_cpu_ffn_block_packed(sp_backend *be, float *h, const float *ln_w, const f
 
 /* ----------------------------------------------------------- glu_ffn_block */
 
-/* Rows per task: the block GEMMs' inner dimension is D/nb (192 in the
- * published models), short enough that OpenBLAS packing each tile's
- * weights again cost ~15% at 128 rows (measured with perf); twice as many
- * rows halve that. */
+/* Rows per task with float32 weights through OpenBLAS: the block GEMMs'
+ * inner dimension is D/nb (192 in the published models), short enough that
+ * OpenBLAS packing each tile's weights again cost ~15% at 128 rows
+ * (measured with perf); twice as many rows halve that. Packed weights are
+ * never repacked: their tiles are SP_CPU_ROW_TILE, what their activation
+ * scratch is sized for. */
 #ifndef SP_GLU_ROWS
 #define SP_GLU_ROWS 256
 #endif
 
-/* Per-thread scratch: the gate tile (GLU_ROWS x 2F) and the output tile
- * (GLU_ROWS x D). */
-static size_t glu_slot_bytes(int64_t D, int64_t F) {
-    return (size_t)sp_cpu_round_up(SP_GLU_ROWS * 2 * F * (int64_t)sizeof(float), SP_CPU_ALIGN) +
-           (size_t)sp_cpu_round_up(SP_GLU_ROWS * D * (int64_t)sizeof(float), SP_CPU_ALIGN);
+static int64_t glu_tile_rows(const sp_cpu_weight *gate) { return gate->packed ? SP_CPU_ROW_TILE : SP_GLU_ROWS; }
+
+/* Block b of W's nb blocks of rows, a weight of its own (view: storage for
+ * a packed one's). */
+static sp_cpu_weight weight_block(const sp_cpu_weight *W, int64_t b, int64_t nb, sp_packed *view) {
+    const int64_t n = W->rows / nb;
+    if (!W->packed) return (sp_cpu_weight){W->f32 + b * n * W->cols, NULL, n, W->cols};
+    *view = sp_packed_rows(W->packed, b * n, n);
+    return (sp_cpu_weight){NULL, view, n, W->cols};
+}
+
+/* Per-thread scratch: the gate tile (rows x 2F), the output tile (rows x D)
+ * and the larger of the two GEMMs' activation conversions. */
+static size_t glu_slot_bytes(const sp_cpu_weight *gate, const sp_cpu_weight *down) {
+    const int64_t rows = glu_tile_rows(gate), D = down->rows, F = gate->rows / 2;
+    const size_t cg = sp_cpu_tile_scratch(gate), cd = sp_cpu_tile_scratch(down);
+    return (size_t)sp_cpu_round_up(rows * 2 * F * (int64_t)sizeof(float), SP_CPU_ALIGN) +
+           (size_t)sp_cpu_round_up(rows * D * (int64_t)sizeof(float), SP_CPU_ALIGN) +
+           (size_t)sp_cpu_round_up((int64_t)(cg > cd ? cg : cd), SP_CPU_ALIGN);
+}
+
+static size_t glu_workspace(sp_backend *be, const sp_cpu_weight *gate, const sp_cpu_weight *down,
+                            const int64_t *offsets, int64_t n_docs) {
+    if (!offsets || n_docs < 1 || offsets[n_docs] <= 0) return 0;
+    const int64_t n_tiles = sp_cpu_doc_tiles(offsets, n_docs, glu_tile_rows(gate), NULL);
+    const size_t slot = glu_slot_bytes(gate, down);
+    return ffn_starts_bytes(n_tiles) + (size_t)ffn_slots(be, n_tiles, offsets[n_docs], slot, down->rows) * slot +
+           SP_CPU_ALIGN;
 }
 
 size_t sp_cpu_glu_ffn_block_workspace_size(sp_backend *be, const int64_t *offsets, int64_t n_docs,
                                            int64_t D, int64_t F, int64_t n_blocks) {
-    if (!offsets || n_docs < 1 || D <= 0 || F <= 0 || n_blocks <= 0 || offsets[n_docs] <= 0) return 0;
-    const int64_t n_tiles = sp_cpu_doc_tiles(offsets, n_docs, SP_GLU_ROWS, NULL);
-    return ffn_starts_bytes(n_tiles) +
-           (size_t)ffn_slots(be, n_tiles, offsets[n_docs], glu_slot_bytes(D, F), D) * glu_slot_bytes(D, F) + SP_CPU_ALIGN;
+    if (D <= 0 || F <= 0 || n_blocks <= 0) return 0;
+    const sp_cpu_weight gate = {NULL, NULL, 2 * F, D / n_blocks}, down = {NULL, NULL, D, F / n_blocks};
+    return glu_workspace(be, &gate, &down, offsets, n_docs);
+}
+
+size_t sp_cpu_glu_ffn_block_packed_workspace_size(sp_backend *be, const sp_packed *W_gate,
+                                                  const sp_packed *W_down, const int64_t *offsets,
+                                                  int64_t n_docs, int64_t n_blocks) {
+    if (!W_gate || !W_down || n_blocks <= 0) return 0;
+    const sp_cpu_weight gate = {NULL, W_gate, W_gate->rows, W_gate->cols},
+                        down = {NULL, W_down, W_down->rows, W_down->cols};
+    return glu_workspace(be, &gate, &down, offsets, n_docs);
 }
 
 typedef struct {
+    sp_backend *be;
     float *h;
-    const float *W_gate, *W_down, *b_down, *ln_w, *ln_b;
+    sp_cpu_weight gate, down;
+    const float *b_down, *ln_w, *ln_b;
     float eps;
-    int64_t D, F, nb;
+    int64_t nb;
     const int64_t *tile_start;
     char *ws;
     size_t slot;
@@ -384,26 +425,29 @@ typedef struct {
 
 static void glu_task(void *arg, int64_t task, int worker) {
     const glu_job *j = arg;
-    const int64_t D = j->D, F = j->F, nb = j->nb, Db = D / nb, Gb = 2 * F / nb, Fb = F / nb;
+    const int64_t D = j->down.rows, F = j->gate.rows / 2, nb = j->nb, Db = D / nb, Gb = 2 * F / nb,
+                  Fb = F / nb, tile = glu_tile_rows(&j->gate);
     const int64_t r0 = j->tile_start[task], rows = j->tile_start[task + 1] - r0;
     float *g = (float *)(j->ws + (size_t)worker * j->slot);
-    float *z = g + sp_cpu_round_up(SP_GLU_ROWS * 2 * F, SP_CPU_ALIGN / sizeof(float));
+    float *z = g + sp_cpu_round_up(tile * 2 * F, SP_CPU_ALIGN / sizeof(float));
+    void *conv = z + sp_cpu_round_up(tile * D, SP_CPU_ALIGN / sizeof(float));
     float *h = j->h + r0 * D;
+    sp_packed view;
     /* g[:, block b] = h[:, block b of D] W_gate[block b]^T */
-    for (int64_t b = 0; b < nb; b++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)Gb, (int)Db, 1.0f,
-                    h + b * Db, (int)D, j->W_gate + b * Gb * Db, (int)Db, 0.0f, g + b * Gb,
-                    (int)(2 * F));
+    for (int64_t b = 0; b < nb; b++) {
+        const sp_cpu_weight Wb = weight_block(&j->gate, b, nb, &view);
+        sp_cpu_tile_gemm(j->be, &Wb, rows, h + b * Db, D, g + b * Gb, 2 * F, 0, conv);
+    }
     /* m = gelu(g[:, :F]) * g[:, F:], into g[:, :F] */
     for (int64_t r = 0; r < rows; r++) {
         float *gr = g + r * 2 * F;
         bias_act_row(gr, NULL, F, SP_ACT_GELU);
         for (int64_t i = 0; i < F; i++) gr[i] *= gr[F + i];
     }
-    for (int64_t b = 0; b < nb; b++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)Db, (int)Fb, 1.0f,
-                    g + b * Fb, (int)(2 * F), j->W_down + b * Db * Fb, (int)Fb, 0.0f, z + b * Db,
-                    (int)D);
+    for (int64_t b = 0; b < nb; b++) {
+        const sp_cpu_weight Wb = weight_block(&j->down, b, nb, &view);
+        sp_cpu_tile_gemm(j->be, &Wb, rows, g + b * Fb, 2 * F, z + b * Db, D, 0, conv);
+    }
     /* h = LN(z + b_down + h) */
     for (int64_t r = 0; r < rows; r++) {
         float *zr = z + r * D, *hr = h + r * D;
@@ -412,34 +456,61 @@ static void glu_task(void *arg, int64_t task, int worker) {
     }
 }
 
-int sp_cpu_glu_ffn_block(sp_backend *be, float *h, const float *W_gate, const float *W_down,
-                         const float *b_down, const float *ln_w, const float *ln_b, float eps,
-                         int64_t D, int64_t F, int64_t n_blocks, const int64_t *offsets,
-                         int64_t n_docs, void *workspace) {
-    if (D <= 0 || F <= 0 || n_blocks <= 0 || D % n_blocks || F % n_blocks || 2 * F > INT_MAX ||
-        D > INT_MAX) {
-        sp_cpu_set_err(be, "cpu glu_ffn_block: bad shape D=%lld F=%lld blocks=%lld", (long long)D,
-                       (long long)F, (long long)n_blocks);
+/* The checks and the tile loop of glu_ffn_block and glu_ffn_block_packed. */
+static int run_glu(sp_backend *be, const char *op, float *h, const sp_cpu_weight *gate,
+                   const sp_cpu_weight *down, const float *b_down, const float *ln_w, const float *ln_b,
+                   float eps, int64_t nb, const int64_t *offsets, int64_t n_docs, void *workspace) {
+    const int64_t D = down->rows, F = gate->rows / 2;
+    if (D <= 0 || F <= 0 || nb <= 0 || gate->rows != 2 * F || D % nb || F % nb || 2 * F > INT_MAX ||
+        D > INT_MAX || gate->cols != D / nb || down->cols != F / nb) {
+        sp_cpu_set_err(be, "cpu %s: bad shape D=%lld F=%lld blocks=%lld (W_gate %lld x %lld, W_down %lld x %lld)",
+                       op, (long long)D, (long long)F, (long long)nb, (long long)gate->rows,
+                       (long long)gate->cols, (long long)down->rows, (long long)down->cols);
         return 1;
     }
-    if (!offsets || n_docs < 1 || offsets[0] != 0) {
-        sp_cpu_set_err(be, "cpu glu_ffn_block: bad document offsets");
+    if (gate->packed && ((gate->rows / nb) % SP_PACKED_ROWS || (D / nb) % SP_PACKED_ROWS)) {
+        sp_cpu_set_err(be, "cpu %s: blocks of %lld and %lld rows are not whole panels of %d", op,
+                       (long long)(gate->rows / nb), (long long)(D / nb), SP_PACKED_ROWS);
         return 1;
     }
-    for (int64_t i = 0; i < n_docs; i++)
-        if (offsets[i + 1] <= offsets[i]) {
-            sp_cpu_set_err(be, "cpu glu_ffn_block: document %lld is empty or out of order", (long long)i);
-            return 1;
-        }
-    if (!h || !W_gate || !W_down || !b_down || !ln_w || !ln_b || !workspace) {
-        sp_cpu_set_err(be, "cpu glu_ffn_block: NULL argument");
+    if (doc_offsets_invalid(be, op, offsets, n_docs)) return 1;
+    if (!h || !b_down || !ln_w || !ln_b || !workspace) {
+        sp_cpu_set_err(be, "cpu %s: NULL argument", op);
         return 1;
     }
     char *ws = sp_cpu_align(workspace);
     int64_t *tile_start = (int64_t *)ws;
-    const int64_t n_tiles = sp_cpu_doc_tiles(offsets, n_docs, SP_GLU_ROWS, tile_start);
-    glu_job j = {h, W_gate, W_down, b_down, ln_w, ln_b, eps, D, F, n_blocks, tile_start,
-                 ws + ffn_starts_bytes(n_tiles), glu_slot_bytes(D, F)};
-    sp_pool_run(sp_cpu_pool(be), n_tiles, ffn_slots(be, n_tiles, offsets[n_docs], glu_slot_bytes(D, F), D), glu_task, &j);
+    const int64_t n_tiles = sp_cpu_doc_tiles(offsets, n_docs, glu_tile_rows(gate), tile_start);
+    const size_t slot = glu_slot_bytes(gate, down);
+    glu_job j = {be, h, *gate, *down, b_down, ln_w, ln_b, eps, nb, tile_start,
+                 ws + ffn_starts_bytes(n_tiles), slot};
+    sp_pool_run(sp_cpu_pool(be), n_tiles, ffn_slots(be, n_tiles, offsets[n_docs], slot, D), glu_task, &j);
     return 0;
+}
+
+int sp_cpu_glu_ffn_block(sp_backend *be, float *h, const float *W_gate, const float *W_down,
+                         const float *b_down, const float *ln_w, const float *ln_b, float eps,
+                         int64_t D, int64_t F, int64_t n_blocks, const int64_t *offsets,
+                         int64_t n_docs, void *workspace) {
+    if (!W_gate || !W_down || n_blocks <= 0) {
+        sp_cpu_set_err(be, "cpu glu_ffn_block: NULL weight or no blocks");
+        return 1;
+    }
+    const sp_cpu_weight gate = {W_gate, NULL, 2 * F, D / n_blocks}, down = {W_down, NULL, D, F / n_blocks};
+    return run_glu(be, "glu_ffn_block", h, &gate, &down, b_down, ln_w, ln_b, eps, n_blocks, offsets,
+                   n_docs, workspace);
+}
+
+int sp_cpu_glu_ffn_block_packed(sp_backend *be, float *h, const sp_packed *W_gate,
+                                const sp_packed *W_down, const float *b_down, const float *ln_w,
+                                const float *ln_b, float eps, int64_t n_blocks, const int64_t *offsets,
+                                int64_t n_docs, void *workspace) {
+    if (!W_gate || !W_down) {
+        sp_cpu_set_err(be, "cpu glu_ffn_block_packed: NULL weight");
+        return 1;
+    }
+    const sp_cpu_weight gate = {NULL, W_gate, W_gate->rows, W_gate->cols},
+                        down = {NULL, W_down, W_down->rows, W_down->cols};
+    return run_glu(be, "glu_ffn_block_packed", h, &gate, &down, b_down, ln_w, ln_b, eps, n_blocks,
+                   offsets, n_docs, workspace);
 }

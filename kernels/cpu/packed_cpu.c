@@ -176,6 +176,32 @@ static void pack_row_q8(sp_packed *P, sp_weight_type type, int64_t o, const uint
     }
 }
 
+sp_packed sp_packed_rows(const sp_packed *P, int64_t r0, int64_t n) {
+    sp_packed v = *P;
+    const int64_t p0 = r0 / SP_PACK_NR;
+    v.rows = n;
+    v.panels = (n + SP_PACK_NR - 1) / SP_PACK_NR;
+    v.owns_w = 0;
+    v.bytes = 0;
+    if (P->rows_layout) {
+        v.w = (float *)P->w + r0 * P->cols;
+        return v;
+    }
+    switch (P->compute) {
+    case SP_COMPUTE_F32: v.w = (float *)P->w + p0 * P->cols * SP_PACK_NR; break;
+    case SP_COMPUTE_BF16: v.w = (uint16_t *)P->w + p0 * P->cols_pad * SP_PACK_NR; break;
+    case SP_COMPUTE_INT8: {
+        const int64_t nb = P->cols / SP_Q8_BLOCK;
+        v.w = (int8_t *)P->w + p0 * P->cols * SP_PACK_NR;
+        v.scale = P->scale + p0 * nb * SP_PACK_NR;
+        v.sum128 = P->sum128 + p0 * nb * SP_PACK_NR;
+        break;
+    }
+    default: break;
+    }
+    return v;
+}
+
 /* F32 with no kernel of ours at this level: rows for OpenBLAS. */
 static int rows_layout(sp_backend *be, sp_compute compute) {
     return compute == SP_COMPUTE_F32 && sp_packed_level_for(compute, sp_cpu_kernel_level(be)) < 0;

@@ -28,7 +28,7 @@
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_features.h"
 
-#define SP_PACK_NR 16 /* outputs per panel */
+#define SP_PACK_NR SP_PACKED_ROWS /* outputs per panel (backend.h) */
 #define SP_Q8_BLOCK 32 /* values per block of Q8_0/Q4_0 and of quantized activations */
 
 struct sp_packed {
@@ -43,6 +43,10 @@ struct sp_packed {
     int32_t *sum128;    /* INT8 only */
     size_t bytes;       /* everything allocated for it, this struct included */
 };
+
+/* Rows [r0, r0 + n) of P as a packed weight of their own, sharing P's
+ * memory (r0 a multiple of SP_PACK_NR; n too, or r0 + n = P->rows). */
+sp_packed sp_packed_rows(const sp_packed *P, int64_t r0, int64_t n);
 
 /* Activations of one tile as an INT8 kernel reads them: rows x IN signed
  * bytes (row-major, clamped to [-127, 127]) and rows x IN/32 scales

@@ -14,7 +14,7 @@ over -r repetitions after one warm-up, for:
                        and normalization; nothing else is timed)
   torch eager complex  the same model in PyTorch eager, mixing in the seed's complex form:
                        U = fft(u) along the sequence, Z = U * W on the first k = min(K, T/2)
-                       bins and 0 above, Re(ifft(Z))      (README "Math", literally)
+                       bins and 0 above, Re(ifft(Z))      (docs/format.md "Math")
   torch eager rfft     the real-FFT form the CPU backend runs: Z = rfft(u)[:k] * G with
                        G_0 = Re(W_0), G_f = W_f / 2, then irfft(Z, n=T)
   torch.compile        torch.compile (inductor, dynamic=False) of the rfft form, compiled
@@ -173,7 +173,7 @@ class TorchSpectral:
             g = lambda n: t[f"blk.{i}.{n}"]  # noqa: E731
             filt = g("mix_filter.weight")  # (D, K, 2): W[d, f] as (re, im)
             W = torch.complex(filt[..., 0], filt[..., 1]).transpose(0, 1).contiguous()  # (K, D)
-            G = W / 2  # the half-spectrum filter of README "Math": G_0 = Re(W_0), G_f = W_f / 2
+            G = W / 2  # the half-spectrum filter of docs/format.md "Math": G_0 = Re(W_0), G_f = W_f / 2
             G[0] = torch.complex(W[0].real, torch.zeros_like(W[0].real))
             self.blocks.append(dict(
                 mn_w=g("mix_norm.weight"), mn_b=g("mix_norm.bias"), W=W, G=G.contiguous(),

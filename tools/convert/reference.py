@@ -113,7 +113,7 @@ class Model:
     n_vocab: int
     tensors: dict = field(default_factory=dict)  # name -> float64 array, numpy (reversed ggml) shape
     tensor_types: dict = field(default_factory=dict)  # name -> ggml type name
-    # The lexical sketch (README, "Model format"): 0 dims when the model has none.
+    # The lexical sketch (docs/format.md): 0 dims when the model has none.
     lexical_dims: int = 0
     lexical_scale: float = 1.0
     lexical_bucket: np.ndarray = None  # (n_vocab,) int64

@@ -11,7 +11,8 @@ always) and FNet's test model (tests/data/fnet/model.gguf, random weights,
 F32). For each codec:
 
   * file bytes, and the ratio to the same model with every tensor F32
-    (`--type f32 --tensors .`); the converted tensors' bytes (Q8_0/Q4_0 scales,
+    (`--type f32` on every float tensor: the lexical sketch's I32 bucket table is
+    no weight); the converted tensors' bytes (Q8_0/Q4_0 scales,
     sst values and indices all counted) and their ratio to those tensors in F32;
   * per-tensor relative reconstruction error ||W - W'||_F / ||W||_F, computed
     here from the written file with gguf-py and numpy (not by the C code):
@@ -73,6 +74,9 @@ CODECS = [
 ]
 
 
+INTEGER_TYPES = (Q.I8, Q.I16, Q.I32, Q.I64)
+
+
 def run(cmd, **kw):
     p = subprocess.run(cmd, capture_output=True, **kw)
     if p.returncode != 0:
@@ -81,7 +85,7 @@ def run(cmd, **kw):
 
 
 def documents(n_docs: int, workdir: str):
-    pages = sorted(os.listdir("/usr/share/man/man1"))
+    pages = sorted(os.listdir("/usr/share/man/man1")) if os.path.isdir("/usr/share/man/man1") else []
     step = max(1, len(pages) // (n_docs * 2))
     docs = []
     env = dict(os.environ, MANWIDTH="80", MAN_KEEP_FORMATTING="0")
@@ -139,7 +143,7 @@ def read_weights(path):
     ts = {t.name: t for t in r.tensors}
     out, stored = {}, {}
     for name, t in ts.items():
-        if name.endswith(".sst_index"):
+        if name.endswith(".sst_index") or t.tensor_type in INTEGER_TYPES:
             continue
         if name.endswith(".sst_values"):
             base = name[: -len(".sst_values")]
@@ -166,8 +170,10 @@ def read_weights(path):
 def measure_model(args, label, rel_path, all_regex, nbytes, docs, work):
     src = os.path.join(ROOT, rel_path)
     f32 = os.path.join(work, "f32.gguf")
-    run([args.quantize, src, f32, "--type", "f32", "--tensors", "."])
     ref_w, _, ref_types = read_weights(src)
+    # every float tensor, by name (spectral-quantize refuses a selected integer table)
+    every_float = "^(" + "|".join(n.replace(".", r"\.") for n in sorted(ref_w)) + ")$"
+    run([args.quantize, src, f32, "--type", "f32", "--tensors", every_float])
     files = [p for _, p in docs]
     ref_e = embed(args.embed, src, files, work, nbytes)
     ref_nn = nearest(ref_e)
@@ -216,23 +222,29 @@ def topk_fft_error(W: np.ndarray, keep: float, axis=None) -> float:
 def compaction_table(default_path):
     w, _, _ = read_weights(os.path.join(ROOT, default_path))
     rng = np.random.default_rng(0)
+    blocks = sorted({int(n.split(".")[1]) for n in w if n.startswith("blk.")})
+    ups = [w[f"blk.{i}.ffn_up.weight"] for i in blocks]
+    filters = [w[f"blk.{i}.mix_filter.weight"][..., 0] + 1j * w[f"blk.{i}.mix_filter.weight"][..., 1]
+               for i in blocks]
+    rows, cols = ups[0].shape  # the reference matrices have ffn_up's shape
+
+    def trained(name, mats):
+        return (f"{name} (trained, {' x '.join(map(str, mats[0].shape))})", mats)
+
     kinds = [
-        ("ffn_up (trained, 1024 x 256)", [w[f"blk.{i}.ffn_up.weight"] for i in range(3)]),
-        ("ffn_down (trained, 256 x 1024)", [w[f"blk.{i}.ffn_down.weight"] for i in range(3)]),
-        ("output (trained, 384 x 256)", [w["output.weight"]]),
-        ("token_embd (trained, 30522 x 256)", [w["token_embd.weight"]]),
-        ("mix_filter, complex (trained, 256 x 128)",
-         [w[f"blk.{i}.mix_filter.weight"][..., 0] + 1j * w[f"blk.{i}.mix_filter.weight"][..., 1]
-          for i in range(3)]),
+        trained("ffn_up", ups),
+        trained("ffn_down", [w[f"blk.{i}.ffn_down.weight"] for i in blocks]),
+        trained("output", [w["output.weight"]]),
+        trained("token_embd", [w["token_embd.weight"]]),
+        trained("mix_filter, complex", filters),
         ("mix_filter, complex, 1-D FFT along the K taps only", "taps"),
-        ("Gaussian noise (1024 x 256)", [rng.standard_normal((1024, 256))]),
-        ("smooth: outer product of two sines (1024 x 256)",
-         [np.outer(np.sin(np.linspace(0, 3, 1024)), np.cos(np.linspace(0, 2, 256)))]),
+        (f"Gaussian noise ({rows} x {cols})", [rng.standard_normal((rows, cols))]),
+        (f"smooth: outer product of two sines ({rows} x {cols})",
+         [np.outer(np.sin(np.linspace(0, 3, rows)), np.cos(np.linspace(0, 2, cols)))]),
     ]
     keeps = (0.01, 0.05, 0.10, 0.25, 0.50)
     lines = ["| matrix | " + " | ".join(f"keep {k:.0%}" for k in keeps) + " |",
              "|---|" + "--:|" * len(keeps)]
-    filters = kinds[4][1]
     for name, mats in kinds:
         axis = None
         if mats == "taps":  # a filter is a function of frequency per channel; channels are unordered
@@ -293,6 +305,9 @@ def main() -> int:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as work:
         docs = documents(args.n_docs, work)
+        if len(docs) < args.n_docs:
+            sys.exit(f"{len(docs)} of {args.n_docs} documents: this machine has too few man pages in "
+                     "/usr/share/man/man1 that `man` renders to 2 KB or more (needs man-db)")
         print(f"{len(docs)} documents, e.g. {', '.join(n for n, _ in docs[:5])}", file=sys.stderr)
         results = [measure_model(args, *m, docs, work) for m in MODELS]
     comp = compaction_table(MODELS[0][1])

@@ -38,7 +38,7 @@ static void print_usage(FILE *f) {
             "  -h, --help\n"
             "\n"
             "Exit status: 0 written, 1 failed (message on stderr), 2 usage error.\n"
-            "Formats and the measured trade-offs: README.md (\"Compressed weights\"),\n"
+            "Formats and the measured trade-offs: docs/quantize.md,\n"
             "docs/codecs.md.\n");
 }
 

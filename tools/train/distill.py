@@ -26,7 +26,7 @@ Initialisation (the student starts as a bag-of-tokens embedder):
   static token vectors, mapped back to the teacher's space.
 `--init-only` exports exactly that model (the "static embeddings" anchor).
 `--lexical-dims R` exports (any of the three ways) with an R-bucket lexical sketch appended
-to the embedding (README, "Model format"; docs/default-model.md, "The lexical sketch"), at
+to the embedding (docs/format.md; docs/default-model.md, "The lexical sketch"), at
 weight --lexical-scale; `--train-lexical` also trains with it (InfoNCE on the whole
 embedding). `--init-from CKPT` starts from an earlier run's weights instead; with a smaller --ffn than
 the checkpoint's, each block keeps the MLP hidden units with the largest
@@ -105,7 +105,7 @@ def static_init(static_path: str, dim: int, sif: float):
 
 
 def lexical_sketch(static_path: str, dims: int, scale: float, seed: int, sif: float) -> dict:
-    """The lexical sketch's tables (README, "Model format"): every word piece hashed to one
+    """The lexical sketch's tables (docs/format.md): every word piece hashed to one
     of `dims` buckets with a random sign, weighted a / (a + p_t) (the SIF weight of the
     static embeddings, p_t its smoothed frequency in the training split); [CLS], [SEP] and
     [PAD], in every document, weigh 0."""
