@@ -28,6 +28,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -248,6 +249,40 @@ def part_api():
         check(st == 400, f"byte model: id 257 is outside its vocabulary ({st})")
     finally:
         check(srv.stop() == 0, "byte-model server exits 0")
+
+    # --- a model trained with Matryoshka prefixes (key spectralmlp.dense.prefixes): each
+    # prefix is a 'dimensions' too, listed in /v1/models and by spectral-embed -v
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools", "convert"))
+    import make_model
+    tmp = tempfile.mkdtemp(prefix="spectral-prefixes-")
+    path = os.path.join(tmp, "prefixes.gguf")
+    make_model.write_model(path, dim=16, ffn=32, layers=1, filters=4, lexical=8, dense_prefixes=[4, 8])
+    texts = ["prefix lengths", "a second document"]
+    ref_p = cli_embed(EMBED, path, texts)
+    p = subprocess.run([EMBED, "-m", path, "-v", "-"], input=b"x", capture_output=True)
+    check(b"embedding 24 values: dense 16 (its first 4, 8 values also trained to be used alone) + lexical "
+          b"sketch 8 at weight 1.5" in p.stderr, f"spectral-embed -v on a prefix model: {p.stderr[-300:]!r}")
+    srv = Server(SERVER, path)
+    try:
+        st, h, body = srv.request("GET", "/v1/models")
+        meta = json.loads(body)["data"][0]["meta"]
+        check(meta["dimensions"] == [4, 8, 16, 24] and meta["n_lexical"] == 8 and meta["lexical_scale"] == 1.5,
+              f"/v1/models of a prefix model: {meta}")
+        for d in (4, 8, 16, 24):
+            st, h, body = srv.embed({"input": texts, "dimensions": d})
+            data = json.loads(body)["data"] if st == 200 else []
+            for i, item in enumerate(data):
+                want = ref_p[i][1][:d]
+                norm = sum(x * x for x in want) ** 0.5
+                check(len(item["embedding"]) == d and max(abs(a - b / norm) for a, b in zip(item["embedding"], want)) < 1e-6,
+                      f"prefix model, dimensions {d}, text {i}: the first {d} values, renormalized")
+            check(len(data) == 2, f"prefix model, dimensions {d}: {st} {body[:200]!r}")
+        st, h, body = srv.embed({"input": texts, "dimensions": 12})
+        check(st == 400 and "4, 8, 16, 24" in json.loads(body)["error"]["message"],
+              f"prefix model, dimensions 12: {st} {body[:200]!r}")
+    finally:
+        check(srv.stop() == 0, "prefix-model server exits 0")
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 
