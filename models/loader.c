@@ -47,6 +47,46 @@ int sp_model_get_eps(const sp_gguf *g, const char *key, float *eps, char *err, s
     return 0;
 }
 
+int sp_model_get_lengths(const sp_gguf *g, const char *key, int64_t max, int64_t *out, int n_max, int *n,
+                         char *err, size_t err_len) {
+    *n = 0;
+    const int64_t ki = sp_gguf_find_key(g, key);
+    if (ki < 0) return 0;
+    const sp_gguf_type t = sp_gguf_kv_type(g, ki) == SP_GGUF_TYPE_ARRAY ? sp_gguf_arr_type(g, ki) : SP_GGUF_TYPE_COUNT;
+    const int is_signed = t == SP_GGUF_TYPE_INT8 || t == SP_GGUF_TYPE_INT16 || t == SP_GGUF_TYPE_INT32 ||
+                          t == SP_GGUF_TYPE_INT64;
+    const size_t width = t == SP_GGUF_TYPE_UINT8 || t == SP_GGUF_TYPE_INT8     ? 1
+                         : t == SP_GGUF_TYPE_UINT16 || t == SP_GGUF_TYPE_INT16 ? 2
+                         : t == SP_GGUF_TYPE_UINT32 || t == SP_GGUF_TYPE_INT32 ? 4
+                         : t == SP_GGUF_TYPE_UINT64 || t == SP_GGUF_TYPE_INT64 ? 8
+                                                                               : 0;
+    if (!width) {
+        snprintf(err, err_len, "key %s must be an array of integers", key);
+        return -1;
+    }
+    const uint64_t count = sp_gguf_arr_n(g, ki);
+    if (count == 0 || count > (uint64_t)n_max) {
+        snprintf(err, err_len, "key %s has %llu values, expected 1 to %d", key, (unsigned long long)count, n_max);
+        return -1;
+    }
+    const unsigned char *data = sp_gguf_arr_data(g, ki);
+    for (uint64_t j = 0; j < count; j++) {
+        /* GGUF is little-endian; the value, sign-extended when the type is signed */
+        uint64_t u = 0;
+        for (size_t b = 0; b < width; b++) u |= (uint64_t)data[j * width + b] << (8 * b);
+        int64_t v = (int64_t)u;
+        if (is_signed && width < 8 && (u >> (8 * width - 1)) & 1) v = (int64_t)(u | (~0ULL << (8 * width)));
+        if (v < 1 || v > max || (j > 0 && v <= out[j - 1])) {
+            snprintf(err, err_len, "key %s: value %lld (index %llu) must be in [1, %lld] and above the one before",
+                     key, (long long)v, (unsigned long long)j, (long long)max);
+            return -1;
+        }
+        out[j] = v;
+    }
+    *n = (int)count;
+    return 0;
+}
+
 int sp_model_get_hparams(const sp_loader *ld, const char *arch, int64_t ctx_min, int64_t ctx_max,
                          sp_model_hparams *hp) {
     /* Bounds keep every product below (T * D * F) comfortably inside int64. */

@@ -141,6 +141,11 @@ void sp_lexical_sketch(const sp_lexical *lx, const int32_t *tokens, int64_t T, u
 /* Reads a required unsigned integer key (any unsigned width) within [min, max]. */
 int sp_model_get_hparam(const sp_gguf *g, const char *key, int64_t min, int64_t max, int64_t *out,
                         char *err, size_t err_len);
+/* Reads an optional key holding a strictly ascending array of integers in
+ * [1, max] (any integer element type) into out[n_max]; *n = 0 when the key is
+ * absent. 0 on success. */
+int sp_model_get_lengths(const sp_gguf *g, const char *key, int64_t max, int64_t *out, int n_max, int *n,
+                         char *err, size_t err_len);
 /* Reads an optional positive, finite f32 key (a LayerNorm epsilon) into
  * *eps, leaving the caller's default when the key is absent. */
 int sp_model_get_eps(const sp_gguf *g, const char *key, float *eps, char *err, size_t err_len);

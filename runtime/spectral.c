@@ -132,6 +132,10 @@ struct spectral_model {
     sp_owned_buffers owned; /* float32 copies made while loading (sp_loader) */
     sp_tokenizer *tokenizer;
     sp_lexical lexical; /* dims 0: pooled embeddings are the dense part alone */
+    /* Lengths of the dense part's leading values trained to stand alone
+     * (key <arch>.dense.prefixes), ascending, ending with n_embd. */
+    int64_t prefixes[SPECTRAL_MAX_PREFIXES];
+    int n_prefixes;
     int32_t *pad_ids; /* info.pad_to copies of info.pad_id (models that pad), else NULL */
     char name[256];
     pthread_mutex_t lock; /* guards device_weights and packed */
@@ -166,6 +170,13 @@ static spectral_status model_init(spectral_model *m) {
         return sp_fail(SPECTRAL_ERR_MODEL, "%s: %s", m->arch->name, err);
     if (sp_lexical_load(m->gguf, m->arch->name, m->info.n_vocab, &m->lexical, err, sizeof err))
         return sp_fail(SPECTRAL_ERR_MODEL, "%s", err);
+    char key[96];
+    snprintf(key, sizeof key, "%s.dense.prefixes", m->arch->name);
+    if (sp_model_get_lengths(m->gguf, key, m->info.n_embd, m->prefixes, SPECTRAL_MAX_PREFIXES - 1, &m->n_prefixes,
+                             err, sizeof err))
+        return sp_fail(SPECTRAL_ERR_MODEL, "%s", err);
+    if (m->n_prefixes == 0 || m->prefixes[m->n_prefixes - 1] != m->info.n_embd)
+        m->prefixes[m->n_prefixes++] = m->info.n_embd; /* the whole dense part, always */
     if (sp_tokenizer_load(m->gguf, &m->tokenizer, err, sizeof err))
         return sp_fail(SPECTRAL_ERR_MODEL, "tokenizer: %s", err);
     if (m->info.pad_to > 0) {
@@ -323,6 +334,15 @@ const char *spectral_model_name(const spectral_model *m) { return m ? m->name : 
 int32_t spectral_model_n_embd(const spectral_model *m) { return m ? (int32_t)m->info.n_embd : 0; }
 int32_t spectral_model_n_pooled(const spectral_model *m) {
     return m ? (int32_t)(m->info.n_embd + m->lexical.dims) : 0;
+}
+int32_t spectral_model_n_lexical(const spectral_model *m) { return m ? (int32_t)m->lexical.dims : 0; }
+float spectral_model_lexical_scale(const spectral_model *m) {
+    return m && m->lexical.dims ? m->lexical.scale : 0.0f;
+}
+int32_t spectral_model_dense_prefixes(const spectral_model *m, int32_t *lengths, int32_t n_max) {
+    if (!m) return 0;
+    for (int i = 0; lengths && i < m->n_prefixes && i < n_max; i++) lengths[i] = (int32_t)m->prefixes[i];
+    return m->n_prefixes;
 }
 int32_t spectral_model_n_layer(const spectral_model *m) { return m ? (int32_t)m->info.n_layer : 0; }
 int32_t spectral_model_n_vocab(const spectral_model *m) { return m ? (int32_t)m->info.n_vocab : 0; }

@@ -179,6 +179,17 @@ int32_t spectral_model_n_embd(const spectral_model *model);
  * model's weight; the first n_embd values alone, renormalized, are the dense
  * embedding by itself. */
 int32_t spectral_model_n_pooled(const spectral_model *model);
+/* The lexical sketch's length (0 when the model has none) and its weight next
+ * to the unit-length dense part (0 without a sketch). */
+int32_t spectral_model_n_lexical(const spectral_model *model);
+float spectral_model_lexical_scale(const spectral_model *model);
+/* Lengths of the dense part's leading values that the model was trained to
+ * be used alone, renormalized (Matryoshka prefixes; GGUF key
+ * <arch>.dense.prefixes), ascending and ending with n_embd (which a model
+ * without the key offers alone). Writes up to n_max of them to lengths (may
+ * be NULL) and returns how many there are (1 to SPECTRAL_MAX_PREFIXES). */
+#define SPECTRAL_MAX_PREFIXES 32
+int32_t spectral_model_dense_prefixes(const spectral_model *model, int32_t *lengths, int32_t n_max);
 int32_t spectral_model_n_layer(const spectral_model *model);
 int32_t spectral_model_n_vocab(const spectral_model *model);
 int32_t spectral_model_n_ctx_train(const spectral_model *model);

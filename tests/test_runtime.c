@@ -182,7 +182,8 @@ static void test_null_handles(void) {
     CHECK(spectral_model_n_embd(NULL) == 0 && spectral_model_n_pooled(NULL) == 0 &&
               spectral_model_n_layer(NULL) == 0 && spectral_model_n_vocab(NULL) == 0 &&
               spectral_model_n_ctx_train(NULL) == 0 && spectral_model_max_tokens(NULL) == 0 &&
-              spectral_model_n_params(NULL) == 0,
+              spectral_model_n_params(NULL) == 0 && spectral_model_n_lexical(NULL) == 0 &&
+              spectral_model_lexical_scale(NULL) == 0.0f && spectral_model_dense_prefixes(NULL, NULL, 0) == 0,
           "sizes of no model are 0");
     CHECK(spectral_model_pooling(NULL) == SPECTRAL_POOLING_UNSPECIFIED, "model pooling");
     CHECK(spectral_context_pooling(NULL) == SPECTRAL_POOLING_UNSPECIFIED, "context pooling");
@@ -532,6 +533,21 @@ static void test_threads(spectral_model *model) {
     }
 }
 
+/* Writes the tiny model with extra's keys or tensors (a variant) to path and
+ * checks that loading it is refused with message in the error. */
+static void check_refused(const char *path, int (*extra)(sp_gguf_writer *w, void *user), void *variant,
+                          const char *what, const char *message) {
+    if (write_tiny_model_with(path, 24, 48, 6, 2, 12345, extra, variant)) {
+        CHECK(0, "cannot write the %s model", what);
+        return;
+    }
+    spectral_model *m = NULL;
+    const spectral_status s = spectral_model_load(path, spectral_model_default_params(), &m);
+    CHECK(s == SPECTRAL_ERR_MODEL && !m && strstr(spectral_last_error(), message), "%s: status %d, '%s'", what,
+          (int)s, spectral_last_error());
+    spectral_model_free(m);
+}
+
 /* ---- the lexical sketch: loading checks, and what the runtime appends ---- */
 typedef struct {
     int with_key, with_bucket, with_weight; /* parts written */
@@ -595,15 +611,7 @@ static void test_lexical(spectral_model *plain) {
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         lexical_variant v = bad[i].v;
-        if (write_tiny_model_with(path, 24, 48, 6, 2, 12345, add_lexical, &v)) {
-            CHECK(0, "cannot write the %s model", bad[i].what);
-            continue;
-        }
-        spectral_model *m = NULL;
-        const spectral_status s = spectral_model_load(path, spectral_model_default_params(), &m);
-        CHECK(s == SPECTRAL_ERR_MODEL && !m && strstr(spectral_last_error(), bad[i].message),
-              "%s: status %d, '%s'", bad[i].what, (int)s, spectral_last_error());
-        spectral_model_free(m);
+        check_refused(path, add_lexical, &v, bad[i].what, bad[i].message);
     }
 
     lexical_variant v = good;
@@ -618,6 +626,9 @@ static void test_lexical(spectral_model *plain) {
     CHECK(spectral_model_n_embd(m) == 24 && spectral_model_n_pooled(m) == 24 + 16 &&
               spectral_model_n_pooled(plain) == 24,
           "n_pooled %d", spectral_model_n_pooled(m));
+    CHECK(spectral_model_n_lexical(m) == 16 && spectral_model_lexical_scale(m) == 2.0f &&
+              spectral_model_n_lexical(plain) == 0,
+          "n_lexical %d, scale %g", spectral_model_n_lexical(m), (double)spectral_model_lexical_scale(m));
     /* Documents with repeats, packed into one pass and one at a time: the
      * sketch's scratch counts must start from zero for every document. */
     enum { N = 3 };
@@ -660,6 +671,66 @@ static void test_lexical(spectral_model *plain) {
     spectral_context_free(cp);
     for (int i = 0; i < N; i++) free(docs[i]);
     spectral_model_free(m);
+    remove(path);
+}
+
+/* ---- the dense part's trained prefixes (key spectralmlp.dense.prefixes) ---- */
+typedef struct {
+    sp_gguf_type type; /* element type; SP_GGUF_TYPE_COUNT: a plain u32, not an array */
+    int64_t values[4];
+    int n;
+} prefixes_variant;
+
+static int add_prefixes(sp_gguf_writer *w, void *user) {
+    const prefixes_variant *v = user;
+    if (v->type == SP_GGUF_TYPE_COUNT) return sp_gguf_writer_set_u32(w, "spectralmlp.dense.prefixes", 8);
+    unsigned char data[4 * 8];
+    const size_t width = v->type == SP_GGUF_TYPE_INT8 ? 1 : v->type == SP_GGUF_TYPE_UINT32 ? 4 : 8;
+    for (int i = 0; i < v->n; i++) memcpy(data + i * width, &v->values[i], width); /* little-endian host */
+    return sp_gguf_writer_set_arr(w, "spectralmlp.dense.prefixes", v->type, data, (uint64_t)v->n);
+}
+
+static void test_dense_prefixes(spectral_model *plain) {
+    char path[300];
+    snprintf(path, sizeof path, "%s.prefixes.gguf", model_path);
+    int32_t got[SPECTRAL_MAX_PREFIXES];
+    CHECK(spectral_model_dense_prefixes(plain, got, SPECTRAL_MAX_PREFIXES) == 1 && got[0] == 24,
+          "without the key: the whole dense part only");
+    static const struct {
+        const char *what, *message;
+        prefixes_variant v;
+    } bad[] = {
+        {"descending", "value 4 (index 1) must be in [1, 24] and above the one before", {SP_GGUF_TYPE_UINT32, {8, 4}, 2}},
+        {"zero", "value 0 (index 0)", {SP_GGUF_TYPE_UINT32, {0, 8}, 2}},
+        {"longer than the dense part", "value 25 (index 1)", {SP_GGUF_TYPE_UINT32, {8, 25}, 2}},
+        {"negative", "value -8 (index 0)", {SP_GGUF_TYPE_INT8, {-8}, 1}},
+        {"empty", "has 0 values", {SP_GGUF_TYPE_UINT32, {0}, 0}},
+        {"not an array", "must be an array of integers", {SP_GGUF_TYPE_COUNT, {0}, 0}},
+        {"floats", "must be an array of integers", {SP_GGUF_TYPE_FLOAT64, {0}, 1}},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        prefixes_variant v = bad[i].v;
+        check_refused(path, add_prefixes, &v, bad[i].what, bad[i].message);
+    }
+    static const prefixes_variant good[] = {
+        {SP_GGUF_TYPE_UINT32, {4, 8, 16}, 3},     /* the whole length added */
+        {SP_GGUF_TYPE_INT64, {4, 8, 16, 24}, 4},  /* already there: not twice */
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        prefixes_variant v = good[i];
+        spectral_model *m = NULL;
+        CHECK(!write_tiny_model_with(path, 24, 48, 6, 2, 12345, add_prefixes, &v) &&
+                  spectral_model_load(path, spectral_model_default_params(), &m) == SPECTRAL_OK,
+              "%s", spectral_last_error());
+        if (!m) continue;
+        memset(got, 0, sizeof got);
+        const int32_t n = spectral_model_dense_prefixes(m, got, 2); /* only 2 written, 4 counted */
+        CHECK(n == 4 && got[0] == 4 && got[1] == 8 && got[2] == 0, "prefixes %d: %d %d %d", n, got[0], got[1], got[2]);
+        CHECK(spectral_model_dense_prefixes(m, got, SPECTRAL_MAX_PREFIXES) == 4 && got[2] == 16 && got[3] == 24,
+              "the whole dense part last");
+        CHECK(spectral_model_n_lexical(m) == 0 && spectral_model_lexical_scale(m) == 0.0f, "no sketch");
+        spectral_model_free(m);
+    }
     remove(path);
 }
 
@@ -906,6 +977,7 @@ int main(void) {
     test_memory_vs_threads(model);
     test_thread_create_failure(model);
     test_lexical(model); /* the same weights without a sketch */
+    test_dense_prefixes(model);
     test_nonfinite_output();
     spectral_model_free(model);
     test_head_and_dtype();

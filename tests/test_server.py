@@ -28,6 +28,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -144,7 +145,7 @@ def part_api():
             ("bad encoding_format", {"input": "a", "encoding_format": "xml"}, 400, "invalid_value"),
             ("model not a string", {"input": "a", "model": 3}, 400, "invalid_type"),
             ("user not a string", {"input": "a", "user": []}, 400, "invalid_type"),
-            ("wrong dimensions", {"input": "a", "dimensions": 128}, 400, "invalid_value"),
+            ("wrong dimensions", {"input": "a", "dimensions": 7}, 400, "invalid_value"),
             ("too many inputs", {"input": ["a"] * 2049}, 400, "too_many_inputs"),
             ("over --max-tokens", {"input": ["short", big]}, 413, "input_too_long"),
             ("deep nesting", b'{"input": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "invalid_json"),
@@ -156,22 +157,29 @@ def part_api():
                 ok = json.loads(body)["error"]["code"] == code
             check(ok, f"bad request '{what}': {st} {body[:200]!r}, want {want} {code}")
         full = len(ref[1][1])
-        st, h, body = srv.embed({"input": TEXTS[1], "dimensions": full})
-        check(st == 200, f"dimensions equal to the model's is fine ({st})")
-        # A model with a lexical sketch also offers its dense part alone (the first
-        # n_embd values, unit length again); the CLI's -v line says both lengths.
+        # /v1/models says what an embedding is made of and which 'dimensions' it offers:
+        # the whole embedding and every dense prefix the model was trained for (the first
+        # values, unit length again), as spectral-embed -v tells.
+        st, h, body = srv.request("GET", "/v1/models")
+        meta = json.loads(body)["data"][0]["meta"]
         p = subprocess.run([EMBED, "-m", MODEL, "-v", "-"], input=b"x", capture_output=True)
-        dense = int(p.stderr.split(b"n_embd ")[1].split(b",")[0])
-        st, h, body = srv.embed({"input": TEXTS[1], "dimensions": dense})
-        if dense < full:
+        line = [ln for ln in p.stderr.decode().splitlines() if "embedding " in ln and " values: dense " in ln]
+        check(meta["n_pooled"] == full and meta["n_embd"] + meta["n_lexical"] == full and meta["dimensions"][-1] == full
+              and meta["dimensions"] == sorted(set(meta["dimensions"])) and meta["n_embd"] in meta["dimensions"]
+              and len(line) == 1 and f"embedding {full} values: dense {meta['n_embd']}" in line[0]
+              and (meta["n_lexical"] == 0 or f"lexical sketch {meta['n_lexical']} at weight {meta['lexical_scale']:g}" in line[0]),
+              f"/v1/models meta {meta} and spectral-embed -v {line}")
+        for d in meta["dimensions"]:
+            st, h, body = srv.embed({"input": TEXTS[1], "dimensions": d})
             got = json.loads(body)["data"][0]["embedding"] if st == 200 else []
-            want = ref[1][1][:dense]
+            want = ref[1][1][:d]
             norm = sum(x * x for x in want) ** 0.5
-            check(st == 200 and len(got) == dense
-                  and max(abs(a - b / norm) for a, b in zip(got, want)) < 1e-6,
-                  f"dimensions {dense}: the dense part, renormalized ({st})")
-        else:
-            check(st == 200, f"dimensions {dense}: the whole embedding ({st})")
+            check(st == 200 and len(got) == d and max(abs(a - b / norm) for a, b in zip(got, want)) < 1e-6,
+                  f"dimensions {d}: the first {d} values, renormalized ({st})")
+        st, h, body = srv.embed({"input": TEXTS[1], "dimensions": full - 1})
+        check(st == 400 and json.loads(body)["error"]["code"] == "invalid_value"
+              and str(meta["dimensions"][0]) in json.loads(body)["error"]["message"],
+              f"dimensions the model does not offer: {st} {body[:200]!r}")
         # Endpoints and methods
         for method, path, want in [("GET", "/nope", 404), ("GET", "/v1/embeddings", 405),
                                    ("PUT", "/v1/embeddings", 405), ("POST", "/v1/models", 405),
@@ -241,6 +249,40 @@ def part_api():
         check(st == 400, f"byte model: id 257 is outside its vocabulary ({st})")
     finally:
         check(srv.stop() == 0, "byte-model server exits 0")
+
+    # --- a model trained with Matryoshka prefixes (key spectralmlp.dense.prefixes): each
+    # prefix is a 'dimensions' too, listed in /v1/models and by spectral-embed -v
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools", "convert"))
+    import make_model
+    tmp = tempfile.mkdtemp(prefix="spectral-prefixes-")
+    path = os.path.join(tmp, "prefixes.gguf")
+    make_model.write_model(path, dim=16, ffn=32, layers=1, filters=4, lexical=8, dense_prefixes=[4, 8])
+    texts = ["prefix lengths", "a second document"]
+    ref_p = cli_embed(EMBED, path, texts)
+    p = subprocess.run([EMBED, "-m", path, "-v", "-"], input=b"x", capture_output=True)
+    check(b"embedding 24 values: dense 16 (its first 4, 8 values also trained to be used alone) + lexical "
+          b"sketch 8 at weight 1.5" in p.stderr, f"spectral-embed -v on a prefix model: {p.stderr[-300:]!r}")
+    srv = Server(SERVER, path)
+    try:
+        st, h, body = srv.request("GET", "/v1/models")
+        meta = json.loads(body)["data"][0]["meta"]
+        check(meta["dimensions"] == [4, 8, 16, 24] and meta["n_lexical"] == 8 and meta["lexical_scale"] == 1.5,
+              f"/v1/models of a prefix model: {meta}")
+        for d in (4, 8, 16, 24):
+            st, h, body = srv.embed({"input": texts, "dimensions": d})
+            data = json.loads(body)["data"] if st == 200 else []
+            for i, item in enumerate(data):
+                want = ref_p[i][1][:d]
+                norm = sum(x * x for x in want) ** 0.5
+                check(len(item["embedding"]) == d and max(abs(a - b / norm) for a, b in zip(item["embedding"], want)) < 1e-6,
+                      f"prefix model, dimensions {d}, text {i}: the first {d} values, renormalized")
+            check(len(data) == 2, f"prefix model, dimensions {d}: {st} {body[:200]!r}")
+        st, h, body = srv.embed({"input": texts, "dimensions": 12})
+        check(st == 400 and "4, 8, 16, 24" in json.loads(body)["error"]["message"],
+              f"prefix model, dimensions 12: {st} {body[:200]!r}")
+    finally:
+        check(srv.stop() == 0, "prefix-model server exits 0")
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 

@@ -26,7 +26,8 @@ fi
 # Python; tools/test.sh runs every Python test with $SPECTRAL_PYTHON, its
 # interpreter. What for: numpy and gguf (references, fixtures, the GGUF writer),
 # scikit-build-core and pytest (the Python package's build and tests), pyarrow
-# and dask[distributed] (tools/corpus/embed_corpus.py), and the clients
+# and dask[distributed] (tools/corpus/embed_corpus.py), scipy and rank_bm25 (the
+# search evaluation's BM25, tests/test_eval_search.py), and the clients
 # spectral-server's tests talk to it with: OpenAI's, Hugging Face's
 # InferenceClient (TEI's routes) and LangChain's OpenAIEmbeddings.
 if [ "${SPECTRAL_NEED_PYTHON:-0}" = 1 ]; then
@@ -44,8 +45,8 @@ if [ "${SPECTRAL_NEED_PYTHON:-0}" = 1 ]; then
   fi
   SPECTRAL_PYTHON="$spectral_venv/bin/python"
   spectral_py_pkgs=(numpy gguf scikit-build-core pytest pyarrow "dask[distributed]"
-                    openai huggingface_hub langchain-openai)
-  if ! "$SPECTRAL_PYTHON" -c "import numpy, gguf, scikit_build_core, pytest, pyarrow, distributed, openai, huggingface_hub, langchain_openai" 2>/dev/null; then
+                    scipy rank_bm25 openai huggingface_hub langchain-openai)
+  if ! "$SPECTRAL_PYTHON" -c "import numpy, gguf, scikit_build_core, pytest, pyarrow, distributed, scipy, rank_bm25, openai, huggingface_hub, langchain_openai" 2>/dev/null; then
     echo "spectral: installing ${spectral_py_pkgs[*]} into $spectral_venv (pip)" >&2
     "$SPECTRAL_PYTHON" -m pip install -q --disable-pip-version-check "${spectral_py_pkgs[@]}" >&2
   fi

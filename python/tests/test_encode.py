@@ -55,8 +55,12 @@ def test_prompt_truncate_dim_and_token_embeddings(model):
     ref = full[:, :model.n_embd].astype(np.float64)
     ref /= np.linalg.norm(ref, axis=1, keepdims=True)
     assert dense.shape == (5, model.n_embd) and np.allclose(dense, ref, rtol=0, atol=1e-6)
-    with pytest.raises(ValueError, match="dimensions"):
+    with pytest.raises(ValueError, match="dimensions 384, 1408"):
         model.encode(TEXTS, truncate_dim=128)  # not a Matryoshka model: any other cut is refused
+    # what the embedding is made of (the default model: 384 dense values, then a 1,024-value
+    # sketch at weight 2), and the lengths truncate_dim takes, as spectral-embed -v says
+    assert (model.n_lexical, model.lexical_scale) == (model.n_pooled - model.n_embd, 2.0)
+    assert model.dimensions == (model.n_embd, model.n_pooled)
     # token embeddings: one (T, n_embd) array per input
     states = model.encode(TEXTS[:2], output_value="token_embeddings")
     assert isinstance(states, list) and len(states) == 2

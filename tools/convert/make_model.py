@@ -61,7 +61,7 @@ def write_model(path: str, *, dim: int, ffn: int, layers: int, filters: int, voc
                 ctx: int = 4096, pooling: str = "mean", eps: float = 1e-5, dtype: str = "f32",
                 dtype_all: bool = False, output_norm: bool = True, seed: int = 0,
                 name: str = "spectral-random", u64_keys: bool = False, lexical: int = 0,
-                lexical_scale: float = 1.5) -> dict:
+                lexical_scale: float = 1.5, dense_prefixes: list | None = None) -> dict:
     """Write the model; returns the float64 weights as stored (after rounding to dtype)."""
     import gguf
 
@@ -83,6 +83,9 @@ def write_model(path: str, *, dim: int, ffn: int, layers: int, filters: int, voc
     wr.add_float32(f"{ARCH}.attention.layer_norm_epsilon", eps)
     add_int(f"{ARCH}.pooling_type", POOLING_IDS[pooling])
     wr.add_string("tokenizer.ggml.model", "bytes")
+    if dense_prefixes:  # lengths of the dense part said to work alone (Matryoshka prefixes)
+        wr.add_key_value(f"{ARCH}.dense.prefixes", list(dense_prefixes), gguf.GGUFValueType.ARRAY,
+                         sub_type=gguf.GGUFValueType.UINT32)
     if lexical:
         # A random lexical sketch: buckets, signed weights, a few tokens at weight 0.
         rng = np.random.default_rng(seed + 7)
@@ -113,6 +116,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-output-norm", action="store_true")
     ap.add_argument("--u64-keys", action="store_true", help="write integer keys as u64")
     ap.add_argument("--lexical", type=int, default=0, metavar="R", help="add a random R-dim lexical sketch")
+    ap.add_argument("--dense-prefixes", default="", metavar="N,M,...",
+                    help="write the key spectralmlp.dense.prefixes with these lengths")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--name", default="spectral-random")
     ap.add_argument("-o", "--output", required=True)
@@ -120,7 +125,7 @@ def main(argv=None) -> int:
     write_model(a.output, dim=a.dim, ffn=a.ffn, layers=a.layers, filters=a.filters, vocab=a.vocab,
                 ctx=a.ctx, pooling=a.pooling, eps=a.eps, dtype=a.dtype, dtype_all=a.dtype_all,
                 output_norm=not a.no_output_norm, seed=a.seed, name=a.name, u64_keys=a.u64_keys,
-                lexical=a.lexical)
+                lexical=a.lexical, dense_prefixes=[int(x) for x in a.dense_prefixes.split(",") if x])
     return 0
 
 

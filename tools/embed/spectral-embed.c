@@ -390,6 +390,24 @@ static void flush_pending(spectral_context *ctx, flush_state *fs) {
     p->total = 0;
 }
 
+/* What a pooled embedding is made of: the dense part (and the shorter prefixes
+ * of it the model was trained for), then the lexical sketch and its weight. */
+static void print_embedding_parts(const spectral_model *model) {
+    int32_t prefixes[SPECTRAL_MAX_PREFIXES];
+    const int n = spectral_model_dense_prefixes(model, prefixes, SPECTRAL_MAX_PREFIXES);
+    fprintf(stderr, "spectral-embed: embedding %d values: dense %d", spectral_model_n_pooled(model),
+            spectral_model_n_embd(model));
+    if (n > 1) {
+        fprintf(stderr, " (its first");
+        for (int i = 0; i < n - 1; i++) fprintf(stderr, "%s %d", i ? "," : "", prefixes[i]);
+        fprintf(stderr, " values also trained to be used alone)");
+    }
+    if (spectral_model_n_lexical(model))
+        fprintf(stderr, " + lexical sketch %d at weight %g", spectral_model_n_lexical(model),
+                (double)spectral_model_lexical_scale(model));
+    fputc('\n', stderr);
+}
+
 int main(int argc, char **argv) {
     options o;
     int rc = parse_args(argc, argv, &o);
@@ -455,6 +473,7 @@ int main(int argc, char **argv) {
     if (o.verbose)
         fprintf(stderr, "spectral-embed: dtype %s: %zu bytes of weights packed for it\n", cli_dtype_name(o.dtype),
                 spectral_context_weight_memory(ctx));
+    if (o.verbose) print_embedding_parts(model);
 
     output_begin(o.format);
     const bool progress = isatty(STDERR_FILENO) && !o.verbose && o.n_inputs > 1;

@@ -58,7 +58,11 @@ typedef struct {
     srv_budget budget; /* --request-mem */
     srv_model_card card;
     int64_t n_embd;  /* the length of one embedding (spectral_model_n_pooled) */
-    int64_t n_dense; /* its dense part: the other 'dimensions' a model with a lexical sketch offers */
+    /* The lengths 'dimensions' accepts, ascending: the dense part's prefixes the
+     * model was trained for (spectral_model_dense_prefixes, the whole dense part
+     * among them), then n_embd when the model has a lexical sketch. */
+    int32_t dims[SPECTRAL_MAX_PREFIXES + 1];
+    int n_dims;
     int32_t n_vocab;
     int64_t max_tokens;
     int64_t n_ctx_train; /* past it, answers say so; 0: a model with a hard maximum refuses instead */

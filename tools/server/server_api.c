@@ -756,11 +756,15 @@ static void put_model_object(srv_buf *b, const srv_model_card *m) {
     srv_buf_json_string(b, m->id, strlen(m->id));
     srv_buf_printf(b, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"spectral\"", (long long)m->created);
     /* llama-server's meta, in spectral-embed's and Python's names: n_embd the
-     * token-state width, n_pooled an embedding's length. */
+     * token-state width, n_pooled an embedding's length; then what the embedding
+     * is made of (n_lexical, lexical_scale) and the lengths 'dimensions' takes. */
     srv_buf_printf(b, ",\"meta\":{\"n_embd\":%lld,\"n_pooled\":%lld,\"n_vocab\":%lld,\"n_ctx_train\":%lld,"
-                      "\"max_tokens\":%lld,\"n_params\":%llu,\"arch\":",
+                      "\"max_tokens\":%lld,\"n_params\":%llu,\"n_lexical\":%lld,\"lexical_scale\":%g,\"dimensions\":[",
                    (long long)m->n_embd, (long long)m->n_pooled, (long long)m->n_vocab, (long long)m->n_ctx_train,
-                   (long long)m->max_tokens, (unsigned long long)m->n_params);
+                   (long long)m->max_tokens, (unsigned long long)m->n_params, (long long)m->n_lexical,
+                   m->lexical_scale);
+    for (int i = 0; i < m->n_dimensions; i++) srv_buf_printf(b, "%s%d", i ? "," : "", (int)m->dimensions[i]);
+    srv_buf_puts(b, "],\"arch\":");
     srv_buf_json_string(b, m->arch, strlen(m->arch));
     srv_buf_puts(b, "}}");
 }

@@ -208,6 +208,10 @@ typedef struct {
     int64_t created;      /* Unix time the server started */
     int64_t n_embd;       /* token-state width */
     int64_t n_pooled;     /* an embedding's length */
+    int64_t n_lexical;    /* its lexical sketch's length (0: none) */
+    double lexical_scale; /* the sketch's weight next to the unit-length dense part */
+    const int32_t *dimensions; /* the lengths 'dimensions' accepts, ascending, n_pooled last */
+    int n_dimensions;
     int64_t n_vocab;
     int64_t n_ctx_train;  /* the length the model was trained at */
     int64_t max_tokens;   /* the server's --max-tokens */

@@ -274,6 +274,13 @@ static void apply_norm(float *v, int64_t n, int p) {
 }
 
 /* The whole body is in: parse, check, queue (suspending the connection). */
+/* Whether 'dimensions' d is one of the lengths the model offers (server.dims). */
+static bool offers_dims(const server *s, int64_t d) {
+    for (int i = 0; i < s->n_dims; i++)
+        if (s->dims[i] == d) return true;
+    return false;
+}
+
 static enum MHD_Result embed_received(server *s, struct MHD_Connection *c, request *r) {
     srv_api_error err;
     const srv_api_limits lim = {.n_vocab = s->n_vocab, .max_inputs = s->o.max_inputs};
@@ -286,16 +293,13 @@ static enum MHD_Result embed_received(server *s, struct MHD_Connection *c, reque
         if (err.code && !strcmp(err.code, "server_busy")) srv_metrics_rejected(&s->metrics, SRV_REJECT_BUSY);
         return respond_error(s, c, r, &err, NULL);
     }
-    if (dims && dims != s->n_embd && dims != s->n_dense) {
+    if (dims && !offers_dims(s, dims)) {
         srv_embed_request_free(&req);
-        if (s->n_dense == s->n_embd)
-            srv_api_set_error(&err, 400, "invalid_request_error", "dimensions", "invalid_value",
-                             "this model's embeddings have %lld dimensions; 'dimensions' cannot change that",
-                             (long long)s->n_embd);
-        else
-            srv_api_set_error(&err, 400, "invalid_request_error", "dimensions", "invalid_value",
-                             "this model's embeddings have %lld dimensions, or %lld without its lexical sketch",
-                             (long long)s->n_embd, (long long)s->n_dense);
+        char list[(SPECTRAL_MAX_PREFIXES + 1) * 13] = ""; /* ", " and up to 10 digits each */
+        for (int i = 0, at = 0; i < s->n_dims; i++)
+            at += snprintf(list + at, sizeof list - (size_t)at, "%s%d", i ? ", " : "", (int)s->dims[i]);
+        srv_api_set_error(&err, 400, "invalid_request_error", "dimensions", "invalid_value",
+                         "this model offers 'dimensions' %s", list);
         return respond_error(s, c, r, &err, NULL);
     }
     r->dims = dims;
@@ -348,7 +352,8 @@ static enum MHD_Result embed_answer(server *s, struct MHD_Connection *c, request
         float *dense = NULL;
         int64_t width = s->n_embd;
         if (r->dims && r->dims < s->n_embd && n > 0) {
-            /* The dense part alone: the first n_dense values, unit length again. */
+            /* A prefix of the dense part (the whole of it, or one the model was
+             * trained for): its first values, unit length again. */
             width = r->dims;
             dense = malloc((size_t)(n * width) * sizeof *dense);
             for (int64_t i = 0; dense && i < n; i++) {

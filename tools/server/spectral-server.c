@@ -352,6 +352,10 @@ static void describe(server *s) {
         .created = (int64_t)time(NULL),
         .n_embd = spectral_model_n_embd(s->model),
         .n_pooled = s->n_embd,
+        .n_lexical = spectral_model_n_lexical(s->model),
+        .lexical_scale = spectral_model_lexical_scale(s->model),
+        .dimensions = s->dims,
+        .n_dimensions = s->n_dims,
         .n_vocab = s->n_vocab,
         .n_ctx_train = spectral_model_n_ctx_train(s->model),
         .max_tokens = s->max_tokens,
@@ -404,7 +408,8 @@ int main(int argc, char **argv) {
         return 2;
     }
     s.n_embd = spectral_model_n_pooled(s.model);
-    s.n_dense = spectral_model_n_embd(s.model);
+    s.n_dims = spectral_model_dense_prefixes(s.model, s.dims, SPECTRAL_MAX_PREFIXES);
+    if (s.dims[s.n_dims - 1] != s.n_embd) s.dims[s.n_dims++] = (int32_t)s.n_embd; /* the sketch too */
     s.n_vocab = spectral_model_n_vocab(s.model);
     s.max_tokens = s.o.max_tokens;
     const int64_t hard = spectral_model_max_tokens(s.model);

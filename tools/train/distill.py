@@ -28,11 +28,11 @@ Initialisation (the student starts as a bag-of-tokens embedder):
 `--lexical-dims R` exports (any of the three ways) with an R-bucket lexical sketch appended
 to the embedding (docs/format.md; docs/default-model.md, "The lexical sketch"), at
 weight --lexical-scale; `--train-lexical` also trains with it (InfoNCE on the whole
-embedding). The shipped model: the dense run exported with --lexical-dims 1024 --lexical-scale 2.
-`--init-from CKPT` starts from an earlier run's weights instead; with a smaller --ffn than
+embedding). `--init-from CKPT` starts from an earlier run's weights instead; with a smaller --ffn than
 the checkpoint's, each block keeps the MLP hidden units with the largest
-|w_up_i| * |w_down_:,i| (with --init-only: the pruned model, untrained). `--freeze-emb`
-keeps the token embeddings where they start (the shipped model: the static ones).
+|w_up_i| * |w_down_:,i| (with --init-only: the pruned model, untrained); `--init-gguf FILE`
+starts from a GGUF's weights (e.g. an earlier default model). `--freeze-emb` keeps the token
+embeddings where they start (the shipped model: the static ones).
 
 Objective, per step: B documents with at least n_a + n_b whole chunks; two adjacent spans
 (n_a and n_b chunks, drawn per step from 1..--max-span, cut at a random chunk boundary),
@@ -40,7 +40,20 @@ each fed as [CLS] ids [SEP] (what the runtime's bert tokenizer emits). Loss =
   (1 - cos(student(A), t(A))) + (1 - cos(student(B), t(B)))
   + --con * symmetric InfoNCE(student(A), student(B); in-batch negatives, --temp)
 where t(span) = mean of the span's teacher chunk embeddings minus the mean teacher chunk
-embedding of the training set (the student learns a centred target).
+embedding of the training set (the student learns a centred target), times --chunk-weight.
+Search (--search PAIRS, tools/train/search_sets.py; its training split only): --search-batch
+queries, their documents (cut to --max-doc-tokens) and --hard-neg hard negatives each (the
+other documents of the same source that BM25 ranks highest for the query, and the same
+file's), adding
+  --query-weight * (1 - cos(student(query), t(query)))      t(query): the teacher's, centred
+  --search-weight * symmetric InfoNCE(queries, documents)    (--temp; queries over all the
+      batch's documents, documents over the queries), averaged with the same InfoNCE on
+      the first m values of the dense embedding for each m of --matryoshka (exported as
+      the key spectralmlp.dense.prefixes: those lengths work alone)
+and with --sentences N, N short training sentences per step (distill_teacher.py --part
+sentences) with --sentence-weight * (1 - cos(student, t)). Every sequence runs at its own
+length (equal lengths batched): the FFT mixing must never see padding. The output
+projection is applied after mean pooling (the same value: pooling is linear).
 AdamW, linear warm-up then cosine decay over the step count estimated from the first steps
 and --deadline (UTC HH:MM); checkpoints every --ckpt-every steps (resumed automatically from
 OUT/last.pt), validation (adjacent-span top-1 on --n-val training documents kept out of
@@ -108,7 +121,7 @@ def lexical_sketch(static_path: str, dims: int, scale: float, seed: int, sif: fl
 
 
 def export_gguf(sd: dict, path: str, *, name: str, dtype: str = "f16", ctx: int = 8192,
-                eps: float = 1e-5, lexical: dict | None = None) -> None:
+                eps: float = 1e-5, lexical: dict | None = None, prefixes: list | None = None) -> None:
     """State dict (numpy) -> spectralmlp GGUF with the teacher's WordPiece tokenizer
     (and a lexical sketch, see lexical_sketch, when given)."""
     from convert_seed import ARCH, map_state_dict, new_writer
@@ -119,6 +132,10 @@ def export_gguf(sd: dict, path: str, *, name: str, dtype: str = "f16", ctx: int 
                     description="spectralmlp document encoder distilled from "
                     "sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0); see docs/default-model.md")
     add_bert_tokenizer(wr, teacher_vocab())
+    if prefixes:  # the dense part's prefix lengths trained to be used alone (--matryoshka)
+        import gguf
+        wr.add_key_value(f"{ARCH}.dense.prefixes", sorted(prefixes), gguf.GGUFValueType.ARRAY,
+                         sub_type=gguf.GGUFValueType.UINT32)
     if lexical:
         wr.add_uint32(f"{ARCH}.lexical.dims", lexical["dims"])
         wr.add_float32(f"{ARCH}.lexical.scale", lexical["scale"])
@@ -126,6 +143,26 @@ def export_gguf(sd: dict, path: str, *, name: str, dtype: str = "f16", ctx: int 
         tensors = dict(tensors, **{"lexical.weight": lexical["weight"]})  # a vector: stays F32
     add_tensors(wr, tensors, dtype)
     finish(wr)
+
+
+def state_dict_from_gguf(path: str) -> dict:
+    """DocumentEncoder state dict (float32 numpy) of a spectralmlp GGUF read by
+    tools/convert/reference.py: convert_seed.map_state_dict's naming, inverted."""
+    import reference
+    t = {k: v.astype(np.float32) for k, v in reference.load_gguf(path).tensors.items() if not k.startswith("lexical.")}
+    sd = {"embedding.weight": t.pop("token_embd.weight"), "output.weight": t.pop("output.weight"),
+          "output.bias": t.pop("output.bias")}
+    names = {"mix_norm.weight": "norm1.weight", "mix_norm.bias": "norm1.bias", "mix_filter.bias": "spectral_mix.bias",
+             "ffn_norm.weight": "norm2.weight", "ffn_norm.bias": "norm2.bias", "ffn_up.weight": "mlp.0.weight",
+             "ffn_up.bias": "mlp.0.bias", "ffn_down.weight": "mlp.3.weight", "ffn_down.bias": "mlp.3.bias"}
+    for name, v in t.items():
+        _, i, rest = name.split(".", 2)
+        if rest == "mix_filter.weight":  # (D, K, 2): the (re, im) pairs
+            sd[f"blocks.{i}.spectral_mix.weight_real"] = np.ascontiguousarray(v[..., 0])
+            sd[f"blocks.{i}.spectral_mix.weight_imag"] = np.ascontiguousarray(v[..., 1])
+        else:
+            sd[f"blocks.{i}.{names[rest]}"] = v
+    return sd
 
 
 def prune_ffn(sd: dict, ffn: int):
@@ -145,6 +182,61 @@ def prune_ffn(sd: dict, ffn: int):
         keep = imp.argsort(descending=True)[:ffn].sort().values
         sd[k], sd[pre + "0.bias"], sd[pre + "3.weight"] = up[keep], sd[pre + "0.bias"][keep], dn[:, keep]
     return sd, old
+
+
+def load_search(a, lexical: dict | None) -> dict:
+    """Training pairs of tools/search_sets.py as teacher word-piece ids ([CLS] ... [SEP];
+    documents cut to --max-doc-tokens, then to a multiple of 16 tokens past 64 so more of them
+    share a length), the teacher's query embeddings (centred like the span targets), each
+    query's hard negatives (the 8 other documents of its source that BM25 ranks highest, and
+    up to 8 of its own file's), and the sketches of queries and whole documents."""
+    from transformers import AutoTokenizer
+    from eval_search import bm25_matrix
+    from distill_teacher import teacher_path
+    from search_sets import load_pairs
+    rows = load_pairs(a.search, "train")
+    tok = AutoTokenizer.from_pretrained(teacher_path())
+    qz = np.load(os.path.join(a.teacher, "search_queries.npz"))["emb"]
+    t_mean = np.load(os.path.join(a.teacher, "train.npz"))["chunk_emb"].mean(0)
+    wrap = lambda x: np.asarray([101] + list(x) + [102], dtype=np.int64)  # noqa: E731
+    q_full = tok([r["query"] for r in rows], add_special_tokens=False)["input_ids"]
+    d_full = tok([r["doc"] for r in rows], add_special_tokens=False)["input_ids"]
+    d_ids = []
+    for x in d_full:
+        x = x[:a.max_doc_tokens - 2]
+        if len(x) > 64:
+            x = x[:len(x) // 16 * 16]
+        d_ids.append(wrap(x))
+    by_set = {}
+    for i, r in enumerate(rows):
+        by_set.setdefault(r["set"], []).append(i)
+    neg = [None] * len(rows)
+    for src, idx in by_set.items():
+        sc_all = bm25_matrix([rows[i]["query"] for i in idx], [rows[i]["doc"] for i in idx])
+        by_file = {}
+        for k, i in enumerate(idx):
+            by_file.setdefault(rows[i]["key"], []).append(i)
+        for k, i in enumerate(idx):
+            sc = sc_all[k]
+            sc[k] = -np.inf
+            best = [idx[j] for j in np.argsort(-sc)[:8]]
+            same = [j for j in by_file[rows[i]["key"]] if j != i][:8]
+            neg[i] = np.asarray(sorted(set(best + same)), dtype=np.int64)
+    out = {"q_ids": [wrap(x[:254]) for x in q_full], "d_ids": d_ids, "neg": neg,
+           "q_target": (qz[[r["line"] for r in rows]] - t_mean).astype(np.float32)}
+    if lexical:  # the runtime's sketch (reference.py's), unit length
+        import types
+        import reference
+        tables = types.SimpleNamespace(n_vocab=V, lexical_dims=lexical["dims"], lexical_bucket=lexical["bucket"],
+                                       tensors={"lexical.weight": lexical["weight"].astype(np.float64)})
+
+        def sk(ids_list):
+            m = np.stack([reference.lexical_sketch(tables, x) for x in ids_list])
+            return (m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+        out["q_sketch"], out["d_sketch"] = sk(q_full), sk(d_full)
+    print(f"distill: {len(rows)} search pairs from {len({(r['set'], r['key']) for r in rows})} files; "
+          f"documents {np.mean([len(x) for x in d_ids]):.0f} tokens on average in training", flush=True)
+    return out
 
 
 def main(argv=None) -> int:
@@ -180,6 +272,8 @@ def main(argv=None) -> int:
                     "the document that crosses N is kept whole, as distill_teacher.py does)")
     ap.add_argument("--init-from", help="start from this checkpoint's weights (not its optimizer or "
                     "schedule) instead of the static embeddings, e.g. an earlier run's best.pt")
+    ap.add_argument("--init-gguf", help="start from the weights of a spectralmlp GGUF of this shape (e.g. an "
+                    "earlier default model) instead of the static embeddings")
     ap.add_argument("--freeze-emb", action="store_true",
                     help="keep the token embeddings at their initial values (static or --init-from)")
     ap.add_argument("--name", default="spectral-default")
@@ -190,11 +284,28 @@ def main(argv=None) -> int:
     ap.add_argument("--train-lexical", action="store_true",
                     help="the InfoNCE term (and validation) on the exported embedding, dense part and "
                          "lexical sketch together, so the dense part learns what the sketch misses")
+    ap.add_argument("--search", metavar="PAIRS", help="tools/search_sets.py pairs: also train query -> document "
+                    "search on the training split (teacher query targets from distill_teacher.py --part search)")
+    ap.add_argument("--search-batch", type=int, default=32, help="queries per step")
+    ap.add_argument("--hard-neg", type=int, default=1, help="hard negative documents per query (same source: "
+                    "BM25's best other documents and the same file's)")
+    ap.add_argument("--search-weight", type=float, default=1.0, help="weight of the query -> document InfoNCE")
+    ap.add_argument("--query-weight", type=float, default=1.0, help="weight of 1 - cos(student(query), teacher(query))")
+    ap.add_argument("--chunk-weight", type=float, default=1.0, help="weight of the chunk-target loss (spans)")
+    ap.add_argument("--sentences", type=int, default=0, help="sentences per step with the teacher's embedding as "
+                    "target (distill_teacher.py --part sentences: short texts, like queries)")
+    ap.add_argument("--sentence-weight", type=float, default=1.0)
+    ap.add_argument("--max-doc-tokens", type=int, default=512, help="search documents are cut to this many tokens in training")
+    ap.add_argument("--matryoshka", default="", help="comma-separated prefix lengths of the dense embedding also "
+                    "trained for search (e.g. 64,128,256)")
+    ap.add_argument("--search-lexical", action="store_true", help="the search InfoNCE on the exported embedding "
+                    "(dense part and lexical sketch), so the dense part learns what the sketch misses")
     a = ap.parse_args(argv)
+    mat_dims = [int(x) for x in a.matryoshka.split(",") if x]
     lexical = (lexical_sketch(os.path.join(a.teacher, "static.npz"), a.lexical_dims, a.lexical_scale,
                               a.lexical_seed, a.sif) if a.lexical_dims else None)
-    if a.train_lexical and not lexical:
-        ap.error("--train-lexical needs --lexical-dims")
+    if (a.train_lexical or a.search_lexical) and not lexical:
+        ap.error("--train-lexical and --search-lexical need --lexical-dims")
 
     import torch
     import torch.nn.functional as Fn
@@ -216,7 +327,7 @@ def main(argv=None) -> int:
     if a.export_only:
         ck = torch.load(best_pt if a.ckpt == "best" else last_pt, map_location="cpu", weights_only=False)
         model.load_state_dict(ck["model"])
-        export_gguf(to_np(model), out_gguf, name=a.name, lexical=lexical)
+        export_gguf(to_np(model), out_gguf, name=a.name, lexical=lexical, prefixes=mat_dims)
         print(f"distill: wrote {out_gguf} from {a.ckpt} (step {ck['step']}, val {ck.get('val')})")
         return 0
 
@@ -236,6 +347,9 @@ def main(argv=None) -> int:
         model.load_state_dict(sd)
         print(f"distill: weights from {a.init_from} (step {ck['step']} of its run)"
               + (f"; MLP hidden units pruned {kept} -> {a.ffn}" if kept != a.ffn else ""), flush=True)
+    if a.init_gguf and not os.path.exists(os.path.join(a.out, "last.pt")):
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in state_dict_from_gguf(a.init_gguf).items()})
+        print(f"distill: weights from {a.init_gguf}", flush=True)
     if a.init_only:
         what = "--init-from weights" if a.init_from else "initial bag-of-tokens model"
         export_gguf(to_np(model), out_gguf, name=a.name + (" (init-from)" if a.init_from else " (static init)"),
@@ -268,6 +382,14 @@ def main(argv=None) -> int:
     print(f"distill: {n_docs} documents, {len(chunk_doc)} chunks; {len(train_docs)} train "
           f"and {len(val_docs)} validation documents with >= 2 whole chunks", flush=True)
     cls_id, sep_id = 101, 102
+    search = load_search(a, lexical) if a.search else None
+    if a.sentences:
+        zs = np.load(os.path.join(a.teacher, "sentences.npz"))
+        off = zs["offsets"]
+        sent_ids = [np.concatenate([[cls_id], zs["tokens"][off[i]:off[i + 1]], [sep_id]]).astype(np.int64)
+                    for i in range(len(off) - 1)]
+        sent_target = (zs["emb"] - t_mean).astype(np.float32)
+        print(f"distill: {len(sent_ids)} sentences with teacher targets", flush=True)
 
     def span(d, c0, n):
         """(ids with [CLS]/[SEP], centred teacher target) for whole chunks c0..c0+n-1 of doc d."""
@@ -288,7 +410,8 @@ def main(argv=None) -> int:
                 torch.from_numpy(np.stack(ta)), torch.from_numpy(np.stack(tb)))
 
     def embed(x):
-        return Fn.normalize(model(x).mean(1), dim=-1)
+        # the output projection after mean pooling: the same value (pooling is linear), less work
+        return Fn.normalize(model.output(model.token_states(x).mean(1)), dim=-1)
 
     if a.train_lexical:
         lex_bucket = torch.from_numpy(lexical["bucket"].astype(np.int64))
@@ -304,6 +427,48 @@ def main(argv=None) -> int:
             s = torch.zeros(x.shape[0], a.lexical_dims).index_add_(1, lex_bucket, counts.sqrt() * lex_weight)
             s = Fn.normalize(s, dim=-1) * a.lexical_scale
         return torch.cat([e, s], dim=1) / math.sqrt(1 + a.lexical_scale ** 2)
+
+    def pooled(seqs):
+        """Mean-pooled output (unnormalized) of each id sequence at its own length (the FFT
+        mixing sees no padding): sequences of equal length go through the model together."""
+        out = [None] * len(seqs)
+        by_len = {}
+        for i, x in enumerate(seqs):
+            by_len.setdefault(len(x), []).append(i)
+        for idx in by_len.values():
+            e = model.output(model.token_states(torch.from_numpy(np.stack([seqs[i] for i in idx]))).mean(1))
+            for k, i in enumerate(idx):
+                out[i] = e[k]
+        return torch.stack(out)
+
+    def search_loss(sd, r):
+        """(1 - cos to the teacher's query embeddings, InfoNCE of queries over the batch's
+        documents: their own, the other queries', and hard negatives)."""
+        qi = r.choice(len(sd["q_ids"]), size=a.search_batch, replace=False)
+        docs = list(qi)
+        for i in qi:
+            if len(sd["neg"][i]):
+                docs += [int(j) for j in r.choice(sd["neg"][i], size=min(a.hard_neg, len(sd["neg"][i])), replace=False)
+                         if j not in docs]
+        eq = pooled([sd["q_ids"][i] for i in qi])
+        ed = pooled([sd["d_ids"][j] for j in docs])
+        tq = torch.from_numpy(sd["q_target"][qi])
+        l_q = 1 - Fn.cosine_similarity(eq, tq).mean()
+        lab = torch.arange(len(qi))
+
+        def nce(x, y):
+            sim = x @ y.T / a.temp
+            return 0.5 * (Fn.cross_entropy(sim, lab) + Fn.cross_entropy(sim[:, :len(qi)].T, lab))
+
+        uq, ud = Fn.normalize(eq, dim=-1), Fn.normalize(ed, dim=-1)
+        if a.search_lexical:
+            k = math.sqrt(1 + a.lexical_scale ** 2)
+            uq = torch.cat([uq, a.lexical_scale * torch.from_numpy(sd["q_sketch"][qi])], 1) / k
+            ud = torch.cat([ud, a.lexical_scale * torch.from_numpy(sd["d_sketch"][docs])], 1) / k
+        l_s = nce(uq, ud)
+        for m in mat_dims:
+            l_s = l_s + nce(Fn.normalize(eq[:, :m], dim=-1), Fn.normalize(ed[:, :m], dim=-1))
+        return l_q, l_s / (1 + len(mat_dims))
 
     def validate():
         model.eval()
@@ -383,12 +548,25 @@ def main(argv=None) -> int:
                 break
         docs = rng.choice(pool, size=min(a.batch, len(pool)), replace=False)
         xa, xb, ta, tb = batch(docs, n_a, n_b, rng)
-        ea, eb = embed(xa), embed(xb)
-        l_cos = (1 - Fn.cosine_similarity(ea, ta.float()).mean()) + (1 - Fn.cosine_similarity(eb, tb.float()).mean())
-        sim = hybrid(ea, xa) @ hybrid(eb, xb).T / a.temp
         lab = torch.arange(len(docs))
-        l_con = 0.5 * (Fn.cross_entropy(sim, lab) + Fn.cross_entropy(sim.T, lab))
-        loss = l_cos + a.con * l_con
+        if a.chunk_weight > 0:
+            ea, eb = embed(xa), embed(xb)
+            l_cos = (1 - Fn.cosine_similarity(ea, ta.float()).mean()) + (1 - Fn.cosine_similarity(eb, tb.float()).mean())
+            sim = hybrid(ea, xa) @ hybrid(eb, xb).T / a.temp
+            l_con = 0.5 * (Fn.cross_entropy(sim, lab) + Fn.cross_entropy(sim.T, lab))
+            loss = a.chunk_weight * (l_cos + a.con * l_con)
+        else:  # search alone
+            l_cos = l_con = torch.zeros(())
+            sim = torch.zeros(len(docs), len(docs))
+            loss = torch.zeros(())
+        if search:
+            l_q, l_s = search_loss(search, rng)
+            loss = loss + a.query_weight * l_q + a.search_weight * l_s
+        if a.sentences:
+            si = rng.choice(len(sent_ids), size=a.sentences, replace=False)
+            es = pooled([sent_ids[i] for i in si])
+            l_sent = 1 - Fn.cosine_similarity(es, torch.from_numpy(sent_target[si])).mean()
+            loss = loss + a.sentence_weight * l_sent
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
@@ -397,13 +575,19 @@ def main(argv=None) -> int:
         rec = {"step": step, "t": round(time.time() - t_run, 1), "lr_f": round(f, 4), "n_a": n_a,
                "n_b": n_b, "cos": l_cos.item() / 2, "con": l_con.item(),
                "acc": (sim.argmax(1) == lab).float().mean().item()}
+        if search:
+            rec.update(q_cos=1 - l_q.item(), search=l_s.item())
+        if a.sentences:
+            rec.update(s_cos=1 - l_sent.item())
         logf.write(json.dumps(rec) + "\n")
         ema = rec if ema is None else {k: 0.9 * ema[k] + 0.1 * v if k in ("cos", "con", "acc") else v
                                        for k, v in rec.items()}
         if step % 10 == 0:
             logf.flush()
             print(f"step {step}/{total} t={rec['t']}s lr_f={f:.3f} 1-cos={ema['cos']:.4f} "
-                  f"nce={ema['con']:.3f} acc={ema['acc']:.3f}", flush=True)
+                  f"nce={ema['con']:.3f} acc={ema['acc']:.3f}"
+                  + (f" q_cos={rec['q_cos']:.3f} search={rec['search']:.3f}" if search else "")
+                  + (f" s_cos={rec['s_cos']:.3f}" if a.sentences else ""), flush=True)
         if step % a.val_every == 0:
             v = validate()
             hist.append({"step": step, "val_top1": v[0], "val_cos": v[1]})
@@ -422,7 +606,7 @@ def main(argv=None) -> int:
     save(last_pt)
     ck = torch.load(best_pt, map_location="cpu", weights_only=False)
     model.load_state_dict(ck["model"])
-    export_gguf(to_np(model), out_gguf, name=a.name, lexical=lexical)
+    export_gguf(to_np(model), out_gguf, name=a.name, lexical=lexical, prefixes=mat_dims)
     with open(os.path.join(a.out, "summary.json"), "w") as fh:
         json.dump({"args": vars(a), "steps": step, "best_step": ck["step"], "best_val": ck["val"],
                    "hist": hist, "n_params": n_params}, fh, indent=1)

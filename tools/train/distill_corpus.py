@@ -4,7 +4,7 @@
     python3 tools/train/distill_corpus.py --out /work/data/corpus.jsonl [--seed 0]
 
 English text that ships offline with Debian and PyPI packages, one JSON line per
-document: {"src": SOURCE, "path": FILE, "split": "train"|"heldout"|"ood", "text": ...}.
+document: {"src": SOURCE, "path": FILE, "split": "train"|"dev"|"heldout"|"ood", "text": ...}.
 
 Sources (licences in docs/default-model.md):
   pydoc     Python 3.11 documentation, HTML (Debian python3-doc), main body of each page
@@ -20,14 +20,19 @@ Sources (licences in docs/default-model.md):
             rendered to text with man(1). Never used for training.
 
 Splits: the man pages are the out-of-domain ("ood") set. Every other source file is
-held out (in-domain, "heldout") when crc32(src/path) % 100 < 15, so held-out documents
-come from files never seen in training.
+held out (in-domain, "heldout") when crc32(src/path) % 100 < 15 and development ("dev":
+where runs and weights are chosen) when it is 15..24, so neither comes from a file seen in
+training; a Debian package's doc folder counts as one file (src/package), as its search
+document (tools/train/search_sets.py) reads them all. (The shipped model's corpus was drawn
+before the development split and by file for debdoc too: models/spectral-default.gguf
+trained on files that are now development files, and on some now held-out debdoc files.)
 
 Documents: each file's text (whitespace runs inside a line collapsed, blank-line runs
 squeezed) is cut into paragraphs, which are packed greedily.
   train:           documents of 1..8 KB (at most 24 per file; per-source byte caps)
-  heldout / ood:   documents of 2..4 KB (>= 2048 bytes each): at most 12 per held-out
-                   file; at most 2 per man page and 12 man pages per family (gcloud, git, ...)
+  heldout / dev / ood: documents of 2..4 KB (>= 2048 bytes each): at most 12 per held-out
+                   file, 8 per development file; at most 2 per man page and 12 man pages
+                   per family (gcloud, git, ...)
 Files that are mostly not ASCII text are skipped. Deterministic given the installed
 packages and --seed.
 """
@@ -49,6 +54,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 HELDOUT_PERCENT = 15
+DEV_PERCENT = 10  # files 15..24 of 100: the development split
+DEV_PER_FILE = 8
 TRAIN_MIN, TRAIN_MAX, TRAIN_PER_FILE = 1024, 8192, 24
 EVAL_MIN, EVAL_MAX, EVAL_PER_FILE = 2048, 4096, 2
 HELDOUT_PER_FILE = 12  # in-domain held-out files are fewer and longer than man pages (12: >= 1,000 documents)
@@ -266,8 +273,16 @@ SOURCES = {"pydoc": src_pydoc, "pypi": src_pypi, "debdoc": src_debdoc, "licenses
            "cmake": src_cmake, "vim": src_vim, "rust": src_rust}
 
 
-def is_heldout(src: str, rel: str) -> bool:
-    return zlib.crc32(f"{src}/{rel}".encode()) % 100 < HELDOUT_PERCENT
+def split_key(src: str, rel: str) -> str:
+    """What the split is drawn by: a Debian package's doc folder (its files go together, as
+    one package's search document reads them all: tools/search_sets.py), else the file."""
+    return f"{src}/{rel.split('/')[0]}" if src == "debdoc" else f"{src}/{rel}"
+
+
+def split_of(src: str, rel: str) -> str:
+    """"heldout" (test), "dev" (development: choices are made here) or "train", by file."""
+    h = zlib.crc32(split_key(src, rel).encode()) % 100
+    return "heldout" if h < HELDOUT_PERCENT else "dev" if h < HELDOUT_PERCENT + DEV_PERCENT else "train"
 
 
 def main(argv=None) -> int:
@@ -298,9 +313,11 @@ def main(argv=None) -> int:
                 if not englishish(text):
                     continue
                 paras = paragraphs(text)
-                if is_heldout(src, rel):
-                    for d in pack(paras, EVAL_MIN, EVAL_MAX)[:HELDOUT_PER_FILE]:
-                        emit(src, rel, "heldout", d)
+                split = split_of(src, rel)
+                if split != "train":
+                    per_file = HELDOUT_PER_FILE if split == "heldout" else DEV_PER_FILE
+                    for d in pack(paras, EVAL_MIN, EVAL_MAX)[:per_file]:
+                        emit(src, rel, split, d)
                 elif used < SRC_CAP[src]:
                     docs = pack(paras, TRAIN_MIN, TRAIN_MAX)
                     if len(docs) > TRAIN_PER_FILE:

@@ -121,6 +121,66 @@ def chunks_of(ids: list[int], max_chunks: int | None = None) -> list[list[int]]:
     return cs[:max_chunks] if max_chunks else cs
 
 
+def first_and_mean_chunks(model, ids: list, cls, sep, log: str):
+    """Each text's (word-piece ids) chunks through the teacher: (embedding of its first chunk,
+    i.e. MiniLM truncated at 256 tokens; mean of all its chunks' embeddings; how many chunks)."""
+    seqs, owner = [], []
+    for h, x in enumerate(ids):
+        for c in chunks_of(x):
+            seqs.append(c)
+            owner.append(h)
+    ce = encode_ids(model, seqs, cls, sep, log=log)
+    owner = np.asarray(owner)
+    first = np.zeros((len(ids), ce.shape[1]), dtype=np.float32)
+    mean = np.zeros((len(ids), ce.shape[1]), dtype=np.float32)
+    for h in range(len(ids)):
+        rows = np.nonzero(owner == h)[0]
+        first[h] = ce[rows[0]]
+        mean[h] = ce[rows].mean(0)
+    return first, mean, len(seqs)
+
+
+def search_part(a, tok, model, cls, sep) -> None:
+    """Every query of --search (training targets and the MiniLM anchor) -> search_queries.npz;
+    the documents of the dev, test and out-of-domain sets as chunks (first chunk = MiniLM
+    truncated at 256 tokens, mean = chunked) -> search_docs_SPLIT.npz."""
+    from search_sets import load_pairs
+    with open(a.search, encoding="utf-8") as fh:
+        queries = [json.loads(line)["query"] for line in fh]
+    ids = tok(queries, add_special_tokens=False)["input_ids"]
+    emb = encode_ids(model, [x[:CHUNK] for x in ids], cls, sep, log="search queries")
+    np.savez(os.path.join(a.out, "search_queries.npz"), emb=emb, n_tokens=np.asarray([len(x) for x in ids]))
+    for split in ("dev", "test", "ood"):
+        rows = load_pairs(a.search, split)
+        ids = tok([r["doc"] for r in rows], add_special_tokens=False)["input_ids"]
+        first, mean, n_chunks = first_and_mean_chunks(model, ids, cls, sep, f"search {split} documents")
+        np.savez(os.path.join(a.out, f"search_docs_{split}.npz"), trunc256=first, chunked=mean,
+                 line=np.asarray([r["line"] for r in rows]), n_tokens=np.asarray([len(x) for x in ids]))
+        print(f"search {split}: {len(rows)} documents, {n_chunks} chunks", file=sys.stderr, flush=True)
+
+
+def sentences_part(a, tok, model, cls, sep, train) -> None:
+    """--n-sentences sentences of 4..40 words from the training documents (a seeded choice):
+    short texts like search queries, each with its teacher embedding -> sentences.npz
+    (tokens, offsets, emb)."""
+    import random
+    import re
+    pool = []
+    for d in train:
+        for para in re.split(r"\n\s*\n", d["text"]):
+            for s in re.split(r"(?<=[.!?])\s+(?=[A-Z])", re.sub(r"\s+", " ", para).strip()):
+                if 4 <= len(s.split()) <= 40 and sum(c.isalpha() for c in s) > 0.6 * len(s):
+                    pool.append(s)
+    pool = sorted(set(pool))
+    random.Random(0).shuffle(pool)
+    pool = pool[:a.n_sentences]
+    ids = [x[:CHUNK] for x in tok(pool, add_special_tokens=False)["input_ids"]]
+    emb = encode_ids(model, ids, cls, sep, log="sentences")
+    np.savez(os.path.join(a.out, "sentences.npz"), tokens=np.concatenate([np.asarray(x, dtype=np.int32) for x in ids]),
+             offsets=np.cumsum([0] + [len(x) for x in ids]), emb=emb)
+    print(f"sentences: {len(pool)} sentences, {sum(len(x) for x in ids)} tokens", file=sys.stderr, flush=True)
+
+
 def load_corpus(path: str):
     with open(path) as fh:
         return [json.loads(line) for line in fh]
@@ -130,7 +190,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--corpus", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--part", choices=["static", "train", "eval"], required=True)
+    ap.add_argument("--part", choices=["static", "train", "eval", "search", "sentences"], required=True)
+    ap.add_argument("--search", help="search pairs (tools/search_sets.py) for --part search")
+    ap.add_argument("--n-sentences", type=int, default=20000, help="--part sentences: how many")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-train-chunks", type=int, default=5000)
     ap.add_argument("--max-doc-chunks", type=int, default=8)
@@ -185,6 +247,12 @@ def main(argv=None) -> int:
                  chunk_doc=np.asarray(chunk_doc, dtype=np.int64),
                  chunk_start=np.asarray(chunk_start, dtype=np.int64), src=np.asarray(srcs))
 
+    elif a.part == "search":
+        search_part(a, tok, model, cls, sep)
+
+    elif a.part == "sentences":
+        sentences_part(a, tok, model, cls, sep, [d for d in docs if d["split"] == "train"])
+
     else:
         for split in a.splits.split(","):
             sd = [d for d in docs if d["split"] == split][:a.max_eval_docs]
@@ -192,21 +260,9 @@ def main(argv=None) -> int:
             for d in sd:
                 halves += list(split_half(d["text"]))
             ids = tok(halves, add_special_tokens=False)["input_ids"]
-            seqs, owner = [], []
-            for h, x in enumerate(ids):
-                for c in chunks_of(x):
-                    seqs.append(c)
-                    owner.append(h)
-            ce = encode_ids(model, seqs, cls, sep, log=f"eval {split} chunks")
+            first, mean, n_chunks = first_and_mean_chunks(model, ids, cls, sep, f"eval {split} chunks")
             long_idx = [h for h, x in enumerate(ids) if len(x) > CHUNK]
             le = encode_ids(model, [ids[h][:510] for h in long_idx], cls, sep, log=f"eval {split} 512")
-            owner = np.asarray(owner)
-            first = np.zeros((len(ids), 384), dtype=np.float32)
-            mean = np.zeros((len(ids), 384), dtype=np.float32)
-            for h in range(len(ids)):
-                rows = np.nonzero(owner == h)[0]
-                first[h] = ce[rows[0]]
-                mean[h] = ce[rows].mean(0)
             t512 = first.copy()
             t512[long_idx] = le
             np.savez(os.path.join(a.out, f"eval_{split}.npz"), trunc256=first, trunc512=t512,
@@ -215,7 +271,7 @@ def main(argv=None) -> int:
             with open(os.path.join(a.out, f"eval_{split}.jsonl"), "w") as fh:
                 for d, (x, y) in zip(sd, zip(halves[0::2], halves[1::2])):
                     fh.write(json.dumps({"src": d["src"], "path": d["path"], "a": x, "b": y}) + "\n")
-            print(f"eval {split}: {len(sd)} documents, {len(seqs)} chunks, {len(long_idx)} halves "
+            print(f"eval {split}: {len(sd)} documents, {n_chunks} chunks, {len(long_idx)} halves "
                   f"> {CHUNK} tokens ({time.time() - t0:.0f}s)", file=sys.stderr, flush=True)
     print(f"distill_teacher {a.part}: {time.time() - t0:.0f}s", file=sys.stderr)
     return 0

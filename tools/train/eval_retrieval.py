@@ -162,13 +162,13 @@ def scores_sim(s: np.ndarray) -> dict:
         hit = np.argmax(sim, axis=1) == idx
         own = sim[idx, idx][:, None]
         rank = 1 + np.sum(sim > own, axis=1)
-        return hit, float(np.mean(1.0 / rank))
+        return hit, 1.0 / rank
 
-    a, mrr_a = one(s)
-    b, mrr_b = one(s.T)
+    a, rr_a = one(s)
+    b, rr_b = one(s.T)
     return {"top1_q2t": float(a.mean()), "top1_t2q": float(b.mean()),
-            "top1": float((a.mean() + b.mean()) / 2), "mrr": (mrr_a + mrr_b) / 2, "n": n,
-            "hits": (a.astype(np.float64) + b) / 2}
+            "top1": float((a.mean() + b.mean()) / 2), "mrr": float((rr_a.mean() + rr_b.mean()) / 2), "n": n,
+            "hits": (a.astype(np.float64) + b) / 2, "rr": (rr_a + rr_b) / 2}
 
 
 def eval_set(a, split: str) -> dict:
@@ -226,10 +226,13 @@ def eval_set(a, split: str) -> dict:
         res[label]["paired"] = {}
         for base in anchors + [s.partition("=")[0] for s in a.model if s.partition("=")[0] != label]:
             mean, lo, hi = paired_bootstrap(res[label]["hits"], res[base]["hits"])
-            res[label]["paired"][base] = {"mean": mean, "ci95": [lo, hi]}
-            print(f"{label} - {base}: top-1 {mean:+.3f} (95% CI {lo:+.3f} .. {hi:+.3f})")
+            mm, mlo, mhi = paired_bootstrap(res[label]["rr"], res[base]["rr"])
+            res[label]["paired"][base] = {"mean": mean, "ci95": [lo, hi], "mrr": [mm, mlo, mhi]}
+            print(f"{label} - {base}: top-1 {mean:+.3f} (95% CI {lo:+.3f} .. {hi:+.3f}), "
+                  f"MRR {mm:+.3f} ({mlo:+.3f} .. {mhi:+.3f})")
     for r in res.values():
         r.pop("hits")
+        r.pop("rr")
     return res
 
 
@@ -367,6 +370,7 @@ def main(argv=None) -> int:
             print(f"{label} - {base}: top-1 {mean:+.3f} (95% CI {lo:+.3f} .. {hi:+.3f})")
     for r in results.values():
         r.pop("hits")
+        r.pop("rr")
     if a.json:
         with open(a.json, "w") as fh:
             json.dump(results, fh, indent=1)

@@ -468,6 +468,15 @@ class Model:
         self.n_embd: int = _c.spectral_model_n_embd(m)  # token-state width
         # Embedding length: n_embd, plus the lexical sketch's dimensions when the model has one.
         self.n_pooled: int = _c.spectral_model_n_pooled(m)
+        # What the embedding is made of: the lexical sketch's length and weight (0 without one),
+        # and the lengths encode()'s truncate_dim (the server's 'dimensions') accepts: the dense
+        # part's prefixes the model was trained for (the whole dense part among them), n_pooled.
+        self.n_lexical: int = _c.spectral_model_n_lexical(m)
+        self.lexical_scale: float = _c.spectral_model_lexical_scale(m)
+        n_prefixes = _c.spectral_model_dense_prefixes(m, None, 0)
+        prefixes = (ctypes.c_int32 * n_prefixes)()
+        _c.spectral_model_dense_prefixes(m, prefixes, n_prefixes)
+        self.dimensions: tuple = tuple(sorted(set(prefixes) | {self.n_pooled}))
         self.n_vocab: int = _c.spectral_model_n_vocab(m)
         self.n_layer: int = _c.spectral_model_n_layer(m)
         self.n_ctx_train: int = _c.spectral_model_n_ctx_train(m)
@@ -690,8 +699,10 @@ class Model:
         normalize_embeddings: the embeddings are unit length already (the model's
             output, as for a sentence-transformers model ending in Normalize);
             embed(normalize=False) gives them unnormalized.
-        truncate_dim: n_pooled, or n_embd for a model with a lexical sketch (its
-            dense part, unit length again); other cuts are refused.
+        truncate_dim: one of `dimensions`: n_pooled, or a dense part's length the
+            model was trained for (n_embd for a model with a lexical sketch, and its
+            Matryoshka prefixes), those first values made unit length again; other
+            cuts are refused.
         output_value: "sentence_embedding", or "token_embeddings" for a list of
             (T, n_embd) numpy arrays (tensors with convert_to_tensor).
         convert_to_tensor / convert_to_numpy=False: PyTorch tensors; needs torch.
@@ -882,16 +893,13 @@ class Model:
         return r.embeddings
 
     def _kept_dimensions(self, truncate_dim: Optional[int]) -> Optional[int]:
-        """encode()'s truncate_dim: None to keep every value, or the dense part's length."""
+        """encode()'s truncate_dim: None to keep every value, or how many leading values to keep."""
         if truncate_dim is None or truncate_dim == self.n_pooled:
             return None
-        if truncate_dim == self.n_embd:
-            return self.n_embd
-        if self.n_embd == self.n_pooled:
-            raise ValueError(f"truncate_dim {truncate_dim}: this model's embeddings have {self.n_pooled} "
-                             "dimensions; it was not trained to be cut shorter")
-        raise ValueError(f"truncate_dim {truncate_dim}: this model's embeddings have {self.n_pooled} "
-                         f"dimensions, or {self.n_embd} without its lexical sketch")
+        if truncate_dim in self.dimensions:
+            return truncate_dim
+        raise ValueError(f"truncate_dim {truncate_dim}: this model offers dimensions "
+                         f"{', '.join(map(str, self.dimensions))} (the lengths it was trained for)")
 
     def _encode_batch(self, docs: List[np.ndarray], pooling: int, normalize: bool,
                       on_ok, on_error) -> None:
