@@ -130,6 +130,11 @@ static void linear_task(void *arg, int64_t task, int worker) {
         for (int64_t r = 0; r < rows; r++) bias_act_row(o + r * OUT, j->b, OUT, j->act);
 }
 
+/* A packed weight as the tile loops see it. */
+static sp_cpu_weight packed_weight(const sp_packed *P) {
+    return (sp_cpu_weight){NULL, P, P->rows, P->cols};
+}
+
 static int64_t row_tiles(int64_t T) { return (T + SP_CPU_ROW_TILE - 1) / SP_CPU_ROW_TILE; }
 
 /* The checks and the tile loop of linear and linear_packed. */
@@ -172,7 +177,7 @@ int sp_cpu_linear(sp_backend *be, const float *x, const float *W, const float *b
 
 size_t sp_cpu_linear_packed_workspace_size(sp_backend *be, const sp_packed *W, int64_t T) {
     if (!W || T <= 0) return 0;
-    const sp_cpu_weight w = {NULL, W, W->rows, W->cols};
+    const sp_cpu_weight w = packed_weight(W);
     const size_t slot = sp_cpu_tile_scratch(&w);
     return slot ? (size_t)sp_cpu_slots(be, row_tiles(T)) * (size_t)sp_cpu_round_up((int64_t)slot, SP_CPU_ALIGN) +
                       SP_CPU_ALIGN
@@ -185,7 +190,7 @@ int sp_cpu_linear_packed(sp_backend *be, const float *x, const sp_packed *W, con
         sp_cpu_set_err(be, "cpu linear_packed: NULL weight");
         return 1;
     }
-    const sp_cpu_weight w = {NULL, W, W->rows, W->cols};
+    const sp_cpu_weight w = packed_weight(W);
     return run_linear(be, "linear_packed", x, &w, b, T, act, accumulate, workspace, out);
 }
 
@@ -251,8 +256,7 @@ size_t sp_cpu_ffn_block_packed_workspace_size(sp_backend *be, const sp_packed *W
                                               const sp_packed *W_down, const int64_t *offsets,
                                               int64_t n_docs) {
     if (!W_up || !W_down) return 0;
-    const sp_cpu_weight up = {NULL, W_up, W_up->rows, W_up->cols},
-                        down = {NULL, W_down, W_down->rows, W_down->cols};
+    const sp_cpu_weight up = packed_weight(W_up), down = packed_weight(W_down);
     return ffn_workspace(be, &up, &down, offsets, n_docs);
 }
 
@@ -347,8 +351,7 @@ int sp_cpu_ffn_block_packed(sp_backend *be, float *h, const float *ln_w, const f
         sp_cpu_set_err(be, "cpu ffn_block_packed: NULL weight");
         return 1;
     }
-    const sp_cpu_weight up = {NULL, W_up, W_up->rows, W_up->cols},
-                        down = {NULL, W_down, W_down->rows, W_down->cols};
+    const sp_cpu_weight up = packed_weight(W_up), down = packed_weight(W_down);
     return run_ffn(be, "ffn_block_packed", h, ln_w, ln_b, eps, &up, b_up, act, &down, b_down,
                    offsets, n_docs, workspace);
 }
@@ -406,8 +409,7 @@ size_t sp_cpu_glu_ffn_block_packed_workspace_size(sp_backend *be, const sp_packe
                                                   const sp_packed *W_down, const int64_t *offsets,
                                                   int64_t n_docs, int64_t n_blocks) {
     if (!W_gate || !W_down || n_blocks <= 0) return 0;
-    const sp_cpu_weight gate = {NULL, W_gate, W_gate->rows, W_gate->cols},
-                        down = {NULL, W_down, W_down->rows, W_down->cols};
+    const sp_cpu_weight gate = packed_weight(W_gate), down = packed_weight(W_down);
     return glu_workspace(be, &gate, &down, offsets, n_docs);
 }
 
@@ -509,8 +511,7 @@ int sp_cpu_glu_ffn_block_packed(sp_backend *be, float *h, const sp_packed *W_gat
         sp_cpu_set_err(be, "cpu glu_ffn_block_packed: NULL weight");
         return 1;
     }
-    const sp_cpu_weight gate = {NULL, W_gate, W_gate->rows, W_gate->cols},
-                        down = {NULL, W_down, W_down->rows, W_down->cols};
+    const sp_cpu_weight gate = packed_weight(W_gate), down = packed_weight(W_down);
     return run_glu(be, "glu_ffn_block_packed", h, &gate, &down, b_down, ln_w, ln_b, eps, n_blocks,
                    offsets, n_docs, workspace);
 }
