@@ -10,6 +10,8 @@
  *   test_m2bert_ops --cuda     the same references through the CUDA backend
  *                              (exit 77, skipped, without a device) */
 #include "kernels/backend.h"
+#include "kernels/cpu/cpu_internal.h"
+#include "kernels/cpu/packed_cpu.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -350,11 +352,17 @@ static sp_packed *pack(sp_backend *be, float *W, int64_t rows, int64_t cols, sp_
 /* glu_ffn_block_packed (CPU) for compute c against the reference, and the
  * same bits on 1 and 3 threads. Tolerances (max error over max |ref|):
  * float32 TOL; bf16 and int8 round the operands (bf16: 8 bits of mantissa;
- * int8: activations to 8 bits per block of 32): measured 1.2e-3 and 3.6e-3
+ * int8: activations to 8 bits per block of 32): measured 1.0e-3 and 3.7e-3
  * here, bounded at 1e-2. */
-static void glu_packed_case(sp_compute c, int64_t T, int64_t D, int64_t F, int64_t nb) {
+static void glu_packed_case(sp_compute c, sp_kernel_level level, int64_t T, int64_t D, int64_t F, int64_t nb,
+                            float **out) {
     sp_backend *one = cpu(1), *three = cpu(3);
+    *out = NULL;
     if (!one || !three) return;
+    /* packed at this level: float32 without a kernel of ours there is rows for OpenBLAS */
+    sp_cpu_set_kernel_level(one, level);
+    sp_cpu_set_kernel_level(three, level);
+    test_rng = 11;
     const int64_t Db = D / nb, Fb = F / nb, off[2] = {0, T};
     float *Wg = frand_array(2 * F * Db, 1.0f / sqrtf((float)Db), 0.0f);
     float *Wd = frand_array(D * Fb, 1.0f / sqrtf((float)Fb), 0.0f), *bd = frand_array(D, 0.3f, 0.0f);
@@ -380,10 +388,11 @@ static void glu_packed_case(sp_compute c, int64_t T, int64_t D, int64_t F, int64
         free(ws);
     }
     const double err = rel_err(h[0], ref, T * D), tol = c == SP_COMPUTE_F32 ? TOL : 1e-2;
-    printf("glu packed compute %d T=%lld D=%lld F=%lld nb=%lld: rel err %.3g\n", (int)c, (long long)T,
-           (long long)D, (long long)F, (long long)nb, err);
-    CHECK(err <= tol, "glu packed compute %d: rel err %.3g > %.3g", (int)c, err, tol);
-    CHECK(!memcmp(h[0], h[1], (size_t)(T * D) * 4), "glu packed compute %d: 1 and 3 threads differ", (int)c);
+    printf("glu packed compute %d level %d%s T=%lld D=%lld F=%lld nb=%lld: rel err %.3g\n", (int)c, (int)level,
+           Pg && Pg->rows_layout ? " (rows)" : "", (long long)T, (long long)D, (long long)F, (long long)nb, err);
+    CHECK(err <= tol, "glu packed compute %d level %d: rel err %.3g > %.3g", (int)c, (int)level, err, tol);
+    CHECK(!memcmp(h[0], h[1], (size_t)(T * D) * 4), "glu packed compute %d level %d: 1 and 3 threads differ",
+          (int)c, (int)level);
     /* blocks that are not whole panels (D 48 in 4 blocks: 12 rows) are refused by name */
     if (c == SP_COMPUTE_F32) {
         sp_packed *g12 = one->ops->pack_weight(one, SP_WEIGHT_F32, Wg, 192, 12, c),
@@ -396,7 +405,8 @@ static void glu_packed_case(sp_compute c, int64_t T, int64_t D, int64_t F, int64
     }
     one->ops->packed_free(one, Pg);
     one->ops->packed_free(one, Pd);
-    free(Wg), free(Wd), free(bd), free(lw), free(lb), free(h0), free(ref), free(h[0]), free(h[1]);
+    free(Wg), free(Wd), free(bd), free(lw), free(lb), free(h0), free(ref), free(h[1]);
+    *out = h[0];
     one->ops->destroy(one);
     three->ops->destroy(three);
 }
@@ -534,8 +544,27 @@ int main(int argc, char **argv) {
     if (!cuda) {
         cpu_determinism();
         cpu_bad_arguments();
-        /* blocks of 64 x 32 and 32 x 64 (int8: whole 32-blocks); 300 rows: three tiles */
-        for (int c = SP_COMPUTE_F32; c <= SP_COMPUTE_BF16; c++) glu_packed_case((sp_compute)c, 300, 128, 128, 4);
+        /* blocks of 64 x 32 and 32 x 64 (int8: whole 32-blocks); 300 rows: three tiles; every
+         * kernel level this CPU runs or emulates (float32 at level C: OpenBLAS rows), int8 and
+         * bf16 giving the same bits at every level */
+        static const sp_kernel_level levels[] = {SP_KERNEL_C, SP_KERNEL_AVX2, SP_KERNEL_AVX512,
+                                                 SP_KERNEL_AVX512_EMULATED};
+        for (int c = SP_COMPUTE_F32; c <= SP_COMPUTE_BF16; c++) {
+            float *first = NULL;
+            for (size_t i = 0; i < sizeof levels / sizeof levels[0]; i++) {
+                if (levels[i] > sp_cpu_kernel_cap() && levels[i] != SP_KERNEL_AVX512_EMULATED) continue;
+                if (c == SP_COMPUTE_F32 && levels[i] == SP_KERNEL_AVX512_EMULATED) continue;
+                if (c != SP_COMPUTE_F32 && !sp_packed_level_available((sp_compute)c, levels[i])) continue;
+                float *y;
+                glu_packed_case((sp_compute)c, levels[i], 300, 128, 128, 4, &y);
+                if (c != SP_COMPUTE_F32 && first && y)
+                    CHECK(!memcmp(first, y, 300 * 128 * 4), "glu packed compute %d: level %d differs from level C",
+                          c, (int)levels[i]);
+                if (!first) first = y;
+                else free(y);
+            }
+            free(first);
+        }
     }
     return check_report(cuda ? "test_m2bert_ops --cuda" : "test_m2bert_ops");
 }
