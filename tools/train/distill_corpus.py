@@ -244,25 +244,31 @@ def man_family(fn: str) -> str:
     return re.split(r"[_.\-]", fn)[0]
 
 
-def src_man(rng):
+def man_pages(rng, fam: dict, per_family: int):
+    """(path, family, rendered text) of the man pages, in an order rng shuffles: links are
+    skipped, and so are families that already have per_family pages in fam (the caller
+    counts there the pages it keeps)."""
     files = []
     for sec in "12345678":
         files += sorted(glob.glob(f"/usr/share/man/man{sec}/*"))
     rng.shuffle(files)
-    fam = {}
     env = dict(os.environ, MANWIDTH="80", LC_ALL="C.UTF-8", MAN_KEEP_FORMATTING="")
     for p in files:
         if os.path.islink(p):
             continue
         f = man_family(os.path.basename(p))
-        if fam.get(f, 0) >= 12:
+        if fam.get(f, 0) >= per_family:
             continue
         try:
             r = subprocess.run(["man", "-P", "cat", "-l", p], capture_output=True, env=env, timeout=60)
         except subprocess.TimeoutExpired:
             continue
-        t = r.stdout.decode("utf-8", "replace")
-        t = re.sub(r".\x08", "", t)
+        yield p, f, re.sub(r".\x08", "", r.stdout.decode("utf-8", "replace"))
+
+
+def src_man(rng):
+    fam = {}
+    for p, f, t in man_pages(rng, fam, 12):
         if len(t) < EVAL_MIN + 200:
             continue
         fam[f] = fam.get(f, 0) + 1

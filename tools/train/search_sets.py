@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import gzip
 import html
 import json
 import os
@@ -49,7 +48,7 @@ from html.parser import HTMLParser
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from distill_corpus import clean, englishish, man_family, read_text, split_of  # noqa: E402
+from distill_corpus import clean, englishish, man_pages, read_text, split_of  # noqa: E402
 
 DOC_MIN, DOC_MAX = 300, 8192
 SPLIT_NAME = {"heldout": "test", "dev": "dev", "train": "train"}
@@ -346,24 +345,11 @@ def debdoc_pairs():
 # ---- man (out of domain) -----------------------------------------------------
 
 def man_pairs(rng, n_pages: int):
-    files = []
-    for sec in "12345678":
-        files += sorted(glob.glob(f"/usr/share/man/man{sec}/*"))
-    rng.shuffle(files)
     fam = {}
-    env = dict(os.environ, MANWIDTH="80", LC_ALL="C.UTF-8", MAN_KEEP_FORMATTING="")
     n = 0
-    for p in files:
-        if os.path.islink(p) or n >= n_pages:
-            continue
-        f = man_family(os.path.basename(p))
-        if fam.get(f, 0) >= 3:
-            continue
-        try:
-            r = subprocess.run(["man", "-P", "cat", "-l", p], capture_output=True, env=env, timeout=60)
-        except subprocess.TimeoutExpired:
-            continue
-        t = re.sub(r".\x08", "", r.stdout.decode("utf-8", "replace"))
+    if n_pages <= 0:
+        return
+    for p, f, t in man_pages(rng, fam, 3):
         lines = t.split("\n")
         try:
             i = next(k for k, ln in enumerate(lines) if ln.strip() in ("NAME", "Name"))
@@ -390,6 +376,8 @@ def man_pairs(rng, n_pages: int):
         fam[f] = fam.get(f, 0) + 1
         n += 1
         yield "man", os.path.relpath(p, "/usr/share/man"), query, doc
+        if n >= n_pages:
+            return
 
 
 EVAL_PER_FILE = 50   # at most this many pairs of one file in an evaluation set
